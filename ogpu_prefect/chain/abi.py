@@ -1,0 +1,158 @@
+"""The compiled artifacts shipped in `artifacts/`, and the ABI encoding and decoding built on them.
+
+Encoding goes straight through eth_abi with precomputed selectors and type strings: web3's contract
+objects cost milliseconds of Python per call, which matters when a batch is thousands of tasks.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from eth_abi import decode as abi_decode
+from eth_abi import encode as abi_encode
+from eth_utils import keccak, to_checksum_address
+
+from .types import ENUMS, STRUCTS
+
+CONTRACT_NAMES = ("Manager", "Terminal", "Nexus", "Vault", "Controller", "Source", "Task", "Response")
+
+
+def canonical_type(param: dict[str, Any]) -> str:
+    """ABI param -> canonical type string, tuples expanded: `(address,string,uint256)[]`."""
+    t = param["type"]
+    if t.startswith("tuple"):
+        return "(" + ",".join(canonical_type(c) for c in param["components"]) + ")" + t[len("tuple") :]
+    return t
+
+
+def _to_python(param: dict[str, Any], value: Any) -> Any:
+    internal = param.get("internalType", "")
+    t = param["type"]
+    if t == "address":
+        return to_checksum_address(value)
+    if t == "address[]":
+        return [to_checksum_address(v) for v in value]
+    if internal.startswith("enum "):
+        enum = ENUMS.get(internal.split()[-1].split(".")[-1])
+        return enum(value) if enum else value
+    if internal.startswith("struct ") and t == "tuple":
+        values = tuple(_to_python(c, v) for c, v in zip(param["components"], value))
+        struct = STRUCTS.get(internal.split()[-1].split(".")[-1])
+        return struct.from_tuple(values) if struct else values
+    return value
+
+
+def _to_abi(value: Any) -> Any:
+    if hasattr(value, "as_tuple"):
+        return tuple(_to_abi(v) for v in value.as_tuple())
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_abi(v) for v in value)
+    if isinstance(value, int):  # IntEnum / bool stay ints for eth_abi
+        return bool(value) if isinstance(value, bool) else int(value)
+    return value
+
+
+@dataclass(frozen=True)
+class Function:
+    contract: str
+    name: str
+    signature: str
+    selector: bytes
+    input_types: tuple[str, ...]
+    outputs: tuple[dict[str, Any], ...]
+    output_types: tuple[str, ...]
+    mutability: str
+
+    def encode(self, args: tuple[Any, ...]) -> bytes:
+        return self.selector + abi_encode(self.input_types, tuple(_to_abi(a) for a in args))
+
+    def decode(self, data: bytes) -> Any:
+        values = abi_decode(self.output_types, data)
+        out = tuple(_to_python(p, v) for p, v in zip(self.outputs, values))
+        return out[0] if len(out) == 1 else out
+
+
+@dataclass(frozen=True)
+class Event:
+    contract: str
+    name: str
+    signature: str
+    topic0: bytes
+    inputs: tuple[dict[str, Any], ...]
+
+    def decode(self, topics: list[bytes], data: bytes) -> dict[str, Any]:
+        indexed = [p for p in self.inputs if p.get("indexed")]
+        plain = [p for p in self.inputs if not p.get("indexed")]
+        values = dict(zip((p["name"] for p in plain), abi_decode([canonical_type(p) for p in plain], data)))
+        for p, topic in zip(indexed, topics[1:]):
+            values[p["name"]] = abi_decode([canonical_type(p)], topic)[0]
+        return {p["name"]: _to_python(p, values[p["name"]]) for p in self.inputs}
+
+
+@dataclass(frozen=True)
+class ContractSpec:
+    name: str
+    abi: tuple[dict[str, Any], ...]
+    bytecode: bytes
+    functions: dict[str, Function]
+    events: dict[str, Event]
+    errors: dict[bytes, tuple[str, tuple[str, ...]]]
+
+    def deploy_data(self, *args: Any) -> bytes:
+        """Creation code with constructor arguments."""
+        ctor = next((e for e in self.abi if e["type"] == "constructor"), None)
+        types = [canonical_type(p) for p in ctor["inputs"]] if ctor else []
+        return self.bytecode + (abi_encode(types, tuple(_to_abi(a) for a in args)) if types else b"")
+
+    def fn(self, name: str) -> Function:
+        try:
+            return self.functions[name]
+        except KeyError:
+            raise AttributeError(f"{self.name} has no function {name!r}") from None
+
+
+@cache
+def spec(name: str) -> ContractSpec:
+    """The artifact of one of CONTRACT_NAMES, parsed."""
+    raw = json.loads(resources.files(__package__).joinpath("artifacts", f"{name}.json").read_text())
+    functions: dict[str, Function] = {}
+    events: dict[str, Event] = {}
+    errors: dict[bytes, tuple[str, tuple[str, ...]]] = {}
+    for entry in raw["abi"]:
+        kind = entry["type"]
+        if kind in ("function", "event", "error"):
+            types = tuple(canonical_type(p) for p in entry["inputs"])
+            sig = f"{entry['name']}({','.join(types)})"
+        if kind == "function":
+            outputs = tuple(entry.get("outputs", ()))
+            functions[entry["name"]] = Function(
+                name, entry["name"], sig, keccak(text=sig)[:4], types, outputs,
+                tuple(canonical_type(p) for p in outputs), entry["stateMutability"],
+            )
+        elif kind == "event":
+            events[entry["name"]] = Event(name, entry["name"], sig, keccak(text=sig), tuple(entry["inputs"]))
+        elif kind == "error":
+            errors[keccak(text=sig)[:4]] = (entry["name"], types)
+    return ContractSpec(name, tuple(raw["abi"]), bytes.fromhex(raw["bytecode"][2:]), functions, events, errors)
+
+
+@cache
+def events_by_topic() -> dict[bytes, Event]:
+    """Every protocol event by topic0 (Nexus first: it is the hub that emits lifecycle events)."""
+    table: dict[bytes, Event] = {}
+    for name in CONTRACT_NAMES:
+        for event in spec(name).events.values():
+            table.setdefault(event.topic0, event)
+    return table
+
+
+@cache
+def errors_by_selector() -> dict[bytes, tuple[str, tuple[str, ...]]]:
+    table: dict[bytes, tuple[str, tuple[str, ...]]] = {}
+    for name in CONTRACT_NAMES:
+        table.update(spec(name).errors)
+    return table

@@ -1,0 +1,279 @@
+"""The embedded default: anvil on 127.0.0.1 with the protocol deployed, wired and funded.
+
+`start()` returns a running `Devnet`; its `profile` (RPC URL, chain id, addresses, accounts by
+role) is what `ogpu-prefect devnet up --json` prints and what `Network.from_profile` reads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import rlp
+from eth_utils import keccak, to_canonical_address, to_checksum_address
+
+from .abi import spec
+from .network import Network
+from .rpc import Rpc
+from .tx import Call, Signer, TxSender
+
+CHAIN_ID = 31337
+ETHER = 10**18
+# anvil's accounts from its default test mnemonic: public, for local development only.
+DEV_KEYS = (
+    "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
+    "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
+    "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a",
+    "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6",
+    "0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a",
+    "0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba",
+    "0x92db14e403b83dfe3df233f83dfa3a0d7096f21ca9b0d6d6b8d88b2b4ec1564e",
+    "0x4bbbf85ce3377467afe5d46f804f221813b2bb87f24d81f60f1fcdbf7cbf4356",
+)
+ROLES = ("admin", "client", "master", "provider1", "provider2", "provider3", "client2", "agent")
+
+
+@dataclass(frozen=True)
+class DevnetSettings:
+    """What the devnet funds and sets. Amounts in wei."""
+
+    client_deposit: int = 1_000 * ETHER
+    provider_stake: int = 20 * ETHER
+    min_lockup_per_source: int = 1 * ETHER
+    unbonding_period: int = 60
+
+
+def find_anvil() -> str:
+    """$OGPU_ANVIL, the binary installed by the set-up (contracts/node_modules), or anvil on PATH."""
+    candidates = [os.environ.get("OGPU_ANVIL", "")]
+    repo = Path(__file__).resolve().parents[2]
+    candidates.append(str(repo / "contracts/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"))
+    candidates.append(shutil.which("anvil") or "")
+    for c in candidates:
+        if c and os.access(c, os.X_OK):
+            return c
+    raise FileNotFoundError(
+        "anvil not found: run the set-up (npm --prefix contracts ci), set OGPU_ANVIL, or put anvil on PATH"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_anvil(port: int, *, detach: bool = False, log_path: Path | None = None) -> subprocess.Popen[bytes]:
+    """Starts anvil on 127.0.0.1:port and waits until it answers."""
+    cmd = [find_anvil(), "--host", "127.0.0.1", "--port", str(port), "--silent", "--prune-history",
+           "--chain-id", str(CHAIN_ID)]
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL
+    proc = subprocess.Popen(cmd, stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=detach)
+    rpc = Rpc(f"http://127.0.0.1:{port}", timeout=2, retries=0)
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            rpc.call("eth_chainId")
+            return proc
+        except Exception:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"anvil did not start on port {port} (exit {proc.poll()})") from None
+            time.sleep(0.05)
+        finally:
+            pass
+
+
+def _create_address(sender: str, nonce: int) -> str:
+    return to_checksum_address(keccak(rlp.encode([to_canonical_address(sender), nonce]))[12:])
+
+
+def deploy_protocol(rpc: Rpc, admin: Signer, *, settings: DevnetSettings = DevnetSettings(),
+                    judge: str | None = None) -> tuple[dict[str, str], dict[str, int]]:
+    """Deploys and wires the eight contracts from `admin`. -> (addresses by name, gas by step).
+
+    Deployments are pipelined: their addresses follow from the admin's nonces, so the wiring
+    calls can be signed before anything is mined."""
+    sender = TxSender(rpc, admin, CHAIN_ID)
+    base = int(rpc.call("eth_getTransactionCount", [admin.address, "pending"]), 16)
+    names = ["Manager", "Terminal", "Nexus", "Vault", "Controller", "Source", "Task", "Response"]
+    addr = {n: _create_address(admin.address, base + i) for i, n in enumerate(names)}
+    zero = "0x" + "00" * 20
+    from .types import DeliveryMethod, ResponseParams, SourceParams, TaskParams
+
+    ctor_args: dict[str, tuple[Any, ...]] = {
+        "Manager": (),
+        "Terminal": (addr["Manager"], zero),
+        "Nexus": (addr["Manager"], addr["Terminal"], zero),
+        "Vault": (addr["Manager"], addr["Nexus"], addr["Terminal"]),
+        "Controller": (addr["Nexus"], addr["Terminal"], addr["Vault"]),
+        "Source": (SourceParams(zero, "", 0, 0, 0, 0),),
+        "Task": (TaskParams(zero, "", 0, 0), DeliveryMethod.MANUAL_CONFIRMATION, addr["Nexus"]),
+        "Response": (ResponseParams(zero, zero, "", 0),),
+    }
+    deploys = [Call("", spec(n).deploy_data(*ctor_args[n]), 0, f"deploy {n}") for n in names]
+
+    def tx(name: str, fn: str, *args: Any) -> Call:
+        return Call(addr[name], spec(name).fn(fn).encode(args), 0, f"{name}.{fn}")
+
+    controller_role = keccak(text="CONTROLLER")
+    judge_role = keccak(text="JUDGE")
+    wiring = [
+        tx("Terminal", "setVault", addr["Vault"]),
+        tx("Nexus", "setVault", addr["Vault"]),
+        tx("Nexus", "setImplementations", addr["Source"], addr["Response"]),
+        tx("Controller", "setTaskImplementation", addr["Task"]),
+        tx("Manager", "grantRole", controller_role, addr["Controller"]),
+        tx("Manager", "grantRole", judge_role, judge or admin.address),
+        tx("Vault", "setMinLockupPerSource", settings.min_lockup_per_source),
+        tx("Vault", "setMaxUnbondingPeriod", settings.unbonding_period),
+    ]
+    pending = sender.send(deploys, sender.estimate(deploys))
+    assert [p.nonce for p in pending] == list(range(base, base + len(names))), "nonces moved under the deployer"
+    pending += sender.send(wiring, 200_000)
+    receipts = sender.wait(pending)
+    for n, r in zip(names, receipts):
+        if r.contract_address != addr[n]:
+            raise RuntimeError(f"{n} deployed at {r.contract_address}, expected {addr[n]}")
+    gas = {n: r.gas_used for n, r in zip(names, receipts)}
+    return addr, gas
+
+
+@dataclass
+class Devnet:
+    """A running devnet. `profile` is its public description (JSON-able)."""
+
+    rpc_url: str
+    contracts: dict[str, str]
+    accounts: dict[str, dict[str, str]]
+    pid: int
+    deploy_gas: dict[str, int] = field(default_factory=dict)
+    _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def profile(self) -> dict[str, Any]:
+        return {
+            "name": "devnet",
+            "rpc_url": self.rpc_url,
+            "chain_id": CHAIN_ID,
+            "contracts": self.contracts,
+            "accounts": self.accounts,
+            "anvil_pid": self.pid,
+        }
+
+    @property
+    def network(self) -> Network:
+        return Network.from_profile(self.profile)
+
+    def key(self, role: str) -> str:
+        return self.accounts[role]["private_key"]
+
+    def address(self, role: str) -> str:
+        return self.accounts[role]["address"]
+
+    def snapshot(self) -> str:
+        return str(Rpc(self.rpc_url).call("evm_snapshot"))
+
+    def revert(self, snapshot_id: str) -> None:
+        if not Rpc(self.rpc_url).call("evm_revert", [snapshot_id]):
+            raise RuntimeError(f"evm_revert({snapshot_id}) failed")
+
+    def stop(self) -> None:
+        stop_pid(self.pid)
+        if self._proc is not None:
+            self._proc.wait(timeout=10)
+
+
+def stop_pid(pid: int) -> bool:
+    """Stops an anvil by pid; False if it was not running."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    for _ in range(100):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    return True
+
+
+def fund_accounts(rpc: Rpc, accounts: dict[str, Signer], contracts: dict[str, str],
+                  settings: DevnetSettings) -> None:
+    """The client gets a vault balance; each provider a locked stake. Pipelined per account."""
+    vault = spec("Vault")
+    pending = []
+    for role, signer in accounts.items():
+        calls: list[Call] = []
+        if role.startswith("client"):
+            calls.append(Call(contracts["Vault"], vault.fn("deposit").encode((signer.address,)),
+                              settings.client_deposit, "Vault.deposit"))
+        elif role.startswith("provider"):
+            calls.append(Call(contracts["Vault"], vault.fn("deposit").encode((signer.address,)),
+                              settings.provider_stake, "Vault.deposit"))
+            calls.append(Call(contracts["Vault"], vault.fn("lock").encode((settings.provider_stake,)), 0, "Vault.lock"))
+        if calls:
+            sender = TxSender(rpc, signer, CHAIN_ID)
+            pending.append((sender, sender.send(calls, 120_000)))
+    for sender, p in pending:
+        sender.wait(p)
+
+
+def start(port: int | None = None, *, detach: bool = False, settings: DevnetSettings = DevnetSettings(),
+          log_path: Path | None = None) -> Devnet:
+    """Starts anvil, deploys, wires and funds. `detach` lets the devnet outlive this process."""
+    port = port or free_port()
+    proc = start_anvil(port, detach=detach, log_path=log_path)
+    try:
+        rpc = Rpc(f"http://127.0.0.1:{port}")
+        signers = {role: Signer(key) for role, key in zip(ROLES, DEV_KEYS)}
+        node_accounts = [to_checksum_address(a) for a in rpc.call("eth_accounts")]
+        if node_accounts[: len(ROLES)] != [s.address for s in signers.values()]:
+            raise RuntimeError("anvil's accounts are not the default test mnemonic's")
+        contracts, gas = deploy_protocol(rpc, signers["admin"], settings=settings)
+        fund_accounts(rpc, signers, contracts, settings)
+    except BaseException:
+        proc.kill()
+        raise
+    accounts = {role: {"address": s.address, "private_key": key} for (role, s), key in zip(signers.items(), DEV_KEYS)}
+    return Devnet(rpc.url, contracts, accounts, proc.pid, gas, None if detach else proc)
+
+
+def state_dir() -> Path:
+    """Where `devnet up` keeps its profile and log: $OGPU_PREFECT_HOME or ./.ogpu."""
+    return Path(os.environ.get("OGPU_PREFECT_HOME", ".ogpu"))
+
+
+def profile_path() -> Path:
+    return state_dir() / "devnet.json"
+
+
+def read_profile() -> dict[str, Any] | None:
+    """The profile of the devnet `up` started, if it is still answering."""
+    path = profile_path()
+    if not path.exists():
+        return None
+    profile = json.loads(path.read_text())
+    try:
+        Rpc(profile["rpc_url"], timeout=2, retries=0).call("eth_chainId")
+    except Exception:
+        return None
+    return profile
+
+
+def write_profile(devnet: Devnet) -> Path:
+    path = profile_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(devnet.profile, indent=1) + "\n")
+    path.chmod(0o600)
+    return path

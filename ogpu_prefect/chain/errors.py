@@ -1,0 +1,242 @@
+"""Typed errors, named after the official SDK's `OGPUError` family, and revert decoding.
+
+Protocol reverts are `Error(string)` whose reason starts with a token (`InsufficientBalance`,
+`SourceInactive`, ...), optionally followed by `: detail`. `revert_error` maps the token to a class;
+OpenZeppelin custom errors are decoded by selector.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eth_abi import decode as abi_decode
+
+ERROR_STRING = bytes.fromhex("08c379a0")
+PANIC = bytes.fromhex("4e487b71")
+
+
+class OGPUError(Exception):
+    """Root of every error this package raises about the protocol."""
+
+
+class InvalidInputError(OGPUError, ValueError):
+    """Bad input caught before any transaction was sent; `field` names the culprit."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+# ---- on-chain reverts ----
+
+
+class TxError(OGPUError):
+    """A transaction could not be sent, mined or succeeded."""
+
+
+class TxRevertError(TxError):
+    """The EVM reverted. `reason` is the decoded reason, `token` its protocol token if any."""
+
+    def __init__(self, reason: str, *, context: str = "", token: str = "", data: bytes = b"") -> None:
+        self.reason = reason
+        self.context = context
+        self.token = token
+        self.data = data
+        super().__init__(f"{context}: {reason}" if context else reason)
+
+
+class NotFoundError(TxRevertError):
+    """An address is not a known source, task or response of this deployment."""
+
+
+class UnknownSourceError(NotFoundError):
+    pass
+
+
+class UnknownTaskError(NotFoundError):
+    pass
+
+
+class StateError(TxRevertError):
+    """Not valid in the current on-chain state."""
+
+
+class TaskExpiredError(StateError):
+    pass
+
+
+class TaskAlreadyFinalizedError(StateError):
+    pass
+
+
+class ResponseAlreadyConfirmedError(StateError):
+    pass
+
+
+class SourceInactiveError(StateError):
+    pass
+
+
+class NotCancelableError(StateError):
+    pass
+
+
+class NotExpiredError(StateError):
+    pass
+
+
+class AlreadyAttemptedError(StateError):
+    pass
+
+
+class NotAttemptedError(StateError):
+    pass
+
+
+class AlreadySubmittedError(StateError):
+    pass
+
+
+class PermissionDeniedError(TxRevertError):
+    """The caller may not do this."""
+
+
+class NotTaskOwnerError(PermissionDeniedError):
+    pass
+
+
+class NotSourceOwnerError(PermissionDeniedError):
+    pass
+
+
+class NotMasterError(PermissionDeniedError):
+    pass
+
+
+class NotProviderError(PermissionDeniedError):
+    pass
+
+
+class NotAuthorizedError(PermissionDeniedError):
+    """Missing a Manager role or an Ownable owner."""
+
+
+class VaultError(TxRevertError):
+    pass
+
+
+class InsufficientBalanceError(VaultError):
+    pass
+
+
+class InsufficientLockupError(VaultError):
+    pass
+
+
+class UnbondingPeriodNotElapsedError(VaultError):
+    pass
+
+
+class NotEligibleError(VaultError):
+    pass
+
+
+class InvalidParamsError(TxRevertError):
+    """The contract refused a parameter (payment, expiry, environment, data)."""
+
+
+class NonceError(TxError):
+    """Our nonce was taken by a transaction we did not send (the key is used elsewhere)."""
+
+
+class TxReceiptTimeoutError(TxError):
+    pass
+
+
+class TxRpcError(TxError):
+    """The RPC endpoint failed (transport, HTTP or a malformed reply) after retries."""
+
+
+class RpcError(TxRpcError):
+    """A JSON-RPC error object."""
+
+    def __init__(self, method: str, code: int, message: str, data: Any = None) -> None:
+        self.method = method
+        self.code = code
+        self.message = message
+        self.data = data
+        super().__init__(f"{method}: {message} (code {code})")
+
+    @property
+    def revert_data(self) -> bytes | None:
+        """The revert payload of an eth_call / eth_estimateGas error, when there is one."""
+        data = self.data
+        if isinstance(data, dict):
+            data = data.get("data")
+        if isinstance(data, str) and data.startswith("0x"):
+            return bytes.fromhex(data[2:])
+        return None
+
+
+TOKENS: dict[str, type[TxRevertError]] = {
+    "UnknownSource": UnknownSourceError,
+    "UnknownTask": UnknownTaskError,
+    "UnknownResponse": NotFoundError,
+    "Expired": TaskExpiredError,
+    "AlreadyFinalized": TaskAlreadyFinalizedError,
+    "AlreadyConfirmed": ResponseAlreadyConfirmedError,
+    "SourceInactive": SourceInactiveError,
+    "NotCancelable": NotCancelableError,
+    "NotExpired": NotExpiredError,
+    "AlreadyAttempted": AlreadyAttemptedError,
+    "NotAttempted": NotAttemptedError,
+    "AlreadySubmitted": AlreadySubmittedError,
+    "NotMaster": NotMasterError,
+    "NotProvider": NotProviderError,
+    "NotController": NotAuthorizedError,
+    "NotAuthorized": NotAuthorizedError,
+    "NotNexus": NotAuthorizedError,
+    "NotTerminal": NotAuthorizedError,
+    "InsufficientBalance": InsufficientBalanceError,
+    "InsufficientLockup": InsufficientLockupError,
+    "UnbondingNotElapsed": UnbondingPeriodNotElapsedError,
+    "NotEligible": NotEligibleError,
+    "InvalidPayment": InvalidParamsError,
+    "InvalidExpiry": InvalidParamsError,
+    "InvalidEnvironment": InvalidParamsError,
+    "InvalidData": InvalidParamsError,
+}
+
+CUSTOM_ERRORS = {
+    "OwnableUnauthorizedAccount": NotAuthorizedError,
+    "AccessControlUnauthorizedAccount": NotAuthorizedError,
+}
+
+
+def decode_revert_reason(data: bytes) -> tuple[str, str]:
+    """Revert payload -> (reason text, token). Unknown payloads come back as hex."""
+    if data[:4] == ERROR_STRING:
+        reason = abi_decode(["string"], data[4:])[0]
+        return reason, reason.split(":", 1)[0].strip()
+    if data[:4] == PANIC:
+        code = abi_decode(["uint256"], data[4:])[0]
+        return f"Panic(0x{code:02x})", "Panic"
+    from .abi import errors_by_selector
+
+    known = errors_by_selector().get(data[:4])
+    if known:
+        name, types = known
+        args = abi_decode(list(types), data[4:]) if types else ()
+        return f"{name}({', '.join(map(str, args))})", name
+    return (f"revert 0x{data.hex()}" if data else "reverted without a reason"), ""
+
+
+def revert_error(data: bytes, *, context: str = "") -> TxRevertError:
+    """The typed exception for a revert payload; `context` names the call (`Controller.cancelTask`)."""
+    reason, token = decode_revert_reason(data)
+    cls = TOKENS.get(token) or CUSTOM_ERRORS.get(token)
+    if cls is None:  # substring fallback, as the official SDK does
+        cls = next((c for t, c in TOKENS.items() if t in reason), TxRevertError)
+    if token == "NotOwner" or (cls is TxRevertError and "NotOwner" in reason):
+        cls = NotSourceOwnerError if "source" in (context + reason).lower() else NotTaskOwnerError
+    return cls(reason, context=context, token=token, data=data)

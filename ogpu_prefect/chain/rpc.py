@@ -1,0 +1,106 @@
+"""A small JSON-RPC client: one HTTP session per instance (no globals), batch requests, and
+retries of transient transport failures with backoff.
+
+Retrying is safe for everything this package sends: reads are idempotent, and a transaction is
+always re-sent as the same signed bytes (same nonce, same hash), so a node that already has it
+answers "already known" rather than executing it twice.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from typing import Any
+
+import requests
+
+from .errors import RpcError, TxRpcError
+
+log = logging.getLogger(__name__)
+
+TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
+
+
+class Rpc:
+    """JSON-RPC over HTTP. `call` raises RpcError for a JSON-RPC error; `batch` returns results
+    with RpcError instances in place of failed entries."""
+
+    def __init__(self, url: str, *, timeout: float = 30.0, retries: int = 5, backoff: float = 0.05) -> None:
+        self.url = url
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self._ids = itertools.count(1)
+        self._session = requests.Session()
+        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=16)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+
+    def __repr__(self) -> str:
+        return f"Rpc({self.url!r})"
+
+    def close(self) -> None:
+        self._session.close()
+
+    def call(self, method: str, params: list[Any] | None = None) -> Any:
+        reply = self._post({"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params or []})
+        return _result(reply, method)
+
+    def batch(self, calls: list[tuple[str, list[Any]]], *, chunk: int = 200) -> list[Any]:
+        """Sends calls as JSON-RPC batches of `chunk`; results come back in call order."""
+        out: list[Any] = []
+        for start in range(0, len(calls), chunk):
+            part = calls[start : start + chunk]
+            ids = [next(self._ids) for _ in part]
+            body = [{"jsonrpc": "2.0", "id": i, "method": m, "params": p} for i, (m, p) in zip(ids, part)]
+            replies = self._post(body)
+            if not isinstance(replies, list):  # a node that rejects the whole batch
+                err = _as_error(replies.get("error", {}), "batch")
+                out.extend(err for _ in part)
+                continue
+            by_id = {r.get("id"): r for r in replies}
+            for i, (method, _) in zip(ids, part):
+                reply = by_id.get(i)
+                if reply is None:
+                    out.append(TxRpcError(f"{method}: no reply in batch"))
+                    continue
+                try:
+                    out.append(_result(reply, method))
+                except RpcError as e:
+                    out.append(e)
+        return out
+
+    def _post(self, body: Any) -> Any:
+        delay = self.backoff
+        for attempt in range(self.retries + 1):
+            try:
+                resp = self._session.post(self.url, json=body, timeout=self.timeout)
+                if resp.status_code in TRANSIENT_STATUS:
+                    raise _Transient(f"HTTP {resp.status_code}")
+                resp.raise_for_status()
+                return resp.json()
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+                    ValueError, _Transient) as e:
+                if attempt == self.retries:
+                    raise TxRpcError(f"RPC {self.url} failed after {attempt + 1} tries: {e}") from None
+                log.debug("transient RPC failure (%s), retry %d in %.2fs", e, attempt + 1, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            except requests.HTTPError as e:
+                raise TxRpcError(f"RPC {self.url}: {e}") from None
+        raise AssertionError("unreachable")
+
+
+class _Transient(Exception):
+    pass
+
+
+def _result(reply: dict[str, Any], method: str) -> Any:
+    if "error" in reply and reply["error"] is not None:
+        raise _as_error(reply["error"], method)
+    return reply.get("result")
+
+
+def _as_error(error: dict[str, Any], method: str) -> RpcError:
+    return RpcError(method, int(error.get("code", 0)), str(error.get("message", "")), error.get("data"))

@@ -1,0 +1,312 @@
+"""Build, sign and send transactions explicitly.
+
+`TxSender` owns one account's nonces on one chain. It can pipeline many signed transactions before
+waiting for any receipt, then collect receipts in bulk (JSON-RPC batches). A transient RPC failure
+re-sends the *same signed bytes*, so a logical transaction is never sent twice: if the node already
+has it ("already known", "nonce too low"), the hash is looked up instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Iterable, Sequence
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_utils import to_checksum_address
+
+from .errors import NonceError, RpcError, TxReceiptTimeoutError, TxRevertError, TxRpcError, revert_error
+from .rpc import Rpc
+
+log = logging.getLogger(__name__)
+
+
+class Signer:
+    """A private key that signs. Its repr, str and pickled form show the address only."""
+
+    __slots__ = ("_account", "address")
+
+    def __init__(self, private_key: Any) -> None:
+        if hasattr(private_key, "get_secret_value"):
+            private_key = private_key.get_secret_value()
+        try:
+            account: LocalAccount = Account.from_key(private_key)
+        except Exception:
+            raise ValueError("invalid private key (expected 32 bytes as hex)") from None
+        self._account = account
+        self.address: str = account.address
+
+    def sign(self, tx: dict[str, Any]) -> tuple[bytes, bytes]:
+        """-> (raw transaction, hash)."""
+        signed = self._account.sign_transaction(tx)
+        return bytes(signed.raw_transaction), bytes(signed.hash)
+
+    def __repr__(self) -> str:
+        return f"Signer({self.address})"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a Signer holds a private key and is not serialisable")
+
+
+@dataclass(frozen=True)
+class Call:
+    """An unsigned contract call: where (empty for a contract creation), what, how much coin, and
+    a name for error messages."""
+
+    to: str
+    data: bytes
+    value: int = 0
+    context: str = ""
+
+
+@dataclass
+class Log:
+    address: str
+    topics: list[bytes]
+    data: bytes
+    block_number: int
+    tx_hash: str
+    log_index: int
+
+
+@dataclass
+class Receipt:
+    tx_hash: str
+    status: int
+    block_number: int
+    gas_used: int
+    logs: list[Log]
+    context: str = ""
+    contract_address: str | None = None
+
+    @classmethod
+    def from_rpc(cls, r: dict[str, Any], context: str = "") -> Receipt:
+        logs = [
+            Log(
+                to_checksum_address(lg["address"]),
+                [bytes.fromhex(t[2:]) for t in lg["topics"]],
+                bytes.fromhex(lg["data"][2:]),
+                int(lg["blockNumber"], 16),
+                lg["transactionHash"],
+                int(lg["logIndex"], 16),
+            )
+            for lg in r["logs"]
+        ]
+        ca = r.get("contractAddress")
+        return cls(
+            r["transactionHash"], int(r["status"], 16), int(r["blockNumber"], 16), int(r["gasUsed"], 16), logs,
+            context, to_checksum_address(ca) if ca else None,
+        )
+
+    @cached_property
+    def events(self) -> list[Any]:
+        """Protocol events decoded from this receipt's logs (see events.decode_logs)."""
+        from .events import decode_logs
+
+        return decode_logs(self.logs)
+
+
+@dataclass
+class PendingTx:
+    call: Call
+    nonce: int
+    tx_hash: str
+    raw: bytes = field(repr=False)
+
+
+class TxSender:
+    """Sends one account's transactions on one chain. Thread-safe."""
+
+    def __init__(
+        self,
+        rpc: Rpc,
+        signer: Signer,
+        chain_id: int,
+        *,
+        gas_margin: float = 1.25,
+        receipt_timeout: float = 120.0,
+        poll_interval: float = 0.005,
+    ) -> None:
+        self.rpc = rpc
+        self.signer = signer
+        self.chain_id = chain_id
+        self.gas_margin = gas_margin
+        self.receipt_timeout = receipt_timeout
+        self.poll_interval = poll_interval
+        self._lock = threading.Lock()
+        self._nonce: int | None = None
+
+    @property
+    def address(self) -> str:
+        return self.signer.address
+
+    def __repr__(self) -> str:
+        return f"TxSender({self.address} on {self.rpc.url})"
+
+    # ---- nonces and fees ----
+
+    def _next_nonces(self, n: int) -> list[int]:
+        with self._lock:
+            if self._nonce is None:
+                self._nonce = int(self.rpc.call("eth_getTransactionCount", [self.address, "pending"]), 16)
+            start = self._nonce
+            self._nonce += n
+            return list(range(start, start + n))
+
+    def resync_nonce(self) -> None:
+        """Forget the local nonce; the next send reads it from the node."""
+        with self._lock:
+            self._nonce = None
+
+    def _fees(self) -> dict[str, int]:
+        base, tip = self.rpc.batch([("eth_gasPrice", []), ("eth_maxPriorityFeePerGas", [])])
+        base = int(base, 16) if isinstance(base, str) else 1_000_000_000
+        tip = int(tip, 16) if isinstance(tip, str) else 1_000_000_000
+        return {"maxFeePerGas": 2 * base + tip, "maxPriorityFeePerGas": tip}
+
+    # ---- estimate, sign, send ----
+
+    def estimate(self, calls: Sequence[Call]) -> list[int]:
+        """Gas for each call against the latest state, with the margin. A call that would revert
+        raises its typed error here, before anything is sent."""
+        results = self.rpc.batch([("eth_estimateGas", [self._tx_json(c)]) for c in calls])
+        gas: list[int] = []
+        for call, r in zip(calls, results):
+            if isinstance(r, RpcError):
+                data = r.revert_data
+                if data is not None or "revert" in r.message.lower():
+                    raise revert_error(data or b"", context=call.context) from None
+                raise r
+            if isinstance(r, Exception):
+                raise r
+            gas.append(int(int(r, 16) * self.gas_margin) + 10_000)
+        return gas
+
+    def sign(self, calls: Sequence[Call], gas: Sequence[int] | int | None = None) -> list[PendingTx]:
+        """Signs calls with consecutive local nonces. `gas`: per call, one limit for all, or None
+        to estimate (which raises the typed revert of a call that cannot succeed)."""
+        if gas is None:
+            limits = self.estimate(calls)
+        elif isinstance(gas, int):
+            limits = [gas] * len(calls)
+        else:
+            limits = list(gas)
+        fees = self._fees()
+        nonces = self._next_nonces(len(calls))
+        out = []
+        for call, nonce, limit in zip(calls, nonces, limits):
+            tx = {"chainId": self.chain_id, "nonce": nonce, "data": call.data, "value": call.value, "gas": limit,
+                  "type": 2, **fees}
+            if call.to:  # no `to`: a contract creation
+                tx["to"] = call.to
+            raw, h = self.signer.sign(tx)
+            out.append(PendingTx(call, nonce, "0x" + h.hex(), raw))
+        return out
+
+    def broadcast(self, pending: Sequence[PendingTx]) -> None:
+        """Sends signed transactions in JSON-RPC batches. Safe to call again with the same ones."""
+        results = self.rpc.batch([("eth_sendRawTransaction", ["0x" + p.raw.hex()]) for p in pending])
+        unclear = []
+        for p, r in zip(pending, results):
+            if isinstance(r, RpcError) and _already_known(r):
+                continue  # the node has it: it was sent before, maybe by a retried batch
+            if isinstance(r, RpcError) and _nonce_too_low(r):
+                unclear.append(p)
+            elif isinstance(r, Exception):
+                self.resync_nonce()
+                raise r
+        for p in unclear:  # our nonce is used: by this very tx (fine) or by someone else's
+            if self.rpc.call("eth_getTransactionByHash", [p.tx_hash]) is None:
+                self.resync_nonce()
+                raise NonceError(f"nonce {p.nonce} of {self.address} was used by another transaction")
+
+    def send(self, calls: Sequence[Call], gas: Sequence[int] | int | None = None) -> list[PendingTx]:
+        """Signs and broadcasts without waiting: the pipelined path."""
+        pending = self.sign(calls, gas)
+        self.broadcast(pending)
+        return pending
+
+    # ---- receipts ----
+
+    def wait(self, pending: Sequence[PendingTx], *, check: bool = True) -> list[Receipt]:
+        """Receipts for sent transactions, polled in bulk. With `check`, a reverted one raises its
+        typed error (after all receipts are in, so nothing is left unaccounted for)."""
+        receipts: dict[str, Receipt] = {}
+        deadline = time.monotonic() + self.receipt_timeout
+        delay = self.poll_interval
+        rebroadcast_at = time.monotonic() + 5.0
+        while True:
+            missing = [p for p in pending if p.tx_hash not in receipts]
+            if not missing:
+                break
+            results = self.rpc.batch([("eth_getTransactionReceipt", [p.tx_hash]) for p in missing])
+            for p, r in zip(missing, results):
+                if isinstance(r, dict):
+                    receipts[p.tx_hash] = Receipt.from_rpc(r, p.call.context)
+            if len(receipts) == len(pending):
+                break
+            now = time.monotonic()
+            if now > deadline:
+                raise TxReceiptTimeoutError(f"{len(pending) - len(receipts)} transaction(s) not mined in time")
+            if now > rebroadcast_at:  # a node may have dropped them: same bytes, same hashes
+                self.broadcast([p for p in pending if p.tx_hash not in receipts])
+                rebroadcast_at = now + 5.0
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.25)
+        out = [receipts[p.tx_hash] for p in pending]
+        if check:
+            failed = [r for r in out if r.status != 1]
+            if failed:
+                raise self.explain(failed[0])
+        return out
+
+    def transact(self, call: Call, gas: int | None = None) -> Receipt:
+        """Estimate, sign, send, wait; raises the typed error of a revert."""
+        return self.wait(self.send([call], gas))[0]
+
+    def transact_many(self, calls: Sequence[Call], gas: Sequence[int] | int | None = None) -> list[Receipt]:
+        return self.wait(self.send(calls, gas))
+
+    def explain(self, receipt: Receipt) -> TxRevertError:
+        """The typed error of a mined, reverted transaction: replays it on the state before it."""
+        tx = self.rpc.call("eth_getTransactionByHash", [receipt.tx_hash])
+        block = hex(max(receipt.block_number - 1, 0))
+        call = {"from": tx["from"], "data": tx["input"], "value": tx["value"], "gas": tx["gas"]}
+        if tx.get("to"):
+            call["to"] = tx["to"]
+        try:
+            self.rpc.call("eth_call", [call, block])
+        except RpcError as e:
+            return revert_error(e.revert_data or b"", context=receipt.context)
+        return TxRevertError("mined but reverted", context=receipt.context)
+
+    def _tx_json(self, call: Call) -> dict[str, Any]:
+        tx = {"from": self.address, "data": "0x" + call.data.hex(), "value": hex(call.value)}
+        if call.to:
+            tx["to"] = call.to
+        return tx
+
+
+def _already_known(e: RpcError) -> bool:
+    m = e.message.lower()
+    return "already known" in m or "already imported" in m or "known transaction" in m
+
+
+def _nonce_too_low(e: RpcError) -> bool:
+    m = e.message.lower()
+    return "nonce too low" in m or "nonce is too low" in m
+
+
+def call_view(rpc: Rpc, calls: Iterable[tuple[str, bytes]], block: str = "latest") -> list[Any]:
+    """Batched eth_call: [(to, data)] -> raw results (bytes) or RpcError."""
+    results = rpc.batch([("eth_call", [{"to": to, "data": "0x" + data.hex()}, block]) for to, data in calls])
+    return [bytes.fromhex(r[2:]) if isinstance(r, str) else r for r in results]
+
+
+__all__ = ["Call", "Log", "PendingTx", "Receipt", "Signer", "TxSender", "TxRpcError", "call_view"]

@@ -1,0 +1,107 @@
+"""Protocol enums and structs, with the exact values and field order of the real network's ABIs."""
+
+from __future__ import annotations
+
+from dataclasses import astuple, dataclass
+from enum import IntEnum, IntFlag
+from typing import Any
+
+
+class TaskStatus(IntEnum):
+    NEW = 0
+    ATTEMPTED = 1
+    RESPONDED = 2
+    CANCELED = 3
+    EXPIRED = 4
+    FINALIZED = 5
+
+    @property
+    def is_final(self) -> bool:
+        return self in (TaskStatus.CANCELED, TaskStatus.EXPIRED, TaskStatus.FINALIZED)
+
+
+class SourceStatus(IntEnum):
+    ACTIVE = 0
+    INACTIVE = 1
+
+
+class ResponseStatus(IntEnum):
+    SUBMITTED = 0
+    CONFIRMED = 1
+
+
+class DeliveryMethod(IntEnum):
+    MANUAL_CONFIRMATION = 0
+    FIRST_RESPONSE = 1
+
+
+class Environment(IntFlag):
+    CPU = 1
+    NVIDIA = 2
+    AMD = 4
+
+    @classmethod
+    def parse(cls, value: str | int | Environment) -> Environment:
+        """`"cpu"`, `"nvidia,amd"`, 3 or an Environment -> Environment."""
+        if isinstance(value, str):
+            flags = cls(0)
+            for part in value.replace("|", ",").split(","):
+                name = part.strip().upper()
+                if name not in cls.__members__:
+                    raise ValueError(f"unknown environment {part.strip()!r}; expected cpu, nvidia or amd")
+                flags |= cls[name]
+            return flags
+        return cls(int(value))
+
+
+ENUMS: dict[str, type[IntEnum]] = {
+    e.__name__: e for e in (TaskStatus, SourceStatus, ResponseStatus, DeliveryMethod)
+}
+
+
+class _Struct:
+    def as_tuple(self) -> tuple[Any, ...]:
+        return astuple(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_tuple(cls, values: tuple[Any, ...]) -> Any:
+        return cls(*values)
+
+
+@dataclass(frozen=True)
+class SourceParams(_Struct):
+    client: str
+    imageMetadataUrl: str
+    imageEnvironments: int
+    minPayment: int
+    minAvailableLockup: int
+    maxExpiryDuration: int
+    privacyEnabled: bool = False
+    optionalParamsUrl: str = ""
+    deliveryMethod: DeliveryMethod = DeliveryMethod.MANUAL_CONFIRMATION
+    lastUpdateTime: int = 0
+
+    @classmethod
+    def from_tuple(cls, values: tuple[Any, ...]) -> SourceParams:
+        v = list(values)
+        v[8] = DeliveryMethod(v[8])
+        return cls(*v)
+
+
+@dataclass(frozen=True)
+class TaskParams(_Struct):
+    source: str
+    config: str
+    expiryTime: int
+    payment: int
+
+
+@dataclass(frozen=True)
+class ResponseParams(_Struct):
+    task: str
+    provider: str
+    data: str
+    payment: int
+
+
+STRUCTS: dict[str, type[_Struct]] = {s.__name__: s for s in (SourceParams, TaskParams, ResponseParams)}
