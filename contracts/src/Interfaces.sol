@@ -82,10 +82,7 @@ interface ITaskInstance {
 }
 
 interface IResponseInstance {
-    function confirm() external;
-    function setStatus(ResponseStatus status) external;
     function getStatus() external view returns (ResponseStatus);
     // extra
-    function initialize() external;
     function core() external view returns (address task, address provider, uint256 payment);
 }

@@ -204,15 +204,15 @@ contract Nexus is Ownable {
         require(!ITaskInstance(task).isAlreadySubmitted(keccak256(bytes(params.data))), "AlreadySubmitted: same data");
         address response = Clones.cloneWithImmutableArgs(
             responseImplementation,
-            abi.encodePacked(address(this), task, params.provider, uint96(params.payment), params.data)
+            abi.encodePacked(
+                address(this), task, params.provider, uint96(params.payment), uint40(block.timestamp), params.data
+            )
         );
-        IResponseInstance(response).initialize();
         ITaskInstance(task).submitResponse(response, params.provider);
         emit ResponseSubmitted(response, task);
         if (method == DeliveryMethod.FIRST_RESPONSE) {
             _confirm(response, task, client, params.provider, params.payment);
         } else if (status != TaskStatus.RESPONDED) {
-            ITaskInstance(task).setStatus(TaskStatus.RESPONDED);
             emit TaskStatusChanged(task, TaskStatus.RESPONDED);
         }
     }
@@ -239,8 +239,8 @@ contract Nexus is Ownable {
         emit TaskPublished(task, source);
     }
 
+    /// The response's CONFIRMED status is derived from the task's winner (see Response).
     function _confirm(address response, address task, address client, address provider, uint256 payment) private {
-        IResponseInstance(response).confirm();
         ITaskInstance(task).finalize(provider);
         IVaultBook(vault).processPayment(client, provider, task, payment);
         emit ResponseStatusChanged(response, ResponseStatus.CONFIRMED);

@@ -4,32 +4,29 @@ pragma solidity ^0.8.24;
 import "./Types.sol";
 import {CloneArgs, FixedOwner} from "./CloneArgs.sol";
 
-/// One provider's answer to a task: an EIP-1167 clone made by the Nexus. Immutable clone args
-/// (packed: nexus 20 | task 20 | provider 20 | payment 12 | data bytes); status and timestamp in
-/// one storage slot. The owner is the Nexus.
+interface ITaskWinner {
+    function getStatus() external view returns (TaskStatus);
+    function winningProvider() external view returns (address);
+}
+
+/// One provider's answer to a task: an EIP-1167 clone made by the Nexus, with no storage at all.
+/// Immutable clone args (packed: nexus 20 | task 20 | provider 20 | payment 12 | timestamp 5 |
+/// data bytes). Its status is derived from its task: CONFIRMED once the task's winner is this
+/// response's provider, so confirming writes one slot (the task's) instead of two. The owner is
+/// the Nexus.
 contract Response is FixedOwner {
     uint256 private constant O_TASK = 20;
     uint256 private constant O_PROVIDER = 40;
     uint256 private constant O_PAYMENT = 60;
-    uint256 private constant O_DATA = 72;
-
-    ResponseStatus public status;
-    uint64 private _timestamp;
+    uint256 private constant O_TIMESTAMP = 72;
+    uint256 private constant O_DATA = 77;
 
     /// The ABI's constructor. It builds the implementation that clones delegate to.
-    constructor(ResponseParams memory) payable {
-        _timestamp = 1; // the implementation can never be initialized
-    }
+    constructor(ResponseParams memory) payable {}
 
     modifier onlyNexus() {
         require(msg.sender == owner(), "NotNexus");
         _;
-    }
-
-    /// Extra: called once by the Nexus right after cloning.
-    function initialize() external onlyNexus {
-        require(_timestamp == 0, "AlreadyInitialized");
-        _timestamp = uint64(block.timestamp);
     }
 
     function owner() public view override returns (address) {
@@ -61,24 +58,31 @@ contract Response is FixedOwner {
         return (_task(), _provider(), _payment());
     }
 
+    function status() public view returns (ResponseStatus) {
+        address task = _task();
+        bool won = ITaskWinner(task).getStatus() == TaskStatus.FINALIZED && ITaskWinner(task).winningProvider() == _provider();
+        return won ? ResponseStatus.CONFIRMED : ResponseStatus.SUBMITTED;
+    }
+
     function getStatus() external view returns (ResponseStatus) {
-        return status;
+        return status();
     }
 
     function confirmedFinal() external view returns (bool) {
-        return status == ResponseStatus.CONFIRMED;
+        return status() == ResponseStatus.CONFIRMED;
     }
 
     function responseTimestamp() external view returns (uint256) {
-        return _timestamp;
+        return CloneArgs.uintAt(O_TIMESTAMP, 5);
     }
 
+    /// In the ABI, but confirmation is recorded on the task (see the contract's doc), so the Nexus
+    /// never calls these; they exist for interface compatibility and refuse everyone.
     function confirm() external onlyNexus {
-        require(status == ResponseStatus.SUBMITTED, "AlreadyConfirmed");
-        status = ResponseStatus.CONFIRMED;
+        revert("StatusDerived: a response is confirmed through Controller.confirmResponse");
     }
 
-    function setStatus(ResponseStatus newStatus) external onlyNexus {
-        status = newStatus;
+    function setStatus(ResponseStatus) external onlyNexus {
+        revert("StatusDerived: a response is confirmed through Controller.confirmResponse");
     }
 }

@@ -7,23 +7,20 @@ import {CloneArgs, FixedOwner} from "./CloneArgs.sol";
 /// One published task: an EIP-1167 clone made by the Controller. Everything fixed at publish time
 /// is an immutable clone arg (packed: nexus 20 | source 20 | client 20 | payment 12 | expiryTime 5 |
 /// deliveryMethod 1 | config bytes); only the lifecycle state is in storage, packed so that a task's
-/// first attempt writes one new slot for the status plus one per attempter. The owner is the
-/// Nexus, the only caller of the mutating functions.
+/// first attempt writes two new slots (status with the first attempter, and that attempter's
+/// record) and each later attempt two more. The owner is the Nexus, the only mutating caller.
 contract Task is FixedOwner {
     struct State {
         TaskStatus status;
         uint32 attemptCount;
         uint32 winner; // 1-based attempt index of the winning provider; 0 = none
-    }
-
-    struct Attempt {
-        address provider;
-        uint64 timestamp;
+        address firstAttempter; // attempt 1 lives here: most tasks have exactly one attempter
     }
 
     struct Attender {
-        uint32 id; // 1-based attempt index
         address response;
+        uint32 id; // 1-based attempt index
+        uint64 timestamp; // of the attempt
     }
 
     uint256 private constant O_SOURCE = 20;
@@ -32,9 +29,10 @@ contract Task is FixedOwner {
     uint256 private constant O_EXPIRY = 72;
     uint256 private constant O_METHOD = 77;
     uint256 private constant O_CONFIG = 78;
+    uint256 private constant RESPONSE_DATA_OFFSET = 77; // Response's clone-arg layout
 
     State private _state;
-    mapping(uint256 => Attempt) private _attempts; // 0-based
+    mapping(uint256 => address) private _attempters; // 0-based, from index 1 on (index 0: firstAttempter)
     mapping(address => Attender) private _attenders;
 
     /// The ABI's constructor. It builds the implementation that clones delegate to; that contract
@@ -106,12 +104,15 @@ contract Task is FixedOwner {
 
     function attempters(uint256 index) public view returns (address) {
         if (index >= _state.attemptCount) panicOutOfBounds();
-        return _attempts[index].provider;
+        return _attempter(index);
     }
 
     function attemptTimestamps(uint256 index) public view returns (uint256) {
-        if (index >= _state.attemptCount) panicOutOfBounds();
-        return _attempts[index].timestamp;
+        return _attenders[attempters(index)].timestamp;
+    }
+
+    function _attempter(uint256 index) private view returns (address) {
+        return index == 0 ? _state.firstAttempter : _attempters[index];
     }
 
     function attempterId(address provider) public view returns (uint256) {
@@ -124,18 +125,18 @@ contract Task is FixedOwner {
 
     function getAttempters(uint256 lower, uint256 upper) external view returns (address[] memory out) {
         out = new address[](checkPage(lower, upper, _state.attemptCount));
-        for (uint256 i = 0; i < out.length; i++) out[i] = _attempts[lower + i].provider;
+        for (uint256 i = 0; i < out.length; i++) out[i] = _attempter(lower + i);
     }
 
     function getAttemptTimestamps(uint256 lower, uint256 upper) external view returns (uint256[] memory out) {
         out = new uint256[](checkPage(lower, upper, _state.attemptCount));
-        for (uint256 i = 0; i < out.length; i++) out[i] = _attempts[lower + i].timestamp;
+        for (uint256 i = 0; i < out.length; i++) out[i] = _attenders[_attempter(lower + i)].timestamp;
     }
 
     /// Aligned with the attempters; the zero address where an attempter has not responded.
     function getResponsesOf(uint256 lower, uint256 upper) external view returns (address[] memory out) {
         out = new address[](checkPage(lower, upper, _state.attemptCount));
-        for (uint256 i = 0; i < out.length; i++) out[i] = _attenders[_attempts[lower + i].provider].response;
+        for (uint256 i = 0; i < out.length; i++) out[i] = _attenders[_attempter(lower + i)].response;
     }
 
     function responseOf(address provider) external view returns (address) {
@@ -144,7 +145,7 @@ contract Task is FixedOwner {
 
     function winningProvider() external view returns (address) {
         uint32 w = _state.winner;
-        return w == 0 ? address(0) : _attempts[w - 1].provider;
+        return w == 0 ? address(0) : _attempter(w - 1);
     }
 
     /// True when a response whose data hashes (keccak256 of the data string's bytes) to
@@ -153,8 +154,8 @@ contract Task is FixedOwner {
     function isAlreadySubmitted(bytes32 dataHash) public view returns (bool) {
         uint256 n = _state.attemptCount;
         for (uint256 i = 0; i < n; i++) {
-            address r = _attenders[_attempts[i].provider].response;
-            if (r != address(0) && CloneArgs.tailHash(r, 72) == dataHash) return true;
+            address r = _attenders[_attempter(i)].response;
+            if (r != address(0) && CloneArgs.tailHash(r, RESPONSE_DATA_OFFSET) == dataHash) return true;
         }
         return false;
     }
@@ -165,18 +166,21 @@ contract Task is FixedOwner {
         require(_attenders[provider].id == 0, "AlreadyAttempted");
         State memory s = _state;
         require(s.attemptCount < type(uint32).max, "TooManyAttempts");
-        _attempts[s.attemptCount] = Attempt(provider, uint64(block.timestamp));
+        if (s.attemptCount == 0) s.firstAttempter = provider;
+        else _attempters[s.attemptCount] = provider;
         s.attemptCount += 1;
         if (s.status == TaskStatus.NEW) s.status = TaskStatus.ATTEMPTED;
         _state = s;
-        _attenders[provider].id = s.attemptCount;
+        _attenders[provider] = Attender(address(0), s.attemptCount, uint64(block.timestamp));
     }
 
+    /// Records the provider's response; under MANUAL_CONFIRMATION the task becomes RESPONDED.
     function submitResponse(address response, address provider) external onlyNexus {
         Attender storage a = _attenders[provider];
         require(a.id != 0, "NotAttempted");
         require(a.response == address(0), "AlreadySubmitted");
         a.response = response;
+        if (getDeliveryMethod() == DeliveryMethod.MANUAL_CONFIRMATION) _state.status = TaskStatus.RESPONDED;
     }
 
     function setStatus(TaskStatus newStatus) external onlyNexus {

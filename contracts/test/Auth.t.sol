@@ -147,7 +147,6 @@ contract AuthTest is Base {
 
     function testResponse() public {
         Response r = Response(response);
-        expectRevertToken(provider, response, abi.encodeCall(r.initialize, ()), "NotNexus");
         expectRevertToken(provider, response, abi.encodeCall(r.confirm, ()), "NotNexus");
         expectRevertToken(provider, response, abi.encodeCall(r.setStatus, (ResponseStatus.CONFIRMED)), "NotNexus");
         expectRevertToken(provider, response, abi.encodeCall(r.transferOwnership, (stranger)), OWNABLE);

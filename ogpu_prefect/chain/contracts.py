@@ -786,10 +786,6 @@ class Response(Contract):
         """`getStatus()` (view)"""
         return self._call("getStatus", (), block)  # type: ignore[no-any-return]
 
-    def initialize(self) -> Call:
-        """`initialize()` (nonpayable): a Call to send."""
-        return self._tx("initialize", ())
-
     def owner(self, *, block: BlockId = "latest") -> str:
         """`owner()` (view)"""
         return self._call("owner", (), block)  # type: ignore[no-any-return]
@@ -806,9 +802,9 @@ class Response(Contract):
         """`responseTimestamp()` (view)"""
         return self._call("responseTimestamp", (), block)  # type: ignore[no-any-return]
 
-    def set_status(self, new_status: ResponseStatus) -> Call:
+    def set_status(self, arg0: ResponseStatus) -> Call:
         """`setStatus(uint8)` (nonpayable): a Call to send."""
-        return self._tx("setStatus", (new_status,))
+        return self._tx("setStatus", (arg0,))
 
     def status(self, *, block: BlockId = "latest") -> ResponseStatus:
         """`status()` (view)"""

@@ -78,3 +78,12 @@ def get_events(
         to_block = int(rpc.call("eth_blockNumber"), 16)
     topics0 = [topic(contract, n) for n in names]
     return decode_logs(iter_logs(rpc, address, topics0, from_block, to_block), names)
+
+
+def created_address(receipt: Any, event: str, field: str, emitter: str | None = None) -> str:
+    """The address a transaction created, read from its receipt's event (`SourcePublished.source`,
+    `TaskPublished.task`, `ResponseSubmitted.response`). Only logs from `emitter` count, if given."""
+    for ev in receipt.events:
+        if ev.name == event and (emitter is None or ev.address.lower() == emitter.lower()):
+            return str(ev.args[field])
+    raise LookupError(f"no {event} event in transaction {receipt.tx_hash}")
