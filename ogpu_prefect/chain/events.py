@@ -62,10 +62,7 @@ def iter_logs(
             [{"address": address, "topics": [topics0], "fromBlock": hex(start), "toBlock": hex(end)}],
         )
         for lg in raw:
-            yield Log(
-                lg["address"], [bytes.fromhex(t[2:]) for t in lg["topics"]], bytes.fromhex(lg["data"][2:]),
-                int(lg["blockNumber"], 16), lg["transactionHash"], int(lg["logIndex"], 16),
-            )
+            yield Log.from_rpc(lg)
         start = end + 1
 
 

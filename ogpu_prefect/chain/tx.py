@@ -74,6 +74,13 @@ class Log:
     tx_hash: str
     log_index: int
 
+    @classmethod
+    def from_rpc(cls, lg: dict[str, Any]) -> Log:
+        return cls(
+            to_checksum_address(lg["address"]), [bytes.fromhex(t[2:]) for t in lg["topics"]],
+            bytes.fromhex(lg["data"][2:]), int(lg["blockNumber"], 16), lg["transactionHash"], int(lg["logIndex"], 16),
+        )
+
 
 @dataclass
 class Receipt:
@@ -87,17 +94,7 @@ class Receipt:
 
     @classmethod
     def from_rpc(cls, r: dict[str, Any], context: str = "") -> Receipt:
-        logs = [
-            Log(
-                to_checksum_address(lg["address"]),
-                [bytes.fromhex(t[2:]) for t in lg["topics"]],
-                bytes.fromhex(lg["data"][2:]),
-                int(lg["blockNumber"], 16),
-                lg["transactionHash"],
-                int(lg["logIndex"], 16),
-            )
-            for lg in r["logs"]
-        ]
+        logs = [Log.from_rpc(lg) for lg in r["logs"]]
         ca = r.get("contractAddress")
         return cls(
             r["transactionHash"], int(r["status"], 16), int(r["blockNumber"], 16), int(r["gasUsed"], 16), logs,
@@ -274,16 +271,20 @@ class TxSender:
         return self.wait(self.send(calls, gas))
 
     def explain(self, receipt: Receipt) -> TxRevertError:
-        """The typed error of a mined, reverted transaction: replays it on the state before it."""
+        """The typed error of a mined, reverted transaction, by replaying it: on the state before
+        its block, or, where the node keeps no history (anvil --prune-history), on the state of its
+        block (a reverted transaction changes no contract state)."""
         tx = self.rpc.call("eth_getTransactionByHash", [receipt.tx_hash])
-        block = hex(max(receipt.block_number - 1, 0))
         call = {"from": tx["from"], "data": tx["input"], "value": tx["value"], "gas": tx["gas"]}
         if tx.get("to"):
             call["to"] = tx["to"]
-        try:
-            self.rpc.call("eth_call", [call, block])
-        except RpcError as e:
-            return revert_error(e.revert_data or b"", context=receipt.context)
+        for block in (receipt.block_number - 1, receipt.block_number):
+            try:
+                self.rpc.call("eth_call", [call, hex(max(block, 0))])
+            except RpcError as e:
+                if e.revert_data is not None:
+                    return revert_error(e.revert_data, context=receipt.context)
+                log.debug("replay at block %d failed: %s", block, e)
         return TxRevertError("mined but reverted", context=receipt.context)
 
     def _tx_json(self, call: Call) -> dict[str, Any]:

@@ -1,0 +1,248 @@
+"""The chain layer against real anvil and the real contracts: lifecycles and their gas, typed
+errors, revert decoding, pipelining, event decoding, paging, nonces, and two networks at once."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from ogpu_prefect.chain import devnet as devnet_mod
+from ogpu_prefect.chain import errors
+from ogpu_prefect.chain.events import created_address
+from ogpu_prefect.chain.tx import Signer
+from ogpu_prefect.chain.types import (
+    DeliveryMethod,
+    Environment,
+    ResponseStatus,
+    SourceParams,
+    SourceStatus,
+    TaskParams,
+    TaskStatus,
+)
+
+from .helpers import CONFIG, ETHER, publish_source, publish_task, register, respond, source_params
+
+GAS_BUDGET = 600_000
+
+
+def lifecycle_gas(chain, client, provider, method: DeliveryMethod, source: str) -> int:
+    r1 = client.transact(chain.controller.publish_task(TaskParams(source, CONFIG, chain.timestamp() + 600, 10**17)))
+    task = created_address(r1, "TaskPublished", "task", chain.network.nexus)
+    r2 = provider.transact(chain.nexus.attempt(task, provider.address, 10**17))
+    from ogpu_prefect.chain.types import ResponseParams
+
+    r3 = provider.transact(chain.nexus.submit_response(
+        ResponseParams(task, provider.address, f"https://ipfs.example/ipfs/{task}", 9 * 10**16)))
+    total = r1.gas_used + r2.gas_used + r3.gas_used
+    if method is DeliveryMethod.MANUAL_CONFIRMATION:
+        response = created_address(r3, "ResponseSubmitted", "response", chain.network.nexus)
+        total += client.transact(chain.controller.confirm_response(response)).gas_used
+    assert chain.task(task).get_status() is TaskStatus.FINALIZED
+    return total
+
+
+@pytest.mark.parametrize("method", list(DeliveryMethod))
+def test_full_lifecycle_fits_the_gas_budget(devnet, method: DeliveryMethod) -> None:
+    chain = devnet.network.connect()
+    client, provider = chain.sender(devnet.key("client")), chain.sender(devnet.key("provider1"))
+    source = publish_source(chain, client, method)
+    register(chain, provider, source)
+    first = lifecycle_gas(chain, client, provider, method, source)
+    steady = lifecycle_gas(chain, client, provider, method, source)
+    print(f"{method.name}: first task {first:,} gas, next {steady:,} gas")
+    assert steady <= GAS_BUDGET
+    if method is DeliveryMethod.FIRST_RESPONSE:
+        assert first <= GAS_BUDGET  # first-ever earnings of the provider included
+
+
+def test_first_response_pays_provider_and_refunds_the_rest(devnet) -> None:
+    chain = devnet.network.connect()
+    client, provider = chain.sender(devnet.key("client")), chain.sender(devnet.key("provider1"))
+    source = publish_source(chain, client, DeliveryMethod.FIRST_RESPONSE)
+    register(chain, provider, source)
+    before = chain.vault.balance_of(client.address)
+    task = publish_task(chain, client, source, payment=10**17)
+    assert chain.vault.frozen_payment(client.address) == 10**17
+    assert chain.vault.escrow_of(task) == (client.address, 10**17)
+    provider.transact(chain.nexus.attempt(task, provider.address, 10**17))
+    response = respond(chain, provider, task, 6 * 10**16, "https://x/result.json")
+    t = chain.task(task)
+    assert t.get_status() is TaskStatus.FINALIZED
+    assert t.winning_provider() == provider.address
+    assert chain.response(response).get_status() is ResponseStatus.CONFIRMED
+    assert chain.response(response).confirmed_final()
+    params = chain.response(response).get_response_params()
+    assert (params.task, params.provider, params.data, params.payment) == (
+        task, provider.address, "https://x/result.json", 6 * 10**16)
+    assert chain.vault.balance_of(provider.address) == 6 * 10**16
+    assert chain.vault.total_earnings_of(provider.address) == 6 * 10**16
+    assert chain.vault.balance_of(client.address) == before - 6 * 10**16
+    assert chain.vault.frozen_payment(client.address) == 0
+
+
+def test_manual_confirmation_pays_the_chosen_response(devnet) -> None:
+    chain = devnet.network.connect()
+    client = chain.sender(devnet.key("client"))
+    p1, p2 = chain.sender(devnet.key("provider1")), chain.sender(devnet.key("provider2"))
+    source = publish_source(chain, client, DeliveryMethod.MANUAL_CONFIRMATION)
+    for p in (p1, p2):
+        register(chain, p, source)
+    task = publish_task(chain, client, source)
+    # Both attempts pipelined from two accounts, then both responses.
+    for p in (p1, p2):
+        p.wait(p.send([chain.nexus.attempt(task, p.address, 0)]))
+    r1 = respond(chain, p1, task, 10**17, "https://x/1")
+    r2 = respond(chain, p2, task, 5 * 10**16, "https://x/2")
+    t = chain.task(task)
+    assert t.get_status() is TaskStatus.RESPONDED
+    assert t.get_attempters(0, 1) == [p1.address, p2.address]
+    assert t.get_responses_of(0, 1) == [r1, r2]
+    assert all(ts > 0 for ts in t.get_attempt_timestamps(0, 1))
+    with pytest.raises(errors.NotTaskOwnerError):
+        p1.transact(chain.controller.confirm_response(r1))
+    client.transact(chain.controller.confirm_response(r2))
+    assert t.winning_provider() == p2.address
+    assert chain.response(r2).get_status() is ResponseStatus.CONFIRMED
+    assert chain.response(r1).get_status() is ResponseStatus.SUBMITTED
+    assert chain.vault.balance_of(p2.address) == 5 * 10**16
+    with pytest.raises(errors.TaskAlreadyFinalizedError):
+        client.transact(chain.controller.confirm_response(r1))
+
+
+def nonce(chain, address: str) -> int:
+    return int(chain.rpc.call("eth_getTransactionCount", [address, "latest"]), 16)
+
+
+def test_bad_calls_raise_typed_errors_before_anything_is_sent(devnet) -> None:
+    chain = devnet.network.connect()
+    client, provider = chain.sender(devnet.key("client")), chain.sender(devnet.key("provider1"))
+    stranger = chain.sender(devnet.key("agent"))  # no vault balance
+    source = publish_source(chain, client, DeliveryMethod.FIRST_RESPONSE)
+    now = chain.timestamp()
+    balance, sent = chain.vault.balance_of(client.address), nonce(chain, client.address)
+    cases = [
+        (client, chain.controller.publish_task(TaskParams(source, CONFIG, now + 60, 10**12)), errors.InvalidParamsError),
+        (client, chain.controller.publish_task(TaskParams(source, CONFIG, now - 1, 10**17)), errors.TaskExpiredError),
+        (client, chain.controller.publish_task(TaskParams(source, CONFIG, now + 7200, 10**17)),
+         errors.InvalidParamsError),
+        (client, chain.controller.publish_task(TaskParams(client.address, CONFIG, now + 60, 10**17)),
+         errors.UnknownSourceError),
+        (client, chain.controller.publish_task(TaskParams(source, CONFIG, now + 60, 10_000 * ETHER)),
+         errors.InsufficientBalanceError),
+        (stranger, chain.nexus.register(source, provider.address, 1), errors.NotProviderError),
+        (provider, chain.nexus.register(source, provider.address, int(Environment.AMD)), errors.InvalidParamsError),
+        (stranger, chain.nexus.inactivate_source(source), errors.NotSourceOwnerError),
+        (stranger, chain.vault.withdraw(1), errors.InsufficientBalanceError),
+        (stranger, chain.vault.claim(), errors.TxRevertError),
+    ]
+    for sender, call, expected in cases:
+        with pytest.raises(expected) as info:
+            sender.transact(call)
+        assert info.value.context == call.context
+    assert chain.vault.balance_of(client.address) == balance, "no wei moved"
+    assert nonce(chain, client.address) == sent, "nothing was sent"
+    client.transact(chain.nexus.inactivate_source(source))
+    with pytest.raises(errors.SourceInactiveError):
+        client.transact(chain.controller.publish_task(TaskParams(source, CONFIG, now + 60, 10**17)))
+
+
+def test_a_mined_revert_is_decoded_from_its_receipt(devnet) -> None:
+    chain = devnet.network.connect()
+    client, provider = chain.sender(devnet.key("client")), chain.sender(devnet.key("provider1"))
+    source = publish_source(chain, client, DeliveryMethod.FIRST_RESPONSE)
+    register(chain, provider, source)
+    task = publish_task(chain, client, source)
+    # Pipelined without estimation: the attempt lands first, so the cancel reverts on chain.
+    pending = provider.send([chain.nexus.attempt(task, provider.address, 0)], 300_000)
+    pending += client.send([chain.controller.cancel_task(task)], 300_000)
+    (attempt,) = provider.wait(pending[:1])
+    assert attempt.status == 1
+    receipts = client.wait(pending[1:], check=False)
+    assert receipts[0].status == 0
+    err = client.explain(receipts[0])
+    assert isinstance(err, errors.NotCancelableError)
+    assert err.token == "NotCancelable" and err.context == "Controller.cancelTask"
+    with pytest.raises(errors.NotCancelableError):
+        client.wait(pending[1:])
+
+
+def test_pipelined_batch_and_event_decoding(devnet) -> None:
+    chain = devnet.network.connect()
+    client = chain.sender(devnet.key("client"))
+    source = publish_source(chain, client, DeliveryMethod.FIRST_RESPONSE)
+    start_block = chain.block_number() + 1
+    expiry = chain.timestamp() + 600
+    calls = [chain.controller.publish_task(TaskParams(source, f"{CONFIG}?i={i}", expiry, 10**16 + i)) for i in range(150)]
+    receipts = client.transact_many(calls)
+    tasks = [created_address(r, "TaskPublished", "task", chain.network.nexus) for r in receipts]
+    assert len(set(tasks)) == 150
+    s = chain.source(source)
+    assert s.get_task_count() == 150
+    assert s.get_tasks(0, 149) == tasks
+    assert s.get_tasks(10, 12) == tasks[10:13], "inclusive bounds, lower > 0 works"
+    with pytest.raises(errors.TxRevertError, match="Panic"):
+        s.get_tasks(0, 150)
+    events = chain.events(["TaskPublished"], start_block)
+    assert [e["task"] for e in events] == tasks
+    assert all(e["source"] == source and e.address == chain.network.nexus for e in events)
+    params = chain.task(tasks[7]).task_params()
+    assert params == (source, f"{CONFIG}?i=7", expiry, 10**16 + 7)
+    statuses = chain.read_many([(chain.task(t), "getStatus", ()) for t in tasks])
+    assert statuses == [TaskStatus.NEW] * 150
+    assert chain.vault.frozen_payment(client.address) == sum(10**16 + i for i in range(150))
+
+
+def test_views_decode_to_python_types(devnet) -> None:
+    chain = devnet.network.connect()
+    client = chain.sender(devnet.key("client"))
+    source = publish_source(chain, client, DeliveryMethod.MANUAL_CONFIRMATION)
+    p = chain.source(source).get_source_params()
+    assert isinstance(p, SourceParams) and p.deliveryMethod is DeliveryMethod.MANUAL_CONFIRMATION
+    assert p.client == client.address
+    assert chain.source(source).get_status() is SourceStatus.ACTIVE
+    assert chain.nexus.get_sources(0, chain.nexus.get_source_count() - 1)[-1] == source
+    assert chain.nexus.sources_of(client.address, 0) == chain.nexus.get_sources(0, 0)[0]
+    assert chain.nexus.get_active_source_count(client.address) >= 1
+    assert chain.vault.is_eligible(devnet.address("provider1"))
+
+
+def test_a_nonce_taken_by_another_sender_is_detected_and_recovered(devnet) -> None:
+    chain = devnet.network.connect()
+    a = chain.sender(devnet.key("client"))
+    b = chain.sender(devnet.key("client"))  # same key, another process in real life
+    a.transact(chain.vault.deposit(a.address, value=1))  # a caches its nonce
+    b.transact(chain.vault.deposit(b.address, value=2))  # b takes a's next nonce
+    with pytest.raises(errors.NonceError):
+        a.transact(chain.vault.deposit(a.address, value=3), gas=100_000)
+    a.transact(chain.vault.deposit(a.address, value=3))  # resynced
+
+
+def test_two_networks_in_one_process(devnet) -> None:
+    other = devnet_mod.start()
+    try:
+        one, two = devnet.network.connect(), other.network.connect()
+        assert one.network.rpc_url != two.network.rpc_url
+        c1, c2 = one.sender(devnet.key("client")), two.sender(other.key("client"))
+        s1 = publish_source(one, c1, DeliveryMethod.FIRST_RESPONSE)
+        count_two = two.nexus.get_source_count()
+        s2 = publish_source(two, c2, DeliveryMethod.FIRST_RESPONSE)
+        assert two.nexus.get_source_id(s1) == 0 or s1 == s2  # same deployer nonces may reuse addresses
+        assert two.nexus.get_source_count() == count_two + 1
+        t1 = publish_task(one, c1, s1)
+        assert one.task(t1).get_status() is TaskStatus.NEW
+        assert two.vault.frozen_payment(c2.address) == 0
+    finally:
+        other.stop()
+
+
+def test_signer_never_shows_its_key() -> None:
+    key = devnet_mod.DEV_KEYS[1]
+    s = Signer(key)
+    for text in (repr(s), str(s), f"{s}"):
+        assert key[2:] not in text and s.address in text
+    with pytest.raises(TypeError):
+        pickle.dumps(s)
+    with pytest.raises(ValueError) as info:
+        Signer("0x" + "zz" * 32)
+    assert "zz" not in str(info.value)
