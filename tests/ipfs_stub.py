@@ -1,0 +1,68 @@
+"""A loopback stand-in for the real network's IPFS upload API (PROTOCOL.md section 6): a multipart
+`POST /file/create` with one `file` field answers 200 `{"link": <gateway url>}`; a `GET` of that
+link returns the bytes. Content-addressed by sha256, so re-uploads return the same link."""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import hashlib
+import http.server
+import json
+import threading
+from typing import Any
+
+
+class IpfsStub:
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.uploads = 0
+        stub = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                if self.path != "/file/create":
+                    return self._reply(404, b'{"error":"not found"}')
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+                    b"Content-Type: " + self.headers["Content-Type"].encode() + b"\r\n\r\n" + body)
+                parts = [p for p in msg.iter_parts() if p.get_param("name", header="content-disposition") == "file"]
+                if len(parts) != 1:
+                    return self._reply(400, b'{"error":"expected one file field"}')
+                content = parts[0].get_payload(decode=True) or b""
+                cid = "Qm" + hashlib.sha256(content).hexdigest()[:44]
+                stub.files[cid] = content
+                stub.uploads += 1
+                link = f"http://127.0.0.1:{self.server.server_address[1]}/ipfs/{cid}"
+                self._reply(200, json.dumps({"link": link}).encode())
+
+            def do_GET(self) -> None:  # noqa: N802
+                cid = self.path.rsplit("/", 1)[-1]
+                if not self.path.startswith("/ipfs/") or cid not in stub.files:
+                    return self._reply(404, b'{"error":"not found"}')
+                self._reply(200, stub.files[cid])
+
+            def _reply(self, code: int, body: bytes) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+
+    def __enter__(self) -> IpfsStub:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()

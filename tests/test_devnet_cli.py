@@ -1,0 +1,43 @@
+"""`ogpu-prefect devnet up/status/down` as a user runs them: real processes, a detached anvil."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from ogpu_prefect.chain.network import Network
+
+
+def cli(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OGPU_PREFECT_HOME": str(home)}
+    return subprocess.run([sys.executable, "-m", "ogpu_prefect.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_devnet_up_is_idempotent_and_down_stops_it(tmp_path: Path) -> None:
+    up = cli("devnet", "up", "--json", home=tmp_path)
+    assert up.returncode == 0, up.stderr
+    profile = json.loads(up.stdout)
+    try:
+        assert profile["chain_id"] == 31337 and profile["rpc_url"].startswith("http://127.0.0.1:")
+        assert set(profile["contracts"]) >= {"Nexus", "Controller", "Terminal", "Vault"}
+        assert {"client", "provider1", "master"} <= set(profile["accounts"])
+        assert all(a["private_key"].startswith("0x") for a in profile["accounts"].values())
+        chain = Network.from_profile(profile).connect()
+        assert chain.vault.balance_of(profile["accounts"]["client"]["address"]) > 0
+        assert (tmp_path / "devnet.json").stat().st_mode & 0o077 == 0, "profile holds keys: owner-only"
+
+        again = cli("devnet", "up", "--json", home=tmp_path)
+        assert json.loads(again.stdout)["anvil_pid"] == profile["anvil_pid"], "second up reuses the devnet"
+        human = cli("devnet", "up", home=tmp_path)
+        assert "already running" in human.stdout
+        assert profile["accounts"]["client"]["private_key"][2:] not in human.stdout, "plain output shows no keys"
+        assert cli("devnet", "status", home=tmp_path).returncode == 0
+    finally:
+        down = cli("devnet", "down", home=tmp_path)
+    assert down.returncode == 0 and "stopped" in down.stdout
+    assert cli("devnet", "status", home=tmp_path).returncode == 1
+    assert not (tmp_path / "devnet.json").exists()
