@@ -60,8 +60,8 @@ contract Controller is Ownable {
     function confirmResponse(address response) external {
         (address task,,) = IResponseInstance(response).core();
         (, TaskStatus status,) = _clientTask(task);
+        // RESPONDED implies no response of the task is confirmed yet (confirming finalizes).
         require(status == TaskStatus.RESPONDED, "AlreadyFinalized: task is not awaiting confirmation");
-        require(IResponseInstance(response).getStatus() == ResponseStatus.SUBMITTED, "AlreadyConfirmed");
         INexusHub(nexus).setResponseStatus(response, ResponseStatus.CONFIRMED);
     }
 

@@ -67,6 +67,7 @@ interface ITaskInstance {
     function responseOf(address provider) external view returns (address);
     function isAlreadySubmitted(bytes32 dataHash) external view returns (bool);
     // extra
+    function getClient() external view returns (address);
     function finalize(address provider) external;
     function core()
         external

@@ -230,8 +230,7 @@ contract Nexus is Ownable {
         require(status == ResponseStatus.CONFIRMED, "InvalidStatus: only CONFIRMED");
         (address task, address provider, uint256 payment) = IResponseInstance(response).core();
         require(ITaskInstance(task).responseOf(provider) == response, "UnknownResponse");
-        (, address client,,,,) = ITaskInstance(task).core();
-        _confirm(response, task, client, provider, payment);
+        _confirm(response, task, ITaskInstance(task).getClient(), provider, payment);
     }
 
     function emitTaskPublished(address task, address source) external onlyController {
