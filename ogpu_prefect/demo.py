@@ -14,7 +14,7 @@ from .chain.connection import Chain
 from .chain.events import created_address
 from .chain.tx import TxSender
 from .chain.types import DeliveryMethod, Environment, ResponseParams, SourceParams, TaskParams, TaskStatus
-from .payloads import LocalPayloadServer
+from .storage import LocalStore
 
 ETHER = 10**18
 
@@ -29,7 +29,7 @@ class Step:
     gas: int
 
 
-def run_lifecycle(chain: Chain, store: LocalPayloadServer, senders: dict[str, TxSender], method: DeliveryMethod,
+def run_lifecycle(chain: Chain, store: LocalStore, senders: dict[str, TxSender], method: DeliveryMethod,
                   say: Callable[[str], None]) -> list[Step]:
     """Publishes a source and one task under `method`, has provider(s) attempt and respond, and
     (MANUAL_CONFIRMATION) confirms the cheaper response. Returns the gas of each step."""
@@ -111,7 +111,7 @@ def main(say: Callable[[str], None] = print) -> int:
         chain = net.network.connect()
         senders = {role: chain.sender(net.key(role)) for role in ("client", "provider1", "provider2")}
         accounts = {role: s.address for role, s in senders.items()}
-        with tempfile.TemporaryDirectory() as tmp, LocalPayloadServer(Path(tmp)) as store:
+        with tempfile.TemporaryDirectory() as tmp, LocalStore(Path(tmp)) as store:
             for method in (DeliveryMethod.FIRST_RESPONSE, DeliveryMethod.MANUAL_CONFIRMATION):
                 say(f"\n{method.name}")
                 before = balances(chain, accounts)

@@ -13,6 +13,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
+from ogpu_prefect._loopback import LoopbackServer
+
 
 @dataclass
 class Faults:
@@ -25,7 +27,7 @@ class Faults:
                                                             "dropped_reply": 0, "delayed": 0})
 
 
-class FaultProxy:
+class FaultProxy(LoopbackServer):
     def __init__(self, upstream: str, faults: Faults) -> None:
         assert upstream.startswith("http://127.0.0.1:"), "the fault proxy only fronts loopback nodes"
         self.upstream = upstream
@@ -60,8 +62,7 @@ class FaultProxy:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        super().__init__(Handler)
 
     def _fate(self) -> str:
         with self._lock:
@@ -77,15 +78,3 @@ class FaultProxy:
                 fate = "forwarded"
             f.counts[fate] += 1
             return fate
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
-
-    def __enter__(self) -> FaultProxy:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()

@@ -9,12 +9,14 @@ import email.policy
 import hashlib
 import http.server
 import json
-import threading
 from typing import Any
 
+from ogpu_prefect._loopback import LoopbackServer
 
-class IpfsStub:
-    def __init__(self) -> None:
+
+class IpfsStub(LoopbackServer):
+    def __init__(self, fail_next: int = 0) -> None:
+        self.fail_next = fail_next  # answer this many uploads with HTTP 503 first
         self.files: dict[str, bytes] = {}
         self.uploads = 0
         stub = self
@@ -24,6 +26,9 @@ class IpfsStub:
                 if self.path != "/file/create":
                     return self._reply(404, b'{"error":"not found"}')
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if stub.fail_next > 0:
+                    stub.fail_next -= 1
+                    return self._reply(503, b'{"error":"busy"}')
                 msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
                     b"Content-Type: " + self.headers["Content-Type"].encode() + b"\r\n\r\n" + body)
                 parts = [p for p in msg.iter_parts() if p.get_param("name", header="content-disposition") == "file"]
@@ -52,17 +57,4 @@ class IpfsStub:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
-
-    def __enter__(self) -> IpfsStub:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        super().__init__(Handler)

@@ -1,0 +1,42 @@
+"""A threaded HTTP server on 127.0.0.1 that runs in the background of this process: the devnet's
+payload file server, and the test stubs (IPFS API, fault proxy) are all one of these."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from typing import Any
+
+
+class LoopbackServer:
+    """Context manager around a ThreadingHTTPServer bound to 127.0.0.1 (port 0: any free one)."""
+
+    def __init__(self, handler: type[http.server.BaseHTTPRequestHandler], port: int = 0) -> None:
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True, name="ogpu-loopback")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+
+    def start(self) -> LoopbackServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def __enter__(self) -> LoopbackServer:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """A static file handler that does not log every request to stderr."""
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass

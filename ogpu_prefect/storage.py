@@ -1,0 +1,187 @@
+"""Where task configs, source metadata and responses live. The chain stores only URLs; the JSON
+behind them is written content-addressed (its sha256 in the name), so writing the same payload
+twice is a no-op and returns the same URL.
+
+- `FsspecStore`: any fsspec URL to write to (file://, memory://, s3://, ...), and optionally the
+  public URL prefix under which the same names can be read (an http(s) server, a bucket's site).
+- `IpfsStore`: the real network's IPFS upload API (a multipart POST answering `{"link": ...}`).
+- `fetch_json`: reads any of those back (http(s) with requests, everything else with fsspec).
+- `serve_directory`: a loopback HTTP server over a folder: the devnet's default store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Protocol
+
+import requests
+
+from ._loopback import LoopbackServer, QuietHandler
+from .chain.errors import InvalidInputError, OGPUError
+
+log = logging.getLogger(__name__)
+
+MAX_PAYLOAD_BYTES = 512 * 1024
+"""Largest JSON payload (task input, source metadata, response) accepted: 512 KiB. Bigger data
+belongs in its own storage, referenced by URL from the payload."""
+
+IPFS_API_URL = "https://capi.ogpuscan.io/file/create"
+
+
+class StorageError(OGPUError):
+    """A payload could not be written or read."""
+
+
+def canonical_json(obj: Any, *, field: str = "data") -> bytes:
+    """Deterministic JSON bytes; typed errors name `field` for what is not JSON or too big."""
+    try:
+        body = json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+    except (TypeError, ValueError) as e:
+        raise InvalidInputError(field, f"not JSON-serialisable ({e})") from None
+    if len(body) > MAX_PAYLOAD_BYTES:
+        raise InvalidInputError(field, f"payload is {len(body):,} bytes, over the {MAX_PAYLOAD_BYTES:,}-byte limit")
+    return body
+
+
+def content_name(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest() + ".json"
+
+
+class PayloadStore(Protocol):
+    def put_json(self, obj: Any, *, field: str = "data") -> str:
+        """Stores `obj` and returns the URL to put on chain."""
+        ...
+
+
+@dataclass
+class FsspecStore:
+    """Writes under `write_url` with fsspec; URLs handed out are `read_url/<sha256>.json`
+    (`read_url` defaults to `write_url`)."""
+
+    write_url: str
+    read_url: str | None = None
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        import fsspec
+
+        self._fs, self._root = fsspec.core.url_to_fs(self.write_url, **self.storage_options)
+        self._root = self._root.rstrip("/")
+        self._fs.makedirs(self._root, exist_ok=True)
+
+    def put_json(self, obj: Any, *, field: str = "data") -> str:
+        body = canonical_json(obj, field=field)
+        name = content_name(body)
+        path = f"{self._root}/{name}"
+        if not self._fs.exists(path):
+            self._fs.pipe_file(path, body)
+        return f"{(self.read_url or self.write_url).rstrip('/')}/{name}"
+
+
+@dataclass
+class IpfsStore:
+    """The real network's upload API (PROTOCOL.md section 6). 4xx and a reply without `link` fail at
+    once; 5xx, connection errors and timeouts are retried with backoff. A payload already uploaded
+    by this store is not uploaded again."""
+
+    api_url: str = IPFS_API_URL
+    timeout: float = 30.0
+    retries: int = 3
+    backoff: float = 0.5
+    _links: dict[str, str] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def put_json(self, obj: Any, *, field: str = "data") -> str:
+        body = canonical_json(obj, field=field)
+        name = content_name(body)
+        with self._lock:
+            if name in self._links:
+                return self._links[name]
+        delay = self.backoff
+        for attempt in range(1, self.retries + 1):
+            try:
+                resp = requests.post(self.api_url, files={"file": (name, body, "application/json")},
+                                     timeout=self.timeout)
+            except (requests.ConnectionError, requests.Timeout) as e:
+                err: str = str(e)
+            else:
+                if resp.status_code in (200, 201):
+                    try:
+                        link = resp.json()["link"]
+                    except (ValueError, KeyError, TypeError):
+                        raise StorageError(f"IPFS API {self.api_url} answered without a link") from None
+                    with self._lock:
+                        self._links[name] = link
+                    return str(link)
+                if resp.status_code < 500:
+                    raise StorageError(f"IPFS API {self.api_url} refused the upload: HTTP {resp.status_code}")
+                err = f"HTTP {resp.status_code}"
+            if attempt < self.retries:
+                log.debug("IPFS upload failed (%s), retrying in %.2fs", err, delay)
+                time.sleep(delay)
+                delay *= 2
+        raise StorageError(f"IPFS API {self.api_url} failed after {self.retries} attempts: {err}")
+
+
+def fetch_json(url: str, *, timeout: float = 30.0, session: requests.Session | None = None) -> Any:
+    """The JSON at `url` (http(s), or any fsspec URL). Raises StorageError."""
+    try:
+        if url.startswith(("http://", "https://")):
+            resp = (session or requests).get(url, timeout=timeout)
+            if resp.status_code != 200:
+                raise StorageError(f"GET {url}: HTTP {resp.status_code}")
+            body = resp.content
+        else:
+            import fsspec
+
+            with fsspec.open(url, "rb") as f:
+                body = f.read(MAX_PAYLOAD_BYTES + 1)
+    except StorageError:
+        raise
+    except Exception as e:
+        raise StorageError(f"cannot read {url}: {e}") from None
+    if len(body) > MAX_PAYLOAD_BYTES:
+        raise StorageError(f"{url} is over the {MAX_PAYLOAD_BYTES:,}-byte payload limit")
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise StorageError(f"{url} is not JSON") from None
+
+
+def serve_directory(root: Path, port: int = 0) -> LoopbackServer:
+    """A loopback HTTP server over `root` (not yet started: use it as a context manager)."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    return LoopbackServer(partial(QuietHandler, directory=str(root)), port)  # type: ignore[arg-type]
+
+
+class LocalStore:
+    """The devnet's default: a folder served over loopback HTTP, written through FsspecStore."""
+
+    def __init__(self, root: Path, port: int = 0) -> None:
+        self.root = Path(root)
+        self.server = serve_directory(self.root, port)
+        self._store: FsspecStore | None = None
+
+    def __enter__(self) -> LocalStore:
+        self.server.start()
+        self._store = FsspecStore(f"file://{self.root.resolve()}", self.server.url)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.stop()
+
+    @property
+    def base_url(self) -> str:
+        return self.server.url
+
+    def put_json(self, obj: Any, *, field: str = "data") -> str:
+        assert self._store is not None, "LocalStore is used as a context manager"
+        return self._store.put_json(obj, field=field)
