@@ -26,3 +26,34 @@ def devnet(session_devnet: Devnet) -> Iterator[Devnet]:
     snap = session_devnet.snapshot()
     yield session_devnet
     session_devnet.revert(snap)
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """Prefect's test harness (a real, temporary API server with SQLite), once per session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield
+
+
+@pytest.fixture
+def events_sink(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+    """Records the Prefect events this process emits (Prefect's own AssertingEventsClient, as in
+    prefect.testing.fixtures.asserting_events_worker)."""
+    from prefect.events.clients import AssertingEventsClient
+    from prefect.events.worker import EventsWorker
+
+    worker = EventsWorker.instance(AssertingEventsClient)
+    monkeypatch.setattr(EventsWorker, "instance", lambda *args, **kwargs: worker)
+
+    class Sink:
+        def events(self) -> list[object]:
+            worker.wait_until_empty()
+            return list(worker._client.events) if worker._client else []  # type: ignore[attr-defined]
+
+        def names(self) -> list[str]:
+            return [e.event for e in self.events()]  # type: ignore[attr-defined]
+
+    yield Sink()
+    worker.drain()

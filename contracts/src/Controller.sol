@@ -58,10 +58,15 @@ contract Controller is Ownable {
     /// The provider is paid the response's payment; the rest of the escrow returns to the client.
     /// Allowed after expiry too, as long as the escrow was not reclaimed.
     function confirmResponse(address response) external {
-        (address task,,) = IResponseInstance(response).core();
+        (address task, address provider,) = IResponseInstance(response).core();
         (, TaskStatus status,) = _clientTask(task);
         // RESPONDED implies no response of the task is confirmed yet (confirming finalizes).
-        require(status == TaskStatus.RESPONDED, "AlreadyFinalized: task is not awaiting confirmation");
+        if (status != TaskStatus.RESPONDED) {
+            if (status == TaskStatus.FINALIZED && ITaskInstance(task).winningProvider() == provider) {
+                revert("AlreadyConfirmed");
+            }
+            revert("AlreadyFinalized: task is not awaiting confirmation");
+        }
         INexusHub(nexus).setResponseStatus(response, ResponseStatus.CONFIRMED);
     }
 

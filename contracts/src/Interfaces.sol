@@ -65,6 +65,7 @@ interface ITaskInstance {
     function submitResponse(address response, address provider) external;
     function setStatus(TaskStatus status) external;
     function responseOf(address provider) external view returns (address);
+    function winningProvider() external view returns (address);
     function isAlreadySubmitted(bytes32 dataHash) external view returns (bool);
     // extra
     function getClient() external view returns (address);

@@ -67,6 +67,8 @@ contract LifecycleTest is Base {
         assertEq(vault.balanceOf(provider), 0, "loser unpaid");
         assertEq(vault.balanceOf(client), 1 ether - 0.05 ether, "refund of the rest");
         expectRevertToken(client, address(controller), abi.encodeCall(controller.confirmResponse, (r1)), "AlreadyFinalized");
+        expectRevertToken(client, address(controller), abi.encodeCall(controller.confirmResponse, (r2)), "AlreadyConfirmed");
+        assertTrue(Response(r2).confirmedFinal() && !Response(r1).confirmedFinal(), "derived response status");
     }
 
     function testCancelOnlyWhileNew() public {

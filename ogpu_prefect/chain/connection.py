@@ -49,6 +49,12 @@ class Chain:
         blk = hex(block) if isinstance(block, int) else block
         return int(self.rpc.call("eth_getBlockByNumber", [blk, False])["timestamp"], 16)
 
+    def now(self) -> int:
+        """The timestamp the next block will carry (the "pending" block): what the contracts'
+        `block.timestamp` checks will see. Unlike the latest block's, it advances while the chain
+        is idle (anvil mines only on demand)."""
+        return self.timestamp("pending")
+
     def balance(self, address: str) -> int:
         return int(self.rpc.call("eth_getBalance", [address, "latest"]), 16)
 
@@ -60,7 +66,7 @@ class Chain:
         ]
         out = []
         for (c, fn, _), raw in zip(calls, self.rpc.batch(payload)):
-            if isinstance(raw, RpcError):
+            if isinstance(raw, RpcError) and (raw.revert_data is not None or "revert" in raw.message.lower()):
                 raise revert_error(raw.revert_data or b"", context=f"{c.NAME}.{fn}")
             if isinstance(raw, Exception):
                 raise raw

@@ -27,6 +27,30 @@ class InvalidInputError(OGPUError, ValueError):
         super().__init__(f"{field}: {message}")
 
 
+class UnknownSourceInputError(InvalidInputError):
+    """The source is not a source of this network's Nexus."""
+
+
+class SourceNotActiveInputError(InvalidInputError):
+    """The source is INACTIVE: it accepts no tasks."""
+
+
+class PaymentOutOfRangeError(InvalidInputError):
+    """Payment below the source's minPayment (or above what fits in 96 bits)."""
+
+
+class ExpiryOutOfRangeError(InvalidInputError):
+    """Expiry in the past, too close, or beyond the source's maxExpiryDuration."""
+
+
+class BalanceTooLowError(InvalidInputError):
+    """The client's Vault balance does not cover the batch."""
+
+
+class BudgetExceededError(InvalidInputError):
+    """Publishing would take the batch beyond its budget ceiling."""
+
+
 # ---- on-chain reverts ----
 
 

@@ -1,0 +1,147 @@
+"""Prefect blocks: where the protocol is (OGPUNetwork), who signs (OGPUWallet), and where payloads
+live (OGPUStorage). Registered with Prefect through the `prefect.collections` entry point."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from prefect.blocks.core import Block
+from pydantic import Field, SecretStr, field_validator
+
+from .chain.network import MAINNET, TESTNET, Network
+
+DOCS = "https://github.com/ogpu-prefect/ogpu-prefect/tree/main/docs"
+
+
+class OGPUNetwork(Block):
+    """An OpenGPU deployment: RPC endpoint, chain id and the protocol's contract addresses.
+
+    Example:
+        ```python
+        from ogpu_prefect.blocks import OGPUNetwork
+        network = OGPUNetwork.load("BLOCK_NAME")
+        chain = network.connect()
+        ```
+    """
+
+    _block_type_name = "OpenGPU Network"
+    _block_type_slug = "ogpu-network"
+    _description = "An OpenGPU deployment: RPC URL, chain id and the Nexus, Controller, Terminal and Vault addresses."
+    _documentation_url = f"{DOCS}/blocks.md"
+
+    name: str = Field(default="devnet", description="A label for this network (devnet, mainnet, testnet, ...).")
+    rpc_url: str = Field(description="JSON-RPC endpoint of the chain.")
+    chain_id: int = Field(description="EIP-155 chain id (31337 devnet, 1071 mainnet).")
+    nexus: str = Field(description="Nexus contract address.")
+    controller: str = Field(description="Controller contract address.")
+    terminal: str = Field(description="Terminal contract address.")
+    vault: str = Field(description="Vault contract address.")
+    manager: str | None = Field(default=None, description="Manager contract address, where known.")
+
+    def to_network(self) -> Network:
+        return Network(self.name, self.rpc_url, self.chain_id, self.nexus, self.controller, self.terminal,
+                       self.vault, self.manager)
+
+    def connect(self, **rpc_options: Any) -> Any:
+        """A `Chain` bound to this network."""
+        return self.to_network().connect(**rpc_options)
+
+    @classmethod
+    def from_network(cls, network: Network) -> OGPUNetwork:
+        return cls(name=network.name, rpc_url=network.rpc_url, chain_id=network.chain_id, nexus=network.nexus,
+                   controller=network.controller, terminal=network.terminal, vault=network.vault,
+                   manager=network.manager)
+
+    @classmethod
+    def devnet(cls, profile: dict[str, Any] | str | None = None) -> OGPUNetwork:
+        """From a devnet profile: the dict, a path, or (None) the one `ogpu-prefect devnet up` wrote."""
+        if profile is None:
+            from .chain.devnet import profile_path
+
+            profile = str(profile_path())
+        return cls.from_network(Network.from_profile(profile))
+
+    @classmethod
+    def mainnet(cls, rpc_url: str | None = None) -> OGPUNetwork:
+        return cls.from_network(MAINNET.with_rpc(rpc_url) if rpc_url else MAINNET)
+
+    @classmethod
+    def testnet(cls, rpc_url: str | None = None) -> OGPUNetwork:
+        return cls.from_network(TESTNET.with_rpc(rpc_url) if rpc_url else TESTNET)
+
+
+class OGPUWallet(Block):
+    """An account that signs OpenGPU transactions. The key is a secret: never shown, logged,
+    returned in results or put in an exception message.
+
+    Example:
+        ```python
+        from ogpu_prefect.blocks import OGPUWallet
+        wallet = OGPUWallet.load("BLOCK_NAME")
+        print(wallet.address)
+        ```
+    """
+
+    _block_type_name = "OpenGPU Wallet"
+    _block_type_slug = "ogpu-wallet"
+    _description = "A private key that signs OpenGPU transactions (client, provider, master or agent)."
+    _documentation_url = f"{DOCS}/blocks.md"
+
+    private_key: SecretStr = Field(description="Hex private key (32 bytes, 0x-prefixed or not).")
+
+    @field_validator("private_key")
+    @classmethod
+    def _valid_key(cls, v: SecretStr) -> SecretStr:
+        from .chain.tx import Signer
+
+        Signer(v)  # raises ValueError without echoing the key
+        return v
+
+    @property
+    def address(self) -> str:
+        return self.signer().address
+
+    def signer(self) -> Any:
+        """A `Signer` for this key."""
+        from .chain.tx import Signer
+
+        return Signer(self.private_key)
+
+    def __repr__(self) -> str:
+        return f"OGPUWallet(address={self.address})"
+
+
+class OGPUStorage(Block):
+    """Where task inputs, source metadata and responses are written: an fsspec URL (file, memory,
+    s3, ...) readable at `read_url`, or the OpenGPU IPFS upload API.
+
+    Example:
+        ```python
+        from ogpu_prefect.blocks import OGPUStorage
+        storage = OGPUStorage.load("BLOCK_NAME")
+        url = storage.store().put_json({"hello": "world"})
+        ```
+    """
+
+    _block_type_name = "OpenGPU Payload Storage"
+    _block_type_slug = "ogpu-storage"
+    _description = "Content-addressed JSON storage for OpenGPU payloads: fsspec, or the IPFS upload API."
+    _documentation_url = f"{DOCS}/blocks.md"
+
+    kind: Literal["fsspec", "ipfs"] = Field(default="fsspec", description="fsspec URL storage, or the IPFS upload API.")
+    write_url: str | None = Field(default=None, description="fsspec URL to write under (kind fsspec).")
+    read_url: str | None = Field(
+        default=None, description="URL prefix where providers read what is written (default: write_url).")
+    ipfs_api_url: str = Field(default="https://capi.ogpuscan.io/file/create",
+                              description="The IPFS upload endpoint (kind ipfs).")
+    storage_options: dict[str, Any] = Field(default_factory=dict, description="Extra fsspec options (credentials).")
+
+    def store(self) -> Any:
+        """The PayloadStore this block describes."""
+        from .storage import FsspecStore, IpfsStore
+
+        if self.kind == "ipfs":
+            return IpfsStore(self.ipfs_api_url)
+        if not self.write_url:
+            raise ValueError("write_url: required for fsspec storage")
+        return FsspecStore(self.write_url, self.read_url, self.storage_options)

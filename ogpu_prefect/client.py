@@ -1,0 +1,355 @@
+"""The client's side of the protocol, without Prefect: validate, publish (pipelined, reconciled
+so that nothing is published twice), watch tasks through Nexus events, let a delivery strategy
+decide, confirm, cancel and reclaim. `ogpu_prefect.tasks` wraps this in Prefect tasks."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from .chain.connection import Chain
+from .chain.errors import (
+    BalanceTooLowError,
+    ExpiryOutOfRangeError,
+    InvalidInputError,
+    PaymentOutOfRangeError,
+    SourceNotActiveInputError,
+    TxRevertError,
+    UnknownSourceInputError,
+)
+from .chain.events import created_address, decode_logs, iter_logs, topic
+from .chain.tx import Call, Receipt, Signer
+from .chain.types import DeliveryMethod, SourceParams, SourceStatus, TaskParams, TaskStatus
+from .delivery import Decision, DeliveryStrategy, ResponseView, TaskView
+from .models import PublishedTask, SourceSpec, TaskInput
+from .storage import PayloadStore, fetch_json
+
+log = logging.getLogger(__name__)
+
+MIN_TTL = 10
+"""Seconds an expiry must lie ahead when publishing: room for the transaction to be mined."""
+
+WATCHED_EVENTS = ("Attempted", "ResponseSubmitted", "TaskStatusChanged")
+
+
+@dataclass(frozen=True)
+class SourceTerms:
+    address: str
+    client: str
+    status: SourceStatus
+    min_payment: int
+    max_expiry_duration: int
+    delivery_method: DeliveryMethod
+
+
+@dataclass
+class Tracked:
+    """What the waiting loop knows of one task."""
+
+    published: PublishedTask
+    status: TaskStatus = TaskStatus.NEW
+    attempt_count: int = 0
+    responses: dict[str, ResponseView] = field(default_factory=dict)
+    winner: str | None = None
+    outcome: Decision | None = None
+    decided_at: float | None = None
+    note: str = ""
+
+
+ChangeCallback = Callable[[str, Tracked], None]
+
+
+class OGPUClient:
+    """One client account on one network, with a payload store."""
+
+    def __init__(self, chain: Chain, signer: Signer | Any, store: PayloadStore | None = None,
+                 *, fetch: Callable[[str], Any] = fetch_json) -> None:
+        self.chain = chain
+        self.sender = chain.sender(signer)
+        self.store = store
+        self.fetch = fetch
+
+    @property
+    def address(self) -> str:
+        return self.sender.address
+
+    def __repr__(self) -> str:
+        return f"OGPUClient({self.address} on {self.chain.network.name})"
+
+    # ---- sources ----
+
+    def publish_source(self, spec: SourceSpec) -> str:
+        """Uploads the metadata and publishes the source; returns its address."""
+        if not spec.environments:
+            raise InvalidInputError("cpu/nvidia/amd", "a source needs at least one compose URL")
+        url = self._store().put_json(spec.metadata(), field="metadata")
+        receipt = self.sender.transact(self.chain.nexus.publish_source(self._source_params(spec, url)))
+        return created_address(receipt, "SourcePublished", "source", self.chain.network.nexus)
+
+    def update_source(self, source: str, spec: SourceSpec) -> Receipt:
+        url = self._store().put_json(spec.metadata(), field="metadata")
+        return self.sender.transact(self.chain.nexus.update_source(source, self._source_params(spec, url)))
+
+    def inactivate_source(self, source: str) -> Receipt:
+        return self.sender.transact(self.chain.nexus.inactivate_source(source))
+
+    def _source_params(self, spec: SourceSpec, metadata_url: str) -> SourceParams:
+        return SourceParams(self.address, metadata_url, int(spec.environments), spec.min_payment,
+                            spec.min_available_lockup, spec.max_expiry_duration, False, "", spec.delivery_method,
+                            self.chain.timestamp())
+
+    def source_terms(self, source: str) -> SourceTerms:
+        """The terms tasks are published under. Unknown source: UnknownSourceInputError."""
+        try:
+            known = self.chain.nexus.get_source_id(source)
+        except ValueError:
+            raise UnknownSourceInputError("source", f"{source!r} is not an address") from None
+        if not known:
+            raise UnknownSourceInputError("source", f"{source} is not a source of {self.chain.network.name}")
+        s = self.chain.source(source)
+        status, params = self.chain.read_many([(s, "getStatus", ()), (s, "getSourceParams", ())])
+        return SourceTerms(s.address, params.client, status, params.minPayment, params.maxExpiryDuration,
+                           params.deliveryMethod)
+
+    # ---- publishing ----
+
+    def check_batch(self, terms: SourceTerms, count: int, payment: int, expiry_time: int) -> None:
+        """Everything publishTask would refuse, refused here first with a typed error naming the
+        field, before any payload is written or transaction sent."""
+        if terms.status is not SourceStatus.ACTIVE:
+            raise SourceNotActiveInputError("source", f"{terms.address} is inactive")
+        if payment < terms.min_payment:
+            raise PaymentOutOfRangeError("payment", f"{payment} wei is below the source's minPayment "
+                                                    f"({terms.min_payment} wei)")
+        if payment >= 2**96:
+            raise PaymentOutOfRangeError("payment", "above 2^96-1 wei")
+        now = self.chain.now()
+        if expiry_time < now + MIN_TTL:
+            raise ExpiryOutOfRangeError("expiry_time", f"{expiry_time} is in the past or less than {MIN_TTL}s ahead "
+                                                       f"(chain time {now})")
+        if expiry_time > now + terms.max_expiry_duration:
+            raise ExpiryOutOfRangeError("expiry_time", f"more than the source's maxExpiryDuration "
+                                                       f"({terms.max_expiry_duration}s) ahead")
+        balance = self.chain.vault.balance_of(self.address)
+        if balance < count * payment:
+            raise BalanceTooLowError("payment", f"{count} tasks x {payment} wei = {count * payment} wei, but the "
+                                                f"Vault balance of {self.address} is {balance} wei")
+
+    def write_configs(self, inputs: Sequence[TaskInput], marks: Sequence[dict[str, Any]]) -> list[str]:
+        """Stores each task's config JSON; the marks make each config unique (and findable)."""
+        configs = [inp.to_config(**mark) for inp, mark in zip(inputs, marks)]
+        # Validate every payload before writing any (typed errors name the input).
+        from .storage import canonical_json
+
+        for i, c in enumerate(configs):
+            canonical_json(c, field=f"inputs[{marks[i].get('ogpu_prefect', {}).get('index', i)}].data")
+        store = self._store()
+        if len(configs) <= 8:
+            return [store.put_json(c) for c in configs]
+        with ThreadPoolExecutor(8) as pool:
+            return list(pool.map(store.put_json, configs))
+
+    def _store(self) -> PayloadStore:
+        if self.store is None:
+            raise InvalidInputError("storage", "this operation writes payloads: give the client a store")
+        return self.store
+
+    def publish_tasks(
+        self,
+        source: str,
+        inputs: Sequence[TaskInput],
+        payment: int,
+        expiry_time: int,
+        *,
+        marks: Sequence[dict[str, Any]] | None = None,
+        reconcile_from_block: int | None = None,
+        indexes: Sequence[int] | None = None,
+    ) -> list[PublishedTask]:
+        """Publishes one task per input, pipelined, and returns them in input order.
+
+        `marks` (one dict per input, merged into its config) make each config URL unique. With
+        `reconcile_from_block`, tasks of ours already published since that block with the same
+        config URL are reused, not published again: a retry after a crash publishes nothing twice.
+        """
+        terms = self.source_terms(source)
+        indexes = list(indexes) if indexes is not None else list(range(len(inputs)))
+        marks = list(marks) if marks is not None else [{} for _ in inputs]
+        self.check_batch(terms, len(inputs), payment, expiry_time)
+        urls = self.write_configs(inputs, marks)
+        existing = self.find_published(source, reconcile_from_block) if reconcile_from_block is not None else {}
+        todo = [i for i, url in enumerate(urls) if url not in existing]
+        out: dict[int, PublishedTask] = {}
+        for i, url in enumerate(urls):
+            if url in existing:
+                out[i] = PublishedTask(index=indexes[i], address=existing[url], source=terms.address, payment=payment,
+                                       expiry_time=expiry_time, config_url=url, published_at=time.time())
+        if todo:
+            calls = [self.chain.controller.publish_task(TaskParams(terms.address, urls[i], expiry_time, payment))
+                     for i in todo]
+            gas = self.sender.estimate(calls[:1])[0]  # same shape for all: one estimate serves
+            sent_at = time.time()
+            receipts = self.sender.transact_many(calls, gas)
+            for i, receipt in zip(todo, receipts):
+                task = created_address(receipt, "TaskPublished", "task", self.chain.network.nexus)
+                out[i] = PublishedTask(index=indexes[i], address=task, source=terms.address, payment=payment,
+                                       expiry_time=expiry_time, config_url=urls[i], tx_hash=receipt.tx_hash,
+                                       published_at=sent_at)
+        return [out[i] for i in range(len(urls))]
+
+    def find_published(self, source: str, from_block: int) -> dict[str, str]:
+        """config URL -> task, for this client's tasks of `source` published since `from_block`."""
+        events = self.chain.events(["TaskPublished"], from_block)
+        tasks = [e["task"] for e in events if e["source"].lower() == source.lower()]
+        if not tasks:
+            return {}
+        reads = []
+        for t in tasks:
+            reads += [(self.chain.task(t), "taskParams", ()), (self.chain.task(t), "getClient", ())]
+        values = self.chain.read_many(reads)
+        found = {}
+        for k, t in enumerate(tasks):
+            params, client = values[2 * k], values[2 * k + 1]
+            if client == self.address:
+                found[params[1]] = t
+        return found
+
+    # ---- watching and deciding ----
+
+    def wait_for(
+        self,
+        published: Sequence[PublishedTask],
+        strategy: DeliveryStrategy,
+        *,
+        deadline: float,
+        from_block: int,
+        poll_interval: float = 0.1,
+        on_change: ChangeCallback | None = None,
+    ) -> dict[str, Tracked]:
+        """Follows the tasks through Nexus events until each is decided (ACCEPT / FAIL), expired,
+        or the wall-clock `deadline` passes. CONFIRM decisions are sent, pipelined, as they come."""
+        tracked = {p.address: Tracked(p) for p in published}
+        watcher = _EventCursor(self.chain, from_block)
+        notify = on_change or (lambda kind, t: None)
+        while True:
+            self._apply_events(tracked, watcher.poll(), notify)
+            now_chain = self.chain.now()
+            confirms: list[Tracked] = []
+            for t in tracked.values():
+                if t.outcome is not None:
+                    continue
+                view = self._view(t)
+                decision = strategy.on_terminal(view) if view.status.is_final else strategy.decide(view)
+                if decision.kind == Decision.CONFIRM:
+                    confirms.append(t)
+                    t.outcome = decision  # provisional: settled by the confirmation's receipt
+                elif decision.kind in (Decision.ACCEPT, Decision.FAIL):
+                    self._settle(t, decision, notify)
+                elif now_chain >= t.published.expiry_time:
+                    self._settle(t, Decision.fail("expired"), notify, kind="expired")
+            if confirms:
+                self._confirm(confirms, notify)
+            if all(t.outcome is not None for t in tracked.values()) or time.time() >= deadline:
+                return tracked
+            time.sleep(poll_interval)
+
+    def _view(self, t: Tracked) -> TaskView:
+        return TaskView(t.published.address, t.status, t.published.payment, t.published.expiry_time,
+                        list(t.responses.values()), t.attempt_count, t.winner)
+
+    def _settle(self, t: Tracked, decision: Decision, notify: ChangeCallback, kind: str | None = None) -> None:
+        t.outcome = decision
+        t.decided_at = time.time()
+        t.note = decision.reason
+        notify(kind or ("decided" if decision.kind == Decision.ACCEPT else "failed"), t)
+
+    def _apply_events(self, tracked: dict[str, Tracked], events: list[Any], notify: ChangeCallback) -> None:
+        new_responses: list[tuple[Tracked, str]] = []
+        finalized: list[Tracked] = []
+        for ev in events:
+            t = tracked.get(ev["task"]) if "task" in ev.args else None
+            if t is None:
+                continue
+            if ev.name == "Attempted":
+                t.attempt_count += 1
+                notify("attempted", t)
+            elif ev.name == "ResponseSubmitted":
+                new_responses.append((t, ev["response"]))
+            elif ev.name == "TaskStatusChanged":
+                t.status = TaskStatus(ev["status"])
+                if t.status is TaskStatus.FINALIZED:
+                    finalized.append(t)
+                elif t.status is TaskStatus.EXPIRED:
+                    notify("expired", t)
+        if new_responses:
+            params = self.chain.read_many([(self.chain.response(r), "getResponseParams", ()) for _, r in new_responses])
+            seen = time.time()
+            for (t, r), p in zip(new_responses, params):
+                t.responses[r] = ResponseView(r, p.provider, p.payment, p.data, seen, self.fetch)
+                notify("responded", t)
+        if finalized:
+            winners = self.chain.read_many([(self.chain.task(t.published.address), "winningProvider", ())
+                                            for t in finalized])
+            for t, w in zip(finalized, winners):
+                t.winner = w
+                notify("finalized", t)
+
+    def _confirm(self, confirms: list[Tracked], notify: ChangeCallback) -> None:
+        calls = [self.chain.controller.confirm_response(t.outcome.response.address) for t in confirms]  # type: ignore[union-attr]
+        try:
+            gas = self.sender.estimate(calls[:1])[0]
+        except TxRevertError as e:
+            gas = 400_000
+            log.info("confirmation estimate failed (%s); sending with a fixed limit", e)
+        receipts = self.sender.wait(self.sender.send(calls, gas), check=False)
+        for t, receipt in zip(confirms, receipts):
+            decision = t.outcome
+            assert decision is not None and decision.response is not None
+            if receipt.status == 1:
+                t.status, t.winner = TaskStatus.FINALIZED, decision.response.provider
+                self._settle(t, Decision.accept(decision.response), notify)
+                notify("finalized", t)
+            else:
+                err = self.sender.explain(receipt)
+                t.outcome = None  # undecided again: the next poll sees the real state
+                log.warning("confirming %s for task %s failed: %s", decision.response.address,
+                            t.published.address, err)
+
+    # ---- cleanup and vault ----
+
+    def cancel_tasks(self, tasks: Sequence[str]) -> list[Receipt]:
+        return self._pipelined([self.chain.controller.cancel_task(t) for t in tasks])
+
+    def reclaim_expired(self, tasks: Sequence[str]) -> list[Receipt]:
+        return self._pipelined([self.chain.controller.reclaim_expired(t) for t in tasks])
+
+    def confirm_responses(self, responses: Sequence[str]) -> list[Receipt]:
+        return self._pipelined([self.chain.controller.confirm_response(r) for r in responses])
+
+    def _pipelined(self, calls: list[Call]) -> list[Receipt]:
+        if not calls:
+            return []
+        return self.sender.transact_many(calls, self.sender.estimate(calls[:1])[0])
+
+    def task_states(self, tasks: Sequence[str]) -> list[TaskStatus]:
+        return self.chain.read_many([(self.chain.task(t), "getStatus", ()) for t in tasks])
+
+
+class _EventCursor:
+    """Nexus lifecycle events, polled in block ranges from a starting block."""
+
+    def __init__(self, chain: Chain, from_block: int) -> None:
+        self.chain = chain
+        self.next_block = from_block
+        self.topics = [topic("Nexus", n) for n in WATCHED_EVENTS]
+
+    def poll(self) -> list[Any]:
+        head = self.chain.block_number()
+        if head < self.next_block:
+            return []
+        logs = list(iter_logs(self.chain.rpc, self.chain.network.nexus, self.topics, self.next_block, head))
+        self.next_block = head + 1
+        return decode_logs(logs, WATCHED_EVENTS)

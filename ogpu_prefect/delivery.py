@@ -1,0 +1,120 @@
+"""The delivery-method plugin interface: how a task's result is chosen and paid.
+
+A strategy sees one task at a time (`TaskView`: on-chain status, responses, lazily fetched
+payloads, when each was first seen) and answers with a `Decision`. The waiting loop
+(`ogpu_prefect.client.wait_for`) does the chain reads, the confirmations and the bookkeeping; a
+strategy only decides. Plugins register strategies through the `ogpu_prefect_delivery_methods` hook.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from .chain.types import DeliveryMethod, TaskStatus
+
+
+@dataclass
+class ResponseView:
+    address: str
+    provider: str
+    payment: int
+    data_url: str
+    seen_at: float  # wall clock, when the waiting loop first saw it
+    _fetch: Callable[[str], Any] = field(repr=False, default=lambda url: None)
+    _payload: Any = field(default=None, repr=False)
+    _fetched: bool = field(default=False, repr=False)
+    _failures: int = field(default=0, repr=False)
+    _retry_at: float = field(default=0.0, repr=False)
+    fetch_error: str | None = None
+
+    MAX_FETCH_FAILURES: ClassVar[int] = 5
+
+    @property
+    def payload(self) -> Any:
+        """The response JSON, fetched once it can be; None while it cannot be read (see
+        fetch_error). A failed fetch is retried with backoff, up to MAX_FETCH_FAILURES times: a
+        storage hiccup must not disqualify a good response, nor a provider's bad URL the batch."""
+        if self._fetched or self._failures >= self.MAX_FETCH_FAILURES or time.time() < self._retry_at:
+            return self._payload
+        try:
+            self._payload = self._fetch(self.data_url)
+            self._fetched, self.fetch_error = True, None
+        except Exception as e:
+            self._failures += 1
+            self._retry_at = time.time() + 0.2 * 2**self._failures
+            self.fetch_error = str(e)
+        return self._payload
+
+
+@dataclass
+class TaskView:
+    address: str
+    status: TaskStatus
+    payment: int
+    expiry_time: int
+    responses: list[ResponseView]
+    attempt_count: int
+    winner: str | None = None  # provider, once FINALIZED
+    now: float = field(default_factory=time.time)
+
+    @property
+    def first_response_at(self) -> float | None:
+        return min((r.seen_at for r in self.responses), default=None)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """WAIT, CONFIRM (a response, under MANUAL_CONFIRMATION), ACCEPT (the already confirmed
+    winner) or FAIL (give up on this task; the batch may re-publish its input)."""
+
+    kind: str
+    response: ResponseView | None = None
+    reason: str = ""
+
+    WAIT: ClassVar[str] = "wait"
+    CONFIRM: ClassVar[str] = "confirm"
+    ACCEPT: ClassVar[str] = "accept"
+    FAIL: ClassVar[str] = "fail"
+
+    @classmethod
+    def wait(cls) -> Decision:
+        return cls(cls.WAIT)
+
+    @classmethod
+    def confirm(cls, response: ResponseView) -> Decision:
+        return cls(cls.CONFIRM, response)
+
+    @classmethod
+    def accept(cls, response: ResponseView) -> Decision:
+        return cls(cls.ACCEPT, response)
+
+    @classmethod
+    def fail(cls, reason: str) -> Decision:
+        return cls(cls.FAIL, reason=reason)
+
+
+class DeliveryStrategy(ABC):
+    """Base of every delivery method. Subclasses set `name` and `requires` (the on-chain delivery
+    method their sources must use) and implement `decide`. Options come as keyword arguments."""
+
+    name: ClassVar[str]
+    requires: ClassVar[DeliveryMethod]
+
+    def __init__(self, **options: Any) -> None:
+        if options:
+            raise TypeError(f"{type(self).__name__} takes no options, got {sorted(options)}")
+
+    @abstractmethod
+    def decide(self, task: TaskView) -> Decision:
+        """Called whenever the task's on-chain state or responses change, and on every poll."""
+
+    def on_terminal(self, task: TaskView) -> Decision:
+        """A task that can make no more progress (CANCELED, EXPIRED, or FINALIZED without us)."""
+        winner = next((r for r in task.responses if r.provider == task.winner), None)
+        if task.status is TaskStatus.FINALIZED and winner is not None:
+            return Decision.accept(winner)
+        return Decision.fail(f"task {task.status.name.lower()}")

@@ -1,0 +1,30 @@
+"""Every pluggy hook of ogpu-prefect, in one module. Project name and entry-point group:
+`ogpu_prefect`. Built-in plugins (plugins/) register through the same entry points as any
+installed third-party package.
+
+A plugin is a module (or object) with functions marked `@hookimpl`:
+
+    from ogpu_prefect.hookspecs import hookimpl
+
+    @hookimpl
+    def ogpu_prefect_delivery_methods():
+        return {"my_method": MyStrategy}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pluggy
+
+PROJECT = "ogpu_prefect"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def ogpu_prefect_delivery_methods() -> dict[str, type[Any]]:
+    """Return the delivery methods this plugin provides, by name: subclasses of
+    `ogpu_prefect.delivery.DeliveryStrategy`. A delivery method decides, from a task's on-chain
+    state and its responses' payloads, when to wait, which response to confirm, and when to give
+    up. Names must be unique across all installed plugins."""

@@ -1,0 +1,110 @@
+"""The typed values that go into and come out of the client tasks and flows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .chain.types import DeliveryMethod, Environment, TaskStatus
+
+
+class TaskInput(BaseModel):
+    """One task's input, as the official SDK's `TaskInput`: the source's handler name and its input
+    (`data`, passed to the handler as is), plus optional extra top-level keys."""
+
+    model_config = ConfigDict(extra="allow")
+
+    function_name: str = Field(min_length=1)
+    data: Any = Field(default_factory=dict)
+
+    @classmethod
+    def coerce(cls, value: TaskInput | dict[str, Any], default_function: str | None = None) -> TaskInput:
+        """A TaskInput, a `{"function_name", "data"}` dict, or (with `default_function`) any
+        JSON-able value as `data`."""
+        if isinstance(value, TaskInput):
+            return value
+        if isinstance(value, dict) and "function_name" in value:
+            return cls.model_validate(value)
+        if default_function is None:
+            raise TypeError("an input must be a TaskInput or a dict with function_name (or pass function_name=)")
+        return cls(function_name=default_function, data=value)
+
+    def to_config(self, **marks: Any) -> dict[str, Any]:
+        """The taskConfig JSON (PROTOCOL.md 6); `marks` are extra top-level keys."""
+        return {**self.model_dump(), **marks}
+
+
+class SourceSpec(BaseModel):
+    """What `publish_source` needs: the SDK's `SourceInfo`, with compose URLs per environment."""
+
+    name: str
+    description: str = ""
+    logo_url: str = ""
+    cpu: str = Field(default="", description="docker-compose URL for CPU providers")
+    nvidia: str = Field(default="", description="docker-compose URL for NVIDIA providers")
+    amd: str = Field(default="", description="docker-compose URL for AMD providers")
+    min_payment: int = Field(ge=0)
+    min_available_lockup: int = Field(default=0, ge=0)
+    max_expiry_duration: int = Field(default=3600, gt=0)
+    delivery_method: DeliveryMethod = DeliveryMethod.FIRST_RESPONSE
+
+    @field_validator("delivery_method", mode="before")
+    @classmethod
+    def _method(cls, v: Any) -> Any:
+        return DeliveryMethod[v.upper()] if isinstance(v, str) else v
+
+    @property
+    def environments(self) -> Environment:
+        flags = Environment(0)
+        for env in Environment:
+            if getattr(self, env.name.lower()):
+                flags |= env
+        return flags
+
+    def metadata(self) -> dict[str, Any]:
+        """The SourceMetadata JSON (PROTOCOL.md 6)."""
+        return {"name": self.name, "description": self.description, "logoUrl": self.logo_url,
+                "cpu": self.cpu, "nvidia": self.nvidia, "amd": self.amd}
+
+
+class PublishedTask(BaseModel):
+    index: int
+    address: str
+    source: str
+    payment: int
+    expiry_time: int
+    config_url: str
+    tx_hash: str = ""
+    published_at: float = 0.0  # wall clock, for latency
+
+
+class ResponseInfo(BaseModel):
+    address: str
+    provider: str
+    payment: int
+    data_url: str
+    timestamp: int = 0
+    confirmed: bool = False
+
+
+class TaskResult(BaseModel):
+    """The outcome of one input of a batch, in input order."""
+
+    index: int
+    status: str = Field(description="finalized, expired, failed, canceled, over_budget, deadline")
+    task: str | None = None
+    tasks: list[str] = Field(default_factory=list, description="every task published for this input")
+    provider: str | None = None
+    payment: int = 0
+    response: str | None = None
+    data_url: str | None = None
+    result: Any = None
+    latency_s: float | None = None
+    republished: int = 0
+    error: str | None = None
+    chain_status: TaskStatus | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "finalized"

@@ -1,0 +1,54 @@
+"""The plugin manager: loads every plugin registered under the `ogpu_prefect` entry-point group
+(built-ins included), checks them against the hookspecs, and looks plugins up by name."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+
+_lock = threading.Lock()
+_manager: pluggy.PluginManager | None = None
+
+
+class PluginError(Exception):
+    """A plugin is unknown, ambiguous, or breaks the hook contract."""
+
+
+def plugin_manager(*, reload: bool = False) -> pluggy.PluginManager:
+    """The process' plugin manager, created on first use (`reload` re-reads the entry points)."""
+    global _manager
+    with _lock:
+        if _manager is None or reload:
+            pm = pluggy.PluginManager(hookspecs.PROJECT)
+            pm.add_hookspecs(hookspecs)
+            pm.load_setuptools_entrypoints(hookspecs.PROJECT)
+            pm.check_pending()  # an @hookimpl with no matching hookspec is an error, not silence
+            _manager = pm
+        return _manager
+
+
+def _collect(results: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for provided in results:
+        for name, cls in provided.items():
+            if name in merged and merged[name] is not cls:
+                raise PluginError(f"two plugins provide the {kind} {name!r}")
+            merged[name] = cls
+    return merged
+
+
+def delivery_methods() -> dict[str, type[Any]]:
+    """Every installed delivery method, by name."""
+    return _collect(plugin_manager().hook.ogpu_prefect_delivery_methods(), "delivery method")
+
+
+def get_delivery_method(name: str, **options: Any) -> Any:
+    """An instance of the delivery method `name`, configured with `options`."""
+    methods = delivery_methods()
+    if name not in methods:
+        raise PluginError(f"unknown delivery method {name!r}; installed: {', '.join(sorted(methods))}")
+    return methods[name](**options)

@@ -1,0 +1,277 @@
+"""Prefect tasks for OpenGPU clients: thin over `ogpu_prefect.client` (chain + storage).
+
+Every task takes the network, wallet and (where payloads are written) storage as blocks or as the
+names of saved blocks, so flow parameters never carry a key.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from .blocks import OGPUNetwork, OGPUStorage, OGPUWallet
+from .client import OGPUClient, Tracked
+from .delivery import Decision
+from .events import emit_task_event
+from .models import PublishedTask, SourceSpec, TaskInput, TaskResult
+from .plugins import get_delivery_method
+
+BlockOrName = Any  # a block instance, or the name of a saved block
+
+
+def _load(cls: Any, value: BlockOrName) -> Any:
+    return cls.load(value) if isinstance(value, str) else value
+
+
+def make_client(network: BlockOrName, wallet: BlockOrName, storage: BlockOrName | None = None) -> OGPUClient:
+    """An OGPUClient from blocks (or block names)."""
+    net = _load(OGPUNetwork, network)
+    store = _load(OGPUStorage, storage).store() if storage is not None else None
+    return OGPUClient(net.connect(), _load(OGPUWallet, wallet).signer(), store)
+
+
+@task(name="publish_source", cache_policy=NO_CACHE)
+def publish_source(spec: SourceSpec | dict[str, Any], network: BlockOrName, wallet: BlockOrName,
+                   storage: BlockOrName) -> str:
+    """Uploads a source's metadata and publishes it; returns the source address.
+
+    Example:
+        ```python
+        source = publish_source(
+            SourceSpec(name="sentiment", cpu="https://host/compose.yml", min_payment=10**16,
+                       delivery_method="FIRST_RESPONSE"),
+            network="devnet", wallet="client", storage="payloads")
+        ```
+    """
+    client = make_client(network, wallet, storage)
+    address = client.publish_source(SourceSpec.model_validate(spec))
+    get_run_logger().info("published source %s", address)
+    return address
+
+
+@task(name="update_source", cache_policy=NO_CACHE)
+def update_source(source: str, spec: SourceSpec | dict[str, Any], network: BlockOrName, wallet: BlockOrName,
+                  storage: BlockOrName) -> str:
+    """Replaces a source's metadata and terms (tasks already published keep theirs); returns the tx hash.
+
+    Example:
+        ```python
+        update_source(source, SourceSpec(name="sentiment v2", cpu=url, min_payment=2 * 10**16),
+                      network="devnet", wallet="client", storage="payloads")
+        ```
+    """
+    return make_client(network, wallet, storage).update_source(source, SourceSpec.model_validate(spec)).tx_hash
+
+
+@task(name="inactivate_source", cache_policy=NO_CACHE)
+def inactivate_source(source: str, network: BlockOrName, wallet: BlockOrName) -> str:
+    """Stops a source from taking tasks (one-way); returns the tx hash.
+
+    Example:
+        ```python
+        inactivate_source(source, network="devnet", wallet="client")
+        ```
+    """
+    return make_client(network, wallet).inactivate_source(source).tx_hash
+
+
+@task(name="publish_tasks", cache_policy=NO_CACHE)
+def publish_tasks(
+    source: str,
+    inputs: Sequence[TaskInput | dict[str, Any] | Any],
+    payment: int,
+    network: BlockOrName,
+    wallet: BlockOrName,
+    storage: BlockOrName,
+    *,
+    ttl: int = 600,
+    function_name: str | None = None,
+    batch_id: str | None = None,
+    indexes: Sequence[int] | None = None,
+    attempt: int = 0,
+    reconcile_from_block: int | None = None,
+) -> list[PublishedTask]:
+    """Publishes one task per input (a batch; one task is a batch of one), pipelined; returns them
+    in input order. Bad input raises a typed `InvalidInputError` naming the field before any
+    transaction. With `batch_id` and `reconcile_from_block`, a retry reuses tasks it already
+    published instead of publishing them twice.
+
+    Example:
+        ```python
+        tasks = publish_tasks(source, [{"text": "great"}, {"text": "awful"}], payment=10**17,
+                              function_name="analyze", network="devnet", wallet="client",
+                              storage="payloads", ttl=300)
+        ```
+    """
+    client = make_client(network, wallet, storage)
+    items = [TaskInput.coerce(x, function_name) for x in inputs]
+    idx = list(indexes) if indexes is not None else list(range(len(items)))
+    marks = [{"ogpu_prefect": {"batch": batch_id, "index": i, "attempt": attempt}} if batch_id else {} for i in idx]
+    expiry = client.chain.now() + ttl
+    published = client.publish_tasks(source, items, payment, expiry, marks=marks, indexes=idx,
+                                      reconcile_from_block=reconcile_from_block)
+    for p in published:
+        emit_task_event("published", p.address, p.source, {"index": p.index, "payment": str(p.payment),
+                                                            "expiry_time": p.expiry_time})
+    get_run_logger().info("published %d task(s) on source %s", len(published), source)
+    return published
+
+
+def _result_of(t: Tracked) -> TaskResult:
+    p, decision = t.published, t.outcome
+    if decision is not None and decision.kind == Decision.ACCEPT and decision.response is not None:
+        r = decision.response
+        return TaskResult(index=p.index, status="finalized", task=p.address, tasks=[p.address], provider=r.provider,
+                          payment=r.payment, response=r.address, data_url=r.data_url, result=r.payload,
+                          latency_s=(t.decided_at or time.time()) - p.published_at, chain_status=t.status,
+                          error=r.fetch_error)
+    status = "expired" if t.note == "expired" or decision is None else "failed"
+    return TaskResult(index=p.index, status=status, task=p.address, tasks=[p.address], chain_status=t.status,
+                      error=t.note or "no decision before the deadline")
+
+
+@task(name="wait_for_results", cache_policy=NO_CACHE)
+def wait_for_results(
+    published: Sequence[PublishedTask],
+    network: BlockOrName,
+    wallet: BlockOrName,
+    *,
+    delivery: str = "first_response",
+    delivery_options: dict[str, Any] | None = None,
+    from_block: int | None = None,
+    deadline_s: float | None = None,
+    poll_interval: float = 0.1,
+    progress: Any = None,
+) -> list[TaskResult]:
+    """Follows published tasks until each is decided by the delivery method (confirming responses
+    where it says so), expires, or `deadline_s` passes; returns results in the given order.
+
+    Example:
+        ```python
+        results = wait_for_results(tasks, network="devnet", wallet="client",
+                                   delivery="manual", delivery_options={"policy": "lowest_price"})
+        ```
+    """
+    client = make_client(network, wallet)
+    strategy = get_delivery_method(delivery, **(delivery_options or {}))
+    if not published:
+        return []
+    latest_expiry = max(p.expiry_time for p in published)
+    deadline = time.time() + (deadline_s if deadline_s is not None
+                              else max(latest_expiry - client.chain.now(), 0) + 30)
+    start = from_block if from_block is not None else client.chain.block_number() - 256
+    done = 0
+    last_progress = 0.0
+
+    def on_change(kind: str, t: Tracked) -> None:
+        nonlocal done, last_progress
+        event = {"decided": "finalized"}.get(kind, kind)
+        if kind == "decided":
+            done += 1
+            return
+        if kind in ("failed", "expired"):
+            done += 1
+        if event in ("attempted", "responded", "finalized", "expired", "failed") and kind != "decided":
+            emit_task_event(event, t.published.address, t.published.source,
+                            {"index": t.published.index, "status": t.status.name})
+        if progress is not None and time.time() - last_progress > 0.5:
+            last_progress = time.time()
+            progress(done, len(published))
+
+    tracked = client.wait_for(published, strategy, deadline=deadline, from_block=max(start, 0),
+                              poll_interval=poll_interval, on_change=on_change)
+    if progress is not None:
+        progress(done, len(published))
+    return [_result_of(tracked[p.address]) for p in published]
+
+
+@task(name="confirm_response", cache_policy=NO_CACHE)
+def confirm_response(response: str, network: BlockOrName, wallet: BlockOrName) -> str:
+    """Confirms a response of a MANUAL_CONFIRMATION task (pays it, refunds the rest); returns the tx hash.
+
+    Example:
+        ```python
+        confirm_response(response_address, network="devnet", wallet="client")
+        ```
+    """
+    return make_client(network, wallet).confirm_responses([response])[0].tx_hash
+
+
+@task(name="cancel_task", cache_policy=NO_CACHE)
+def cancel_task(task_address: str, network: BlockOrName, wallet: BlockOrName) -> str:
+    """Cancels a task nobody attempted yet; its escrow returns. Returns the tx hash.
+
+    Example:
+        ```python
+        cancel_task(task_address, network="devnet", wallet="client")
+        ```
+    """
+    return make_client(network, wallet).cancel_tasks([task_address])[0].tx_hash
+
+
+@task(name="reclaim_expired", cache_policy=NO_CACHE)
+def reclaim_expired(tasks: Sequence[str], network: BlockOrName, wallet: BlockOrName) -> list[str]:
+    """Takes back the escrow of expired, unfinalized tasks (pipelined); returns the tx hashes.
+
+    Example:
+        ```python
+        reclaim_expired([task_a, task_b], network="devnet", wallet="client")
+        ```
+    """
+    return [r.tx_hash for r in make_client(network, wallet).reclaim_expired(tasks)]
+
+
+def _vault_call(network: BlockOrName, wallet: BlockOrName, build: Any) -> str:
+    client = make_client(network, wallet)
+    return client.sender.transact(build(client)).tx_hash
+
+
+@task(name="deposit_to_vault", cache_policy=NO_CACHE)
+def deposit_to_vault(amount: int, network: BlockOrName, wallet: BlockOrName, account: str | None = None) -> str:
+    """Deposits `amount` wei into the Vault balance of `account` (default: the wallet's own).
+
+    Example:
+        ```python
+        deposit_to_vault(10**18, network="devnet", wallet="client")
+        ```
+    """
+    return _vault_call(network, wallet, lambda c: c.chain.vault.deposit(account or c.address, value=amount))
+
+
+@task(name="lock_stake", cache_policy=NO_CACHE)
+def lock_stake(amount: int, network: BlockOrName, wallet: BlockOrName) -> str:
+    """Moves `amount` wei of the wallet's Vault balance into lockup (stake).
+
+    Example:
+        ```python
+        lock_stake(5 * 10**18, network="devnet", wallet="provider")
+        ```
+    """
+    return _vault_call(network, wallet, lambda c: c.chain.vault.lock(amount))
+
+
+@task(name="unbond_stake", cache_policy=NO_CACHE)
+def unbond_stake(amount: int, network: BlockOrName, wallet: BlockOrName) -> str:
+    """Starts unbonding `amount` wei of lockup (claimable after the unbonding period).
+
+    Example:
+        ```python
+        unbond_stake(10**18, network="devnet", wallet="provider")
+        ```
+    """
+    return _vault_call(network, wallet, lambda c: c.chain.vault.unbond(amount))
+
+
+@task(name="withdraw_from_vault", cache_policy=NO_CACHE)
+def withdraw_from_vault(amount: int, network: BlockOrName, wallet: BlockOrName) -> str:
+    """Withdraws `amount` wei of the wallet's liquid Vault balance to the wallet.
+
+    Example:
+        ```python
+        withdraw_from_vault(10**18, network="devnet", wallet="client")
+        ```
+    """
+    return _vault_call(network, wallet, lambda c: c.chain.vault.withdraw(amount))

@@ -1,0 +1,61 @@
+"""`manual`: for MANUAL_CONFIRMATION sources; the client picks a response and confirms it.
+
+Options:
+- `policy`: "first" (the first valid response), or "lowest_price" (the cheapest valid response
+  once `window` seconds have passed since the first one, or every attempter has responded).
+- `window`: seconds to collect responses under "lowest_price" (default 5).
+- `validator`: a callable(payload) -> bool; responses it rejects (or whose payload cannot be
+  fetched) are never confirmed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ogpu_prefect.chain.types import DeliveryMethod, TaskStatus
+from ogpu_prefect.delivery import Decision, DeliveryStrategy, ResponseView, TaskView
+from ogpu_prefect.hookspecs import hookimpl
+
+
+class Manual(DeliveryStrategy):
+    name = "manual"
+    requires = DeliveryMethod.MANUAL_CONFIRMATION
+    POLICIES = ("first", "lowest_price")
+
+    def __init__(self, policy: str = "first", window: float = 5.0,
+                 validator: Callable[[Any], bool] | None = None) -> None:
+        if policy not in self.POLICIES:
+            raise ValueError(f"policy: one of {self.POLICIES}, not {policy!r}")
+        self.policy = policy
+        self.window = window
+        self.validator = validator
+
+    def valid(self, response: ResponseView) -> bool:
+        payload = response.payload
+        if payload is None:
+            return False
+        try:
+            return self.validator is None or bool(self.validator(payload))
+        except Exception:
+            return False
+
+    def decide(self, task: TaskView) -> Decision:
+        if task.status.is_final:
+            return self.on_terminal(task)
+        if task.status is not TaskStatus.RESPONDED:
+            return Decision.wait()
+        valid = [r for r in task.responses if self.valid(r)]
+        if not valid:
+            return Decision.wait()
+        if self.policy == "first":
+            return Decision.confirm(min(valid, key=lambda r: r.seen_at))
+        all_in = len(task.responses) >= task.attempt_count
+        if all_in or (task.now - (task.first_response_at or task.now)) >= self.window:
+            return Decision.confirm(min(valid, key=lambda r: (r.payment, r.seen_at)))
+        return Decision.wait()
+
+
+@hookimpl
+def ogpu_prefect_delivery_methods() -> dict[str, type[DeliveryStrategy]]:
+    return {Manual.name: Manual}

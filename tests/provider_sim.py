@@ -1,0 +1,96 @@
+"""A small stand-in provider, driven by the chain layer: it watches TaskPublished for its
+sources, attempts, reads the task config over HTTP, computes an answer, stores it and submits the
+response. Real transactions, pipelined per poll. (The real provider is the `ogpu-provider` worker;
+this one exists so client tests do not depend on it.)"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ogpu_prefect.chain.events import decode_logs, iter_logs, topic
+from ogpu_prefect.chain.network import Network
+from ogpu_prefect.chain.types import ResponseParams
+from ogpu_prefect.storage import PayloadStore, fetch_json
+
+
+def echo(config: dict[str, Any]) -> dict[str, Any]:
+    return {"result": config.get("data")}
+
+
+class SimProvider(threading.Thread):
+    def __init__(self, network: Network, key: str, sources: list[str], store: PayloadStore, *, from_block: int,
+                 answer: Callable[[dict[str, Any]], Any] = echo, price: Callable[[int], int] = lambda pay: pay,
+                 take: Callable[[str], bool] = lambda task: True, delay: float = 0.0) -> None:
+        super().__init__(daemon=True, name=f"sim-provider-{key[-4:]}")
+        self.chain = network.connect()
+        self.sender = self.chain.sender(key)
+        self.sources = {s.lower() for s in sources}
+        self.store = store
+        self.answer = answer
+        self.price = price
+        self.take = take
+        self.delay = delay
+        self.next_block = from_block
+        self.stop_event = threading.Event()
+        self.submitted: list[str] = []
+        self.attempted: dict[str, Any] = {}  # task -> its params, once our attempt is mined
+        self.errors: list[str] = []
+
+    @property
+    def address(self) -> str:
+        return self.sender.address
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.join(timeout=30)
+
+    def run(self) -> None:
+        published = topic("Nexus", "TaskPublished")
+        todo: dict[str, int] = {}  # task -> tries; a failed round is retried, not dropped
+        while not self.stop_event.is_set():
+            try:
+                head = self.chain.block_number()
+                if head >= self.next_block:
+                    logs = iter_logs(self.chain.rpc, self.chain.network.nexus, [published], self.next_block, head)
+                    for e in decode_logs(logs):
+                        if e["source"].lower() in self.sources and self.take(e["task"]):
+                            todo.setdefault(e["task"], 0)
+                    self.next_block = head + 1
+                if not todo:
+                    time.sleep(0.05)
+                    continue
+                batch = list(todo)
+                for t in batch:
+                    todo[t] += 1
+                self.work(batch)
+                for t in batch:
+                    todo.pop(t, None)
+            except Exception as e:  # keep serving; the test inspects errors
+                self.errors.append(repr(e))
+                for t in [t for t, tries in todo.items() if tries >= 5]:
+                    todo.pop(t)
+                time.sleep(0.1)
+
+    def work(self, tasks: list[str]) -> None:
+        fresh = [t for t in tasks if t not in self.attempted]
+        if fresh:
+            params = self.chain.read_many([(self.chain.task(t), "taskParams", ()) for t in fresh])
+            attempts = [self.chain.nexus.attempt(t, self.address, self.price(p[3])) for t, p in zip(fresh, params)]
+            receipts = self.sender.wait(self.sender.send(attempts, 300_000), check=False)
+            for t, p, r in zip(fresh, params, receipts):
+                if r.status == 1:
+                    self.attempted[t] = p
+        if self.delay:
+            time.sleep(self.delay)
+        ready = [(t, self.attempted[t]) for t in tasks if t in self.attempted and t not in self.submitted]
+        calls = []
+        for t, p in ready:
+            payload = self.answer(fetch_json(p[1]))
+            url = self.store.put_json({"provider": self.address, "task": t, **payload})
+            calls.append(self.chain.nexus.submit_response(ResponseParams(t, self.address, url, self.price(p[3]))))
+        if calls:
+            receipts = self.sender.wait(self.sender.send(calls, 600_000), check=False)
+            self.submitted += [t for (t, _), r in zip(ready, receipts) if r.status == 1]

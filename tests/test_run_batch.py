@@ -1,0 +1,189 @@
+"""run_batch end to end under Prefect's test harness, against the devnet, with stand-in providers
+(tests/provider_sim.py: real transactions) serving the tasks: each delivery method completes a
+50-task batch; artifacts and events are asserted; bad input loses nothing."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from ogpu_prefect.blocks import OGPUNetwork, OGPUStorage, OGPUWallet
+from ogpu_prefect.chain.errors import (
+    BalanceTooLowError,
+    BudgetExceededError,
+    ExpiryOutOfRangeError,
+    InvalidInputError,
+    PaymentOutOfRangeError,
+    SourceNotActiveInputError,
+    UnknownSourceInputError,
+)
+from ogpu_prefect.chain.types import DeliveryMethod
+from ogpu_prefect.models import SourceSpec
+from ogpu_prefect.storage import LocalStore
+
+from .provider_sim import SimProvider
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+ETHER = 10**18
+
+
+@pytest.fixture
+def env(devnet, tmp_path: Path):
+    with LocalStore(tmp_path / "payloads") as store:
+        network = OGPUNetwork.from_network(devnet.network)
+        wallet = OGPUWallet(private_key=devnet.key("client"))
+        storage = OGPUStorage(write_url=f"file://{tmp_path / 'payloads'}", read_url=store.base_url)
+        yield devnet, network, wallet, storage, store
+
+
+def make_source(env, method: DeliveryMethod, **spec) -> str:
+    from ogpu_prefect.tasks import make_client
+
+    devnet, network, wallet, storage, _ = env
+    client = make_client(network, wallet, storage)
+    return client.publish_source(SourceSpec(name="echo", cpu="http://127.0.0.1:9/compose.yml", min_payment=10**15,
+                                            min_available_lockup=ETHER, max_expiry_duration=3600,
+                                            delivery_method=method, **spec))
+
+
+def start_providers(env, source: str, roles=("provider1",), **options) -> list[SimProvider]:
+    devnet, network, *_ , store = env
+    chain = devnet.network.connect()
+    sims = []
+    for role in roles:
+        sender = chain.sender(devnet.key(role))
+        sender.transact(chain.nexus.register(source, sender.address, 1))
+        sims.append(SimProvider(devnet.network, devnet.key(role), [source], store,
+                                from_block=chain.block_number(), **options.get(role, {})))
+    for s in sims:
+        s.start()
+    return sims
+
+
+def artifacts_of(flow_run_id) -> dict[str, object]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as c:
+        arts = c.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    return {a.key or a.type: a for a in arts}
+
+
+def run(env, source, inputs, **kwargs):
+    from flows.run_batch import run_batch
+
+    _, network, wallet, storage, _ = env
+    state = run_batch(source, inputs, kwargs.pop("payment", 10**16), network, wallet, storage,
+                      function_name="echo", return_state=True, **kwargs)
+    return state
+
+
+@pytest.mark.parametrize("delivery,method,options,roles", [
+    ("first_response", DeliveryMethod.FIRST_RESPONSE, None, ("provider1", "provider2")),
+    ("manual", DeliveryMethod.MANUAL_CONFIRMATION, {"policy": "first"}, ("provider1",)),
+    ("manual", DeliveryMethod.MANUAL_CONFIRMATION, {"policy": "lowest_price", "window": 2}, ("provider1", "provider2")),
+    ("consensus", DeliveryMethod.MANUAL_CONFIRMATION, {"k": 2}, ("provider1", "provider2")),
+    ("auction", DeliveryMethod.MANUAL_CONFIRMATION, {"window": 1.5}, ("provider1", "provider2")),
+])
+def test_a_50_task_batch_completes(env, delivery, method, options, roles, events_sink) -> None:
+    devnet = env[0]
+    chain = devnet.network.connect()
+    source = make_source(env, method)
+    prices = {"provider1": {"price": lambda pay: pay}, "provider2": {"price": lambda pay: pay // 2}}
+    sims = start_providers(env, source, roles, **prices)
+    client_addr = devnet.address("client")
+    balance0 = chain.vault.balance_of(client_addr)
+    try:
+        inputs = [{"n": i, "text": f"sentence {i}"} for i in range(50)]
+        state = run(env, source, inputs, delivery=delivery, delivery_options=options, task_timeout=120)
+        results = state.result()
+    finally:
+        for s in sims:
+            s.stop()
+    assert [r.index for r in results] == list(range(50))
+    assert all(r.status == "finalized" for r in results), (
+        [r for r in results if r.status != "finalized"][:3], [s.errors[:3] for s in sims])
+    assert [r.result["result"] for r in results] == inputs, "results come back in input order"
+    if delivery in ("auction",) or options == {"policy": "lowest_price", "window": 2}:
+        assert all(r.provider == devnet.address("provider2") for r in results), "the cheapest bid wins"
+    spent = sum(r.payment for r in results)
+    assert chain.vault.balance_of(client_addr) == balance0 - spent
+    assert chain.vault.frozen_payment(client_addr) == 0, "no escrow left behind"
+    arts = artifacts_of(state.state_details.flow_run_id)
+    assert {"ogpu-batch-results", "ogpu-batch-cost", "progress"} <= set(arts) or "ogpu-batch-progress" in arts
+    table = arts["ogpu-batch-results"]
+    assert "finalized" in str(table.data)
+    names = events_sink.names()
+    for kind in ("published", "attempted", "responded", "finalized"):
+        assert names.count(f"ogpu.task.{kind}") >= 50, (kind, names.count(f"ogpu.task.{kind}"))
+
+
+def test_expired_tasks_are_reclaimed_and_republished_once(env, events_sink) -> None:
+    devnet = env[0]
+    chain = devnet.network.connect()
+    source = make_source(env, DeliveryMethod.FIRST_RESPONSE)
+    seen: set[str] = set()
+
+    def first_time_only(task: str) -> bool:  # ignore each input's first task: it must expire
+        return task in seen
+
+    # The provider skips the first round entirely; it serves the re-published tasks.
+    published_round: dict[str, int] = {}
+    sims = start_providers(env, source, ("provider1",), provider1={"take": lambda t: published_round.setdefault(t, len(published_round)) >= 5})
+    balance0 = chain.vault.balance_of(devnet.address("client"))
+    try:
+        state = run(env, source, [{"i": i} for i in range(5)], task_timeout=15, max_republish=1)
+        results = state.result()
+    finally:
+        for s in sims:
+            s.stop()
+    assert all(r.status == "finalized" for r in results), results
+    assert all(len(r.tasks) == 2 and r.republished == 1 for r in results)
+    assert len({t for r in results for t in r.tasks}) == 10, "never the same task twice"
+    assert chain.vault.frozen_payment(devnet.address("client")) == 0, "expired escrow reclaimed"
+    spent = sum(r.payment for r in results)
+    assert chain.vault.balance_of(devnet.address("client")) == balance0 - spent
+    assert events_sink.names().count("ogpu.task.expired") >= 5
+
+
+def test_bad_input_gets_typed_errors_and_moves_no_wei(env) -> None:
+    devnet = env[0]
+    chain = devnet.network.connect()
+    source = make_source(env, DeliveryMethod.FIRST_RESPONSE)
+    client_addr = devnet.address("client")
+    balance0 = chain.vault.balance_of(client_addr)
+    nonce0 = chain.rpc.call("eth_getTransactionCount", [client_addr, "latest"])
+    cases = [
+        (dict(payment=10**10), PaymentOutOfRangeError, "payment"),
+        (dict(task_timeout=-100), ExpiryOutOfRangeError, "task_timeout"),
+        (dict(task_timeout=10_000), ExpiryOutOfRangeError, "task_timeout"),
+        (dict(payment=2000 * ETHER), BalanceTooLowError, "payment"),
+        (dict(budget=10**16), BudgetExceededError, "budget"),
+    ]
+    for kwargs, error, field in cases:
+        state = run(env, source, [{"i": 1}, {"i": 2}], max_republish=0, **kwargs)
+        with pytest.raises(error) as info:
+            state.result()
+        assert info.value.field == field
+    state = run(env, "0x000000000000000000000000000000000000dEaD", [{"i": 1}])
+    with pytest.raises(UnknownSourceInputError):
+        state.result()
+    state = run(env, source, [{"ok": 1}, {"bad": {1, 2}}])
+    with pytest.raises(InvalidInputError, match=r"inputs\[1\]"):
+        state.result()
+    # Over the payload limit (bigger than Prefect accepts as flow parameters, so straight to the client).
+    from ogpu_prefect.models import TaskInput
+    from ogpu_prefect.tasks import make_client
+
+    _, network, wallet, storage, _ = env
+    client = make_client(network, wallet, storage)
+    with pytest.raises(InvalidInputError, match=r"inputs\[0\].*limit"):
+        client.publish_tasks(source, [TaskInput(function_name="f", data="x" * 600_000)], 10**16, chain.now() + 60)
+    assert chain.vault.balance_of(client_addr) == balance0, "no wei moved"
+    assert chain.rpc.call("eth_getTransactionCount", [client_addr, "latest"]) == nonce0, "nothing was sent"
+    client.inactivate_source(source)
+    state = run(env, source, [{"i": 1}])
+    with pytest.raises(SourceNotActiveInputError):
+        state.result()
