@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from prefect.blocks.core import Block
-from pydantic import Field, SecretStr, field_validator
+from pydantic import ConfigDict, Field, SecretStr, field_validator
 
 from .chain.network import MAINNET, TESTNET, Network
 
@@ -86,6 +86,8 @@ class OGPUWallet(Block):
     _block_type_slug = "ogpu-wallet"
     _description = "A private key that signs OpenGPU transactions (client, provider, master or agent)."
     _documentation_url = f"{DOCS}/blocks.md"
+
+    model_config = ConfigDict(hide_input_in_errors=True)  # a rejected key must not appear in the error
 
     private_key: SecretStr = Field(description="Hex private key (32 bytes, 0x-prefixed or not).")
 

@@ -261,6 +261,8 @@ class OGPUClient:
                         list(t.responses.values()), t.attempt_count, t.winner)
 
     def _settle(self, t: Tracked, decision: Decision, notify: ChangeCallback, kind: str | None = None) -> None:
+        if decision.kind == Decision.ACCEPT and decision.response is not None:
+            decision.response.load()  # the result travels with the outcome, not behind a URL
         t.outcome = decision
         t.decided_at = time.time()
         t.note = decision.reason

@@ -49,6 +49,17 @@ class ResponseView:
             self.fetch_error = str(e)
         return self._payload
 
+    def load(self, tries: int = 3, pause: float = 0.2) -> Any:
+        """Fetches the payload now, retrying a few times regardless of backoff: for a result
+        about to be handed back."""
+        for attempt in range(tries):
+            self._retry_at = 0.0
+            self._failures = min(self._failures, self.MAX_FETCH_FAILURES - 1)
+            if self.payload is not None or self._fetched:
+                break
+            time.sleep(pause * (attempt + 1))
+        return self._payload
+
 
 @dataclass
 class TaskView:

@@ -26,7 +26,7 @@ class Rpc:
     """JSON-RPC over HTTP. `call` raises RpcError for a JSON-RPC error; `batch` returns results
     with RpcError instances in place of failed entries."""
 
-    def __init__(self, url: str, *, timeout: float = 30.0, retries: int = 5, backoff: float = 0.05) -> None:
+    def __init__(self, url: str, *, timeout: float = 30.0, retries: int = 8, backoff: float = 0.05) -> None:
         self.url = url
         self.timeout = timeout
         self.retries = retries

@@ -1,0 +1,117 @@
+"""The pluggy plugin system: every hook documented, built-ins loaded through entry points like any
+third-party package, a third-party plugin installed from tests/ and selected by name, and a
+plugin whose hook does not exist is refused."""
+
+from __future__ import annotations
+
+import inspect
+import sys
+import textwrap
+from pathlib import Path
+
+import pluggy
+import pytest
+
+from ogpu_prefect import hookspecs, plugins
+from ogpu_prefect.chain.types import DeliveryMethod, TaskStatus
+from ogpu_prefect.delivery import Decision, ResponseView, TaskView
+
+
+def hook_names() -> list[str]:
+    return [n for n, f in inspect.getmembers(hookspecs, inspect.isfunction) if n.startswith("ogpu_prefect_")]
+
+
+def test_every_hook_is_prefixed_and_documented() -> None:
+    names = hook_names()
+    assert names, "no hookspecs found"
+    for name in names:
+        doc = inspect.getdoc(getattr(hookspecs, name))
+        assert doc and len(doc) > 60, f"hook {name} needs a real docstring"
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    assert sorted(pm.hook.__dict__) >= sorted(names)
+
+
+def test_builtins_come_from_entry_points() -> None:
+    from importlib.metadata import entry_points
+
+    eps = {ep.name: ep.value for ep in entry_points(group="ogpu_prefect")}
+    assert {"first_response", "manual", "consensus", "auction"} <= set(eps)
+    pm = plugins.plugin_manager(reload=True)
+    loaded = {name for name, _ in pm.list_name_plugin()}
+    assert {"first_response", "manual", "consensus", "auction"} <= loaded
+    methods = plugins.delivery_methods()
+    assert methods["first_response"].requires is DeliveryMethod.FIRST_RESPONSE
+    assert all(methods[m].requires is DeliveryMethod.MANUAL_CONFIRMATION for m in ("manual", "consensus", "auction"))
+
+
+def install_fake_distribution(site: Path, name: str, module_source: str, entry_points: str) -> None:
+    """What `pip install` leaves on disk for a one-module package: the module and a dist-info."""
+    (site / f"{name}.py").write_text(textwrap.dedent(module_source))
+    info = site / f"{name}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(textwrap.dedent(entry_points))
+
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield tmp_path
+    monkeypatch.undo()
+    for mod in [m for m in sys.modules if m.startswith("ogpu_test_plugin")]:
+        del sys.modules[mod]
+    plugins.plugin_manager(reload=True)
+
+
+def test_a_third_party_plugin_is_installed_and_selected_by_name(site: Path) -> None:
+    install_fake_distribution(site, "ogpu_test_plugin", '''
+        from ogpu_prefect.chain.types import DeliveryMethod
+        from ogpu_prefect.delivery import Decision, DeliveryStrategy
+        from ogpu_prefect.hookspecs import hookimpl
+
+        class Majority(DeliveryStrategy):
+            """Confirms the response the most providers agree on, once `quorum` answered."""
+            name = "majority"
+            requires = DeliveryMethod.MANUAL_CONFIRMATION
+
+            def __init__(self, quorum=3):
+                self.quorum = quorum
+
+            def decide(self, task):
+                if len(task.responses) < self.quorum:
+                    return Decision.wait()
+                votes = {}
+                for r in task.responses:
+                    votes.setdefault(str(r.payload), []).append(r)
+                return Decision.confirm(max(votes.values(), key=len)[0])
+
+        @hookimpl
+        def ogpu_prefect_delivery_methods():
+            return {"majority": Majority}
+    ''', "[ogpu_prefect]\nmajority = ogpu_test_plugin\n")
+    plugins.plugin_manager(reload=True)
+    strategy = plugins.get_delivery_method("majority", quorum=3)
+    views = [ResponseView(f"0x{i}", f"0xp{i}", 1, "u", float(i), lambda url, i=i: {"v": min(i, 1)}) for i in range(3)]
+    task = TaskView("0xt", TaskStatus.RESPONDED, 1, 0, views, 3)
+    decision = strategy.decide(task)
+    assert decision.kind == Decision.CONFIRM and decision.response.payload == {"v": 1}
+
+
+def test_a_plugin_implementing_an_unknown_hook_is_refused(site: Path) -> None:
+    install_fake_distribution(site, "ogpu_test_plugin_bad", '''
+        from ogpu_prefect.hookspecs import hookimpl
+
+        @hookimpl
+        def ogpu_prefect_delivery_method_typo():
+            return {}
+    ''', "[ogpu_prefect]\nbad = ogpu_test_plugin_bad\n")
+    with pytest.raises(pluggy.PluginValidationError):
+        plugins.plugin_manager(reload=True)
+
+
+def test_unknown_delivery_method_is_a_clear_error() -> None:
+    with pytest.raises(plugins.PluginError, match="unknown delivery method 'nope'.*first_response"):
+        plugins.get_delivery_method("nope")
+    with pytest.raises(ValueError, match="policy"):
+        plugins.get_delivery_method("manual", policy="cheapest-ish")
