@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +25,7 @@ from .chain.tx import Call, Receipt, Signer
 from .chain.types import DeliveryMethod, SourceParams, SourceStatus, TaskParams, TaskStatus
 from .delivery import Decision, DeliveryStrategy, ResponseView, TaskView
 from .models import PublishedTask, SourceSpec, TaskInput
-from .storage import PayloadStore, fetch_json
+from .storage import PayloadStore, canonical_json, fetch_json, put_many
 
 log = logging.getLogger(__name__)
 
@@ -139,19 +138,13 @@ class OGPUClient:
             raise BalanceTooLowError("payment", f"{count} tasks x {payment} wei = {count * payment} wei, but the "
                                                 f"Vault balance of {self.address} is {balance} wei")
 
-    def write_configs(self, inputs: Sequence[TaskInput], marks: Sequence[dict[str, Any]]) -> list[str]:
-        """Stores each task's config JSON; the marks make each config unique (and findable)."""
-        configs = [inp.to_config(**mark) for inp, mark in zip(inputs, marks)]
-        # Validate every payload before writing any (typed errors name the input).
-        from .storage import canonical_json
-
-        for i, c in enumerate(configs):
-            canonical_json(c, field=f"inputs[{marks[i].get('ogpu_prefect', {}).get('index', i)}].data")
-        store = self._store()
-        if len(configs) <= 8:
-            return [store.put_json(c) for c in configs]
-        with ThreadPoolExecutor(8) as pool:
-            return list(pool.map(store.put_json, configs))
+    def write_configs(self, inputs: Sequence[TaskInput], marks: Sequence[dict[str, Any]],
+                      indexes: Sequence[int]) -> list[str]:
+        """Stores each task's config JSON; the marks make each config unique (and findable).
+        Every payload is checked (typed errors name the input) before any is written."""
+        bodies = [canonical_json(inp.to_config(**mark), field=f"inputs[{i}].data")
+                  for inp, mark, i in zip(inputs, marks, indexes)]
+        return put_many(self._store(), bodies)
 
     def _store(self) -> PayloadStore:
         if self.store is None:
@@ -179,7 +172,7 @@ class OGPUClient:
         indexes = list(indexes) if indexes is not None else list(range(len(inputs)))
         marks = list(marks) if marks is not None else [{} for _ in inputs]
         self.check_batch(terms, len(inputs), payment, expiry_time)
-        urls = self.write_configs(inputs, marks)
+        urls = self.write_configs(inputs, marks, indexes)
         existing = self.find_published(source, reconcile_from_block) if reconcile_from_block is not None else {}
         todo = [i for i, url in enumerate(urls) if url not in existing]
         out: dict[int, PublishedTask] = {}

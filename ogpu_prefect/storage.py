@@ -55,9 +55,22 @@ def content_name(body: bytes) -> str:
 
 
 class PayloadStore(Protocol):
-    def put_json(self, obj: Any, *, field: str = "data") -> str:
-        """Stores `obj` and returns the URL to put on chain."""
-        ...
+    """What the client writes payloads through. `put_body` stores canonical JSON bytes (from
+    `canonical_json`) and returns the URL to put on chain; `put_json` is canonical_json + put_body."""
+
+    def put_json(self, obj: Any, *, field: str = "data") -> str: ...
+
+    def put_body(self, body: bytes) -> str: ...
+
+
+def put_many(store: PayloadStore, bodies: list[bytes]) -> list[str]:
+    """Stores many bodies: in parallel where the store talks to a network, in order otherwise."""
+    if len(bodies) <= 4 or not getattr(store, "parallel", True):
+        return [store.put_body(b) for b in bodies]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(store.put_body, bodies))
 
 
 @dataclass
@@ -75,9 +88,12 @@ class FsspecStore:
         self._fs, self._root = fsspec.core.url_to_fs(self.write_url, **self.storage_options)
         self._root = self._root.rstrip("/")
         self._fs.makedirs(self._root, exist_ok=True)
+        self.parallel = "file" not in self._fs.protocol and "memory" not in self._fs.protocol
 
     def put_json(self, obj: Any, *, field: str = "data") -> str:
-        body = canonical_json(obj, field=field)
+        return self.put_body(canonical_json(obj, field=field))
+
+    def put_body(self, body: bytes) -> str:
         name = content_name(body)
         path = f"{self._root}/{name}"
         if not self._fs.exists(path):
@@ -98,8 +114,12 @@ class IpfsStore:
     _links: dict[str, str] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    parallel = True
+
     def put_json(self, obj: Any, *, field: str = "data") -> str:
-        body = canonical_json(obj, field=field)
+        return self.put_body(canonical_json(obj, field=field))
+
+    def put_body(self, body: bytes) -> str:
         name = content_name(body)
         with self._lock:
             if name in self._links:
@@ -182,6 +202,11 @@ class LocalStore:
     def base_url(self) -> str:
         return self.server.url
 
+    parallel = False
+
     def put_json(self, obj: Any, *, field: str = "data") -> str:
+        return self.put_body(canonical_json(obj, field=field))
+
+    def put_body(self, body: bytes) -> str:
         assert self._store is not None, "LocalStore is used as a context manager"
-        return self._store.put_json(obj, field=field)
+        return self._store.put_body(body)

@@ -2,8 +2,11 @@
 
 Options:
 - `policy`: "first" (the first valid response), or "lowest_price" (the cheapest valid response
-  once `window` seconds have passed since the first one, or every attempter has responded).
+  once `window` seconds have passed since the first one, or as soon as `enough` valid responses
+  are in).
 - `window`: seconds to collect responses under "lowest_price" (default 5).
+- `enough`: under "lowest_price", confirm early once this many valid responses arrived (default:
+  never early; attempters that have not answered yet may still underbid).
 - `validator`: a callable(payload) -> bool; responses it rejects (or whose payload cannot be
   fetched) are never confirmed.
 """
@@ -24,12 +27,13 @@ class Manual(DeliveryStrategy):
     POLICIES = ("first", "lowest_price")
 
     def __init__(self, policy: str = "first", window: float = 5.0,
-                 validator: Callable[[Any], bool] | None = None) -> None:
+                 validator: Callable[[Any], bool] | None = None, enough: int | None = None) -> None:
         if policy not in self.POLICIES:
             raise ValueError(f"policy: one of {self.POLICIES}, not {policy!r}")
         self.policy = policy
         self.window = window
         self.validator = validator
+        self.enough = enough
 
     def valid(self, response: ResponseView) -> bool:
         payload = response.payload
@@ -50,8 +54,8 @@ class Manual(DeliveryStrategy):
             return Decision.wait()
         if self.policy == "first":
             return Decision.confirm(min(valid, key=lambda r: r.seen_at))
-        all_in = len(task.responses) >= task.attempt_count
-        if all_in or (task.now - (task.first_response_at or task.now)) >= self.window:
+        early = self.enough is not None and len(valid) >= self.enough
+        if early or (task.now - (task.first_response_at or task.now)) >= self.window:
             return Decision.confirm(min(valid, key=lambda r: (r.payment, r.seen_at)))
         return Decision.wait()
 

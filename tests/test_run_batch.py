@@ -187,3 +187,67 @@ def test_bad_input_gets_typed_errors_and_moves_no_wei(env) -> None:
     state = run(env, source, [{"i": 1}])
     with pytest.raises(SourceNotActiveInputError):
         state.result()
+
+
+def test_scheduled_batch_processes_an_inbox_once(env, tmp_path) -> None:
+    import json
+
+    from flows.scheduled_batch import scheduled_batch
+
+    devnet, network, wallet, storage, _ = env
+    source = make_source(env, DeliveryMethod.FIRST_RESPONSE)
+    sims = start_providers(env, source, ("provider1",))
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "monday.json").write_text(json.dumps([{"text": "a"}, {"text": "b"}]))
+    (inbox / "tuesday.json").write_text(json.dumps({"text": "c"}))
+    try:
+        written = scheduled_batch(f"file://{inbox}", source, 10**16, network, wallet, storage, function_name="echo",
+                                  task_timeout=120)
+        again = scheduled_batch(f"file://{inbox}", source, 10**16, network, wallet, storage, function_name="echo")
+    finally:
+        for s in sims:
+            s.stop()
+    assert again == {}, "a processed file is not processed again"
+    assert sorted(p.name for p in (inbox / "done").iterdir()) == ["monday.json", "tuesday.json"]
+    monday = json.loads((inbox / "results" / "monday.results.json").read_text())
+    assert [r["result"]["result"] for r in monday] == [{"text": "a"}, {"text": "b"}]
+    assert all(r["status"] == "finalized" for r in monday)
+    assert len(written) == 2
+
+
+def test_scheduled_batch_deploys_on_a_cron() -> None:
+    from flows.scheduled_batch import scheduled_batch
+
+    deployment = scheduled_batch.to_deployment(name="nightly", cron="0 2 * * *", parameters={
+        "inbox": "file:///tmp/inbox", "source": "0x" + "11" * 20, "payment": 10**16,
+        "network": "devnet", "wallet": "client", "storage": "payloads"})
+    assert deployment.schedules[0].schedule.cron == "0 2 * * *"
+    assert deployment.parameters["wallet"] == "client", "blocks travel by name, never a key"
+
+
+def test_no_private_key_in_logs_artifacts_parameters_or_results(env, caplog) -> None:
+    """A whole batch, then every place Prefect stores text about it is searched for the key."""
+    from prefect.client.orchestration import get_client
+
+    devnet = env[0]
+    key = devnet.key("client")
+    source = make_source(env, DeliveryMethod.FIRST_RESPONSE)
+    sims = start_providers(env, source, ("provider1",))
+    try:
+        state = run(env, source, [{"i": i} for i in range(3)], task_timeout=60)
+        results = state.result()
+    finally:
+        for s in sims:
+            s.stop()
+    flow_run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as c:
+        from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+        logs = c.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+        run_info = c.read_flow_run(flow_run_id)
+    texts = [str(results), str(run_info.parameters), caplog.text, *[lg.message for lg in logs],
+             *[str(a.data) for a in artifacts_of(flow_run_id).values()]]
+    for text in texts:
+        assert key[2:].lower() not in text.lower()
+    assert "**********" in str(run_info.parameters["wallet"]), "the wallet's key is stored masked"

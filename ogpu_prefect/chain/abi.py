@@ -76,6 +76,16 @@ class Function:
         return out[0] if len(out) == 1 else out
 
 
+STATIC_WORD_TYPES = ("address", "bool", "uint8", "uint256")
+
+
+def _word(param: dict[str, Any], word: bytes) -> Any:
+    if param["type"] == "address":
+        return to_checksum_address(word[12:])
+    value = int.from_bytes(word, "big")
+    return _to_python(param, bool(value) if param["type"] == "bool" else value)
+
+
 @dataclass(frozen=True)
 class Event:
     contract: str
@@ -84,7 +94,15 @@ class Event:
     topic0: bytes
     inputs: tuple[dict[str, Any], ...]
 
+    @property
+    def _static(self) -> bool:
+        """Every field a non-indexed one-word value (all the protocol's lifecycle events)."""
+        return all(not p.get("indexed") and p["type"] in STATIC_WORD_TYPES for p in self.inputs)
+
     def decode(self, topics: list[bytes], data: bytes) -> dict[str, Any]:
+        if self._static and len(data) == 32 * len(self.inputs):  # the hot path: no eth_abi
+            words = [data[i : i + 32] for i in range(0, len(data), 32)]
+            return {p["name"]: _word(p, w) for p, w in zip(self.inputs, words)}
         indexed = [p for p in self.inputs if p.get("indexed")]
         plain = [p for p in self.inputs if not p.get("indexed")]
         values = dict(zip((p["name"] for p in plain), abi_decode([canonical_type(p) for p in plain], data)))

@@ -44,11 +44,29 @@ class Rpc:
         self._session.close()
 
     def call(self, method: str, params: list[Any] | None = None) -> Any:
-        reply = self._post({"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params or []})
-        return _result(reply, method)
+        for attempt in range(4):
+            reply = self._post({"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params or []})
+            try:
+                return _result(reply, method)
+            except RpcError as e:
+                if not _state_race(e) or attempt == 3:
+                    raise
+                time.sleep(0.01)
 
     def batch(self, calls: list[tuple[str, list[Any]]], *, chunk: int = 200) -> list[Any]:
-        """Sends calls as JSON-RPC batches of `chunk`; results come back in call order."""
+        """Sends calls as JSON-RPC batches of `chunk`; results come back in call order. Entries that
+        lost a race with block production are asked again."""
+        out = self._batch(calls, chunk)
+        for _ in range(3):
+            again = [i for i, r in enumerate(out) if isinstance(r, RpcError) and _state_race(r)]
+            if not again:
+                break
+            time.sleep(0.01)
+            for i, r in zip(again, self._batch([calls[i] for i in again], chunk)):
+                out[i] = r
+        return out
+
+    def _batch(self, calls: list[tuple[str, list[Any]]], chunk: int) -> list[Any]:
         out: list[Any] = []
         for start in range(0, len(calls), chunk):
             part = calls[start : start + chunk]
@@ -94,6 +112,12 @@ class Rpc:
 
 class _Transient(Exception):
     pass
+
+
+def _state_race(e: RpcError) -> bool:
+    """A node without history (anvil --prune-history) answers a read of "latest" that raced with a
+    new block this way; asking again reads the new block."""
+    return "BlockOutOfRange" in e.message and "requested" in e.message
 
 
 def _result(reply: dict[str, Any], method: str) -> Any:

@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Iterable, Sequence
 
+import coincurve
+import rlp
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from eth_utils import to_checksum_address
+from eth_utils import keccak, to_checksum_address
 
 from .errors import NonceError, RpcError, TxReceiptTimeoutError, TxRevertError, TxRpcError, revert_error
 from .rpc import Rpc
@@ -26,24 +28,35 @@ log = logging.getLogger(__name__)
 
 
 class Signer:
-    """A private key that signs. Its repr, str and pickled form show the address only."""
+    """A private key that signs. Its repr, str and pickled form show the address only.
 
-    __slots__ = ("_account", "address")
+    EIP-1559 transactions are signed directly (RLP, keccak, libsecp256k1 through coincurve): about
+    a tenth of eth_account's cost per transaction, which matters when a batch is thousands of
+    them. `tests/test_tx.py` checks the bytes against eth_account's."""
+
+    __slots__ = ("_key", "address")
 
     def __init__(self, private_key: Any) -> None:
         if hasattr(private_key, "get_secret_value"):
             private_key = private_key.get_secret_value()
         try:
             account: LocalAccount = Account.from_key(private_key)
+            self._key = coincurve.PrivateKey(bytes(account.key))
         except Exception:
             raise ValueError("invalid private key (expected 32 bytes as hex)") from None
-        self._account = account
         self.address: str = account.address
 
     def sign(self, tx: dict[str, Any]) -> tuple[bytes, bytes]:
-        """-> (raw transaction, hash)."""
-        signed = self._account.sign_transaction(tx)
-        return bytes(signed.raw_transaction), bytes(signed.hash)
+        """An EIP-1559 (type 2) transaction dict -> (raw transaction, hash)."""
+        to = tx.get("to")
+        fields = [
+            tx["chainId"], tx["nonce"], tx["maxPriorityFeePerGas"], tx["maxFeePerGas"], tx["gas"],
+            bytes.fromhex(to[2:]) if to else b"", tx.get("value", 0), bytes(tx.get("data", b"")), [],
+        ]
+        digest = keccak(b"\x02" + rlp.encode(fields))
+        sig = self._key.sign_recoverable(digest, hasher=None)
+        raw = b"\x02" + rlp.encode(fields + [sig[64], int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:64], "big")])
+        return raw, keccak(raw)
 
     def __repr__(self) -> str:
         return f"Signer({self.address})"

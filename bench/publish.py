@@ -1,0 +1,134 @@
+"""Publishing throughput: `publish_tasks` (ogpu_prefect.client) against two references measured in
+the same run, on a fresh devnet.
+
+- floor: the same publishTask transactions, signed and pipelined straight to the node with raw
+  JSON-RPC batches, receipts collected in bulk: no validation, no payload writes, no decoding.
+- sdk loop: the official `ogpu` SDK's pattern, one build + send + wait per task
+  (`ogpu.client.publish_task`, its IPFS upload pointed at a loopback stub), on a subset
+  (`--sdk-tasks`), as a rate.
+
+    uv run python bench/publish.py [--tasks 1000] [--sdk-tasks 100]
+
+Ends with `floor_ratio=<ours / floor> sdk_loop_ratio=<ours / sdk loop>` (throughput ratios).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ogpu_prefect.chain import devnet  # noqa: E402
+from ogpu_prefect.chain.types import DeliveryMethod, TaskParams  # noqa: E402
+from ogpu_prefect.client import OGPUClient  # noqa: E402
+from ogpu_prefect.models import SourceSpec, TaskInput  # noqa: E402
+from ogpu_prefect.storage import LocalStore  # noqa: E402
+
+
+def fresh(net_settings: devnet.DevnetSettings) -> devnet.Devnet:
+    return devnet.start(settings=net_settings)
+
+
+def setup(net: devnet.Devnet, store: LocalStore) -> tuple[OGPUClient, str]:
+    client = OGPUClient(net.network.connect(), net.key("client"), store)
+    source = client.publish_source(SourceSpec(name="bench", cpu="http://127.0.0.1:9/c.yml", min_payment=10**12,
+                                              max_expiry_duration=86400, delivery_method=DeliveryMethod.FIRST_RESPONSE))
+    return client, source
+
+
+def run_ours(net: devnet.Devnet, store: LocalStore, n: int) -> float:
+    client, source = setup(net, store)
+    inputs = [TaskInput(function_name="echo", data={"i": i, "run": "ours"}) for i in range(n)]
+    marks = [{"ogpu_prefect": {"batch": "bench", "index": i}} for i in range(n)]
+    expiry = client.chain.now() + 3600
+    t0 = time.perf_counter()
+    published = client.publish_tasks(source, inputs, 10**12, expiry, marks=marks)
+    wall = time.perf_counter() - t0
+    assert len({p.address for p in published}) == n
+    return wall
+
+
+def run_floor(net: devnet.Devnet, store: LocalStore, n: int) -> float:
+    client, source = setup(net, store)
+    chain, sender = client.chain, client.sender
+    urls = [store.put_json({"function_name": "echo", "data": {"i": i, "run": "floor"}}) for i in range(n)]
+    expiry = chain.now() + 3600
+    calls = [chain.controller.publish_task(TaskParams(source, u, expiry, 10**12)) for u in urls]
+    gas = sender.estimate(calls[:1])[0]
+    t0 = time.perf_counter()
+    pending = sender.sign(calls, gas)
+    rpc = chain.rpc
+    rpc.batch([("eth_sendRawTransaction", ["0x" + p.raw.hex()]) for p in pending])
+    missing = {p.tx_hash for p in pending}
+    while missing:
+        hashes = list(missing)
+        for h, r in zip(hashes, rpc.batch([("eth_getTransactionReceipt", [h]) for h in hashes])):
+            if isinstance(r, dict):
+                assert r["status"] == "0x1"
+                missing.discard(h)
+        if missing:
+            time.sleep(0.005)
+    return time.perf_counter() - t0
+
+
+def run_sdk(net: devnet.Devnet, store: LocalStore, n: int) -> float:
+    import ogpu
+    from ogpu.chain.config import ChainConfig, ChainId
+    from ogpu.client import TaskInfo
+    from ogpu.client import TaskInput as SdkInput
+    from ogpu.client import publish_task
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from ipfs_stub import IpfsStub
+
+    _, source = setup(net, store)
+    with IpfsStub() as stub:
+        import ogpu.ipfs.publish as sdk_ipfs
+
+        sdk_ipfs._IPFS_PUBLISH_URL = f"{stub.url}/file/create"
+        ChainConfig.CHAIN_CONTRACTS[ChainId.OGPU_MAINNET] = {
+            "NEXUS": net.contracts["Nexus"], "CONTROLLER": net.contracts["Controller"],
+            "TERMINAL": net.contracts["Terminal"], "VAULT": net.contracts["Vault"]}
+        ChainConfig.set_chain(ChainId.OGPU_MAINNET)
+        ChainConfig.set_rpc(net.rpc_url)
+        ogpu.clear_all_nonce_caches()
+        chain = net.network.connect()
+        expiry = chain.now() + 3600
+        t0 = time.perf_counter()
+        for i in range(n):
+            publish_task(TaskInfo(source=source, config=SdkInput(function_name="echo", data={"i": i}),
+                                  expiryTime=expiry, payment=10**12), private_key=net.key("client"))
+        return time.perf_counter() - t0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tasks", type=int, default=1000)
+    ap.add_argument("--sdk-tasks", type=int, default=100)
+    args = ap.parse_args()
+    settings = devnet.DevnetSettings(client_deposit=10**21)
+    rates = {}
+    import contextlib
+    import io
+
+    for name, fn, n in (("floor", run_floor, args.tasks), ("ours", run_ours, args.tasks),
+                        ("sdk_loop", run_sdk, args.sdk_tasks)):
+        net = fresh(settings)  # a fresh chain each: anvil slows as blocks pile up
+        try:
+            with tempfile.TemporaryDirectory() as tmp, LocalStore(Path(tmp)) as store:
+                with contextlib.redirect_stdout(io.StringIO()):  # the SDK prints per call
+                    wall = fn(net, store, n)
+        finally:
+            net.stop()
+        rates[name] = n / wall
+        print(f"{name:<9} {n:>5} tasks in {wall:7.2f} s = {rates[name]:8.1f} tasks/s", flush=True)
+    print(f"floor_ratio={rates['ours'] / rates['floor']:.2f} sdk_loop_ratio={rates['ours'] / rates['sdk_loop']:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
