@@ -28,3 +28,11 @@ def ogpu_prefect_delivery_methods() -> dict[str, type[Any]]:
     `ogpu_prefect.delivery.DeliveryStrategy`. A delivery method decides, from a task's on-chain
     state and its responses' payloads, when to wait, which response to confirm, and when to give
     up. Names must be unique across all installed plugins."""
+
+
+@hookspec
+def ogpu_prefect_hardware_backends() -> dict[str, type[Any]]:
+    """Return the hardware backends this plugin provides, by name: subclasses of
+    `ogpu_prefect.backends.HardwareBackend`. A backend runs a source's docker-compose service for
+    one environment (cpu, nvidia, amd), or without Docker, and reports which environments the host
+    can serve. The provider worker picks one by name. Names must be unique across plugins."""

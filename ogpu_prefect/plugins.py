@@ -52,3 +52,15 @@ def get_delivery_method(name: str, **options: Any) -> Any:
     if name not in methods:
         raise PluginError(f"unknown delivery method {name!r}; installed: {', '.join(sorted(methods))}")
     return methods[name](**options)
+
+
+def hardware_backends() -> dict[str, type[Any]]:
+    """Every installed hardware backend, by name."""
+    return _collect(plugin_manager().hook.ogpu_prefect_hardware_backends(), "hardware backend")
+
+
+def get_hardware_backend(name: str, **options: Any) -> Any:
+    backends = hardware_backends()
+    if name not in backends:
+        raise PluginError(f"unknown hardware backend {name!r}; installed: {', '.join(sorted(backends))}")
+    return backends[name](**options)

@@ -1,0 +1,30 @@
+"""echo: the trivial sample source, for fast tests and benchmarks. Written with the official
+`ogpu.service` API, unchanged: returns its input under `echo`, with the text upper-cased if any."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ogpu.service
+from pydantic import BaseModel, ConfigDict
+
+
+class EchoInput(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    text: str | None = None
+
+
+class EchoOutput(BaseModel):
+    echo: dict[str, Any]
+    upper: str | None = None
+
+
+@ogpu.service.expose()
+def echo(data: EchoInput) -> EchoOutput:
+    print(f"echo: {len(data.model_dump())} field(s)", flush=True)
+    return EchoOutput(echo=data.model_dump(), upper=data.text.upper() if data.text else None)
+
+
+if __name__ == "__main__":
+    ogpu.service.start()

@@ -1,0 +1,44 @@
+"""The hardware-backend plugin interface: how a provider runs a source's compose service (Docker
+on cpu / nvidia / amd, or plain processes). Plugins register backends through the
+`ogpu_prefect_hardware_backends` hook."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import ClassVar
+
+from .chain.types import Environment
+from .worker.compose import ComposeSpec
+
+LogSink = Callable[[str], None]
+
+
+class RunningService(ABC):
+    """A source's service, up and answering the ogpu.service protocol at `base_url`."""
+
+    base_url: str
+
+    @abstractmethod
+    def alive(self) -> bool:
+        """Whether it still runs."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Stops it and everything it started; leaves no process or container behind. Idempotent."""
+
+
+class HardwareBackend(ABC):
+    """Base of every hardware backend. Subclasses set `name` and implement both methods."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def environments(self) -> Environment:
+        """The environments (CPU / NVIDIA / AMD) this host can serve with this backend."""
+
+    @abstractmethod
+    def start(self, compose: ComposeSpec, environment: Environment, *, callback_url: str, log: LogSink,
+              startup_timeout: float = 60.0) -> RunningService:
+        """Brings the compose file's service up for `environment`, with CALLBACK_URL set, streaming
+        its output lines to `log`; returns once it answers HTTP (or raises)."""

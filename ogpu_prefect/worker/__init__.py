@@ -1,0 +1,2 @@
+"""The provider side: running sources' services (hardware backends, the ogpu.service protocol).
+The `ogpu-provider` Prefect worker is built on these."""

@@ -1,0 +1,92 @@
+"""The `ogpu.service` protocol (PROTOCOL.md section 7), from the provider's side.
+
+A source's service answers `POST /run/{function}/{task_address}` with 202 and later POSTs the
+handler's output to `CALLBACK_URL/{task_address}`; errors and timeouts send nothing, so the
+provider enforces its own deadline. `CallbackReceiver` is the provider's loopback server for those
+callbacks; `ServiceClient` submits work and waits for its result.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import time
+from typing import Any
+
+import requests
+
+from .._loopback import LoopbackServer
+
+
+class ServiceError(Exception):
+    """The service refused the input, was unreachable, or sent no result before the deadline."""
+
+
+class CallbackReceiver(LoopbackServer):
+    """Receives `POST /<task_address>` callbacks (any JSON body) and hands them to waiters."""
+
+    def __init__(self, port: int = 0) -> None:
+        self._results: dict[str, Any] = {}
+        self._cond = threading.Condition()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                task = self.path.strip("/").split("/")[-1].lower()
+                try:
+                    body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"null")
+                except ValueError:
+                    self.send_response(400)
+                    self.end_headers()
+                    return
+                with receiver._cond:
+                    receiver._results[task] = body
+                    receiver._cond.notify_all()
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        super().__init__(Handler, port)
+
+    def wait(self, task_address: str, deadline: float) -> Any:
+        """The callback body for `task_address`, or ServiceError at the wall-clock `deadline`."""
+        key = task_address.lower()
+        with self._cond:
+            while key not in self._results:
+                left = deadline - time.time()
+                if left <= 0:
+                    raise ServiceError(f"no result for {task_address} before the deadline")
+                self._cond.wait(timeout=min(left, 1.0))
+            return self._results.pop(key)
+
+
+class ServiceClient:
+    """Talks to one running service at `base_url` (e.g. http://127.0.0.1:41234)."""
+
+    def __init__(self, base_url: str, *, timeout: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self._session = requests.Session()
+
+    def submit(self, function_name: str, task_address: str, data: Any) -> None:
+        """Sends the task's input (the handler's input model, unwrapped); expects 202."""
+        url = f"{self.base_url}/run/{function_name}/{task_address}"
+        try:
+            resp = self._session.post(url, json=data, timeout=self.timeout)
+        except requests.RequestException as e:
+            raise ServiceError(f"service at {self.base_url} unreachable: {e}") from None
+        if resp.status_code != 202:
+            raise ServiceError(f"{url} answered HTTP {resp.status_code}: {resp.text[:500]}")
+
+    def ready(self) -> bool:
+        """Whether the service answers HTTP at all (ogpu.service has no health route: any reply counts)."""
+        try:
+            self._session.get(f"{self.base_url}/openapi.json", timeout=1)
+            return True
+        except requests.RequestException:
+            return False

@@ -1,0 +1,100 @@
+"""`local`: runs a source's service as a plain process, from the `x-ogpu-local` extension of its
+compose file (see ogpu_prefect/worker/compose.py). For development, CI, and providers without
+Docker. Each service gets its own free port (PORT), so several run side by side; the process group
+is stopped as a whole."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from string import Template
+
+from ogpu_prefect.backends import HardwareBackend, LogSink, RunningService
+from ogpu_prefect.chain.devnet import free_port
+from ogpu_prefect.chain.types import Environment
+from ogpu_prefect.hookspecs import hookimpl
+from ogpu_prefect.worker.compose import ComposeSpec
+from ogpu_prefect.worker.service import ServiceClient, ServiceError
+
+
+class LocalService(RunningService):
+    def __init__(self, proc: subprocess.Popen[bytes], base_url: str, pump: threading.Thread) -> None:
+        self.proc = proc
+        self.base_url = base_url
+        self._pump = pump
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+            except ProcessLookupError:
+                pass
+        try:  # children that outlived the leader
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self._pump.join(timeout=5)
+
+
+class LocalBackend(HardwareBackend):
+    name = "local"
+
+    def environments(self) -> Environment:
+        return Environment.CPU  # no isolation from the host's GPUs is promised: CPU only
+
+    def start(self, compose: ComposeSpec, environment: Environment, *, callback_url: str, log: LogSink,
+              startup_timeout: float = 60.0) -> LocalService:
+        if environment is not Environment.CPU:
+            raise ValueError(f"the local backend serves CPU only, not {environment!r}")
+        spec = compose.local_spec()
+        port = free_port()
+        env = {**os.environ, **spec.env, "PORT": str(port), "CALLBACK_URL": callback_url,
+               "PYTHONUNBUFFERED": "1"}
+        argv = [Template(a).safe_substitute(env) for a in shlex.split(spec.command)]
+        if argv and argv[0] in ("python", "python3"):
+            argv[0] = sys.executable  # the provider's interpreter, with ogpu-prefect installed
+        proc = subprocess.Popen(argv, cwd=compose.directory / spec.working_dir, env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        pump = threading.Thread(target=_pump, args=(proc, log), daemon=True, name=f"ogpu-local-{port}")
+        pump.start()
+        service = LocalService(proc, f"http://127.0.0.1:{port}", pump)
+        client = ServiceClient(service.base_url)
+        deadline = time.time() + startup_timeout
+        while not client.ready():
+            if not service.alive():
+                service.stop()
+                raise ServiceError(f"{' '.join(argv)} exited with {proc.returncode} before serving")
+            if time.time() > deadline:
+                service.stop()
+                raise ServiceError(f"{' '.join(argv)} did not serve on port {port} within {startup_timeout}s")
+            time.sleep(0.05)
+        return service
+
+
+def _pump(proc: subprocess.Popen[bytes], log: LogSink) -> None:
+    assert proc.stdout is not None
+    for raw in proc.stdout:
+        line = raw.decode(errors="replace").rstrip()
+        if line:
+            log(line)
+
+
+@hookimpl
+def ogpu_prefect_hardware_backends() -> dict[str, type[HardwareBackend]]:
+    return {LocalBackend.name: LocalBackend}

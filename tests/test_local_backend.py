@@ -1,0 +1,66 @@
+"""The local hardware backend runs a source written with the official `ogpu.service` API,
+unchanged, as a real process on its own port; tasks go over real HTTP and results come back
+through the callback receiver; stopping leaves no process behind."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from ogpu_prefect.chain.types import Environment
+from ogpu_prefect.plugins import get_hardware_backend
+from ogpu_prefect.worker.compose import ComposeError, ComposeSpec
+from ogpu_prefect.worker.service import CallbackReceiver, ServiceClient, ServiceError
+
+ECHO = Path(__file__).resolve().parents[1] / "flows" / "sources" / "echo" / "docker-compose.cpu.yml"
+
+
+def test_two_echo_services_side_by_side_answer_through_callbacks() -> None:
+    backend = get_hardware_backend("local")
+    assert backend.environments() == Environment.CPU
+    lines: list[str] = []
+    with CallbackReceiver() as receiver:
+        a = backend.start(ComposeSpec.load(ECHO), Environment.CPU, callback_url=receiver.url, log=lines.append)
+        b = backend.start(ComposeSpec.load(ECHO), Environment.CPU, callback_url=receiver.url, log=lines.append)
+        try:
+            assert a.base_url != b.base_url, "each service gets its own port"
+            ServiceClient(a.base_url).submit("echo", "0xTaskA", {"text": "hello", "n": 1})
+            ServiceClient(b.base_url).submit("echo", "0xTaskB", {"text": "world"})
+            assert receiver.wait("0xTaskA", time.time() + 20) == {"echo": {"text": "hello", "n": 1}, "upper": "HELLO"}
+            assert receiver.wait("0xtaskb", time.time() + 20)["upper"] == "WORLD"
+            with pytest.raises(ServiceError, match="422"):
+                ServiceClient(a.base_url).submit("echo", "0xTaskC", {"text": ["not", "a", "string"]})
+            with pytest.raises(ServiceError, match="404"):
+                ServiceClient(a.base_url).submit("nope", "0xTaskD", {})
+            with pytest.raises(ServiceError, match="no result"):
+                receiver.wait("0xTaskC", time.time() + 0.5)
+        finally:
+            a.stop()
+            b.stop()
+    assert not a.alive() and not b.alive()
+    for pid in (a.pid, b.pid):
+        with pytest.raises(ProcessLookupError):
+            os.killpg(pid, 0)
+    assert any("echo: 2 field(s)" in line for line in lines), "service output streams to the log sink"
+
+
+def test_a_compose_file_without_the_extension_is_refused(tmp_path: Path) -> None:
+    f = tmp_path / "compose.yml"
+    f.write_text("services:\n  app:\n    image: some/image\n")
+    with pytest.raises(ComposeError, match="x-ogpu-local"):
+        get_hardware_backend("local").start(ComposeSpec.load(f), Environment.CPU, callback_url="http://127.0.0.1:9",
+                                            log=print)
+    with pytest.raises(ValueError, match="CPU only"):
+        get_hardware_backend("local").start(ComposeSpec.load(ECHO), Environment.NVIDIA,
+                                            callback_url="http://127.0.0.1:9", log=print)
+
+
+def test_a_service_that_dies_at_start_is_reported(tmp_path: Path) -> None:
+    f = tmp_path / "compose.yml"
+    f.write_text("services:\n  app:\n    x-ogpu-local:\n      command: python -c 'raise SystemExit(3)'\n")
+    with pytest.raises(ServiceError, match="exited with 3"):
+        get_hardware_backend("local").start(ComposeSpec.load(f), Environment.CPU, callback_url="http://127.0.0.1:9",
+                                            log=print)
