@@ -65,31 +65,8 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 def test_a_third_party_plugin_is_installed_and_selected_by_name(site: Path) -> None:
-    install_fake_distribution(site, "ogpu_test_plugin", '''
-        from ogpu_prefect.chain.types import DeliveryMethod
-        from ogpu_prefect.delivery import Decision, DeliveryStrategy
-        from ogpu_prefect.hookspecs import hookimpl
-
-        class Majority(DeliveryStrategy):
-            """Confirms the response the most providers agree on, once `quorum` answered."""
-            name = "majority"
-            requires = DeliveryMethod.MANUAL_CONFIRMATION
-
-            def __init__(self, quorum=3):
-                self.quorum = quorum
-
-            def decide(self, task):
-                if len(task.responses) < self.quorum:
-                    return Decision.wait()
-                votes = {}
-                for r in task.responses:
-                    votes.setdefault(str(r.payload), []).append(r)
-                return Decision.confirm(max(votes.values(), key=len)[0])
-
-        @hookimpl
-        def ogpu_prefect_delivery_methods():
-            return {"majority": Majority}
-    ''', "[ogpu_prefect]\nmajority = ogpu_test_plugin\n")
+    source = (Path(__file__).parent / "third_party_plugin" / "ogpu_test_plugin.py").read_text()
+    install_fake_distribution(site, "ogpu_test_plugin", source, "[ogpu_prefect]\nmajority = ogpu_test_plugin\n")
     plugins.plugin_manager(reload=True)
     strategy = plugins.get_delivery_method("majority", quorum=3)
     views = [ResponseView(f"0x{i}", f"0xp{i}", 1, "u", float(i), lambda url, i=i: {"v": min(i, 1)}) for i in range(3)]
