@@ -88,7 +88,9 @@ class FsspecStore:
         self._fs, self._root = fsspec.core.url_to_fs(self.write_url, **self.storage_options)
         self._root = self._root.rstrip("/")
         self._fs.makedirs(self._root, exist_ok=True)
-        self.parallel = "file" not in self._fs.protocol and "memory" not in self._fs.protocol
+        protocols = (self._fs.protocol,) if isinstance(self._fs.protocol, str) else tuple(self._fs.protocol)
+        self._local = "file" in protocols
+        self.parallel = not self._local and "memory" not in protocols
 
     def put_json(self, obj: Any, *, field: str = "data") -> str:
         return self.put_body(canonical_json(obj, field=field))
@@ -96,7 +98,13 @@ class FsspecStore:
     def put_body(self, body: bytes) -> str:
         name = content_name(body)
         path = f"{self._root}/{name}"
-        if not self._fs.exists(path):
+        if self._local:  # plain files: one exclusive create instead of fsspec's stat + open + write
+            try:
+                with open(path, "xb") as f:
+                    f.write(body)
+            except FileExistsError:
+                pass
+        elif not self._fs.exists(path):
             self._fs.pipe_file(path, body)
         return f"{(self.read_url or self.write_url).rstrip('/')}/{name}"
 

@@ -29,6 +29,11 @@ def canonical_type(param: dict[str, Any]) -> str:
     return t
 
 
+@cache
+def _fast_tree(types: tuple[str, ...]) -> Any:
+    return _parse("(" + ",".join(types) + ")")
+
+
 def _to_python(param: dict[str, Any], value: Any) -> Any:
     internal = param.get("internalType", "")
     t = param["type"]
@@ -56,6 +61,70 @@ def _to_abi(value: Any) -> Any:
     return value
 
 
+def _parse(t: str) -> Any:
+    """Canonical type -> a tree fast_encode understands, or None where eth_abi must do it."""
+    if t.startswith("(") and t.endswith(")"):
+        parts, depth, cur = [], 0, ""
+        for ch in t[1:-1]:
+            if ch == "," and depth == 0:
+                parts.append(cur)
+                cur = ""
+                continue
+            depth += ch == "("
+            depth -= ch == ")"
+            cur += ch
+        if cur:
+            parts.append(cur)
+        kids = [_parse(p) for p in parts]
+        return None if any(k is None for k in kids) else ("tuple", kids)
+    if t in ("address", "bool", "bytes32", "string", "bytes") or (t.startswith("uint") and "[" not in t):
+        return t
+    return None
+
+
+def _dynamic(node: Any) -> bool:
+    if isinstance(node, tuple):
+        return any(_dynamic(k) for k in node[1])
+    return node in ("string", "bytes")
+
+
+def _encode(node: Any, value: Any) -> bytes:
+    if isinstance(node, tuple):
+        kids = node[1]
+        heads, tails = [], []
+        offset = 32 * len(kids)
+        for kid, v in zip(kids, value):
+            enc = _encode(kid, v)
+            if _dynamic(kid):
+                heads.append(offset.to_bytes(32, "big"))
+                tails.append(enc)
+                offset += len(enc)
+            else:
+                heads.append(enc)
+        return b"".join(heads) + b"".join(tails)
+    if node == "address":
+        raw = bytes.fromhex(value[2:]) if isinstance(value, str) else bytes(value)
+        if len(raw) != 20:
+            raise ValueError(f"not an address: {value!r}")
+        return b"\x00" * 12 + raw
+    if node == "bool":
+        return (1 if value else 0).to_bytes(32, "big")
+    if node == "bytes32":
+        raw = bytes(value)
+        if len(raw) != 32:
+            raise ValueError("bytes32 needs 32 bytes")
+        return raw
+    if node in ("string", "bytes"):
+        raw = value.encode() if node == "string" else bytes(value)
+        pad = (-len(raw)) % 32
+        return len(raw).to_bytes(32, "big") + raw + b"\x00" * pad
+    bits = int(node[4:] or 256)
+    v = int(value)
+    if not 0 <= v < 2**bits:
+        raise ValueError(f"{v} does not fit {node}")
+    return v.to_bytes(32, "big")
+
+
 @dataclass(frozen=True)
 class Function:
     contract: str
@@ -68,7 +137,11 @@ class Function:
     mutability: str
 
     def encode(self, args: tuple[Any, ...]) -> bytes:
-        return self.selector + abi_encode(self.input_types, tuple(_to_abi(a) for a in args))
+        values = tuple(_to_abi(a) for a in args)
+        tree = _fast_tree(self.input_types)
+        if tree is not None:  # plain types: a direct encoder, ~10x eth_abi (tests/test_abi.py)
+            return self.selector + _encode(tree, values)
+        return self.selector + abi_encode(self.input_types, values)
 
     def decode(self, data: bytes) -> Any:
         values = abi_decode(self.output_types, data)

@@ -174,11 +174,19 @@ class TxSender:
         with self._lock:
             self._nonce = None
 
-    def _fees(self) -> dict[str, int]:
-        base, tip = self.rpc.batch([("eth_gasPrice", []), ("eth_maxPriorityFeePerGas", [])])
-        base = int(base, 16) if isinstance(base, str) else 1_000_000_000
+    def _fees(self, total_gas: int) -> dict[str, int]:
+        """EIP-1559 fees for a batch using `total_gas`. A pipelined batch fills blocks, and each
+        full block raises the base fee by 12.5%: the fee cap covers the blocks the batch needs
+        (plus two), or its last transactions would sit underpriced. Only the base fee is paid."""
+        block, tip = self.rpc.batch([("eth_getBlockByNumber", ["latest", False]), ("eth_maxPriorityFeePerGas", [])])
         tip = int(tip, 16) if isinstance(tip, str) else 1_000_000_000
-        return {"maxFeePerGas": 2 * base + tip, "maxPriorityFeePerGas": tip}
+        if isinstance(block, dict) and block.get("baseFeePerGas"):
+            base, limit = int(block["baseFeePerGas"], 16), int(block["gasLimit"], 16)
+        else:
+            base, limit = int(self.rpc.call("eth_gasPrice"), 16), 30_000_000
+        blocks = -(-total_gas // max(limit, 1)) + 2
+        headroom = min(1.125**blocks, 16.0)
+        return {"maxFeePerGas": int(2 * base * headroom) + tip, "maxPriorityFeePerGas": tip}
 
     # ---- estimate, sign, send ----
 
@@ -207,7 +215,7 @@ class TxSender:
             limits = [gas] * len(calls)
         else:
             limits = list(gas)
-        fees = self._fees()
+        fees = self._fees(sum(limits))
         nonces = self._next_nonces(len(calls))
         out = []
         for call, nonce, limit in zip(calls, nonces, limits):
@@ -268,7 +276,7 @@ class TxSender:
                 self.broadcast([p for p in pending if p.tx_hash not in receipts])
                 rebroadcast_at = now + 5.0
             time.sleep(delay)
-            delay = min(delay * 1.5, 0.25)
+            delay = min(delay * 1.5, 0.05)
         out = [receipts[p.tx_hash] for p in pending]
         if check:
             failed = [r for r in out if r.status != 1]
