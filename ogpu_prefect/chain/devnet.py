@@ -73,8 +73,9 @@ def free_port() -> int:
 
 def start_anvil(port: int, *, detach: bool = False, log_path: Path | None = None) -> subprocess.Popen[bytes]:
     """Starts anvil on 127.0.0.1:port and waits until it answers."""
+    # A 300M block gas limit: a pipelined batch of a thousand tasks fits in a few blocks.
     cmd = [find_anvil(), "--host", "127.0.0.1", "--port", str(port), "--silent", "--prune-history",
-           "--chain-id", str(CHAIN_ID)]
+           "--chain-id", str(CHAIN_ID), "--gas-limit", "300000000"]
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL
     proc = subprocess.Popen(cmd, stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=detach)
     rpc = Rpc(f"http://127.0.0.1:{port}", timeout=2, retries=0)

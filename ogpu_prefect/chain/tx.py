@@ -151,6 +151,7 @@ class TxSender:
         self.poll_interval = poll_interval
         self._lock = threading.Lock()
         self._nonce: int | None = None
+        self._dev: bool | None = None
 
     @property
     def address(self) -> str:
@@ -259,6 +260,7 @@ class TxSender:
         deadline = time.monotonic() + self.receipt_timeout
         delay = self.poll_interval
         rebroadcast_at = time.monotonic() + 5.0
+        seen, stalled_since = 0, time.monotonic()
         while True:
             missing = [p for p in pending if p.tx_hash not in receipts]
             if not missing:
@@ -272,6 +274,13 @@ class TxSender:
             now = time.monotonic()
             if now > deadline:
                 raise TxReceiptTimeoutError(f"{len(pending) - len(receipts)} transaction(s) not mined in time")
+            if len(receipts) > seen:
+                seen, stalled_since = len(receipts), now
+            elif now - stalled_since > 1.0 and self._is_dev_node():
+                # anvil's automine mines when a transaction arrives; what did not fit in that
+                # block waits for the next arrival. Mine one instead of waiting forever.
+                self.rpc.call("evm_mine")
+                stalled_since = now
             if now > rebroadcast_at:  # a node may have dropped them: same bytes, same hashes
                 self.broadcast([p for p in pending if p.tx_hash not in receipts])
                 rebroadcast_at = now + 5.0
@@ -307,6 +316,15 @@ class TxSender:
                     return revert_error(e.revert_data, context=receipt.context)
                 log.debug("replay at block %d failed: %s", block, e)
         return TxRevertError("mined but reverted", context=receipt.context)
+
+    def _is_dev_node(self) -> bool:
+        """Whether the node is anvil (which mines on demand); asked once."""
+        if self._dev is None:
+            try:
+                self._dev = "anvil" in str(self.rpc.call("web3_clientVersion")).lower()
+            except Exception:
+                self._dev = False
+        return self._dev
 
     def _tx_json(self, call: Call) -> dict[str, Any]:
         tx = {"from": self.address, "data": "0x" + call.data.hex(), "value": hex(call.value)}
