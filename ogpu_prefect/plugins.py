@@ -46,12 +46,15 @@ def delivery_methods() -> dict[str, type[Any]]:
     return _collect(plugin_manager().hook.ogpu_prefect_delivery_methods(), "delivery method")
 
 
+def _instance(kind: str, table: dict[str, type[Any]], name: str, options: dict[str, Any]) -> Any:
+    if name not in table:
+        raise PluginError(f"unknown {kind} {name!r}; installed: {', '.join(sorted(table))}")
+    return table[name](**options)
+
+
 def get_delivery_method(name: str, **options: Any) -> Any:
     """An instance of the delivery method `name`, configured with `options`."""
-    methods = delivery_methods()
-    if name not in methods:
-        raise PluginError(f"unknown delivery method {name!r}; installed: {', '.join(sorted(methods))}")
-    return methods[name](**options)
+    return _instance("delivery method", delivery_methods(), name, options)
 
 
 def hardware_backends() -> dict[str, type[Any]]:
@@ -60,7 +63,5 @@ def hardware_backends() -> dict[str, type[Any]]:
 
 
 def get_hardware_backend(name: str, **options: Any) -> Any:
-    backends = hardware_backends()
-    if name not in backends:
-        raise PluginError(f"unknown hardware backend {name!r}; installed: {', '.join(sorted(backends))}")
-    return backends[name](**options)
+    """An instance of the hardware backend `name`, configured with `options`."""
+    return _instance("hardware backend", hardware_backends(), name, options)
