@@ -329,9 +329,6 @@ class OGPUClient:
             return []
         return self.sender.transact_many(calls, self.sender.estimate(calls[:1])[0])
 
-    def task_states(self, tasks: Sequence[str]) -> list[TaskStatus]:
-        return self.chain.read_many([(self.chain.task(t), "getStatus", ()) for t in tasks])
-
 
 class _EventCursor:
     """Nexus lifecycle events, polled in block ranges from a starting block."""

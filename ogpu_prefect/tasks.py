@@ -168,15 +168,13 @@ def wait_for_results(
 
     def on_change(kind: str, t: Tracked) -> None:
         nonlocal done, last_progress
-        event = {"decided": "finalized"}.get(kind, kind)
-        if kind == "decided":
+        if kind == "decided":  # the "finalized" event was already emitted for it
             done += 1
             return
         if kind in ("failed", "expired"):
             done += 1
-        if event in ("attempted", "responded", "finalized", "expired", "failed") and kind != "decided":
-            emit_task_event(event, t.published.address, t.published.source,
-                            {"index": t.published.index, "status": t.status.name})
+        emit_task_event(kind, t.published.address, t.published.source,
+                        {"index": t.published.index, "status": t.status.name})
         if progress is not None and time.time() - last_progress > 0.5:
             last_progress = time.time()
             progress(done, len(published))

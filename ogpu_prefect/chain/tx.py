@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import coincurve
 import rlp
@@ -343,10 +343,4 @@ def _nonce_too_low(e: RpcError) -> bool:
     return "nonce too low" in m or "nonce is too low" in m
 
 
-def call_view(rpc: Rpc, calls: Iterable[tuple[str, bytes]], block: str = "latest") -> list[Any]:
-    """Batched eth_call: [(to, data)] -> raw results (bytes) or RpcError."""
-    results = rpc.batch([("eth_call", [{"to": to, "data": "0x" + data.hex()}, block]) for to, data in calls])
-    return [bytes.fromhex(r[2:]) if isinstance(r, str) else r for r in results]
-
-
-__all__ = ["Call", "Log", "PendingTx", "Receipt", "Signer", "TxSender", "TxRpcError", "call_view"]
+__all__ = ["Call", "Log", "PendingTx", "Receipt", "Signer", "TxSender", "TxRpcError"]
