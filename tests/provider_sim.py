@@ -66,13 +66,11 @@ class SimProvider(threading.Thread):
                 for t in batch:
                     todo[t] += 1
                 self.work(batch)
-                for t in batch:
-                    todo.pop(t, None)
             except Exception as e:  # keep serving; the test inspects errors
                 self.errors.append(repr(e))
-                for t in [t for t, tries in todo.items() if tries >= 5]:
-                    todo.pop(t)
                 time.sleep(0.1)
+            for t in [t for t, tries in todo.items() if t in self.submitted or tries >= 20]:
+                todo.pop(t)
 
     def work(self, tasks: list[str]) -> None:
         fresh = [t for t in tasks if t not in self.attempted]
@@ -80,9 +78,15 @@ class SimProvider(threading.Thread):
             params = self.chain.read_many([(self.chain.task(t), "taskParams", ()) for t in fresh])
             attempts = [self.chain.nexus.attempt(t, self.address, self.price(p[3])) for t, p in zip(fresh, params)]
             receipts = self.sender.wait(self.sender.send(attempts, 300_000), check=False)
+            reverted = [t for t, r in zip(fresh, receipts) if r.status != 1]
+            # A reverted attempt may be our own earlier one, mined before a failed wait: ask the task.
+            ids = self.chain.read_many([(self.chain.task(t), "attempterId", (self.address,)) for t in reverted])
+            ours = {t for t, i in zip(reverted, ids) if i}
             for t, p, r in zip(fresh, params, receipts):
-                if r.status == 1:
+                if r.status == 1 or t in ours:
                     self.attempted[t] = p
+                else:
+                    self.errors.append(f"attempt {t} reverted")
         if self.delay:
             time.sleep(self.delay)
         ready = [(t, self.attempted[t]) for t in tasks if t in self.attempted and t not in self.submitted]
@@ -93,4 +97,8 @@ class SimProvider(threading.Thread):
             calls.append(self.chain.nexus.submit_response(ResponseParams(t, self.address, url, self.price(p[3]))))
         if calls:
             receipts = self.sender.wait(self.sender.send(calls, 600_000), check=False)
-            self.submitted += [t for (t, _), r in zip(ready, receipts) if r.status == 1]
+            for (t, _), r in zip(ready, receipts):
+                if r.status == 1:
+                    self.submitted.append(t)
+                else:
+                    self.errors.append(f"submitResponse {t} reverted")
