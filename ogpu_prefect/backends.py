@@ -29,9 +29,19 @@ class RunningService(ABC):
 
 
 class HardwareBackend(ABC):
-    """Base of every hardware backend. Subclasses set `name` and implement both methods."""
+    """Base of every hardware backend. Subclasses set `name` and implement `environments` and
+    `start`. `owner` names the provider process family (its address): everything a backend starts
+    carries it, so `reap` can remove what a killed predecessor left behind."""
 
     name: ClassVar[str]
+
+    def __init__(self, owner: str = "") -> None:
+        self.owner = owner.lower()
+
+    def reap(self) -> int:
+        """Stops every service of this `owner` still running from an earlier process (one that
+        was SIGKILLed and could not clean up); returns how many. Default: nothing to reap."""
+        return 0
 
     @abstractmethod
     def environments(self) -> Environment:

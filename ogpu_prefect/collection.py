@@ -1,4 +1,6 @@
-"""Imported by Prefect through the `prefect.collections` entry point: registers our blocks (and the
-worker type, once it exists) so the UI, `prefect block register` and `prefect worker` see them."""
+"""Imported by Prefect through the `prefect.collections` entry point: registers our blocks and the
+`ogpu-provider` worker type, so the UI, `prefect block register`, `prefect work-pool create --type
+ogpu-provider` and `prefect worker start` see them."""
 
 from . import blocks  # noqa: F401
+from .worker import worker  # noqa: F401

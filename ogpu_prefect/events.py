@@ -23,3 +23,21 @@ def emit_task_event(kind: str, task: str, source: str, payload: dict[str, Any] |
                   "prefect.resource.name": source}],
         payload=payload or {},
     )
+
+
+PROVIDER_EVENTS = ("attempted", "responded", "failed", "resumed")
+
+
+def emit_provider_event(kind: str, provider: str, task: str, source: str, payload: dict[str, Any] | None = None) -> None:
+    """Emits `ogpu.provider.task.<kind>` about a provider's work on `task` (the worker's side of the
+    lifecycle; the client side emits `ogpu.task.*`)."""
+    from prefect.events import emit_event
+
+    emit_event(
+        event=f"ogpu.provider.task.{kind}",
+        resource={"prefect.resource.id": f"ogpu.provider.{provider.lower()}", "prefect.resource.name": provider},
+        related=[{**task_resource(task), "prefect.resource.role": "task"},
+                 {"prefect.resource.id": f"ogpu.source.{source.lower()}", "prefect.resource.role": "source",
+                  "prefect.resource.name": source}],
+        payload=payload or {},
+    )

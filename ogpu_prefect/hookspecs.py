@@ -36,3 +36,11 @@ def ogpu_prefect_hardware_backends() -> dict[str, type[Any]]:
     `ogpu_prefect.backends.HardwareBackend`. A backend runs a source's docker-compose service for
     one environment (cpu, nvidia, amd), or without Docker, and reports which environments the host
     can serve. The provider worker picks one by name. Names must be unique across plugins."""
+
+
+@hookspec
+def ogpu_prefect_task_policies() -> dict[str, type[Any]]:
+    """Return the task policies this plugin provides, by name: subclasses of
+    `ogpu_prefect.worker.policy.TaskPolicy`. A policy decides, for each task published on a source
+    the provider serves, whether the provider worker attempts it and which payment it asks
+    (the suggested payment of manual-confirmation sources). Names must be unique across plugins."""

@@ -65,3 +65,13 @@ def hardware_backends() -> dict[str, type[Any]]:
 def get_hardware_backend(name: str, **options: Any) -> Any:
     """An instance of the hardware backend `name`, configured with `options`."""
     return _instance("hardware backend", hardware_backends(), name, options)
+
+
+def task_policies() -> dict[str, type[Any]]:
+    """Every installed task policy, by name."""
+    return _collect(plugin_manager().hook.ogpu_prefect_task_policies(), "task policy")
+
+
+def get_task_policy(name: str, **options: Any) -> Any:
+    """An instance of the task policy `name`, configured with `options`."""
+    return _instance("task policy", task_policies(), name, options)

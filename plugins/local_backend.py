@@ -1,7 +1,8 @@
 """`local`: runs a source's service as a plain process, from the `x-ogpu-local` extension of its
 compose file (see ogpu_prefect/worker/compose.py). For development, CI, and providers without
 Docker. Each service gets its own free port (PORT), so several run side by side; the process group
-is stopped as a whole."""
+is stopped as a whole. Every process carries `OGPU_PREFECT_OWNER` in its environment, which is how
+`reap` finds those a SIGKILLed provider left behind."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from string import Template
 
 from ogpu_prefect.backends import HardwareBackend, LogSink, RunningService
@@ -65,7 +67,7 @@ class LocalBackend(HardwareBackend):
         spec = compose.local_spec()
         port = free_port()
         env = {**os.environ, **spec.env, "PORT": str(port), "CALLBACK_URL": callback_url,
-               "PYTHONUNBUFFERED": "1"}
+               "PYTHONUNBUFFERED": "1", OWNER_VAR: self.owner or "-"}
         argv = [Template(a).safe_substitute(env) for a in shlex.split(spec.command)]
         if argv and argv[0] in ("python", "python3"):
             argv[0] = sys.executable  # the provider's interpreter, with ogpu-prefect installed
@@ -85,6 +87,43 @@ class LocalBackend(HardwareBackend):
                 raise ServiceError(f"{' '.join(argv)} did not serve on port {port} within {startup_timeout}s")
             time.sleep(0.05)
         return service
+
+    def reap(self) -> int:
+        if not self.owner:
+            return 0
+        groups = set()
+        for pid, env in _processes_with(OWNER_VAR):
+            if env == self.owner and pid != os.getpid():
+                try:
+                    groups.add(os.getpgid(pid))
+                except ProcessLookupError:
+                    pass
+        for group in groups - {os.getpgrp()}:
+            try:
+                os.killpg(group, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        return len(groups)
+
+
+OWNER_VAR = "OGPU_PREFECT_OWNER"
+
+
+def _processes_with(var: str) -> list[tuple[int, str]]:
+    """(pid, value) of this user's processes whose environment sets `var`."""
+    found, prefix = [], f"{var}=".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:  # gone, or not ours
+            continue
+        for item in environ.split(b"\0"):
+            if item.startswith(prefix):
+                found.append((int(entry.name), item[len(prefix):].decode(errors="replace")))
+                break
+    return found
 
 
 def _pump(proc: subprocess.Popen[bytes], log: LogSink) -> None:

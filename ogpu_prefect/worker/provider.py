@@ -22,7 +22,7 @@ from ..backends import HardwareBackend, RunningService
 from ..chain.connection import Chain
 from ..chain.events import created_address
 from ..chain.tx import Signer
-from ..chain.types import Environment, ResponseParams
+from ..chain.types import Environment, ResponseParams, TaskStatus
 from ..storage import PayloadStore, fetch_json
 from .compose import ComposeSpec
 from .service import CallbackReceiver, ServiceClient, ServiceError
@@ -35,6 +35,21 @@ DEADLINE_MARGIN_S = 5
 
 class ProviderError(Exception):
     """A task could not be executed (no compose for our environment, service failure, deadline)."""
+
+
+class TaskTakenError(ProviderError):
+    """The task was finalized (another provider answered first) or expired before our response."""
+
+
+@dataclass(frozen=True)
+class Executed:
+    """A task we answered: our Response, the URL of the stored result, the payment asked."""
+
+    response: str
+    data_url: str
+    payment: int
+    resumed: bool = False
+    """True when the response was already on chain (a restart after a crash)."""
 
 
 @dataclass
@@ -128,20 +143,28 @@ class Provider:
 
     # ---- tasks ----
 
-    def attempt(self, tasks: Sequence[str], price: Callable[[int], int] = lambda payment: payment) -> list[str]:
-        """Attempts tasks (pipelined); returns those whose attempt was mined."""
+    def attempt(self, tasks: Sequence[str], prices: Sequence[int] | None = None) -> list[str]:
+        """Attempts tasks (pipelined), asking `prices` (default: each task's payment); returns
+        those whose attempt was mined."""
         if not tasks:
             return []
-        payments = self.chain.read_many([(self.chain.task(t), "getPayment", ()) for t in tasks])
-        calls = [self.chain.nexus.attempt(t, self.address, price(p)) for t, p in zip(tasks, payments)]
+        if prices is None:
+            prices = self.chain.read_many([(self.chain.task(t), "getPayment", ()) for t in tasks])
+        calls = [self.chain.nexus.attempt(t, self.address, p) for t, p in zip(tasks, prices)]
         receipts = self.sender.wait(self.sender.send(calls, 300_000), check=False)
         return [t for t, r in zip(tasks, receipts) if r.status == 1]
 
-    def execute(self, task: str, *, payment: int | None = None, max_runtime_s: float | None = None) -> str:
-        """Runs an attempted task through its source's service and submits the response; returns
-        the Response address."""
+    def execute(self, task: str, *, payment: int | None = None, max_runtime_s: float | None = None) -> Executed:
+        """Runs an attempted task through its source's service and submits the response. A task
+        we already answered (a restart after a crash) is not run or submitted again; one that is
+        final or expired raises TaskTakenError without a transaction."""
         t = self.chain.task(task)
-        source, config_url, expiry, task_payment = t.task_params()
+        (source, config_url, expiry, task_payment), done = self.chain.read_many(
+            [(t, "taskParams", ()), (t, "responseOf", (self.address,))])
+        if int(done, 16):
+            _, _, data_url, paid = self.chain.response(done).response_params()
+            return Executed(done, data_url, paid, resumed=True)
+        self._check_open(task, expiry)
         config = self.fetch(config_url)
         if not isinstance(config, dict) or not config.get("function_name"):
             raise ProviderError(f"task {task}: config at {config_url} has no function_name")
@@ -153,9 +176,28 @@ class Provider:
         except ServiceError as e:
             raise ProviderError(str(e)) from None
         url = self.store.put_json({"task": task, "provider": self.address, "result": result}, field="result")
-        receipt = self.sender.transact(self.chain.nexus.submit_response(
-            ResponseParams(task, self.address, url, task_payment if payment is None else payment)))
-        return created_address(receipt, "ResponseSubmitted", "response", self.chain.network.nexus)
+        self._check_open(task, expiry)
+        asked = task_payment if payment is None else payment
+        receipt = self.sender.transact(self.chain.nexus.submit_response(ResponseParams(task, self.address, url, asked)))
+        return Executed(created_address(receipt, "ResponseSubmitted", "response", self.chain.network.nexus), url, asked)
+
+    def _check_open(self, task: str, expiry: int) -> None:
+        status = self.chain.task(task).get_status()
+        if status not in (TaskStatus.NEW, TaskStatus.ATTEMPTED, TaskStatus.RESPONDED):
+            raise TaskTakenError(f"task {task} is {status.name}: nothing to answer")
+        if self.chain.now() >= expiry:
+            raise TaskTakenError(f"task {task} expired before our response")
+
+    def stop_service(self, source: str) -> None:
+        """Stops `source`'s warm service, if any (the next task starts a fresh one)."""
+        with self._lock:
+            warm = self._services.pop(source, None)
+        if warm is not None:
+            warm.service.stop()
+
+    def cancel(self, task: str) -> None:
+        """Stops waiting for `task`'s result (its execute raises ProviderError)."""
+        self.receiver.cancel(task)
 
     def close(self) -> None:
         with self._lock:

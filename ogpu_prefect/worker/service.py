@@ -54,7 +54,8 @@ class CallbackReceiver(LoopbackServer):
         super().__init__(Handler, port)
 
     def wait(self, task_address: str, deadline: float) -> Any:
-        """The callback body for `task_address`, or ServiceError at the wall-clock `deadline`."""
+        """The callback body for `task_address`, or ServiceError at the wall-clock `deadline` or
+        once `cancel(task_address)` is called."""
         key = task_address.lower()
         with self._cond:
             while key not in self._results:
@@ -62,7 +63,19 @@ class CallbackReceiver(LoopbackServer):
                 if left <= 0:
                     raise ServiceError(f"no result for {task_address} before the deadline")
                 self._cond.wait(timeout=min(left, 1.0))
-            return self._results.pop(key)
+            result = self._results.pop(key)
+        if result is _CANCELLED:
+            raise ServiceError(f"{task_address} was cancelled")
+        return result
+
+    def cancel(self, task_address: str) -> None:
+        """Wakes the waiter of `task_address` with a ServiceError."""
+        with self._cond:
+            self._results[task_address.lower()] = _CANCELLED
+            self._cond.notify_all()
+
+
+_CANCELLED = object()
 
 
 class ServiceClient:

@@ -1,0 +1,239 @@
+"""The `ogpu-provider` worker, started as real `prefect worker start` processes against Prefect's
+test harness server and the devnet, running the echo source (official ogpu.service API) with the
+`local` backend over real HTTP. Tasks are published by the client; each taken task must become a
+COMPLETED flow run with the service's output in its logs, and earnings must grow by exactly the
+payments. Nothing is mocked."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ogpu_prefect.blocks import OGPUNetwork, OGPUStorage, OGPUWallet
+from ogpu_prefect.chain.events import decode_logs, iter_logs, topic
+from ogpu_prefect.chain.types import DeliveryMethod, TaskStatus
+from ogpu_prefect.client import OGPUClient
+from ogpu_prefect.models import SourceSpec, TaskInput
+from ogpu_prefect.storage import LocalStore
+from ogpu_prefect.worker.worker import OGPUProviderWorker
+from plugins.local_backend import OWNER_VAR, _processes_with
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+ECHO = Path(__file__).resolve().parents[1] / "flows" / "sources" / "echo" / "docker-compose.cpu.yml"
+PAY = 10**16
+
+
+class Fleet:
+    """A work pool of type ogpu-provider, its blocks, and worker processes."""
+
+    def __init__(self, devnet: Any, store: LocalStore, tmp: Path, name: str) -> None:
+        self.devnet, self.store, self.tmp, self.name = devnet, store, tmp, name
+        self.chain = devnet.network.connect()
+        self.client = OGPUClient(self.chain, devnet.key("client"), store)
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        OGPUNetwork.from_network(devnet.network).save(f"{name}-net", overwrite=True)
+        OGPUStorage(write_url=f"file://{store.root}", read_url=store.base_url).save(f"{name}-store", overwrite=True)
+
+    def publish_source(self, method: DeliveryMethod = DeliveryMethod.FIRST_RESPONSE) -> str:
+        return self.client.publish_source(SourceSpec(
+            name="echo", cpu=f"file://{ECHO}", min_payment=10**15, min_available_lockup=10**18,
+            max_expiry_duration=3600, delivery_method=method))
+
+    def create_pool(self, pool: str, sources: list[str], **variables: Any) -> None:
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.actions import WorkPoolCreate
+
+        template = OGPUProviderWorker.get_default_base_job_template()
+        props = template["variables"]["properties"]
+        defaults = {"network_block": f"{self.name}-net", "storage_block": f"{self.name}-store",
+                    "sources": sources, "poll_interval_s": 0.1, **variables}
+        for k, v in defaults.items():
+            props[k]["default"] = v
+        with get_client(sync_client=True) as c:
+            c.create_work_pool(WorkPoolCreate(name=pool, type="ogpu-provider", base_job_template=template),
+                               overwrite=True)
+
+    def start_worker(self, pool: str, role: str) -> subprocess.Popen[bytes]:
+        """`prefect worker start` on `pool`, with `role`'s key saved as the wallet block
+        `<fleet>-<role>` (which the pool's wallet_block names)."""
+        from prefect.settings import PREFECT_API_URL
+
+        OGPUWallet(private_key=self.devnet.key(role)).save(f"{self.name}-{role}", overwrite=True)
+        env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_WORKER_QUERY_SECONDS": "2",
+               "PREFECT_HOME": str(self.tmp / f"home-{role}")}
+        log = open(self.tmp / f"worker-{role}.log", "ab")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "ogpu-provider",
+             "--name", f"{self.name}-{role}"],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        self.procs[role] = proc
+        return proc
+
+    def wait_registered(self, source: str, role: str, timeout: float = 90) -> None:
+        address = self.devnet.address(role)
+        deadline = time.time() + timeout
+        while self.chain.source(source).get_registrant_id(address) == 0:
+            proc = self.procs[role]
+            assert proc.poll() is None, self.worker_log(role)
+            assert time.time() < deadline, self.worker_log(role)
+            time.sleep(0.2)
+        time.sleep(1.0)  # the watcher starts right after the registration
+
+    def worker_log(self, role: str) -> str:
+        return (self.tmp / f"worker-{role}.log").read_text(errors="replace")[-6000:]
+
+    def stop(self, role: str, sig: int = signal.SIGINT) -> None:
+        proc = self.procs.pop(role)
+        if proc.poll() is None:
+            os.killpg(proc.pid, sig)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+    def publish(self, source: str, inputs: list[dict[str, Any]], function: str = "echo", ttl: int = 120) -> list[Any]:
+        return self.client.publish_tasks(source, [TaskInput(function_name=function, data=d) for d in inputs], PAY,
+                                         self.chain.now() + ttl)
+
+    def wait_final(self, tasks: list[str], timeout: float = 90) -> None:
+        deadline = time.time() + timeout
+        while True:
+            states = self.chain.read_many([(self.chain.task(t), "getStatus", ()) for t in tasks])
+            if all(s is TaskStatus.FINALIZED for s in states):
+                return
+            assert time.time() < deadline, (states, {r: self.worker_log(r) for r in self.procs})
+            time.sleep(0.3)
+
+
+def flow_runs_of(pool: str) -> list[Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import WorkPoolFilter, WorkPoolFilterName
+
+    with get_client(sync_client=True) as c:
+        return c.read_flow_runs(work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[pool])))
+
+
+def logs_of(flow_run_ids: list[Any]) -> list[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    with get_client(sync_client=True) as c:
+        logs = c.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=flow_run_ids)))
+    return [entry.message for entry in logs]
+
+
+def responses_since(chain: Any, from_block: int) -> list[tuple[str, str]]:
+    """(task, provider) of every ResponseSubmitted since `from_block`."""
+    logs = iter_logs(chain.rpc, chain.network.nexus, [topic("Nexus", "ResponseSubmitted")], from_block,
+                     chain.block_number())
+    cores = chain.read_many([(chain.response(e["response"]), "core", ()) for e in decode_logs(logs)])
+    return [(task.lower(), provider.lower()) for task, provider, _ in cores]
+
+
+def service_processes(*owners: str) -> list[int]:
+    wanted = {o.lower() for o in owners}
+    return [pid for pid, owner in _processes_with(OWNER_VAR) if owner in wanted]
+
+
+@pytest.fixture
+def fleet(devnet, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Fleet]:
+    with LocalStore(tmp_path / "payloads") as store:
+        f = Fleet(devnet, store, tmp_path, request.node.name.replace("_", "-")[:40])
+        try:
+            yield f
+        finally:
+            for role in list(f.procs):
+                f.stop(role, signal.SIGKILL)
+
+
+def test_a_worker_runs_tasks_as_completed_flow_runs_and_earns_exactly_the_payments(fleet: Fleet) -> None:
+    source = fleet.publish_source()
+    fleet.create_pool("gpus-one", [source], wallet_block=f"{fleet.name}-provider1")
+    fleet.start_worker("gpus-one", "provider1")
+    fleet.wait_registered(source, "provider1")
+    provider = fleet.devnet.address("provider1")
+    earned0 = fleet.chain.vault.total_earnings_of(provider)
+    published = fleet.publish(source, [{"text": f"hello {i}"} for i in range(6)])
+    tasks = [p.address for p in published]
+    fleet.wait_final(tasks)
+    assert fleet.chain.vault.total_earnings_of(provider) - earned0 == 6 * PAY
+    winners = fleet.chain.read_many([(fleet.chain.task(t), "winningProvider", ()) for t in tasks])
+    assert {w.lower() for w in winners} == {provider.lower()}
+
+    deadline = time.time() + 30
+    while True:  # the Completed state follows the receipt by one API call
+        runs = flow_runs_of("gpus-one")
+        if len(runs) == 6 and all(r.state_type.value == "COMPLETED" for r in runs) or time.time() > deadline:
+            break
+        time.sleep(0.3)
+    assert sorted(r.parameters["task"] for r in runs) == sorted(tasks)
+    assert all(r.state_type.value == "COMPLETED" for r in runs), [(r.name, r.state_type) for r in runs]
+    messages = logs_of([r.id for r in runs])
+    assert any("[service] echo: 1 field(s)" in m for m in messages), "service output reaches the flow-run logs"
+    assert any("response 0x" in m for m in messages)
+
+    fleet.stop("provider1")  # a clean stop leaves no service process behind
+    assert service_processes(provider) == []
+
+
+def test_two_workers_split_a_batch_and_every_task_is_finalized_once(fleet: Fleet) -> None:
+    source = fleet.publish_source()
+    fleet.create_pool("gpus-two", [source], wallet_block=f"{fleet.name}-provider1")
+    # Two provider accounts, each a pool (the pool's variables name its wallet), serving one source.
+    fleet.create_pool("gpus-two-b", [source], wallet_block=f"{fleet.name}-provider2")
+    fleet.start_worker("gpus-two", "provider1")
+    fleet.start_worker("gpus-two-b", "provider2")
+    fleet.wait_registered(source, "provider1")
+    fleet.wait_registered(source, "provider2")
+    p1, p2 = fleet.devnet.address("provider1"), fleet.devnet.address("provider2")
+    earned0 = {p: fleet.chain.vault.total_earnings_of(p) for p in (p1, p2)}
+    start = fleet.chain.block_number() + 1
+    tasks = [p.address for p in fleet.publish(source, [{"text": f"t{i}"} for i in range(30)])]
+    fleet.wait_final(tasks)
+    pairs = responses_since(fleet.chain, start)
+    assert len(set(pairs)) == len(pairs), "no task answered twice by the same provider"
+    assert sorted(t for t, _ in pairs) == sorted(t.lower() for t in tasks), "every task answered once (FIRST_RESPONSE)"
+    winners = [fleet.chain.task(t).winning_provider().lower() for t in tasks]
+    assert set(winners) == {p1.lower(), p2.lower()}, "the two workers split the batch"
+    gained = sum(fleet.chain.vault.total_earnings_of(p) - earned0[p] for p in (p1, p2))
+    assert gained == len(tasks) * PAY
+
+
+def test_sigkill_mid_task_then_restart_never_submits_twice_and_leaves_nothing_running(fleet: Fleet) -> None:
+    source = fleet.publish_source()
+    fleet.create_pool("gpus-kill", [source], wallet_block=f"{fleet.name}-provider3")
+    fleet.start_worker("gpus-kill", "provider3")
+    fleet.wait_registered(source, "provider3")
+    provider = fleet.devnet.address("provider3")
+    start = fleet.chain.block_number() + 1
+    task = fleet.publish(source, [{"seconds": 4}], function="sleep", ttl=90)[0].address
+    deadline = time.time() + 60
+    while fleet.chain.task(task).get_attempter_id(provider) == 0 or not service_processes(provider):
+        assert time.time() < deadline, fleet.worker_log("provider3")
+        time.sleep(0.1)
+    time.sleep(1.0)  # the service is inside the task's handler
+    fleet.stop("provider3", signal.SIGKILL)
+    assert fleet.chain.task(task).get_status() is TaskStatus.ATTEMPTED, "killed before answering"
+
+    fleet.start_worker("gpus-kill", "provider3")
+    fleet.wait_final([task], timeout=90)
+    assert responses_since(fleet.chain, start) == [(task.lower(), provider.lower())], "answered exactly once"
+    assert fleet.chain.task(task).winning_provider().lower() == provider.lower()
+    runs = flow_runs_of("gpus-kill")
+    assert len(runs) == 1, "one flow run per task, across the restart"
+    deadline = time.time() + 20
+    while flow_runs_of("gpus-kill")[0].state_type.value != "COMPLETED" and time.time() < deadline:
+        time.sleep(0.3)
+    assert flow_runs_of("gpus-kill")[0].state_type.value == "COMPLETED"
+    fleet.stop("provider3")
+    assert service_processes(provider) == [], "no service process outlives the workers"
