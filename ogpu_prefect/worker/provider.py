@@ -168,7 +168,9 @@ class Provider:
         config = self.fetch(config_url)
         if not isinstance(config, dict) or not config.get("function_name"):
             raise ProviderError(f"task {task}: config at {config_url} has no function_name")
-        deadline = min(expiry - DEADLINE_MARGIN_S, time.time() + (max_runtime_s or 1e9))
+        # The chain's clock may differ from ours (anvil's can be moved): count the time left on it.
+        left = expiry - self.chain.now() - DEADLINE_MARGIN_S
+        deadline = time.time() + min(left, max_runtime_s or left)
         service = self.service_for(source)
         ServiceClient(service.base_url).submit(config["function_name"], task, config.get("data", {}))
         try:

@@ -110,6 +110,7 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
         self._routes_lock = threading.Lock()
         self._stop = anyio.Event()
         self._policy: Any = None
+        self._skew = 0.0  # chain clock minus ours (anvil's clock can be moved)
 
     # ---- start and stop ----
 
@@ -231,6 +232,7 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
             return out[:len(tasks)], out[len(tasks):], chain.now()
 
         cores, mine, now = await anyio.to_thread.run_sync(read)
+        self._skew = now - time.time()
         resumed = []
         for t, (source, _client, payment, expiry, method, status), attempter in zip(tasks, cores, mine):
             if status not in (TaskStatus.NEW, TaskStatus.ATTEMPTED, TaskStatus.RESPONDED) or expiry <= now:
@@ -250,14 +252,14 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
         free = self.config.max_concurrent_tasks - len(self._inflight)
         if free <= 0 or not waiting:
             return
-        now = time.time()
+        now = time.time() + self._skew
         chosen: list[tuple[TaskOffer, int]] = []
         for offer in sorted(waiting.values(), key=lambda o: o.expiry_time):
             if len(chosen) >= free:
                 break
             waiting.pop(offer.task)
             price = self._policy.price(offer)
-            if price is not None and offer.seconds_left > 0:
+            if price is not None and offer.expiry_time > now:
                 chosen.append((offer, min(int(price), offer.payment)))
         for t in [t for t, o in waiting.items() if o.expiry_time <= now]:
             waiting.pop(t)  # best effort: the chain decides expiry; stale entries are just dropped
