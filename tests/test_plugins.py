@@ -87,6 +87,42 @@ def test_a_plugin_implementing_an_unknown_hook_is_refused(site: Path) -> None:
         plugins.plugin_manager(reload=True)
 
 
+def test_a_third_party_hardware_backend_runs_a_task(site: Path, devnet, tmp_path: Path) -> None:
+    """The hardware-backend hook from an installed package: a provider picks `nice_local` by name
+    and executes a real task through it (the service process is niced as the plugin says)."""
+    import os
+
+    from ogpu_prefect.chain.types import Environment
+    from ogpu_prefect.client import OGPUClient
+    from ogpu_prefect.models import SourceSpec, TaskInput
+    from ogpu_prefect.storage import LocalStore
+    from ogpu_prefect.worker.provider import Provider
+
+    source_code = (Path(__file__).parent / "third_party_plugin" / "ogpu_test_plugin.py").read_text()
+    install_fake_distribution(site, "ogpu_test_plugin", source_code, "[ogpu_prefect]\nmajority = ogpu_test_plugin\n")
+    plugins.plugin_manager(reload=True)
+    assert "nice_local" in plugins.hardware_backends()
+    backend = plugins.get_hardware_backend("nice_local", niceness=7)
+    echo = Path(__file__).resolve().parents[1] / "flows" / "sources" / "echo" / "docker-compose.cpu.yml"
+    with LocalStore(tmp_path) as store:
+        chain = devnet.network.connect()
+        client = OGPUClient(chain, devnet.key("client"), store)
+        source = client.publish_source(SourceSpec(name="echo", cpu=f"file://{echo}", min_payment=10**15,
+                                                  min_available_lockup=10**18, delivery_method="FIRST_RESPONSE"))
+        provider = Provider(devnet.network.connect(), devnet.key("provider2"), store, backend, Environment.CPU)
+        try:
+            provider.ensure_standing([source])
+            task = client.publish_tasks(source, [TaskInput(function_name="echo", data={"text": "x"})], 10**16,
+                                        chain.now() + 120)[0].address
+            assert provider.attempt([task]) == [task]
+            done = provider.execute(task)
+            assert os.getpriority(os.PRIO_PROCESS, provider.service_for(source).pid) == 7  # type: ignore[attr-defined]
+        finally:
+            provider.close()
+    assert chain.task(task).get_status() is TaskStatus.FINALIZED
+    assert chain.response(done.response).core()[1].lower() == provider.address.lower()
+
+
 def test_unknown_delivery_method_is_a_clear_error() -> None:
     with pytest.raises(plugins.PluginError, match="unknown delivery method 'nope'.*first_response"):
         plugins.get_delivery_method("nope")

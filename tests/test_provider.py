@@ -11,7 +11,7 @@ from ogpu_prefect.chain.types import Environment, TaskStatus
 from ogpu_prefect.client import OGPUClient
 from ogpu_prefect.models import SourceSpec, TaskInput
 from ogpu_prefect.plugins import get_hardware_backend
-from ogpu_prefect.storage import LocalStore
+from ogpu_prefect.storage import LocalStore, fetch_json
 from ogpu_prefect.worker.provider import Provider
 from plugins.first_response import FirstResponse
 
@@ -47,3 +47,25 @@ def test_provider_executes_tasks_of_the_echo_source(devnet, tmp_path: Path) -> N
     assert [r["upper"] for r in results] == [f"T{i}" for i in range(5)]
     assert chain.vault.total_earnings_of(provider.address) - earned0 == 5 * 10**16
     assert any("echo: 1 field(s)" in line for line in lines), "service logs reach the provider's log"
+
+
+def test_the_sentiment_source_scores_real_text(devnet, tmp_path: Path) -> None:
+    compose = ECHO.parents[1] / "sentiment" / "docker-compose.cpu.yml"
+    with LocalStore(tmp_path) as store:
+        chain = devnet.network.connect()
+        client = OGPUClient(chain, devnet.key("client"), store)
+        source = client.publish_source(SourceSpec(name="sentiment", cpu=f"file://{compose}", min_payment=10**15,
+                                                  min_available_lockup=10**18, delivery_method="FIRST_RESPONSE"))
+        provider = Provider(devnet.network.connect(), devnet.key("provider3"), store, get_hardware_backend("local"))
+        texts = ["I love this library, it is wonderful!", "This is the worst, most broken thing ever.",
+                 "The meeting is at noon."]
+        try:
+            provider.ensure_standing([source])
+            published = client.publish_tasks(source, [TaskInput(function_name="analyze", data={"text": t})
+                                                      for t in texts], 10**16, chain.now() + 120)
+            tasks = provider.attempt([p.address for p in published])
+            results = [fetch_json(provider.execute(t).data_url)["result"] for t in tasks]
+        finally:
+            provider.close()
+    assert [r["label"] for r in results] == ["positive", "negative", "neutral"]
+    assert results[0]["compound"] > 0.5 > -0.5 > results[1]["compound"]

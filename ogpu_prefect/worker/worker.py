@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from typing import Any, Literal
 from uuid import UUID
 
@@ -258,7 +259,7 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
             if len(chosen) >= free:
                 break
             waiting.pop(offer.task)
-            price = self._policy.price(offer)
+            price = self._policy.price(replace(offer, seconds_left=offer.expiry_time - now))
             if price is not None and offer.expiry_time > now:
                 chosen.append((offer, min(int(price), offer.payment)))
         for t in [t for t, o in waiting.items() if o.expiry_time <= now]:

@@ -1,12 +1,17 @@
-"""A third-party delivery-method plugin, as a separate package would ship it. The plugin tests
-install it (module + dist-info with its `ogpu_prefect` entry point) into a temporary site folder.
+"""A third-party plugin, as a separate package would ship it: a delivery method (`majority`) and a
+hardware backend (`nice_local`: the local backend with services at a lower CPU priority). The
+plugin tests install it (module + dist-info with its `ogpu_prefect` entry point) into a temporary
+site folder.
 
 entry point: [ogpu_prefect] majority = ogpu_test_plugin
 """
 
+import os
+
 from ogpu_prefect.chain.types import DeliveryMethod
 from ogpu_prefect.delivery import Decision, DeliveryStrategy
 from ogpu_prefect.hookspecs import hookimpl
+from plugins.local_backend import LocalBackend
 
 
 class Majority(DeliveryStrategy):
@@ -30,3 +35,23 @@ class Majority(DeliveryStrategy):
 @hookimpl
 def ogpu_prefect_delivery_methods():  # type: ignore[no-untyped-def]
     return {"majority": Majority}
+
+
+class NiceLocal(LocalBackend):
+    """Services run as with `local`, niced so they never starve the provider's own process."""
+
+    name = "nice_local"
+
+    def __init__(self, owner: str = "", niceness: int = 10) -> None:
+        super().__init__(owner)
+        self.niceness = niceness
+
+    def start(self, compose, environment, **kwargs):  # type: ignore[no-untyped-def]
+        service = super().start(compose, environment, **kwargs)
+        os.setpriority(os.PRIO_PGRP, service.pid, self.niceness)
+        return service
+
+
+@hookimpl
+def ogpu_prefect_hardware_backends():  # type: ignore[no-untyped-def]
+    return {NiceLocal.name: NiceLocal}
