@@ -9,16 +9,22 @@ from typing import Any
 
 
 class LoopbackServer:
-    """Context manager around a ThreadingHTTPServer bound to 127.0.0.1 (port 0: any free one)."""
+    """Context manager around a ThreadingHTTPServer bound to 127.0.0.1 (port 0: any free one), or
+    to another local address (`host`: the docker bridge's, for containers' callbacks)."""
 
-    def __init__(self, handler: type[http.server.BaseHTTPRequestHandler], port: int = 0) -> None:
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    def __init__(self, handler: type[http.server.BaseHTTPRequestHandler], port: int = 0, *,
+                 host: str = "127.0.0.1") -> None:
+        self._httpd = http.server.ThreadingHTTPServer((host, port), handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True, name="ogpu-loopback")
 
     @property
+    def port(self) -> int:
+        return int(self._httpd.server_address[1])
+
+    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        return f"http://{self._httpd.server_address[0]}:{self.port}"
 
     def start(self) -> LoopbackServer:
         self._thread.start()

@@ -22,7 +22,7 @@ from ogpu_prefect.chain.events import decode_logs, iter_logs, topic
 from ogpu_prefect.chain.types import DeliveryMethod, TaskStatus
 from ogpu_prefect.client import OGPUClient
 from ogpu_prefect.models import SourceSpec, TaskInput
-from ogpu_prefect.storage import LocalStore
+from ogpu_prefect.storage import LocalStore, fetch_json
 from ogpu_prefect.worker.worker import OGPUProviderWorker
 from plugins.local_backend import OWNER_VAR, _processes_with
 
@@ -237,3 +237,39 @@ def test_sigkill_mid_task_then_restart_never_submits_twice_and_leaves_nothing_ru
     assert flow_runs_of("gpus-kill")[0].state_type.value == "COMPLETED"
     fleet.stop("provider3")
     assert service_processes(provider) == [], "no service process outlives the workers"
+
+
+@pytest.fixture(scope="module")
+def docker_engine() -> None:
+    from .docker_engine import ensure_engine
+
+    reason = ensure_engine(Path(__file__).resolve().parents[1] / ".ogpu" / "docker")
+    if reason:
+        pytest.skip(f"docker backend: {reason}")
+
+
+def test_the_docker_backend_builds_and_runs_the_source_image(fleet: Fleet, docker_engine: None) -> None:
+    from plugins.docker_backend import OWNER_LABEL
+
+    source = fleet.publish_source()
+    fleet.create_pool("gpus-docker", [source], wallet_block=f"{fleet.name}-provider2", backend="docker")
+    fleet.start_worker("gpus-docker", "provider2")
+    fleet.wait_registered(source, "provider2")
+    provider = fleet.devnet.address("provider2")
+    earned0 = fleet.chain.vault.total_earnings_of(provider)
+    tasks = [p.address for p in fleet.publish(source, [{"text": f"box {i}"} for i in range(3)], ttl=900)]
+    fleet.wait_final(tasks, timeout=600)  # the first task builds the image
+    assert fleet.chain.vault.total_earnings_of(provider) - earned0 == 3 * PAY
+    results = [fetch_json(fleet.chain.response(fleet.chain.task(t).response_of(provider)).response_params()[2])
+               for t in tasks]
+    assert sorted(r["result"]["upper"] for r in results) == ["BOX 0", "BOX 1", "BOX 2"]
+    deadline = time.time() + 30
+    while not all(r.state_type.value == "COMPLETED" for r in flow_runs_of("gpus-docker")) and time.time() < deadline:
+        time.sleep(0.3)
+    runs = flow_runs_of("gpus-docker")
+    assert len(runs) == 3 and all(r.state_type.value == "COMPLETED" for r in runs)
+    assert any("[service] echo: 1 field(s)" in m for m in logs_of([r.id for r in runs])), "container output in logs"
+    fleet.stop("provider2")
+    left = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={OWNER_LABEL}={provider.lower()}"],
+                          capture_output=True, text=True).stdout.split()
+    assert left == [], "no container outlives the worker"
