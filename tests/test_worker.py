@@ -24,7 +24,7 @@ from ogpu_prefect.client import OGPUClient
 from ogpu_prefect.models import SourceSpec, TaskInput
 from ogpu_prefect.storage import LocalStore, fetch_json
 from ogpu_prefect.worker.worker import OGPUProviderWorker
-from plugins.local_backend import OWNER_VAR, _processes_with
+from plugins.local_backend import OWNER_VAR, LocalBackend, _processes_with
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 ECHO = Path(__file__).resolve().parents[1] / "flows" / "sources" / "echo" / "docker-compose.cpu.yml"
@@ -154,6 +154,7 @@ def fleet(devnet, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Fl
         finally:
             for role in list(f.procs):
                 f.stop(role, signal.SIGKILL)
+                LocalBackend(devnet.address(role)).reap()  # what the killed worker's services left
 
 
 def test_a_worker_runs_tasks_as_completed_flow_runs_and_earns_exactly_the_payments(fleet: Fleet) -> None:

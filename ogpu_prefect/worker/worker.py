@@ -112,6 +112,7 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
         self._stop = anyio.Event()
         self._policy: Any = None
         self._skew = 0.0  # chain clock minus ours (anvil's clock can be moved)
+        self._published: dict[str, str] = {}  # task -> hash of the tx that published it
 
     # ---- start and stop ----
 
@@ -203,7 +204,7 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
                 if head >= cursor:
                     logs = await anyio.to_thread.run_sync(
                         lambda: iter_logs(chain.rpc, chain.network.nexus, [published], cursor, head))
-                    tasks = [e["task"] for e in decode_logs(logs) if e["source"].lower() in sources]
+                    tasks = {e["task"]: e.tx_hash for e in decode_logs(logs) if e["source"].lower() in sources}
                     cursor = head + 1
                     if tasks:
                         await self._consider(tasks, waiting, resume=first)
@@ -217,12 +218,14 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
             if self.provider is not None:
                 await anyio.to_thread.run_sync(lambda: provider.reap_idle(config.idle_timeout_s))
 
-    async def _consider(self, tasks: list[str], waiting: dict[str, TaskOffer], *, resume: bool) -> None:
-        """Sorts new tasks: ours from before a restart are resumed, open ones wait for the policy."""
+    async def _consider(self, published: dict[str, str], waiting: dict[str, TaskOffer], *, resume: bool) -> None:
+        """Sorts new tasks (task -> publishing tx): ours from before a restart are resumed, open
+        ones wait for the policy."""
         assert self.provider is not None
         provider = self.provider
         chain = provider.chain
-        tasks = [t for t in tasks if t not in self._inflight and t not in waiting]
+        self._published.update(published)
+        tasks = [t for t in published if t not in self._inflight and t not in waiting]
         if not tasks:
             return
 
@@ -243,6 +246,9 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
                     resumed.append((t, source, payment))
                 continue
             waiting[t] = TaskOffer(t, source, payment, expiry, DeliveryMethod(method), expiry - now)
+        for t in tasks:
+            if t not in waiting and t not in {r[0] for r in resumed}:
+                self._published.pop(t, None)
         for t, source, payment in resumed:
             await self._launch(t, source, payment, resumed=True)
 
@@ -262,8 +268,11 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
             price = self._policy.price(replace(offer, seconds_left=offer.expiry_time - now))
             if price is not None and offer.expiry_time > now:
                 chosen.append((offer, min(int(price), offer.payment)))
+            else:
+                self._published.pop(offer.task, None)
         for t in [t for t, o in waiting.items() if o.expiry_time <= now]:
             waiting.pop(t)  # best effort: the chain decides expiry; stale entries are just dropped
+            self._published.pop(t, None)
         if not chosen:
             return
         attempted = await anyio.to_thread.run_sync(
@@ -272,15 +281,20 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
             if offer.task in attempted:
                 emit_provider_event("attempted", provider.address, offer.task, offer.source, {"payment": str(price)})
                 await self._launch(offer.task, offer.source, price)
+            else:
+                self._published.pop(offer.task, None)
 
     async def _launch(self, task: str, source: str, payment: int, *, resumed: bool = False) -> None:
         """The task's flow run (created once per provider and task) submitted to this worker."""
         from prefect.client.schemas.responses import WorkerFlowRunResponse
 
         assert self.provider is not None and self._deployment_id is not None
+        # The key names the publication too: a task address can come back on a chain that was
+        # reverted (a devnet snapshot) or reorganised, and that is a new task.
+        key = f"{self.provider.chain.network.chain_id}:{self.provider.address}:{task}:{self._published.pop(task, '')}"
         flow_run = await self.client.create_flow_run_from_deployment(
             self._deployment_id, parameters={"task": task, "source": source, "payment": str(payment)},
-            name=f"task-{task[2:10].lower()}", idempotency_key=f"{self.provider.address}:{task}".lower(),
+            name=f"task-{task[2:10].lower()}", idempotency_key=key.lower(),
             tags=["ogpu-provider", f"source:{source.lower()[:10]}"], work_queue_name=self._queue_name)
         state = flow_run.state
         if state is not None and state.is_final():
