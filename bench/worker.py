@@ -1,6 +1,6 @@
 """Provider-worker throughput: tasks per second for one and two `ogpu-provider` workers (real
-`prefect worker start` processes, local backend, the echo source) on the devnet, under Prefect's
-test-harness server (SQLite). Time runs from publishing the batch to the last task FINALIZED.
+`prefect worker start` processes, local backend, the echo source) on the devnet, with a local
+`prefect server start` (SQLite). Time runs from publishing the batch to the last task FINALIZED.
 
     .venv/bin/python bench/worker.py --tasks 60
 """
@@ -20,17 +20,19 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tasks", type=int, default=60)
     args = ap.parse_args()
-    from prefect.testing.utilities import prefect_test_harness
-
     from ogpu_prefect.chain import devnet as devnet_mod
-    from ogpu_prefect.storage import LocalStore
-    from tests.test_worker import Fleet
+    from ogpu_prefect.demo import Demo
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-worker-", dir=Path(".ogpu").resolve()))
     net = devnet_mod.start()
+    server = Demo(print, tmp)  # a real `prefect server start` (SQLite), as the demo runs
     rates = {}
     try:
-        with prefect_test_harness(server_startup_timeout=90), LocalStore(tmp / "payloads") as store:
+        server.start_prefect()  # before prefect is imported: this process' settings point at it
+        from ogpu_prefect.storage import LocalStore
+        from tests.test_worker import Fleet
+
+        with LocalStore(tmp / "payloads") as store:
             fleet = Fleet(net, store, tmp, "bench")
             for n, roles in ((1, ["provider1"]), (2, ["provider2", "provider3"])):
                 source = fleet.publish_source()
@@ -49,6 +51,7 @@ def main() -> None:
                 print(f"{n} worker(s): {args.tasks} tasks in {args.tasks / rates[n]:.1f}s = {rates[n]:.1f} tasks/s",
                       flush=True)
     finally:
+        server.stop()
         net.stop()
     print(f"tasks_per_s_1={rates[1]:.2f} tasks_per_s_2={rates[2]:.2f} scaling={rates[2] / rates[1]:.2f}")
 

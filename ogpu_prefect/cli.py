@@ -63,6 +63,12 @@ def _devnet_status(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from .demo import main
 
+    return main(tasks=args.tasks, keep=args.keep)
+
+
+def _lifecycle(args: argparse.Namespace) -> int:
+    from .lifecycle import main
+
     return main()
 
 
@@ -80,8 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     status = dev.add_parser("status", help="is the devnet up?")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=_devnet_status)
-    demo = sub.add_parser("demo", help="run the main job end to end on a fresh devnet")
+    demo = sub.add_parser("demo", help="the main job end to end: devnet, Prefect server, two provider workers, "
+                                       "a sentiment batch")
+    demo.add_argument("--tasks", type=int, default=300, help="sentences to analyse (default 300)")
+    demo.add_argument("--keep", action="store_true", help="leave everything running for exploring the UI")
     demo.set_defaults(func=_demo)
+    life = sub.add_parser("lifecycle", help="one task through the raw protocol lifecycle, step by step, with gas")
+    life.set_defaults(func=_lifecycle)
     return parser
 
 

@@ -1,128 +1,232 @@
-"""The main job, for now: a fresh devnet, one source and one task through the whole lifecycle with
-each delivery method, printing every step, its gas, and the balances before and after."""
+"""The main job, end to end on the embedded default: a devnet, a local Prefect server (SQLite), an
+`ogpu-provider` work pool with two provider workers (local backend; plus the docker backend's
+environments reported when an engine is up), the sentiment source published, and `run_batch` over
+the bundled sentences. Prints the results table, the cost and the Prefect UI's URL. Ctrl-C or the
+end stops everything it started; `--keep` leaves it running for exploring the UI.
+
+    ogpu-prefect demo [--tasks N] [--keep]
+"""
 
 from __future__ import annotations
 
-import tempfile
+import os
+import shutil
+import signal
+import subprocess
+import sys
 import time
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import Any
+
+import requests
 
 from .chain import devnet
-from .chain.connection import Chain
-from .chain.events import created_address
-from .chain.tx import TxSender
-from .chain.types import DeliveryMethod, Environment, ResponseParams, SourceParams, TaskParams, TaskStatus
-from .storage import LocalStore
 
-ETHER = 10**18
-
-
-def fmt(wei: int) -> str:
-    return f"{wei / ETHER:,.4f} OGPU"
+ROOT = Path(__file__).resolve().parents[1]
+SENTENCES = ROOT / "flows" / "data" / "sentences.txt"
+SENTIMENT = ROOT / "flows" / "sources" / "sentiment" / "docker-compose.cpu.yml"
+POOL = "ogpu-demo"
+PROVIDERS = ("provider1", "provider2")
+PAYMENT = 10**16  # 0.01 OGPU per task
+CHUNK = 10  # sentences per task (`analyze_batch`): fewer, larger tasks keep per-task overhead small
 
 
-@dataclass
-class Step:
-    name: str
-    gas: int
+class Demo:
+    def __init__(self, say: Callable[[str], None], home: Path) -> None:
+        self.say = say
+        self.home = home
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.net: devnet.Devnet | None = None
+        self.store: Any = None
+        self.api_url = ""
+
+    # ---- bring-up ----
+
+    def start_prefect(self) -> None:
+        port = devnet.free_port()
+        self.api_url = f"http://127.0.0.1:{port}/api"
+        env = {**os.environ, "PREFECT_HOME": str(self.home / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+               "PREFECT_API_URL": self.api_url}
+        log = open(self.home / "prefect-server.log", "ab")  # noqa: SIM115
+        self.procs.append(subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        os.environ["PREFECT_API_URL"] = self.api_url  # this process' flows and clients talk to it
+        os.environ["PREFECT_HOME"] = str(self.home / "prefect")
+        deadline = time.time() + 120
+        while True:
+            try:
+                if requests.get(f"{self.api_url}/health", timeout=2).ok:
+                    return
+            except requests.RequestException:
+                pass
+            if self.procs[-1].poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"the Prefect server did not start; see {self.home / 'prefect-server.log'}")
+            time.sleep(0.5)
+
+    def save_blocks(self) -> None:
+        from .blocks import OGPUNetwork, OGPUStorage, OGPUWallet
+        from .storage import LocalStore
+
+        assert self.net is not None
+        self.store = LocalStore(self.home / "payloads").__enter__()
+        OGPUNetwork.from_network(self.net.network).save("devnet", overwrite=True)
+        OGPUStorage(write_url=f"file://{self.store.root.resolve()}", read_url=self.store.base_url).save(
+            "devnet", overwrite=True)
+        for role in ("client", *PROVIDERS):
+            OGPUWallet(private_key=self.net.key(role)).save(role, overwrite=True)
+
+    def publish_source(self) -> str:
+        from .models import SourceSpec
+        from .tasks import make_client
+
+        client = make_client("devnet", "client", "devnet")
+        return client.publish_source(SourceSpec(
+            name="sentiment", description="VADER sentiment analysis (vaderSentiment)", cpu=f"file://{SENTIMENT}",
+            min_payment=10**15, min_available_lockup=10**18, max_expiry_duration=3600,
+            delivery_method="FIRST_RESPONSE"))
+
+    def start_workers(self, source: str) -> None:
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.actions import WorkPoolCreate
+
+        from .worker.worker import WALLET_ENV, OGPUProviderWorker
+
+        template = OGPUProviderWorker.get_default_base_job_template()
+        props = template["variables"]["properties"]
+        for key, value in {"network_block": "devnet", "storage_block": "devnet", "wallet_block": PROVIDERS[0],
+                           "sources": [source], "max_concurrent_tasks": 16, "poll_interval_s": 0.1}.items():
+            props[key]["default"] = value
+        with get_client(sync_client=True) as c:
+            c.create_work_pool(WorkPoolCreate(name=POOL, type="ogpu-provider", base_job_template=template),
+                               overwrite=True)
+        for role in PROVIDERS:
+            env = {**os.environ, WALLET_ENV: role, "PREFECT_WORKER_QUERY_SECONDS": "2"}
+            log = open(self.home / f"worker-{role}.log", "ab")  # noqa: SIM115
+            self.procs.append(subprocess.Popen(
+                [sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL, "--type", "ogpu-provider",
+                 "--name", role], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        assert self.net is not None
+        chain = self.net.network.connect()
+        deadline = time.time() + 120
+        for role in PROVIDERS:
+            while chain.source(source).get_registrant_id(self.net.address(role)) == 0:
+                if time.time() > deadline or any(p.poll() is not None for p in self.procs):
+                    raise RuntimeError(f"worker {role} did not register; see {self.home / f'worker-{role}.log'}")
+                time.sleep(0.3)
+
+    # ---- teardown ----
+
+    def stop(self) -> None:
+        if "prefect" in sys.modules:  # our own logs reach the server before it stops
+            from prefect.logging.handlers import APILogHandler
+
+            APILogHandler.flush()
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGINT)
+                except ProcessLookupError:
+                    continue
+        for proc in reversed(self.procs):
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        if self.net is not None:
+            from plugins.local_backend import LocalBackend
+
+            for role in PROVIDERS:  # a worker that could not stop cleanly leaves no service behind
+                LocalBackend(self.net.address(role)).reap()
+        if self.store is not None:
+            self.store.__exit__(None, None, None)
+        if self.net is not None:
+            self.net.stop()
 
 
-def run_lifecycle(chain: Chain, store: LocalStore, senders: dict[str, TxSender], method: DeliveryMethod,
-                  say: Callable[[str], None]) -> list[Step]:
-    """Publishes a source and one task under `method`, has provider(s) attempt and respond, and
-    (MANUAL_CONFIRMATION) confirms the cheaper response. Returns the gas of each step."""
-    client, p1, p2 = senders["client"], senders["provider1"], senders["provider2"]
-    steps: list[Step] = []
-
-    def step(name: str, sender: TxSender, call) -> object:  # type: ignore[no-untyped-def]
-        receipt = sender.transact(call)
-        steps.append(Step(name, receipt.gas_used))
-        say(f"  {name:<34} gas {receipt.gas_used:>8,}  tx {receipt.tx_hash[:18]}…")
-        return receipt
-
-    now = chain.timestamp()
-    metadata = store.put_json({"name": f"echo ({method.name})", "description": "demo source",
-                               "logoUrl": "", "cpu": store.put_json({"services": {}}), "nvidia": "", "amd": ""})
-    params = SourceParams(client.address, metadata, int(Environment.CPU), 10**16, ETHER, 3600,
-                          deliveryMethod=method, lastUpdateTime=now)
-    r = step("Nexus.publishSource", client, chain.nexus.publish_source(params))
-    source = created_address(r, "SourcePublished", "source", chain.network.nexus)
-    step("Nexus.register (provider1)", p1, chain.nexus.register(source, p1.address, int(Environment.CPU)))
-    if method is DeliveryMethod.MANUAL_CONFIRMATION:
-        step("Nexus.register (provider2)", p2, chain.nexus.register(source, p2.address, int(Environment.CPU)))
-
-    config = store.put_json({"function_name": "echo", "data": {"text": "hello OpenGPU"}})
-    payment = 10**17
-    r = step("Controller.publishTask", client, chain.controller.publish_task(
-        TaskParams(source, config, now + 600, payment)))
-    task = created_address(r, "TaskPublished", "task", chain.network.nexus)
-    lifecycle = steps[-1].gas
-
-    providers = [p1] if method is DeliveryMethod.FIRST_RESPONSE else [p1, p2]
-    responses = {}
-    for i, p in enumerate(providers, start=1):
-        price = payment - (i - 1) * 2 * 10**16  # provider2 asks less
-        lifecycle += step(f"Nexus.attempt (provider{i})", p, chain.nexus.attempt(task, p.address, price)).gas_used  # type: ignore[attr-defined]
-    for i, p in enumerate(providers, start=1):
-        price = payment - (i - 1) * 2 * 10**16
-        data = store.put_json({"result": {"text": "hello OpenGPU"}, "provider": p.address})
-        r = step(f"Nexus.submitResponse (provider{i})", p, chain.nexus.submit_response(
-            ResponseParams(task, p.address, data, price)))
-        lifecycle += r.gas_used  # type: ignore[attr-defined]
-        responses[p.address] = created_address(r, "ResponseSubmitted", "response", chain.network.nexus)
-    if method is DeliveryMethod.MANUAL_CONFIRMATION:
-        cheapest = responses[p2.address]
-        lifecycle += step("Controller.confirmResponse", client,
-                          chain.controller.confirm_response(cheapest)).gas_used  # type: ignore[attr-defined]
-    status = TaskStatus(chain.task(task).get_status())
-    winner = chain.task(task).winning_provider()
-    say(f"  task {task} -> {status.name}, winner {winner}")
-    say(f"  lifecycle gas (publish + attempt(s) + submit(s){' + confirm' if len(providers) > 1 else ''}):"
-        f" {lifecycle:,}")
-    steps.append(Step("lifecycle total", lifecycle))
-    return steps
+def scored(results: list[Any], texts: list[str]) -> list[tuple[int, str, dict[str, Any], Any]]:
+    """(sentence index, text, score or {}, the task's result) for every sentence, in input order."""
+    out = []
+    for r in results:
+        scores = ((r.result or {}).get("result") or {}).get("scores") or []  # the envelope's result
+        for j in range(CHUNK):
+            i = r.index * CHUNK + j
+            if i < len(texts):
+                out.append((i, texts[i], scores[j] if j < len(scores) else {}, r))
+    return out
 
 
-def balances(chain: Chain, accounts: dict[str, str]) -> dict[str, tuple[int, int, int]]:
-    reads = []
-    for addr in accounts.values():
-        reads += [(chain.vault, "balanceOf", (addr,)), (chain.vault, "frozenPayment", (addr,)),
-                  (chain.vault, "totalEarningsOf", (addr,))]
-    values = chain.read_many(reads)
-    return {role: tuple(values[3 * i: 3 * i + 3]) for i, role in enumerate(accounts)}  # type: ignore[misc]
+def results_table(rows: list[tuple[int, str, dict[str, Any], Any]], limit: int = 12) -> str:
+    lines = [f"{'#':>4}  {'label':<9} {'score':>7}  {'provider':<12} {'latency':>8}  text", "-" * 100]
+    for i, text, score, r in rows[:limit]:
+        lines.append(f"{i:>4}  {score.get('label', r.status):<9} {score.get('compound', 0):>+7.3f}  "
+                     f"{(r.provider or '-')[:12]:<12} {(r.latency_s or 0):>7.2f}s  {text[:56]}")
+    if len(rows) > limit:
+        lines.append(f"  ... {len(rows) - limit} more")
+    return "\n".join(lines)
 
 
-def print_balances(title: str, values: dict[str, tuple[int, int, int]], say: Callable[[str], None]) -> None:
-    say(f"  {title}")
-    for role, (bal, frozen, earned) in values.items():
-        say(f"    {role:<10} vault balance {fmt(bal):>22}   escrow {fmt(frozen):>16}   earnings {fmt(earned):>16}")
-
-
-def main(say: Callable[[str], None] = print) -> int:
+def main(tasks: int = 300, keep: bool = False, say: Callable[[str], None] = print) -> int:
+    home = ROOT / ".ogpu" / "demo"
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    texts = [t for t in SENTENCES.read_text().splitlines() if t.strip()][:tasks]
+    demo = Demo(say, home)
     t0 = time.monotonic()
-    say("Starting a devnet (anvil + OpenGPU contracts)…")
-    net = devnet.start()
+
+    def step(msg: str) -> None:
+        say(f"[{time.monotonic() - t0:6.1f}s] {msg}")
+
+    def interrupt(*_: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
     try:
-        say(f"  RPC {net.rpc_url}, chain id {devnet.CHAIN_ID}, deployed in {time.monotonic() - t0:.1f}s")
-        for name in ("Nexus", "Controller", "Vault", "Terminal"):
-            say(f"  {name:<10} {net.contracts[name]}")
-        chain = net.network.connect()
-        senders = {role: chain.sender(net.key(role)) for role in ("client", "provider1", "provider2")}
-        accounts = {role: s.address for role, s in senders.items()}
-        with tempfile.TemporaryDirectory() as tmp, LocalStore(Path(tmp)) as store:
-            for method in (DeliveryMethod.FIRST_RESPONSE, DeliveryMethod.MANUAL_CONFIRMATION):
-                say(f"\n{method.name}")
-                before = balances(chain, accounts)
-                print_balances("before", before, say)
-                run_lifecycle(chain, store, senders, method, say)
-                after = balances(chain, accounts)
-                print_balances("after", after, say)
-                for role in accounts:
-                    delta = after[role][0] - before[role][0]
-                    say(f"    {role:<10} vault balance change {'+' if delta >= 0 else ''}{fmt(delta)}")
-        say(f"\nDone in {time.monotonic() - t0:.1f}s.")
+        step("starting the devnet (anvil + OpenGPU contracts)")
+        demo.net = devnet.start(log_path=home / "anvil.log")
+        step(f"devnet at {demo.net.rpc_url}; starting the Prefect server (SQLite)")
+        demo.start_prefect()
+        ui = demo.api_url.removesuffix("/api")
+        step(f"Prefect server at {ui}; saving blocks (network, wallets, storage)")
+        demo.save_blocks()
+        source = demo.publish_source()
+        step(f"sentiment source published at {source}; starting 2 provider workers in pool {POOL!r}")
+        demo.start_workers(source)
+        chunks = [texts[i:i + CHUNK] for i in range(0, len(texts), CHUNK)]
+        step(f"workers staked and registered; run_batch: {len(texts)} sentences as {len(chunks)} tasks")
+        from flows.run_batch import run_batch
+
+        from .chain.types import TaskStatus  # noqa: F401  (keeps the import cost out of the timed batch)
+
+        chain = demo.net.network.connect()
+        client_address = demo.net.address("client")
+        balance0 = chain.vault.balance_of(client_address)
+        results = run_batch(source, [{"texts": c} for c in chunks], PAYMENT, "devnet", "client", "devnet",
+                            function_name="analyze_batch", task_timeout=300)
+        spent = balance0 - chain.vault.balance_of(client_address)
+        done = [r for r in results if r.status == "finalized"]
+        step(f"batch done: {len(done)}/{len(results)} finalized")
+        say("")
+        rows = scored(results, texts)
+        say(results_table(rows))
+        labels = Counter(score.get("label", r.status) for _, _, score, r in rows)
+        by_provider = Counter((r.provider or "-") for r in done)
+        say("")
+        say("labels:    " + ", ".join(f"{k} {v}" for k, v in labels.most_common()))
+        say("providers: " + ", ".join(f"{k[:12]} {v}" for k, v in by_provider.most_common()))
+        say(f"cost:      {spent / 10**18:.4f} OGPU for {len(done)} task(s) ({PAYMENT / 10**18:.4f} each)")
+        say(f"Prefect UI: {ui}/runs  (flow runs, provider task runs, logs, artifacts; pool {POOL!r})")
+        if keep:
+            say("--keep: everything stays up; Ctrl-C stops it")
+            while True:
+                time.sleep(3600)
+        return 0 if len(done) == len(results) else 1
+    except KeyboardInterrupt:
+        say("\ninterrupted")
+        return 130
     finally:
-        net.stop()
-    return 0
+        step("stopping the workers, the Prefect server and the devnet")
+        demo.stop()

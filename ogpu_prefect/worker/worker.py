@@ -21,6 +21,7 @@ keeps a task's overhead to a few API calls.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import replace
@@ -28,7 +29,7 @@ from typing import Any, Literal
 from uuid import UUID
 
 import anyio
-from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.states import Cancelled, Completed, Failed, Running, Scheduled
 from prefect.workers.base import BaseJobConfiguration, BaseVariables, BaseWorker, BaseWorkerResult
 from pydantic import Field
@@ -41,8 +42,12 @@ from .policy import TaskOffer
 from .provider import Executed, Provider, ProviderError, TaskTakenError
 from .service import ServiceError
 
+TERMINAL = [StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED, StateType.CRASHED]
 DOCS = "https://github.com/ogpu-prefect/ogpu-prefect/blob/main/docs/worker.md"
 FLOW_NAME = "ogpu-provider-task"
+WALLET_ENV = "OGPU_PROVIDER_WALLET_BLOCK"
+"""Set in a worker's environment, it names the wallet block that worker uses instead of the pool's
+`wallet_block`: several machines, each with its own provider key, serve one pool."""
 
 
 class ProviderJobConfiguration(BaseJobConfiguration):
@@ -106,7 +111,12 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
         self.provider: Provider | None = None
         self.config: ProviderJobConfiguration | None = None
         self._deployment_id: UUID | None = None
-        self._inflight: dict[str, UUID] = {}  # task -> flow run
+        self._inflight: dict[str, UUID] = {}  # task -> flow run (UUID 0 while being created)
+        self._running: set[str] = set()  # tasks inside run()
+        self._relaunch: list[tuple[str, str, int]] = []  # attempted tasks whose flow run is not created yet
+        # Few API writes at once: a Prefect server on SQLite answers a burst of concurrent writes
+        # with lock waits and 503s, and serves them faster one after another.
+        self._api_slots = anyio.Semaphore(4)
         self._routes: dict[str, dict[str, Any]] = {}  # source -> {task: flow-run logger}
         self._routes_lock = threading.Lock()
         self._stop = anyio.Event()
@@ -122,6 +132,8 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
             raise RuntimeError(f"work pool {self._work_pool_name!r} is not reachable")
         self.config = await ProviderJobConfiguration.from_template_and_values(
             self.work_pool.base_job_template, {}, client=self.client)
+        if os.environ.get(WALLET_ENV):  # one pool, one key per machine: the fleet's usual shape
+            self.config.wallet_block = os.environ[WALLET_ENV]
         await self._start_provider(self.config)
         assert self._runs_task_group is not None
         self._runs_task_group.start_soon(self._watch_chain)
@@ -209,6 +221,9 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
                     if tasks:
                         await self._consider(tasks, waiting, resume=first)
                 first = False
+                relaunch, self._relaunch = self._relaunch, []
+                for task, source, payment in relaunch:
+                    self._spawn_launch(task, source, payment)
                 await self._take(waiting)
             except Exception:  # the chain or the API hiccuped: keep watching
                 self._logger.exception("chain watch failed; retrying")
@@ -250,7 +265,7 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
             if t not in waiting and t not in {r[0] for r in resumed}:
                 self._published.pop(t, None)
         for t, source, payment in resumed:
-            await self._launch(t, source, payment, resumed=True)
+            self._spawn_launch(t, source, payment)
 
     async def _take(self, waiting: dict[str, TaskOffer]) -> None:
         """Offers waiting tasks to the policy, soonest expiry first, within free capacity."""
@@ -280,12 +295,28 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
         for offer, price in chosen:
             if offer.task in attempted:
                 emit_provider_event("attempted", provider.address, offer.task, offer.source, {"payment": str(price)})
-                await self._launch(offer.task, offer.source, price)
+                self._spawn_launch(offer.task, offer.source, price)
             else:
                 self._published.pop(offer.task, None)
 
-    async def _launch(self, task: str, source: str, payment: int, *, resumed: bool = False) -> None:
+    def _spawn_launch(self, task: str, source: str, payment: int) -> None:
+        """Launches without waiting: flow-run creations overlap (an API server on SQLite can stall
+        a single write for seconds while others commit; in parallel those stalls overlap)."""
+        assert self._runs_task_group is not None
+        self._inflight[task] = self._inflight.get(task) or UUID(int=0)  # holds the capacity slot now
+        self._runs_task_group.start_soon(self._launch, task, source, payment)
+
+    async def _launch(self, task: str, source: str, payment: int) -> None:
         """The task's flow run (created once per provider and task) submitted to this worker."""
+        try:
+            async with self._api_slots:
+                await self._create_and_submit(task, source, payment)
+        except Exception as e:
+            self._inflight.pop(task, None)
+            self._relaunch.append((task, source, payment))
+            self._logger.warning("could not create the flow run of task %s (%s); retrying", task, e)
+
+    async def _create_and_submit(self, task: str, source: str, payment: int) -> None:
         from prefect.client.schemas.responses import WorkerFlowRunResponse
 
         assert self.provider is not None and self._deployment_id is not None
@@ -298,10 +329,12 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
             tags=["ogpu-provider", f"source:{source.lower()[:10]}"], work_queue_name=self._queue_name)
         state = flow_run.state
         if state is not None and state.is_final():
+            self._inflight.pop(task, None)
             return
         if state is not None and not state.is_scheduled():
             # Pending or Running under a worker that died (one provider runs one worker): resume it.
-            flow_run.state = await self._force(flow_run.id, Scheduled(message="resumed after a worker restart"))
+            flow_run.state = (await self.client.set_flow_run_state(  # (inside an API slot already)
+                flow_run.id, Scheduled(message="resumed after a worker restart"), force=True)).state
             emit_provider_event("resumed", self.provider.address, task, source)
         self._inflight[task] = flow_run.id
         await self._submit_scheduled_flow_runs([WorkerFlowRunResponse(
@@ -309,7 +342,8 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
             flow_run=flow_run)])
 
     async def _force(self, flow_run_id: UUID, state: Any) -> Any:
-        result = await self.client.set_flow_run_state(flow_run_id, state, force=True)
+        async with self._api_slots:
+            result = await self.client.set_flow_run_state(flow_run_id, state, force=True)
         return result.state
 
     async def _get_scheduled_flow_runs(self) -> list[Any]:
@@ -327,6 +361,7 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
         payment = int(flow_run.parameters.get("payment") or 0) or None
         identifier = f"{provider.address}:{task}"
         self._inflight[task] = flow_run.id
+        self._running.add(task)
         if task_status is not None:
             task_status.started(identifier)
         logger = self.get_flow_run_logger(flow_run)
@@ -354,6 +389,7 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
             return ProviderWorkerResult(identifier=identifier, status_code=0)
         finally:
             self._inflight.pop(task, None)
+            self._running.discard(task)
             with self._routes_lock:
                 self._routes.get(source.lower(), {}).pop(task.lower(), None)
         latency = time.time() - started
@@ -389,25 +425,28 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
     # ---- cancellation ----
 
     async def _watch_cancellations(self) -> None:
-        """Prefect cancellation of a running task's flow run stops its service wait and service."""
+        """Prefect cancellation of a running task's flow run stops its service wait and service; a
+        submitted run that never reached `run()` (its Pending was refused) frees its slot."""
         from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterState, FlowRunFilterStateType
-        from prefect.client.schemas.objects import StateType
-
         while not self._stop.is_set():
             with anyio.move_on_after(2.0):
                 await self._stop.wait()
-            ids = list(self._inflight.values())
+            ids = [i for i in self._inflight.values() if i.int]
             if not ids or self._stop.is_set():
                 continue
             try:
                 runs = await self.client.read_flow_runs(flow_run_filter=FlowRunFilter(
                     id=FlowRunFilterId(any_=ids), state=FlowRunFilterState(type=FlowRunFilterStateType(
-                        any_=[StateType.CANCELLING]))))
+                        any_=[StateType.CANCELLING, *TERMINAL]))))
             except Exception:
                 self._logger.debug("cancellation poll failed", exc_info=True)
                 continue
             for run in runs:
-                await self.kill_infrastructure(f"{self.provider.address}:{run.parameters['task']}", self.config)  # type: ignore[union-attr,arg-type]
+                task = run.parameters["task"]
+                if run.state_type is StateType.CANCELLING:
+                    await self.kill_infrastructure(f"{self.provider.address}:{task}", self.config)  # type: ignore[union-attr,arg-type]
+                elif task not in self._running:
+                    self._inflight.pop(task, None)
 
     async def kill_infrastructure(self, infrastructure_pid: str, configuration: ProviderJobConfiguration,
                                   grace_seconds: int = 30) -> None:

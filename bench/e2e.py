@@ -1,0 +1,110 @@
+"""End to end: N FIRST_RESPONSE tasks on the echo source, published and awaited by the `run_batch`
+flow, served by two `ogpu-provider` workers (real `prefect worker start` processes, local backend,
+real HTTP to the service), under a Prefect test-harness server (SQLite), on the devnet.
+
+The floor, measured in the same run on the same devnet: the same transactions sent directly
+through the chain layer, with no Prefect and no service: the client publishes the batch
+(pipelined, configs written), two provider accounts attempt their halves (pipelined) and submit
+responses (results stored, pipelined) in two threads.
+
+    .venv/bin/python bench/e2e.py --tasks 1000
+
+Ends with `floor_ratio=<ours / floor> p95_s=<publish-to-result p95 of ours>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+PAY = 10**16
+
+
+def floor(net, store, source: str, n: int) -> float:  # type: ignore[no-untyped-def]
+    from ogpu_prefect.chain.types import ResponseParams
+    from ogpu_prefect.client import OGPUClient
+    from ogpu_prefect.models import TaskInput
+
+    chain = net.network.connect()
+    client = OGPUClient(chain, net.key("client"), store)
+    t0 = time.perf_counter()
+    published = client.publish_tasks(source, [TaskInput(function_name="echo", data={"text": f"f{i}"})
+                                              for i in range(n)], PAY, chain.now() + 900)
+    tasks = [p.address for p in published]
+
+    def serve(role: str, mine: list[str]) -> None:
+        c = net.network.connect()
+        sender = c.sender(net.key(role))
+        sender.wait(sender.send([c.nexus.attempt(t, sender.address, PAY) for t in mine], 300_000))
+        urls = [store.put_json({"task": t, "provider": sender.address, "result": {"echo": {}}}, field="result")
+                for t in mine]
+        sender.wait(sender.send([c.nexus.submit_response(ResponseParams(t, sender.address, u, PAY))
+                                 for t, u in zip(mine, urls)], 600_000))
+
+    threads = [threading.Thread(target=serve, args=(role, tasks[i::2])) for i, role in enumerate(("provider1", "provider2"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tasks", type=int, default=1000)
+    args = ap.parse_args()
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.run_batch import run_batch
+    from ogpu_prefect.blocks import OGPUWallet
+    from ogpu_prefect.chain import devnet as devnet_mod
+    from ogpu_prefect.storage import LocalStore
+    from tests.test_worker import Fleet
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-e2e-", dir=Path(".ogpu").resolve()))
+    net = devnet_mod.start()
+    try:
+        with prefect_test_harness(server_startup_timeout=90), LocalStore(tmp / "payloads") as store:
+            fleet = Fleet(net, store, tmp, "e2e")
+            floor_source = fleet.publish_source()
+            chain = net.network.connect()
+            for role in ("provider1", "provider2"):
+                s = chain.sender(net.key(role))
+                s.transact(chain.vault.deposit(s.address, value=10**18))
+                s.transact(chain.vault.lock(10**18))
+                s.transact(chain.nexus.register(floor_source, s.address, 1))
+            floor_s = floor(net, store, floor_source, args.tasks)
+            print(f"floor (chain layer only): {args.tasks} tasks in {floor_s:.1f}s", flush=True)
+
+            source = fleet.publish_source()
+            for role in ("provider1", "provider2"):
+                fleet.create_pool(f"e2e-{role}", [source], wallet_block=f"e2e-{role}", max_concurrent_tasks=64)
+                fleet.start_worker(f"e2e-{role}", role)
+            for role in ("provider1", "provider2"):
+                fleet.wait_registered(source, role)
+            OGPUWallet(private_key=net.key("client")).save("e2e-client", overwrite=True)
+            t0 = time.perf_counter()
+            results = run_batch(source, [{"text": f"t{i}"} for i in range(args.tasks)], PAY, "e2e-net", "e2e-client",
+                                "e2e-store", function_name="echo", task_timeout=900, poll_interval=0.1)
+            ours = time.perf_counter() - t0
+            for role in ("provider1", "provider2"):
+                fleet.stop(role)
+    finally:
+        net.stop()
+    done = [r for r in results if r.status == "finalized"]
+    lat = sorted(r.latency_s for r in done if r.latency_s is not None)
+    p50 = statistics.median(lat) if lat else float("nan")
+    p95 = lat[min(len(lat) - 1, int(0.95 * len(lat)))] if lat else float("nan")
+    print(f"ours (run_batch + 2 workers): {len(done)}/{args.tasks} finalized in {ours:.1f}s; "
+          f"latency p50 {p50:.2f}s p95 {p95:.2f}s")
+    print(f"floor_ratio={ours / floor_s:.2f} p95_s={p95:.2f}")
+
+
+if __name__ == "__main__":
+    main()
