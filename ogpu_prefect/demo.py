@@ -121,9 +121,9 @@ class Demo:
 
     def stop(self) -> None:
         if "prefect" in sys.modules:  # our own logs reach the server before it stops
-            from prefect.logging.handlers import APILogHandler
+            from prefect.logging.handlers import APILogWorker
 
-            APILogHandler.flush()
+            APILogWorker.drain_all(timeout=5)
         for proc in reversed(self.procs):
             if proc.poll() is None:
                 try:
