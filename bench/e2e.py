@@ -26,13 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 PAY = 10**16
 
 
-def floor(net, store, source: str, n: int) -> float:  # type: ignore[no-untyped-def]
+def floor(net, store, client, source: str, n: int) -> float:  # type: ignore[no-untyped-def]
     from ogpu_prefect.chain.types import ResponseParams
-    from ogpu_prefect.client import OGPUClient
     from ogpu_prefect.models import TaskInput
 
-    chain = net.network.connect()
-    client = OGPUClient(chain, net.key("client"), store)
+    chain = client.chain
     t0 = time.perf_counter()
     published = client.publish_tasks(source, [TaskInput(function_name="echo", data={"text": f"f{i}"})
                                               for i in range(n)], PAY, chain.now() + 900)
@@ -79,7 +77,7 @@ def main() -> None:
                 s.transact(chain.vault.deposit(s.address, value=10**18))
                 s.transact(chain.vault.lock(10**18))
                 s.transact(chain.nexus.register(floor_source, s.address, 1))
-            floor_s = floor(net, store, floor_source, args.tasks)
+            floor_s = floor(net, store, fleet.client, floor_source, args.tasks)
             print(f"floor (chain layer only): {args.tasks} tasks in {floor_s:.1f}s", flush=True)
 
             source = fleet.publish_source()

@@ -309,8 +309,7 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
     async def _launch(self, task: str, source: str, payment: int) -> None:
         """The task's flow run (created once per provider and task) submitted to this worker."""
         try:
-            async with self._api_slots:
-                await self._create_and_submit(task, source, payment)
+            await self._create_and_submit(task, source, payment)
         except Exception as e:
             self._inflight.pop(task, None)
             self._relaunch.append((task, source, payment))
@@ -323,23 +322,28 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
         # The key names the publication too: a task address can come back on a chain that was
         # reverted (a devnet snapshot) or reorganised, and that is a new task.
         key = f"{self.provider.chain.network.chain_id}:{self.provider.address}:{task}:{self._published.pop(task, '')}"
-        flow_run = await self.client.create_flow_run_from_deployment(
-            self._deployment_id, parameters={"task": task, "source": source, "payment": str(payment)},
-            name=f"task-{task[2:10].lower()}", idempotency_key=key.lower(),
-            tags=["ogpu-provider", f"source:{source.lower()[:10]}"], work_queue_name=self._queue_name)
+        async with self._api_slots:
+            flow_run = await self.client.create_flow_run_from_deployment(
+                self._deployment_id, parameters={"task": task, "source": source, "payment": str(payment)},
+                name=f"task-{task[2:10].lower()}", idempotency_key=key.lower(),
+                tags=["ogpu-provider", f"source:{source.lower()[:10]}"], work_queue_name=self._queue_name)
         state = flow_run.state
         if state is not None and state.is_final():
             self._inflight.pop(task, None)
             return
         if state is not None and not state.is_scheduled():
             # Pending or Running under a worker that died (one provider runs one worker): resume it.
-            flow_run.state = (await self.client.set_flow_run_state(  # (inside an API slot already)
-                flow_run.id, Scheduled(message="resumed after a worker restart"), force=True)).state
+            flow_run.state = await self._force(flow_run.id, Scheduled(message="resumed after a worker restart"))
             emit_provider_event("resumed", self.provider.address, task, source)
         self._inflight[task] = flow_run.id
         await self._submit_scheduled_flow_runs([WorkerFlowRunResponse(
             work_pool_id=self.work_pool.id, work_queue_id=flow_run.work_queue_id or self.work_pool.id,
             flow_run=flow_run)])
+
+    async def _submit_run(self, flow_run: FlowRun) -> None:
+        # The base submission's API writes (Pending, labels, infrastructure id) share the slots.
+        async with self._api_slots:
+            await super()._submit_run(flow_run)
 
     async def _force(self, flow_run_id: UUID, state: Any) -> Any:
         async with self._api_slots:
