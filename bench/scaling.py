@@ -64,10 +64,10 @@ def main() -> None:
     try:
         with prefect_test_harness(server_startup_timeout=90), LocalStore(tmp / "payloads") as store:
             chain = net.network.connect()
-            client = OGPUClient(chain, net.key("client"), store)
             network, wallet = OGPUNetwork.from_network(net.network), OGPUWallet(private_key=net.key("client"))
             storage = OGPUStorage(write_url=f"file://{store.root.resolve()}", read_url=store.base_url)
             for n in sizes:
+                client = OGPUClient(chain, net.key("client"), store)  # run_batch's own sender moved the nonce
                 source = client.publish_source(SourceSpec(name="scale", cpu="http://127.0.0.1:9/c.yml",
                                                           min_payment=PAY, min_available_lockup=10**18,
                                                           max_expiry_duration=3600, delivery_method="FIRST_RESPONSE"))
@@ -75,7 +75,7 @@ def main() -> None:
                 for r in roles:
                     s = chain.sender(net.key(r))
                     s.transact(chain.nexus.register(source, s.address, 1))
-                profile = {**net.profile(), "payload_url": store.base_url}
+                profile = {**net.profile, "payload_url": store.base_url}
                 stop = mp.Event()
                 proc = mp.get_context("fork").Process(target=serve, args=(profile, source, roles, chain.block_number(),
                                                                           str(store.root.resolve()), stop))
