@@ -15,6 +15,7 @@ Ends with `floor_ratio=<ours / floor> p95_s=<publish-to-result p95 of ours>`.
 from __future__ import annotations
 
 import argparse
+import signal
 import statistics
 import sys
 import tempfile
@@ -54,6 +55,7 @@ def floor(net, store, client, source: str, n: int) -> float:  # type: ignore[no-
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `timeout` still stops what we started
     ap = argparse.ArgumentParser()
     ap.add_argument("--tasks", type=int, default=1000)
     args = ap.parse_args()

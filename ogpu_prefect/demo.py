@@ -123,7 +123,10 @@ class Demo:
         if "prefect" in sys.modules:  # our own logs reach the server before it stops
             from prefect.logging.handlers import APILogWorker
 
-            APILogWorker.drain_all(timeout=5)
+            try:
+                APILogWorker.drain_all(timeout=5)
+            except Exception:  # stopping matters more than the last log lines
+                pass
         for proc in reversed(self.procs):
             if proc.poll() is None:
                 try:
