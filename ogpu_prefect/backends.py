@@ -5,6 +5,7 @@ on cpu / nvidia / amd, or plain processes). Plugins register backends through th
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+import subprocess
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -12,6 +13,15 @@ from .chain.types import Environment
 from .worker.compose import ComposeSpec
 
 LogSink = Callable[[str], None]
+
+
+def pump_lines(proc: subprocess.Popen[bytes], log: LogSink) -> None:
+    """Sends each non-empty line of `proc`'s stdout to `log` until it closes (run it in a thread)."""
+    assert proc.stdout is not None
+    for raw in proc.stdout:
+        line = raw.decode(errors="replace").rstrip()
+        if line:
+            log(line)
 
 
 class RunningService(ABC):

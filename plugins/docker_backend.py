@@ -27,7 +27,7 @@ import requests
 import yaml
 
 from ogpu_prefect._loopback import LoopbackServer
-from ogpu_prefect.backends import HardwareBackend, LogSink, RunningService
+from ogpu_prefect.backends import HardwareBackend, LogSink, RunningService, pump_lines
 from ogpu_prefect.chain.devnet import free_port
 from ogpu_prefect.chain.types import Environment
 from ogpu_prefect.hookspecs import hookimpl
@@ -146,7 +146,7 @@ class DockerBackend(HardwareBackend):
             raise ServiceError(f"docker compose up failed: {(up.stderr or up.stdout)[-2000:]}")
         cmd = [*service.compose, "-p", project, "-f", str(compose.path), "-f", str(path), "logs", "-f", "--no-log-prefix"]
         service.logs = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        threading.Thread(target=_pump, args=(service.logs, log), daemon=True, name=f"ogpu-docker-{port}").start()
+        threading.Thread(target=pump_lines, args=(service.logs, log), daemon=True, name=f"ogpu-docker-{port}").start()
         client = ServiceClient(service.base_url)
         deadline = time.time() + startup_timeout
         while not client.ready():
@@ -175,14 +175,6 @@ class DockerBackend(HardwareBackend):
         if ids:
             subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
         return len(ids)
-
-
-def _pump(proc: subprocess.Popen[bytes], log: LogSink) -> None:
-    assert proc.stdout is not None
-    for raw in proc.stdout:
-        line = raw.decode(errors="replace").rstrip()
-        if line:
-            log(line)
 
 
 @hookimpl

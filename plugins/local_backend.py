@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from string import Template
 
-from ogpu_prefect.backends import HardwareBackend, LogSink, RunningService
+from ogpu_prefect.backends import HardwareBackend, LogSink, RunningService, pump_lines
 from ogpu_prefect.chain.devnet import free_port
 from ogpu_prefect.chain.types import Environment
 from ogpu_prefect.hookspecs import hookimpl
@@ -73,7 +73,7 @@ class LocalBackend(HardwareBackend):
             argv[0] = sys.executable  # the provider's interpreter, with ogpu-prefect installed
         proc = subprocess.Popen(argv, cwd=compose.directory / spec.working_dir, env=env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-        pump = threading.Thread(target=_pump, args=(proc, log), daemon=True, name=f"ogpu-local-{port}")
+        pump = threading.Thread(target=pump_lines, args=(proc, log), daemon=True, name=f"ogpu-local-{port}")
         pump.start()
         service = LocalService(proc, f"http://127.0.0.1:{port}", pump)
         client = ServiceClient(service.base_url)
@@ -124,14 +124,6 @@ def _processes_with(var: str) -> list[tuple[int, str]]:
                 found.append((int(entry.name), item[len(prefix):].decode(errors="replace")))
                 break
     return found
-
-
-def _pump(proc: subprocess.Popen[bytes], log: LogSink) -> None:
-    assert proc.stdout is not None
-    for raw in proc.stdout:
-        line = raw.decode(errors="replace").rstrip()
-        if line:
-            log(line)
 
 
 @hookimpl

@@ -19,20 +19,25 @@ def _engine_up() -> bool:
         ["docker", "info"], capture_output=True, timeout=30).returncode == 0
 
 
+def apt_install(*packages: str) -> str | None:
+    """Installs Debian packages (refreshing the index if the first try fails); None, or why not."""
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        return f"no root apt-get to install {' '.join(packages)}"
+    cmd = ["apt-get", "install", "-y", "--no-install-recommends", *packages]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        subprocess.run(["apt-get", "update"], capture_output=True)
+        r = subprocess.run(cmd, capture_output=True, text=True)
+    return None if r.returncode == 0 else f"apt-get install {' '.join(packages)} failed: {r.stderr[-300:]}"
+
+
 def ensure_engine(workdir: Path) -> str | None:
     """None when an engine answers and the base image exists, else why not."""
     if not _engine_up():
         if shutil.which("dockerd") is None:
-            if os.geteuid() != 0 or shutil.which("apt-get") is None:
-                return "no Docker engine and no root apt-get to install docker.io"
-            r = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "docker.io", "debootstrap"],
-                               capture_output=True, text=True)
-            if r.returncode != 0:
-                subprocess.run(["apt-get", "update"], capture_output=True)
-                r = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "docker.io", "debootstrap"],
-                                   capture_output=True, text=True)
-            if r.returncode != 0:
-                return f"apt-get install docker.io failed: {r.stderr[-300:]}"
+            why = apt_install("docker.io", "debootstrap")
+            if why:
+                return f"no Docker engine: {why}"
         workdir.mkdir(parents=True, exist_ok=True)
         with open(workdir / "dockerd.log", "ab") as log:
             subprocess.Popen(["dockerd"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

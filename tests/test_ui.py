@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,22 +17,17 @@ import pytest
 
 from ogpu_prefect import demo as demo_mod
 
+from .docker_engine import apt_install
+
 SHOTS = Path(__file__).parent / "artifacts"
 
 
 def chromium() -> tuple[str, str] | str:
     """(chromium, chromedriver) paths, installing Debian's packages where missing; or why not."""
     if not (shutil.which("chromium") and shutil.which("chromedriver")):
-        if os.geteuid() != 0 or not shutil.which("apt-get"):
-            return "no chromium and no root apt-get to install it"
-        r = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "chromium", "chromium-driver"],
-                           capture_output=True, text=True)
-        if r.returncode != 0:
-            subprocess.run(["apt-get", "update"], capture_output=True)
-            r = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "chromium", "chromium-driver"],
-                               capture_output=True, text=True)
-        if r.returncode != 0:
-            return f"apt-get install chromium failed: {r.stderr[-300:]}"
+        why = apt_install("chromium", "chromium-driver")
+        if why:
+            return f"no chromium: {why}"
     return shutil.which("chromium") or "", shutil.which("chromedriver") or ""
 
 

@@ -261,8 +261,9 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
                     resumed.append((t, source, payment))
                 continue
             waiting[t] = TaskOffer(t, source, payment, expiry, DeliveryMethod(method), expiry - now)
+        resumed_tasks = {t for t, _, _ in resumed}
         for t in tasks:
-            if t not in waiting and t not in {r[0] for r in resumed}:
+            if t not in waiting and t not in resumed_tasks:
                 self._published.pop(t, None)
         for t, source, payment in resumed:
             self._spawn_launch(t, source, payment)
