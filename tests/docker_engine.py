@@ -12,6 +12,20 @@ import time
 from pathlib import Path
 
 BASE_IMAGE = "local/debian:bookworm"
+_started: subprocess.Popen[bytes] | None = None  # the dockerd we started, if any
+
+
+def stop_engine() -> None:
+    """Stops the dockerd `ensure_engine` started (one already running is left alone)."""
+    global _started
+    if _started is not None and _started.poll() is None:
+        _started.terminate()
+        try:
+            _started.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            _started.kill()
+            _started.wait()
+    _started = None
 
 
 def _engine_up() -> bool:
@@ -39,8 +53,9 @@ def ensure_engine(workdir: Path) -> str | None:
             if why:
                 return f"no Docker engine: {why}"
         workdir.mkdir(parents=True, exist_ok=True)
+        global _started
         with open(workdir / "dockerd.log", "ab") as log:
-            subprocess.Popen(["dockerd"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            _started = subprocess.Popen(["dockerd"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + 60
         while not _engine_up():
             if time.time() > deadline:

@@ -241,18 +241,22 @@ def test_sigkill_mid_task_then_restart_never_submits_twice_and_leaves_nothing_ru
 
 
 @pytest.fixture(scope="module")
-def docker_engine() -> None:
-    from .docker_engine import ensure_engine
+def docker_engine() -> Iterator[None]:
+    from .docker_engine import ensure_engine, stop_engine
 
     reason = ensure_engine(Path(__file__).resolve().parents[1] / ".ogpu" / "docker")
     if reason:
+        stop_engine()
         pytest.skip(f"docker backend: {reason}")
     # The image build needs apt and pip to reach the package registries from inside the build:
     # where they cannot, nothing here can run a container, and the skip says so.
     build = subprocess.run(["docker", "build", "-q", "-t", "ogpu-prefect/echo:0.1", str(ECHO.parent)],
                            capture_output=True, text=True, timeout=900)
     if build.returncode != 0:
+        stop_engine()
         pytest.skip(f"docker backend: the echo image cannot be built here: {build.stderr[-400:]}")
+    yield
+    stop_engine()
 
 
 def test_the_docker_backend_builds_and_runs_the_source_image(fleet: Fleet, docker_engine: None) -> None:
