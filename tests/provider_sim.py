@@ -26,7 +26,7 @@ class SimProvider(threading.Thread):
                  take: Callable[[str], bool] = lambda task: True, delay: float = 0.0) -> None:
         super().__init__(daemon=True, name=f"sim-provider-{key[-4:]}")
         self.chain = network.connect()
-        self.sender = self.chain.sender(key)
+        self.sender = self.chain.sender(key, receipt_timeout=30)  # a stop never waits on a long wait
         self.sources = {s.lower() for s in sources}
         self.store = store
         self.answer = answer
@@ -45,7 +45,9 @@ class SimProvider(threading.Thread):
 
     def stop(self) -> None:
         self.stop_event.set()
-        self.join(timeout=30)
+        self.join(timeout=60)
+        if self.is_alive():  # it would go on sending into the next test's chain
+            raise RuntimeError(f"{self.name} did not stop")
 
     def run(self) -> None:
         published = topic("Nexus", "TaskPublished")

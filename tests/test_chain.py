@@ -217,6 +217,33 @@ def test_a_nonce_taken_by_another_sender_is_detected_and_recovered(devnet) -> No
     a.transact(chain.vault.deposit(a.address, value=3))  # resynced
 
 
+def test_a_pending_transaction_replaced_by_another_fails_fast(devnet) -> None:
+    """A sent transaction whose nonce another transaction took is reported as a NonceError at
+    the next stall, not after the receipt timeout."""
+    from ogpu_prefect.chain.rpc import Rpc
+
+    rpc = Rpc(devnet.rpc_url)
+    chain = devnet.network.connect()
+    a = chain.sender(devnet.key("client"), receipt_timeout=60)
+    b = chain.sender(devnet.key("client"))
+    rpc.call("evm_setAutomine", [False])
+    try:
+        [pending] = a.send([chain.vault.deposit(a.address, value=1)], 100_000)
+        # b replaces it in the pool: same nonce, fees twice as high
+        fees = b._fees(100_000)
+        tx = {"chainId": chain.network.chain_id, "nonce": pending.nonce, "to": chain.network.vault,
+              "data": chain.vault.deposit(a.address, value=2).data, "value": 2, "gas": 100_000, "type": 2,
+              "maxFeePerGas": 2 * fees["maxFeePerGas"], "maxPriorityFeePerGas": 2 * fees["maxPriorityFeePerGas"]}
+        raw, _ = b.signer.sign(tx)
+        rpc.call("eth_sendRawTransaction", ["0x" + raw.hex()])
+        rpc.call("evm_mine")
+        with pytest.raises(errors.NonceError, match="will never be mined"):  # not a receipt timeout
+            a.wait([pending])
+    finally:
+        rpc.call("evm_setAutomine", [True])
+    a.transact(chain.vault.deposit(a.address, value=3))  # resynced
+
+
 def test_two_networks_in_one_process(devnet) -> None:
     other = devnet_mod.start()
     try:

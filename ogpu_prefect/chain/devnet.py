@@ -184,8 +184,13 @@ class Devnet:
         return str(Rpc(self.rpc_url).call("evm_snapshot"))
 
     def revert(self, snapshot_id: str) -> None:
-        if not Rpc(self.rpc_url).call("evm_revert", [snapshot_id]):
+        """Rolls the chain back to `snapshot_id` and empties the transaction pool: anvil keeps the
+        pool across a revert, and a leftover transaction would hold a nonce the rewound account
+        is about to reuse."""
+        rpc = Rpc(self.rpc_url)
+        if not rpc.call("evm_revert", [snapshot_id]):
             raise RuntimeError(f"evm_revert({snapshot_id}) failed")
+        rpc.call("anvil_dropAllTransactions")
 
     def stop(self) -> None:
         stop_pid(self.pid)

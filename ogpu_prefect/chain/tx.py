@@ -276,10 +276,12 @@ class TxSender:
                 raise TxReceiptTimeoutError(f"{len(pending) - len(receipts)} transaction(s) not mined in time")
             if len(receipts) > seen:
                 seen, stalled_since = len(receipts), now
-            elif now - stalled_since > 1.0 and self._is_dev_node():
-                # anvil's automine mines when a transaction arrives; what did not fit in that
-                # block waits for the next arrival. Mine one instead of waiting forever.
-                self.rpc.call("evm_mine")
+            elif now - stalled_since > 1.0:
+                self._check_not_replaced([p for p in pending if p.tx_hash not in receipts], receipts)
+                if self._is_dev_node():
+                    # anvil's automine mines when a transaction arrives; what did not fit in
+                    # that block waits for the next arrival. Mine one instead of waiting forever.
+                    self.rpc.call("evm_mine")
                 stalled_since = now
             if now > rebroadcast_at:  # a node may have dropped them: same bytes, same hashes
                 self.broadcast([p for p in pending if p.tx_hash not in receipts])
@@ -292,6 +294,23 @@ class TxSender:
             if failed:
                 raise self.explain(failed[0])
         return out
+
+    def _check_not_replaced(self, missing: Sequence[PendingTx], receipts: dict[str, Receipt]) -> None:
+        """Raises NonceError when a transaction can never be mined: its nonce was used by another
+        transaction of this account (sent by another process, or left in the pool)."""
+        used = int(self.rpc.call("eth_getTransactionCount", [self.address, "latest"]), 16)
+        stale = [p for p in missing if p.nonce < used]
+        if not stale:
+            return
+        results = self.rpc.batch([("eth_getTransactionReceipt", [p.tx_hash]) for p in stale])
+        for p, r in zip(stale, results):
+            if isinstance(r, dict):
+                receipts[p.tx_hash] = Receipt.from_rpc(r, p.call.context)
+        lost = [p for p in stale if p.tx_hash not in receipts]
+        if lost:
+            self.resync_nonce()
+            raise NonceError(f"{len(lost)} transaction(s) of {self.address} will never be mined: "
+                             f"nonce {lost[0].nonce} was used by another transaction")
 
     def transact(self, call: Call, gas: int | None = None) -> Receipt:
         """Estimate, sign, send, wait; raises the typed error of a revert."""
