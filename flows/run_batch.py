@@ -9,6 +9,7 @@ with a progress artifact while it runs and a results table and cost summary at t
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from typing import Any, Sequence
@@ -18,7 +19,7 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.artifacts import update_progress_artifact
 from prefect.runtime import flow_run
 
-from ogpu_prefect.chain.errors import BudgetExceededError, ExpiryOutOfRangeError
+from ogpu_prefect.chain.errors import BudgetExceededError, ExpiryOutOfRangeError, OGPUError
 from ogpu_prefect.client import MIN_TTL
 from ogpu_prefect.models import PublishedTask, TaskResult
 from ogpu_prefect.tasks import BlockOrName, make_client, publish_tasks, reclaim_expired, wait_for_results
@@ -82,9 +83,10 @@ def run_batch(
     pending = list(range(n))
     round_no = 0
 
+    reporter = _ProgressReporter(progress_id)
+
     def progress(done: int, total: int) -> None:
-        finished = len(results) + done
-        update_progress_artifact(progress_id, progress=100.0 * min(finished, n) / max(n, 1))
+        reporter.set(100.0 * min(len(results) + done, n) / max(n, 1))
 
     while pending and round_no <= max_republish and time.time() < deadline:
         room = pending if budget is None else pending[: max(0, (budget - committed) // payment)]
@@ -123,17 +125,55 @@ def run_batch(
         if expired:
             reclaimable = [p.address for p in expired if p.expiry_time <= chain.now()]
             if reclaimable:
-                reclaim_expired(reclaimable, network, wallet)
-                committed -= payment * len(reclaimable)
+                try:
+                    reclaim_expired(reclaimable, network, wallet)
+                    committed -= payment * len(reclaimable)
+                except OGPUError as e:  # a network without our Controller.reclaimExpired (docs/contracts.md)
+                    log.warning("could not reclaim the escrow of %d expired task(s): %s", len(reclaimable), e)
         pending = retry
         round_no += 1
         if pending and round_no <= max_republish:
             log.info("re-publishing %d input(s) (round %d)", len(pending), round_no)
 
+    reporter.close()
     update_progress_artifact(progress_id, progress=100.0)
     ordered = [results.get(i) or TaskResult(index=i, status="deadline", tasks=history[i]) for i in range(n)]
     _report(ordered, payment, time.time() - started, source)
     return ordered
+
+
+class _ProgressReporter:
+    """Updates the progress artifact from a thread: the wait loop never blocks on the API (a
+    server on SQLite under load can hold a write for seconds). Only the latest value is sent."""
+
+    def __init__(self, artifact_id: Any, every_s: float = 0.5) -> None:
+        self.artifact_id, self.every_s = artifact_id, every_s
+        self._value: float | None = None
+        self._changed = threading.Event()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="ogpu-batch-progress", daemon=True)
+        self._thread.start()
+
+    def set(self, value: float) -> None:
+        self._value = value
+        self._changed.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._changed.set()
+        self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        while not self._closed:
+            self._changed.wait()
+            self._changed.clear()
+            if self._closed or self._value is None:
+                continue
+            try:
+                update_progress_artifact(self.artifact_id, progress=self._value)
+            except Exception:  # progress is cosmetic; the final update happens in the flow
+                pass
+            time.sleep(self.every_s)
 
 
 def _report(results: list[TaskResult], payment: int, wall: float, source: str) -> None:

@@ -21,7 +21,7 @@ from .chain.errors import (
     UnknownSourceInputError,
 )
 from .chain.events import created_address, decode_logs, iter_logs, topic
-from .chain.tx import Call, Receipt, Signer
+from .chain.tx import Call, PendingTx, Receipt, Signer
 from .chain.types import DeliveryMethod, SourceParams, SourceStatus, TaskParams, TaskStatus
 from .delivery import Decision, DeliveryStrategy, ResponseView, TaskView
 from .models import PublishedTask, SourceSpec, TaskInput
@@ -29,6 +29,8 @@ from .storage import PayloadStore, canonical_json, fetch_json, put_many
 
 log = logging.getLogger(__name__)
 
+PUBLISH_CHUNK = 128
+"""Tasks whose configs are written and transactions sent together (then the next chunk)."""
 MIN_TTL = 10
 """Seconds an expiry must lie ahead when publishing: room for the transaction to be mined."""
 
@@ -138,13 +140,12 @@ class OGPUClient:
             raise BalanceTooLowError("payment", f"{count} tasks x {payment} wei = {count * payment} wei, but the "
                                                 f"Vault balance of {self.address} is {balance} wei")
 
-    def write_configs(self, inputs: Sequence[TaskInput], marks: Sequence[dict[str, Any]],
-                      indexes: Sequence[int]) -> list[str]:
-        """Stores each task's config JSON; the marks make each config unique (and findable).
-        Every payload is checked (typed errors name the input) before any is written."""
-        bodies = [canonical_json(inp.to_config(**mark), field=f"inputs[{i}].data")
-                  for inp, mark, i in zip(inputs, marks, indexes)]
-        return put_many(self._store(), bodies)
+    def config_bodies(self, inputs: Sequence[TaskInput], marks: Sequence[dict[str, Any]],
+                      indexes: Sequence[int]) -> list[bytes]:
+        """Each task's config as canonical JSON; the marks make each config unique (and
+        findable). Typed errors name the input that is not JSON or too big."""
+        return [canonical_json(inp.to_config(**mark), field=f"inputs[{i}].data")
+                for inp, mark, i in zip(inputs, marks, indexes)]
 
     def _store(self) -> PayloadStore:
         if self.store is None:
@@ -172,26 +173,41 @@ class OGPUClient:
         indexes = list(indexes) if indexes is not None else list(range(len(inputs)))
         marks = list(marks) if marks is not None else [{} for _ in inputs]
         self.check_batch(terms, len(inputs), payment, expiry_time)
-        urls = self.write_configs(inputs, marks, indexes)
+        bodies = self.config_bodies(inputs, marks, indexes)  # every input checked before any write
+        store = self._store()
         existing = self.find_published(source, reconcile_from_block) if reconcile_from_block is not None else {}
-        todo = [i for i, url in enumerate(urls) if url not in existing]
         out: dict[int, PublishedTask] = {}
-        for i, url in enumerate(urls):
-            if url in existing:
-                out[i] = PublishedTask(index=indexes[i], address=existing[url], source=terms.address, payment=payment,
-                                       expiry_time=expiry_time, config_url=url, published_at=time.time())
-        if todo:
-            calls = [self.chain.controller.publish_task(TaskParams(terms.address, urls[i], expiry_time, payment))
-                     for i in todo]
-            gas = self.sender.estimate(calls[:1])[0]  # same shape for all: one estimate serves
-            sent_at = time.time()
-            receipts = self.sender.transact_many(calls, gas)
-            for i, receipt in zip(todo, receipts):
-                task = created_address(receipt, "TaskPublished", "task", self.chain.network.nexus)
-                out[i] = PublishedTask(index=indexes[i], address=task, source=terms.address, payment=payment,
-                                       expiry_time=expiry_time, config_url=urls[i], tx_hash=receipt.tx_hash,
-                                       published_at=sent_at)
-        return [out[i] for i in range(len(urls))]
+        sent: list[tuple[int, str, float, PendingTx]] = []
+        gas: int | None = None
+        try:
+            # Chunks: configs of the next chunk are written while the node mines this one.
+            for start in range(0, len(bodies), PUBLISH_CHUNK):
+                span = range(start, min(start + PUBLISH_CHUNK, len(bodies)))
+                urls = put_many(store, [bodies[i] for i in span])
+                todo = []
+                for i, url in zip(span, urls):
+                    if url in existing:
+                        out[i] = PublishedTask(index=indexes[i], address=existing[url], source=terms.address,
+                                               payment=payment, expiry_time=expiry_time, config_url=url,
+                                               published_at=time.time())
+                    else:
+                        todo.append((i, url))
+                if not todo:
+                    continue
+                calls = [self.chain.controller.publish_task(TaskParams(terms.address, url, expiry_time, payment))
+                         for _, url in todo]
+                if gas is None:
+                    gas = self.sender.estimate(calls[:1])[0]  # same shape for all: one estimate serves
+                sent_at = time.time()
+                sent += [(i, url, sent_at, p) for (i, url), p in zip(todo, self.sender.send(calls, gas))]
+        finally:  # even when a later chunk fails, what was sent is awaited: nothing left in flight
+            receipts = self.sender.wait([p for *_, p in sent]) if sent else []
+        for (i, url, sent_at, _), receipt in zip(sent, receipts):
+            task = created_address(receipt, "TaskPublished", "task", self.chain.network.nexus)
+            out[i] = PublishedTask(index=indexes[i], address=task, source=terms.address, payment=payment,
+                                   expiry_time=expiry_time, config_url=url, tx_hash=receipt.tx_hash,
+                                   published_at=sent_at)
+        return [out[i] for i in range(len(bodies))]
 
     def find_published(self, source: str, from_block: int) -> dict[str, str]:
         """config URL -> task, for this client's tasks of `source` published since `from_block`."""

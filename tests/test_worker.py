@@ -172,14 +172,20 @@ def test_a_worker_runs_tasks_as_completed_flow_runs_and_earns_exactly_the_paymen
     assert {w.lower() for w in winners} == {provider.lower()}
 
     deadline = time.time() + 30
-    while True:  # the Completed state follows the receipt by one API call
+    while True:  # the journal records the Completed state shortly after the receipt
         runs = flow_runs_of("gpus-one")
         if len(runs) == 6 and all(r.state_type.value == "COMPLETED" for r in runs) or time.time() > deadline:
             break
         time.sleep(0.3)
     assert sorted(r.parameters["task"] for r in runs) == sorted(tasks)
     assert all(r.state_type.value == "COMPLETED" for r in runs), [(r.name, r.state_type) for r in runs]
-    messages = logs_of([r.id for r in runs])
+    deadline = time.time() + 30
+    while True:  # logs reach the API in batches (every 2 s by default)
+        messages = logs_of([r.id for r in runs])
+        if any("[service] echo: 1 field(s)" in m for m in messages) and any("response 0x" in m for m in messages) \
+                or time.time() > deadline:
+            break
+        time.sleep(0.5)
     assert any("[service] echo: 1 field(s)" in m for m in messages), "service output reaches the flow-run logs"
     assert any("response 0x" in m for m in messages)
 
@@ -187,7 +193,7 @@ def test_a_worker_runs_tasks_as_completed_flow_runs_and_earns_exactly_the_paymen
     assert service_processes(provider) == []
 
 
-def test_two_workers_split_a_batch_and_every_task_is_finalized_once(fleet: Fleet) -> None:
+def test_two_workers_race_a_batch_and_every_task_is_finalized_once(fleet: Fleet) -> None:
     source = fleet.publish_source()
     fleet.create_pool("gpus-two", [source], wallet_block=f"{fleet.name}-provider1")
     # Two provider accounts, each a pool (the pool's variables name its wallet), serving one source.
@@ -199,13 +205,17 @@ def test_two_workers_split_a_batch_and_every_task_is_finalized_once(fleet: Fleet
     p1, p2 = fleet.devnet.address("provider1"), fleet.devnet.address("provider2")
     earned0 = {p: fleet.chain.vault.total_earnings_of(p) for p in (p1, p2)}
     start = fleet.chain.block_number() + 1
-    tasks = [p.address for p in fleet.publish(source, [{"text": f"t{i}"} for i in range(30)])]
+    # Tasks that take a moment: one worker's 8 slots cannot take the whole batch at once.
+    tasks = [p.address for p in fleet.publish(source, [{"seconds": 0.5} for _ in range(30)], function="sleep")]
     fleet.wait_final(tasks)
     pairs = responses_since(fleet.chain, start)
     assert len(set(pairs)) == len(pairs), "no task answered twice by the same provider"
     assert sorted(t for t, _ in pairs) == sorted(t.lower() for t in tasks), "every task answered once (FIRST_RESPONSE)"
     winners = [fleet.chain.task(t).winning_provider().lower() for t in tasks]
-    assert set(winners) == {p1.lower(), p2.lower()}, "the two workers split the batch"
+    assert set(winners) <= {p1.lower(), p2.lower()}
+    # FIRST_RESPONSE is a race: both take part, the faster answer wins each task (maybe all of them).
+    attempted = fleet.chain.read_many([(fleet.chain.task(t), "attempterId", (p,)) for t in tasks for p in (p1, p2)])
+    assert any(attempted[0::2]) and any(attempted[1::2]), "both workers attempt tasks of the batch"
     gained = sum(fleet.chain.vault.total_earnings_of(p) - earned0[p] for p in (p1, p2))
     assert gained == len(tasks) * PAY
 
@@ -279,6 +289,9 @@ def test_the_docker_backend_builds_and_runs_the_source_image(fleet: Fleet, docke
         time.sleep(0.3)
     runs = flow_runs_of("gpus-docker")
     assert len(runs) == 3 and all(r.state_type.value == "COMPLETED" for r in runs)
+    deadline = time.time() + 30
+    while not any("[service] echo: 1 field(s)" in m for m in logs_of([r.id for r in runs])) and time.time() < deadline:
+        time.sleep(0.5)  # logs reach the API in batches
     assert any("[service] echo: 1 field(s)" in m for m in logs_of([r.id for r in runs])), "container output in logs"
     fleet.stop("provider2")
     left = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={OWNER_LABEL}={provider.lower()}"],

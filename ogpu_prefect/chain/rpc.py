@@ -33,7 +33,7 @@ class Rpc:
         self.backoff = backoff
         self._ids = itertools.count(1)
         self._session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=16)
+        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=64)  # a worker runs dozens of tasks at once
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
 

@@ -23,6 +23,9 @@ class TaskOffer:
     delivery_method: DeliveryMethod
     seconds_left: float
     """Until the task's expiry, on the chain's clock."""
+    attempts: int = 0
+    """Other providers' attempts seen so far. On a FIRST_RESPONSE source an attempted task is a
+    race the first attempter is likely to win; the worker offers unattempted tasks first."""
 
 
 class TaskPolicy(ABC):

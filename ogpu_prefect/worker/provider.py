@@ -10,10 +10,12 @@ store the envelope `{"task", "provider", "result"}`, and submit its URL with `Ne
 from __future__ import annotations
 
 import logging
+import queue
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +72,8 @@ class Provider:
         self.fetch = fetch
         self.service_log = service_log or (lambda source, line: log.info("[%s] %s", source[:10], line))
         self.receiver = CallbackReceiver().start()
+        self.clock = ChainClock(chain)
+        self._responder = _Responder(self)
         self._services: dict[str, _Warm] = {}
         self._lock = threading.Lock()
         self._workdir = Path(tempfile.mkdtemp(prefix="ogpu-provider-"))
@@ -157,19 +161,19 @@ class Provider:
     def execute(self, task: str, *, payment: int | None = None, max_runtime_s: float | None = None) -> Executed:
         """Runs an attempted task through its source's service and submits the response. A task
         we already answered (a restart after a crash) is not run or submitted again; one that is
-        final or expired raises TaskTakenError without a transaction."""
+        final or expired raises TaskTakenError without a transaction. Thread-safe: many tasks run
+        at once, and their responses are submitted together (`_Responder`)."""
         t = self.chain.task(task)
-        (source, config_url, expiry, task_payment), done = self.chain.read_many(
-            [(t, "taskParams", ()), (t, "responseOf", (self.address,))])
+        (source, config_url, expiry, task_payment), done, status = self.chain.read_many(
+            [(t, "taskParams", ()), (t, "responseOf", (self.address,)), (t, "getStatus", ())])
         if int(done, 16):
             _, _, data_url, paid = self.chain.response(done).response_params()
             return Executed(done, data_url, paid, resumed=True)
-        self._check_open(task, expiry)
+        self._check_open(task, status, expiry)
         config = self.fetch(config_url)
         if not isinstance(config, dict) or not config.get("function_name"):
             raise ProviderError(f"task {task}: config at {config_url} has no function_name")
-        # The chain's clock may differ from ours (anvil's can be moved): count the time left on it.
-        left = expiry - self.chain.now() - DEADLINE_MARGIN_S
+        left = expiry - self.clock.now() - DEADLINE_MARGIN_S
         deadline = time.time() + min(left, max_runtime_s or left)
         service = self.service_for(source)
         ServiceClient(service.base_url).submit(config["function_name"], task, config.get("data", {}))
@@ -178,16 +182,13 @@ class Provider:
         except ServiceError as e:
             raise ProviderError(str(e)) from None
         url = self.store.put_json({"task": task, "provider": self.address, "result": result}, field="result")
-        self._check_open(task, expiry)
         asked = task_payment if payment is None else payment
-        receipt = self.sender.transact(self.chain.nexus.submit_response(ResponseParams(task, self.address, url, asked)))
-        return Executed(created_address(receipt, "ResponseSubmitted", "response", self.chain.network.nexus), url, asked)
+        return self._responder.submit(task, url, asked, expiry).result()
 
-    def _check_open(self, task: str, expiry: int) -> None:
-        status = self.chain.task(task).get_status()
+    def _check_open(self, task: str, status: TaskStatus, expiry: int) -> None:
         if status not in (TaskStatus.NEW, TaskStatus.ATTEMPTED, TaskStatus.RESPONDED):
-            raise TaskTakenError(f"task {task} is {status.name}: nothing to answer")
-        if self.chain.now() >= expiry:
+            raise TaskTakenError(f"task {task} is {TaskStatus(status).name}: nothing to answer")
+        if self.clock.now() >= expiry:
             raise TaskTakenError(f"task {task} expired before our response")
 
     def stop_service(self, source: str) -> None:
@@ -206,4 +207,116 @@ class Provider:
             for warm in self._services.values():
                 warm.service.stop()
             self._services.clear()
+        self._responder.stop()
         self.receiver.stop()
+
+
+class ChainClock:
+    """The chain's time (what `block.timestamp` checks see) without an RPC per question: the
+    offset from our clock is re-read every `refresh_s` (anvil's clock can be moved)."""
+
+    def __init__(self, chain: Chain, refresh_s: float = 2.0) -> None:
+        self.chain = chain
+        self.refresh_s = refresh_s
+        self._skew = 0.0
+        self._read_at = float("-inf")
+
+    def now(self) -> float:
+        mono = time.monotonic()
+        if mono - self._read_at > self.refresh_s:
+            self._skew = self.chain.now() - time.time()
+            self._read_at = mono
+        return time.time() + self._skew
+
+
+class _Responder:
+    """Submits finished tasks' responses in pipelined batches: whatever is ready when the previous
+    batch is mined goes out together (one fee query, one send, bulk receipt polling), so a burst
+    of results costs a few round trips instead of a few per task. Each caller gets a future."""
+
+    MAX_BATCH = 256
+
+    def __init__(self, provider: Provider) -> None:
+        self.p = provider
+        self._queue: queue.Queue[tuple[str, str, int, int, Future[Executed]] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name="ogpu-responder", daemon=True)
+        self._thread.start()
+
+    def submit(self, task: str, url: str, payment: int, expiry: int) -> Future[Executed]:
+        future: Future[Executed] = Future()
+        self._queue.put((task, url, payment, expiry, future))
+        return future
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+        while True:  # whatever came after the stop is refused, not left waiting
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None:
+                item[-1].set_exception(ProviderError("the provider stopped before submitting the response"))
+
+    def _loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self.MAX_BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._queue.put(None)
+                    break
+                batch.append(item)
+            try:
+                self._send(batch)
+            except Exception as e:  # never strand a waiter
+                for *_, future in batch:
+                    if not future.done():
+                        future.set_exception(ProviderError(f"submitting the response failed: {e}"))
+
+    def _send(self, batch: list[tuple[str, str, int, int, Future[Executed]]]) -> None:
+        p = self.p
+        chain = p.chain
+        statuses = chain.read_many([(chain.task(t), "getStatus", ()) for t, *_ in batch])
+        ready = []
+        for item, status in zip(batch, statuses):
+            task, _, _, expiry, future = item
+            try:
+                p._check_open(task, status, expiry)
+                ready.append(item)
+            except TaskTakenError as e:
+                future.set_exception(e)
+        if not ready:
+            return
+        calls = [chain.nexus.submit_response(ResponseParams(t, p.address, url, pay)) for t, url, pay, _, _ in ready]
+        try:
+            receipts = p.sender.wait(p.sender.send(calls, 600_000), check=False)
+        except Exception as e:
+            # Some may have landed before the failure: the chain says which.
+            log.warning("submitting %d response(s) failed (%s); checking which landed", len(ready), e)
+            done = chain.read_many([(chain.task(t), "responseOf", (p.address,)) for t, *_ in ready])
+            for (task, url, pay, _, future), response in zip(ready, done):
+                if int(response, 16):
+                    future.set_result(Executed(response, url, pay))
+                else:
+                    future.set_exception(ProviderError(f"submitting the response of {task} failed: {e}"))
+            return
+        failed = [(item, r) for item, r in zip(ready, receipts) if r.status != 1]
+        for (task, url, pay, _, future), r in zip(ready, receipts):
+            if r.status == 1:
+                future.set_result(Executed(created_address(r, "ResponseSubmitted", "response", chain.network.nexus),
+                                           url, pay))
+        if failed:
+            statuses = chain.read_many([(chain.task(item[0]), "getStatus", ()) for item, _ in failed])
+            for ((task, _, _, expiry, future), r), status in zip(failed, statuses):
+                try:  # lost a race (another provider finalized it, or it expired) or a real revert
+                    p._check_open(task, status, expiry)
+                    future.set_exception(ProviderError(f"task {task}: {p.sender.explain(r)}"))
+                except TaskTakenError as e:
+                    future.set_exception(e)

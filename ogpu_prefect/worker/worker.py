@@ -8,21 +8,24 @@ environment, backend, ...), ensures the provider's standing on chain (stake lock
 each source with its environment), removes what a killed predecessor left running, and ensures a
 deployment `ogpu-provider-task/<provider>` in its own work queue of the pool. Then it watches the
 chain: each task published on one of its sources is offered to the task policy (plugin hook
-`ogpu_prefect_task_policies`); the tasks it takes are attempted (pipelined) and each becomes one
-flow run of that deployment (idempotency key: provider + task, so one flow run per task across
-restarts). `run()` executes the flow run in the worker: the source's service runs warm through the
-hardware backend, gets the task's input over HTTP, answers on the callback, and the worker stores
-the result and submits the response on chain. Service output goes to the flow run's logs.
+`ogpu_prefect_task_policies`); the tasks it takes are attempted (pipelined) and executed at once,
+in the worker: the source's service runs warm through the hardware backend, gets the task's input
+over HTTP and answers on the callback; the worker stores the result and submits the response on
+chain (responses that are ready together go out as one pipelined batch).
 
-The flow run's states are set by the worker (Pending, Running, then Completed, Failed or
-Cancelled), as the infrastructure of any worker does; there is no flow process to start, which
-keeps a task's overhead to a few API calls.
+Each task is one flow run of that deployment (idempotency key: chain + provider + task +
+publication, so one flow run per task across restarts), written by the journal (journal.py) in
+bulk and off the critical path: created Running, then Completed, Failed or Cancelled, with the
+result artifact and the service's output in its logs. A slow Prefect API delays the records, never
+a response. A flow run of the deployment started from the UI or the API runs through `run()`;
+cancelling a task's flow run stops its wait and its service.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-import threading
+import random
 import time
 from dataclasses import replace
 from typing import Any, Literal
@@ -30,7 +33,6 @@ from uuid import UUID
 
 import anyio
 from prefect.client.schemas.objects import FlowRun, StateType
-from prefect.states import Cancelled, Completed, Failed, Running, Scheduled
 from prefect.workers.base import BaseJobConfiguration, BaseVariables, BaseWorker, BaseWorkerResult
 from pydantic import Field
 
@@ -38,13 +40,14 @@ from ..chain.errors import OGPUError
 from ..chain.events import decode_logs, iter_logs, topic
 from ..chain.types import DeliveryMethod, Environment, TaskStatus
 from ..events import emit_provider_event
+from .journal import FlowRunJournal
 from .policy import TaskOffer
 from .provider import Executed, Provider, ProviderError, TaskTakenError
 from .service import ServiceError
 
-TERMINAL = [StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED, StateType.CRASHED]
 DOCS = "https://github.com/ogpu-prefect/ogpu-prefect/blob/main/docs/worker.md"
 FLOW_NAME = "ogpu-provider-task"
+ROUTE_MAX = 8
 WALLET_ENV = "OGPU_PROVIDER_WALLET_BLOCK"
 """Set in a worker's environment, it names the wallet block that worker uses instead of the pool's
 `wallet_block`: several machines, each with its own provider key, serve one pool."""
@@ -66,6 +69,7 @@ class ProviderJobConfiguration(BaseJobConfiguration):
     stake_wei: int | None = Field(default=None)
     max_runtime_s: float | None = Field(default=None)
     idle_timeout_s: float = Field(default=300.0)
+    warm_on_start: bool = Field(default=True)
     poll_interval_s: float = Field(default=0.25)
     lookback_blocks: int = Field(default=10_000)
 
@@ -89,6 +93,8 @@ class ProviderVariables(BaseVariables):
     max_runtime_s: float | None = Field(
         default=None, description="Longest a task may run (it never runs past the task's expiry).")
     idle_timeout_s: float = Field(default=300.0, description="Seconds a source's service stays warm without tasks.")
+    warm_on_start: bool = Field(
+        default=True, description="Start the sources' services when the worker starts, not on their first task.")
     poll_interval_s: float = Field(default=0.25, description="Seconds between chain polls for new tasks.")
     lookback_blocks: int = Field(
         default=10_000, description="Blocks scanned back on start, for tasks published while the worker was down.")
@@ -110,16 +116,12 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
         super().__init__(*args, **kwargs)
         self.provider: Provider | None = None
         self.config: ProviderJobConfiguration | None = None
+        self.journal: FlowRunJournal | None = None
         self._deployment_id: UUID | None = None
-        self._inflight: dict[str, UUID] = {}  # task -> flow run (UUID 0 while being created)
-        self._running: set[str] = set()  # tasks inside run()
-        self._relaunch: list[tuple[str, str, int]] = []  # attempted tasks whose flow run is not created yet
-        # Few API writes at once: a Prefect server on SQLite answers a burst of concurrent writes
-        # with lock waits and 503s, and serves them faster one after another.
-        self._api_slots = anyio.Semaphore(4)
-        self._routes: dict[str, dict[str, Any]] = {}  # source -> {task: flow-run logger}
-        self._routes_lock = threading.Lock()
+        self._inflight: dict[str, str] = {}  # task -> source, while executing
+        self._ended: dict[str, tuple[str, float]] = {}  # recently ended task -> (source, when)
         self._stop = anyio.Event()
+        self._wake = anyio.Event()  # a slot freed: poll now
         self._policy: Any = None
         self._skew = 0.0  # chain clock minus ours (anvil's clock can be moved)
         self._published: dict[str, str] = {}  # task -> hash of the tx that published it
@@ -135,16 +137,31 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
         if os.environ.get(WALLET_ENV):  # one pool, one key per machine: the fleet's usual shape
             self.config.wallet_block = os.environ[WALLET_ENV]
         await self._start_provider(self.config)
-        assert self._runs_task_group is not None
+        assert self._runs_task_group is not None and self.journal is not None
+        self._runs_task_group.start_soon(self.journal.run, self._stop)
+        await self._resume_open_runs()
+        if self.config.warm_on_start:
+            self._runs_task_group.start_soon(self._warm_services)
         self._runs_task_group.start_soon(self._watch_chain)
         self._runs_task_group.start_soon(self._watch_cancellations)
 
     async def teardown(self, *exc_info: Any) -> None:
         self._stop.set()
+        self._wake.set()
         if self.provider is not None:
             for task in list(self._inflight):
                 self.provider.cancel(task)
             await anyio.to_thread.run_sync(self.provider.close)
+        if self.journal is not None:
+            with anyio.move_on_after(15):  # what ended gets recorded
+                while self._inflight:
+                    await anyio.sleep(0.05)
+                while self.journal.pending():
+                    try:
+                        await self.journal.flush()
+                    except Exception as e:
+                        self._logger.warning("could not record %d task(s) in Prefect: %s", self.journal.pending(), e)
+                        break
         await super().teardown(*exc_info)
 
     async def _start_provider(self, config: ProviderJobConfiguration) -> None:
@@ -168,8 +185,10 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
             return provider
 
         self.provider = await anyio.to_thread.run_sync(start)
-        self._deployment_id = await self._ensure_deployment()
+        flow_id, self._deployment_id = await self._ensure_deployment()
         self._work_queues.add(self._queue_name)
+        self.journal = FlowRunJournal(self.client, self._deployment_id, flow_id, self._queue_name, ["ogpu-provider"],
+                                      self.get_flow_run_logger, self._logger)
         self._logger.info("provider %s serves %d source(s) on %s with the %s backend", self.provider.address,
                           len(config.sources), config.environment, config.backend)
 
@@ -178,7 +197,7 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
         assert self.provider is not None
         return f"provider-{self.provider.address.lower()}"
 
-    async def _ensure_deployment(self) -> UUID:
+    async def _ensure_deployment(self) -> tuple[UUID, UUID]:
         """One deployment per provider in the pool, in the provider's own queue: two providers'
         workers in one pool never pick up each other's tasks."""
         from prefect.exceptions import ObjectAlreadyExists
@@ -189,7 +208,7 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
         except ObjectAlreadyExists:
             pass
         flow_id = await self.client.create_flow_from_name(FLOW_NAME)
-        return await self.client.create_deployment(
+        deployment_id = await self.client.create_deployment(
             flow_id=flow_id, name=self.provider.address, work_pool_name=self._work_pool_name,
             work_queue_name=self._queue_name, tags=["ogpu-provider"],
             description=f"OpenGPU tasks executed by provider {self.provider.address}",
@@ -197,6 +216,39 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
                 "task": {"type": "string"}, "source": {"type": "string"},
                 "payment": {"type": "string", "description": "asked payment, in wei"}}},
         )
+        return flow_id, deployment_id
+
+    async def _resume_open_runs(self) -> None:
+        """Flow runs a killed predecessor left Running or Pending are executed again: a task we
+        already answered is only recorded (`Provider.execute` asks the chain first)."""
+        from prefect.client.schemas.filters import (
+            FlowRunFilter, FlowRunFilterDeploymentId, FlowRunFilterState, FlowRunFilterStateType)
+
+        flt = FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[self._deployment_id]),
+                            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING])))
+        runs: list[FlowRun] = []
+        while True:  # 200: the server's page limit
+            page = await self.client.read_flow_runs(flow_run_filter=flt, limit=200, offset=len(runs))
+            runs += page
+            if len(page) < 200:
+                break
+        for run in runs:
+            p = run.parameters
+            self._start(p["task"], p["source"], int(p.get("payment") or 0), run_id=run.id,
+                        note="resumed after a worker restart")
+        if runs:
+            self._logger.info("resuming %d task(s) left open by an earlier worker", len(runs))
+
+    async def _warm_services(self) -> None:
+        """Starts each source's service now: the first task then finds it warm (in a
+        FIRST_RESPONSE race, a cold start loses). A source that fails here is retried by its first task."""
+        assert self.provider is not None and self.config is not None
+        provider = self.provider
+        for source in self.config.sources:
+            try:
+                await anyio.to_thread.run_sync(lambda: provider.service_for(source))
+            except Exception as e:
+                self._logger.warning("could not warm the service of source %s: %s", source, e)
 
     # ---- the chain watcher ----
 
@@ -205,7 +257,8 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
         provider, config = self.provider, self.config
         chain = provider.chain
         sources = {s.lower() for s in config.sources}
-        published = topic("Nexus", "TaskPublished")
+        published, attempted = topic("Nexus", "TaskPublished"), topic("Nexus", "Attempted")
+        me = provider.address.lower()
         head = await anyio.to_thread.run_sync(chain.block_number)
         cursor = max(head - config.lookback_blocks, 0)
         waiting: dict[str, TaskOffer] = {}
@@ -215,21 +268,24 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
                 head = await anyio.to_thread.run_sync(chain.block_number)
                 if head >= cursor:
                     logs = await anyio.to_thread.run_sync(
-                        lambda: iter_logs(chain.rpc, chain.network.nexus, [published], cursor, head))
-                    tasks = {e["task"]: e.tx_hash for e in decode_logs(logs) if e["source"].lower() in sources}
+                        lambda: decode_logs(iter_logs(chain.rpc, chain.network.nexus, [published, attempted], cursor, head)))
+                    tasks = {e["task"]: e.tx_hash for e in logs
+                             if e.name == "TaskPublished" and e["source"].lower() in sources}
                     cursor = head + 1
                     if tasks:
                         await self._consider(tasks, waiting, resume=first)
+                    for e in logs:  # others' attempts: their races come after untouched tasks
+                        offer = waiting.get(e["task"]) if e.name == "Attempted" else None
+                        if offer is not None and e["provider"].lower() != me:
+                            waiting[offer.task] = replace(offer, attempts=offer.attempts + 1)
                 first = False
-                relaunch, self._relaunch = self._relaunch, []
-                for task, source, payment in relaunch:
-                    self._spawn_launch(task, source, payment)
                 await self._take(waiting)
-            except Exception:  # the chain or the API hiccuped: keep watching
+            except Exception:  # the chain hiccuped: keep watching
                 self._logger.exception("chain watch failed; retrying")
                 await anyio.sleep(1.0)
             with anyio.move_on_after(config.poll_interval_s):
-                await self._stop.wait()
+                await self._wake.wait()
+            self._wake = anyio.Event()
             if self.provider is not None:
                 await anyio.to_thread.run_sync(lambda: provider.reap_idle(config.idle_timeout_s))
 
@@ -252,24 +308,19 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
 
         cores, mine, now = await anyio.to_thread.run_sync(read)
         self._skew = now - time.time()
-        resumed = []
         for t, (source, _client, payment, expiry, method, status), attempter in zip(tasks, cores, mine):
             if status not in (TaskStatus.NEW, TaskStatus.ATTEMPTED, TaskStatus.RESPONDED) or expiry <= now:
-                continue
-            if attempter:
-                if resume:
-                    resumed.append((t, source, payment))
-                continue
-            waiting[t] = TaskOffer(t, source, payment, expiry, DeliveryMethod(method), expiry - now)
-        resumed_tasks = {t for t, _, _ in resumed}
-        for t in tasks:
-            if t not in waiting and t not in resumed_tasks:
                 self._published.pop(t, None)
-        for t, source, payment in resumed:
-            self._spawn_launch(t, source, payment)
+            elif attempter:  # ours, from before a restart
+                if resume:
+                    self._start(t, source, payment, resumed=True)
+                else:
+                    self._published.pop(t, None)
+            else:
+                waiting[t] = TaskOffer(t, source, payment, expiry, DeliveryMethod(method), expiry - now)
 
     async def _take(self, waiting: dict[str, TaskOffer]) -> None:
-        """Offers waiting tasks to the policy, soonest expiry first, within free capacity."""
+        """Offers waiting tasks to the policy, within free capacity."""
         assert self.provider is not None and self.config is not None
         provider = self.provider
         free = self.config.max_concurrent_tasks - len(self._inflight)
@@ -277,7 +328,12 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
             return
         now = time.time() + self._skew
         chosen: list[tuple[TaskOffer, int]] = []
-        for offer in sorted(waiting.values(), key=lambda o: o.expiry_time):
+        # Soonest expiry first; on FIRST_RESPONSE sources untouched tasks first (another
+        # provider's attempt is a race we likely lose); ties in random order, so that workers
+        # polling the same batch mostly pick different tasks.
+        order = sorted(waiting.values(), key=lambda o: (
+            o.delivery_method is DeliveryMethod.FIRST_RESPONSE and o.attempts > 0, o.expiry_time, random.random()))
+        for offer in order:
             if len(chosen) >= free:
                 break
             waiting.pop(offer.task)
@@ -291,167 +347,137 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
             self._published.pop(t, None)
         if not chosen:
             return
-        attempted = await anyio.to_thread.run_sync(
-            lambda: provider.attempt([o.task for o, _ in chosen], [p for _, p in chosen]))
+        for offer, _ in chosen:  # hold the slots while the attempts are mined
+            self._inflight[offer.task] = offer.source
+        try:
+            attempted = set(await anyio.to_thread.run_sync(
+                lambda: provider.attempt([o.task for o, _ in chosen], [p for _, p in chosen])))
+        finally:
+            for offer, _ in chosen:
+                self._inflight.pop(offer.task, None)
         for offer, price in chosen:
             if offer.task in attempted:
                 emit_provider_event("attempted", provider.address, offer.task, offer.source, {"payment": str(price)})
-                self._spawn_launch(offer.task, offer.source, price)
+                self._start(offer.task, offer.source, price)
             else:
                 self._published.pop(offer.task, None)
 
-    def _spawn_launch(self, task: str, source: str, payment: int) -> None:
-        """Launches without waiting: flow-run creations overlap (an API server on SQLite can stall
-        a single write for seconds while others commit; in parallel those stalls overlap)."""
-        assert self._runs_task_group is not None
-        self._inflight[task] = self._inflight.get(task) or UUID(int=0)  # holds the capacity slot now
-        self._runs_task_group.start_soon(self._launch, task, source, payment)
-
-    async def _launch(self, task: str, source: str, payment: int) -> None:
-        """The task's flow run (created once per provider and task) submitted to this worker."""
-        try:
-            await self._create_and_submit(task, source, payment)
-        except Exception as e:
-            self._inflight.pop(task, None)
-            self._relaunch.append((task, source, payment))
-            self._logger.warning("could not create the flow run of task %s (%s); retrying", task, e)
-
-    async def _create_and_submit(self, task: str, source: str, payment: int) -> None:
-        from prefect.client.schemas.responses import WorkerFlowRunResponse
-
-        assert self.provider is not None and self._deployment_id is not None
+    def _start(self, task: str, source: str, payment: int, *, resumed: bool = False, run_id: UUID | None = None,
+               note: str = "resumed after a worker restart") -> None:
+        """Executes an attempted task now; the journal records it as a flow run meanwhile.
+        `resumed` or `run_id` (an existing flow run): the run is set Running with `note`."""
+        assert self.provider is not None and self.journal is not None and self._runs_task_group is not None
+        if task in self._inflight:
+            if run_id is not None:
+                self.journal.start(task, {}, "", run_id=run_id, note=note)
+            return
         # The key names the publication too: a task address can come back on a chain that was
         # reverted (a devnet snapshot) or reorganised, and that is a new task.
         key = f"{self.provider.chain.network.chain_id}:{self.provider.address}:{task}:{self._published.pop(task, '')}"
-        async with self._api_slots:
-            flow_run = await self.client.create_flow_run_from_deployment(
-                self._deployment_id, parameters={"task": task, "source": source, "payment": str(payment)},
-                name=f"task-{task[2:10].lower()}", idempotency_key=key.lower(),
-                tags=["ogpu-provider", f"source:{source.lower()[:10]}"], work_queue_name=self._queue_name)
-        state = flow_run.state
-        if state is not None and state.is_final():
-            self._inflight.pop(task, None)
+        self.journal.start(task, {"task": task, "source": source, "payment": str(payment)}, key.lower(),
+                           resumed=resumed, run_id=run_id, note=note)
+        self._inflight[task] = source
+        self._runs_task_group.start_soon(self._execute, task, source, payment, resumed or run_id is not None)
+
+    async def _execute(self, task: str, source: str, payment: int, resumed: bool) -> None:
+        assert self.provider is not None and self.journal is not None and self.config is not None
+        provider, journal = self.provider, self.journal
+        max_runtime = self.config.max_runtime_s
+        if resumed:
+            emit_provider_event("resumed", provider.address, task, source)
+        journal.log(task, logging.INFO, f"running task {task} of source {source}")
+        started = time.time()
+        try:
+            done: Executed = await anyio.to_thread.run_sync(
+                lambda: provider.execute(task, payment=payment or None, max_runtime_s=max_runtime))
+        except TaskTakenError as e:
+            journal.log(task, logging.INFO, str(e))
+            journal.end(task, "CANCELLED", _reason(e))
             return
-        if state is not None and not state.is_scheduled():
-            # Pending or Running under a worker that died (one provider runs one worker): resume it.
-            flow_run.state = await self._force(flow_run.id, Scheduled(message="resumed after a worker restart"))
-            emit_provider_event("resumed", self.provider.address, task, source)
-        self._inflight[task] = flow_run.id
-        await self._submit_scheduled_flow_runs([WorkerFlowRunResponse(
-            work_pool_id=self.work_pool.id, work_queue_id=flow_run.work_queue_id or self.work_pool.id,
-            flow_run=flow_run)])
+        except (ProviderError, ServiceError, OGPUError) as e:
+            cancelled = "cancelled" in str(e)
+            journal.log(task, logging.ERROR, f"task {task}: {e}")
+            journal.end(task, "CANCELLED" if cancelled else "FAILED", str(e)[:1000])
+            emit_provider_event("failed", provider.address, task, source, {"error": str(e)[:500]})
+            return
+        except Exception as e:
+            self._logger.exception("task %s failed unexpectedly", task)
+            journal.end(task, "FAILED", f"{type(e).__name__}: {e}"[:1000])
+            return
+        finally:
+            self._inflight.pop(task, None)
+            self._ended[task] = (source.lower(), time.monotonic())
+            while len(self._ended) > 256:
+                self._ended.pop(next(iter(self._ended)))
+            self._wake.set()
+        latency = time.time() - started
+        note = "already answered before a restart" if done.resumed else f"answered in {latency:.2f}s"
+        journal.log(task, logging.INFO, f"response {done.response} submitted ({note}); result at {done.data_url}")
+        emit_provider_event("responded", provider.address, task, source,
+                            {"response": done.response, "data_url": done.data_url, "payment": str(done.payment)})
+        journal.end(task, "COMPLETED", "response submitted on chain", artifact=(
+            f"### OpenGPU task {task}\n\n| | |\n|---|---|\n| source | `{source}` |\n"
+            f"| response | `{done.response}` |\n| result | {done.data_url} |\n"
+            f"| payment (wei) | {done.payment} |\n| run time | {latency:.2f} s |\n"))
 
-    async def _submit_run(self, flow_run: FlowRun) -> None:
-        # The base submission's API writes (Pending, labels, infrastructure id) share the slots.
-        async with self._api_slots:
-            await super()._submit_run(flow_run)
+    # ---- flow runs started from Prefect ----
 
-    async def _force(self, flow_run_id: UUID, state: Any) -> Any:
-        async with self._api_slots:
-            result = await self.client.set_flow_run_state(flow_run_id, state, force=True)
-        return result.state
+    async def run(self, flow_run: FlowRun, configuration: ProviderJobConfiguration,
+                  task_status: anyio.abc.TaskStatus[str] | None = None) -> ProviderWorkerResult:
+        """A flow run of the deployment started from the UI or the API (its task must be one this
+        provider attempted): executed like any other, recorded on that flow run."""
+        assert self.provider is not None
+        task, source = flow_run.parameters["task"], flow_run.parameters["source"]
+        identifier = f"{self.provider.address}:{task}"
+        if task_status is not None:
+            task_status.started(identifier)
+        self._start(task, source, int(flow_run.parameters.get("payment") or 0), run_id=flow_run.id,
+                    note="started from Prefect")
+        while task in self._inflight:
+            await anyio.sleep(0.2)
+        return ProviderWorkerResult(identifier=identifier, status_code=0)
 
     async def _get_scheduled_flow_runs(self) -> list[Any]:
         # Only our own deployment's runs: a pool may hold several providers' queues.
         runs = await super()._get_scheduled_flow_runs()
         return [r for r in runs if r.flow_run.deployment_id == self._deployment_id]
 
-    # ---- running one task ----
-
-    async def run(self, flow_run: FlowRun, configuration: ProviderJobConfiguration,
-                  task_status: anyio.abc.TaskStatus[str] | None = None) -> ProviderWorkerResult:
-        assert self.provider is not None
-        provider = self.provider
-        task, source = flow_run.parameters["task"], flow_run.parameters["source"]
-        payment = int(flow_run.parameters.get("payment") or 0) or None
-        identifier = f"{provider.address}:{task}"
-        self._inflight[task] = flow_run.id
-        self._running.add(task)
-        if task_status is not None:
-            task_status.started(identifier)
-        logger = self.get_flow_run_logger(flow_run)
-        with self._routes_lock:
-            self._routes.setdefault(source.lower(), {})[task.lower()] = logger
-        started = time.time()
-        try:
-            await self._force(flow_run.id, Running())
-            logger.info("running task %s of source %s", task, source)
-            done: Executed = await anyio.to_thread.run_sync(
-                lambda: provider.execute(task, payment=payment, max_runtime_s=configuration.max_runtime_s))
-        except TaskTakenError as e:
-            logger.info("%s", e)
-            await self._force(flow_run.id, Cancelled(message=str(e)))
-            return ProviderWorkerResult(identifier=identifier, status_code=0)
-        except (ProviderError, ServiceError, OGPUError) as e:
-            cancelled = "cancelled" in str(e)
-            logger.error("task %s: %s", task, e)
-            await self._force(flow_run.id, Cancelled(message=str(e)) if cancelled else Failed(message=str(e)))
-            emit_provider_event("failed", provider.address, task, source, {"error": str(e)[:500]})
-            return ProviderWorkerResult(identifier=identifier, status_code=0)
-        except Exception as e:
-            logger.exception("task %s failed unexpectedly", task)
-            await self._force(flow_run.id, Failed(message=f"{type(e).__name__}: {e}"[:1000]))
-            return ProviderWorkerResult(identifier=identifier, status_code=0)
-        finally:
-            self._inflight.pop(task, None)
-            self._running.discard(task)
-            with self._routes_lock:
-                self._routes.get(source.lower(), {}).pop(task.lower(), None)
-        latency = time.time() - started
-        note = "already answered before a restart" if done.resumed else f"answered in {latency:.2f}s"
-        logger.info("response %s submitted (%s); result at %s", done.response, note, done.data_url)
-        emit_provider_event("responded", provider.address, task, source,
-                            {"response": done.response, "data_url": done.data_url, "payment": str(done.payment)})
-        await self._force(flow_run.id, Completed(message=f"response {done.response}"))
-        await self._result_artifact(flow_run, task, source, done, latency)
-        return ProviderWorkerResult(identifier=identifier, status_code=0)
-
-    async def _result_artifact(self, flow_run: FlowRun, task: str, source: str, done: Executed, latency: float) -> None:
-        from prefect.client.schemas.actions import ArtifactCreate
-
-        body = (f"### OpenGPU task {task}\n\n| | |\n|---|---|\n| source | `{source}` |\n"
-                f"| response | `{done.response}` |\n| result | {done.data_url} |\n"
-                f"| payment (wei) | {done.payment} |\n| run time | {latency:.2f} s |\n")
-        await self.client.create_artifact(ArtifactCreate(
-            type="markdown", data=body, flow_run_id=flow_run.id, description="The task's on-chain response"))
-
     def _route_log(self, source: str, line: str) -> None:
-        """A service output line goes to the flow runs of the tasks it names, else to all of the
-        source's running tasks (one warm service serves them all), else to the worker's log."""
-        with self._routes_lock:
-            routes = dict(self._routes.get(source.lower(), {}))
+        """A service output line goes to the flow runs of the tasks it names, else to those of the
+        source's running tasks (one warm service serves them all) when at most ROUTE_MAX run,
+        else to the worker's log."""
         lowered = line.lower()
-        targets = [lg for t, lg in routes.items() if t in lowered] or list(routes.values())
-        for lg in targets:
-            lg.info("[service] %s", line)
+        running = [t for t, s in list(self._inflight.items()) if s.lower() == source.lower()]
+        if not running:  # output can trail its task's end (docker's log stream lags)
+            now = time.monotonic()
+            running = [t for t, (s, ended) in list(self._ended.items()) if s == source.lower() and now - ended < 5]
+        # A line naming no task is copied to the tasks it may belong to, while they are few.
+        targets = [t for t in running if t.lower() in lowered] or (running if len(running) <= ROUTE_MAX else [])
+        for t in targets:
+            self.journal.log(t, logging.INFO, f"[service] {line}")  # type: ignore[union-attr]
         if not targets:
             self._logger.info("[%s] %s", source[:10], line)
 
     # ---- cancellation ----
 
     async def _watch_cancellations(self) -> None:
-        """Prefect cancellation of a running task's flow run stops its service wait and service; a
-        submitted run that never reached `run()` (its Pending was refused) frees its slot."""
+        """Prefect cancellation of a running task's flow run stops its wait and its service."""
         from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterState, FlowRunFilterStateType
         while not self._stop.is_set():
             with anyio.move_on_after(2.0):
                 await self._stop.wait()
-            ids = [i for i in self._inflight.values() if i.int]
-            if not ids or self._stop.is_set():
+            open_runs = self.journal.open_runs() if self.journal is not None else {}
+            if not open_runs or self._stop.is_set():
                 continue
             try:
                 runs = await self.client.read_flow_runs(flow_run_filter=FlowRunFilter(
-                    id=FlowRunFilterId(any_=ids), state=FlowRunFilterState(type=FlowRunFilterStateType(
-                        any_=[StateType.CANCELLING, *TERMINAL]))))
+                    id=FlowRunFilterId(any_=list(open_runs)), state=FlowRunFilterState(type=FlowRunFilterStateType(
+                        any_=[StateType.CANCELLING]))))
             except Exception:
                 self._logger.debug("cancellation poll failed", exc_info=True)
                 continue
             for run in runs:
-                task = run.parameters["task"]
-                if run.state_type is StateType.CANCELLING:
-                    await self.kill_infrastructure(f"{self.provider.address}:{task}", self.config)  # type: ignore[union-attr,arg-type]
-                elif task not in self._running:
-                    self._inflight.pop(task, None)
+                await self.kill_infrastructure(f"{self.provider.address}:{open_runs[run.id]}", self.config)  # type: ignore[union-attr,arg-type]
 
     async def kill_infrastructure(self, infrastructure_pid: str, configuration: ProviderJobConfiguration,
                                   grace_seconds: int = 30) -> None:
@@ -472,3 +498,9 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
             provider.stop_service(source)
 
         await anyio.to_thread.run_sync(kill)
+
+
+def _reason(e: TaskTakenError) -> str:
+    """A task-free message, so that tasks ended for one reason are closed in one request."""
+    text = str(e)
+    return "expired before our response" if "expired" in text else "finalized by another provider"

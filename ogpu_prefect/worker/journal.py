@@ -1,0 +1,232 @@
+"""The provider's tasks as Prefect flow runs, recorded off the critical path.
+
+A task is executed the moment its attempt is mined; its flow run is a record of that execution,
+written by this journal in bulk: one request creates the flow runs of a poll's tasks (already
+Running), one request per outcome closes those that ended (Completed, Cancelled, Failed), then
+each gets its result artifact, and service output reaches the run's logs. A Prefect server that
+is slow under load (SQLite) makes the records lag by seconds; it never delays a response on chain.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+import anyio
+
+BULK_CREATE = 100  # the server's limits per request
+BULK_STATE = 50
+
+
+@dataclass
+class _Entry:
+    task: str
+    parameters: dict[str, str]
+    key: str
+    resumed: bool
+    note: str = ""  # the Running message of a resumed run
+    run_id: UUID | None = None
+    running_set: bool = False
+    end: tuple[str, str] | None = None  # (state type, message)
+    end_set: bool = False
+    artifact: str | None = None
+    lines: list[tuple[int, str]] = field(default_factory=list)
+    logger: logging.LoggerAdapter[Any] | None = None
+
+
+class FlowRunJournal:
+    """Records tasks as flow runs of `deployment_id`. Call `start`, `log`, `end` from the event
+    loop (or `log` from any thread); `run` flushes until `stop` is set, then once more."""
+
+    def __init__(self, client: Any, deployment_id: UUID, flow_id: UUID, queue_name: str, tags: list[str],
+                 make_logger: Callable[[Any], logging.LoggerAdapter[Any]], log: logging.Logger | Any) -> None:
+        self.client = client
+        self.deployment_id = deployment_id
+        self.flow_id = flow_id
+        self.queue_name = queue_name
+        self.tags = tags
+        self.make_logger = make_logger
+        self.log_ = log
+        self._entries: dict[str, _Entry] = {}
+        self._wake = anyio.Event()
+        self._lines_lock = threading.Lock()
+        self._late: dict[str, logging.LoggerAdapter[Any] | None] = {}
+        self._bulk = True  # False once the server turns out to lack the bulk routes (Prefect < 3.9)
+
+    # ---- recording (never blocks) ----
+
+    def start(self, task: str, parameters: dict[str, str], key: str, *, resumed: bool = False,
+              run_id: UUID | None = None, note: str = "resumed after a worker restart") -> None:
+        """A task began executing. `resumed`: its flow run may exist already (found by `key`);
+        `run_id`: it does. Either way that run is set Running with `note`."""
+        entry = self._entries.get(task)
+        if entry is None or entry.end_set:
+            entry = self._entries[task] = _Entry(task, parameters, key, resumed, note)
+        if run_id is not None:
+            entry.run_id, entry.resumed, entry.note = run_id, True, note
+            self._attach(entry)
+        self._wake.set()
+
+    def log(self, task: str, level: int, message: str) -> None:
+        """To the task's flow-run log (held until its flow run exists). Any thread."""
+        with self._lines_lock:
+            entry = self._entries.get(task)
+            logger = entry.logger if entry is not None else self._late.get(task)
+            if entry is not None and logger is None:
+                entry.lines.append((level, message))
+                return
+        if logger is not None:
+            logger.log(level, "%s", message)
+        else:
+            self.log_.log(level, "%s: %s", task, message)
+
+    def end(self, task: str, state_type: str, message: str, artifact: str | None = None) -> None:
+        entry = self._entries.get(task)
+        if entry is not None:
+            entry.end, entry.artifact = (state_type, message), artifact
+            self._wake.set()
+
+    def open_runs(self) -> dict[UUID, str]:
+        """Flow run -> task, for recorded tasks that have not ended."""
+        return {e.run_id: t for t, e in self._entries.items() if e.run_id is not None and e.end is None}
+
+    def pending(self) -> int:
+        return len(self._entries)
+
+    # ---- flushing ----
+
+    async def run(self, stop: anyio.Event, interval: float = 0.25) -> None:
+        while not stop.is_set():
+            with anyio.move_on_after(interval * 8):
+                await self._wake.wait()
+            self._wake = anyio.Event()
+            try:
+                await self.flush()
+            except Exception as e:  # the API hiccuped: what is not written is kept and retried
+                self.log_.warning("recording flow runs failed (%s); retrying", e)
+                await anyio.sleep(1.0)
+            else:
+                await anyio.sleep(interval)  # lets a burst accumulate into one request
+
+    async def flush(self) -> None:
+        await self._create()
+        await self._set_states()
+        await self._write_artifacts()
+
+    async def _create(self) -> None:
+        todo = [e for e in self._entries.values() if e.run_id is None]
+        for i in range(0, len(todo), BULK_CREATE):
+            chunk = todo[i:i + BULK_CREATE]
+            ends = [e.end for e in chunk]  # what each is created with (it may end meanwhile)
+            ids = await self._create_runs([self._create_body(e) for e in chunk])
+            for e, end, run_id in zip(chunk, ends, ids):
+                if run_id is None:
+                    continue
+                e.run_id = run_id
+                if not e.resumed:  # created in the state it had then; a resumed one's run existed
+                    e.running_set = True
+                    e.end_set = end is not None and e.end == end
+                self._attach(e)
+
+    def _create_body(self, e: _Entry) -> dict[str, Any]:
+        state = {"type": "RUNNING", "name": "Running", "message": "executing"}
+        if e.end is not None and not e.resumed:
+            state = _state_json(*e.end)
+        return {"parameters": e.parameters, "name": f"task-{e.task[2:10].lower()}", "idempotency_key": e.key,
+                "tags": self.tags, "work_queue_name": self.queue_name, "state": state}
+
+    async def _create_runs(self, bodies: list[dict[str, Any]]) -> list[UUID | None]:
+        if self._bulk:
+            resp = await self.client._client.post(f"/deployments/{self.deployment_id}/create_flow_run/bulk",
+                                                  json=bodies)
+            if resp.status_code in (404, 405):
+                self._bulk = False
+            else:
+                resp.raise_for_status()
+                out: list[UUID | None] = []
+                for r in resp.json()["results"]:
+                    if r.get("status") != "CREATED":
+                        self.log_.warning("a task's flow run was not created: %s", r.get("error"))
+                    out.append(UUID(r["flow_run_id"]) if r.get("flow_run_id") else None)
+                return out
+        from prefect.states import State
+
+        runs = []
+        for b in bodies:
+            run = await self.client.create_flow_run_from_deployment(
+                self.deployment_id, parameters=b["parameters"], name=b["name"], idempotency_key=b["idempotency_key"],
+                tags=b["tags"], work_queue_name=b["work_queue_name"], state=State(**_state_kwargs(b["state"])))
+            runs.append(run.id)
+        return runs
+
+    async def _set_states(self) -> None:
+        groups: dict[tuple[str, str], list[_Entry]] = {}
+        for e in self._entries.values():
+            if e.run_id is None or e.end_set:
+                continue
+            if e.end is not None:
+                groups.setdefault(e.end, []).append(e)
+            elif not e.running_set:
+                groups.setdefault(("RUNNING", e.note), []).append(e)
+        for (state_type, message), entries in groups.items():
+            for i in range(0, len(entries), BULK_STATE):
+                chunk = entries[i:i + BULK_STATE]
+                await self._force_state([e.run_id for e in chunk if e.run_id], state_type, message)
+                for e in chunk:
+                    e.running_set = True
+                    e.end_set = e.end == (state_type, message)
+
+    async def _force_state(self, ids: list[UUID], state_type: str, message: str) -> None:
+        if self._bulk:
+            resp = await self.client._client.post("/flow_runs/bulk_set_state", json={
+                "flow_runs": {"id": {"any_": [str(i) for i in ids]}}, "state": _state_json(state_type, message),
+                "force": True, "limit": BULK_STATE})
+            if resp.status_code not in (404, 405):
+                resp.raise_for_status()
+                return
+            self._bulk = False
+        from prefect.states import State
+
+        for i in ids:
+            await self.client.set_flow_run_state(i, State(**_state_kwargs(_state_json(state_type, message))), force=True)
+
+    async def _write_artifacts(self, at_most: int = 16) -> None:
+        """The ended tasks' artifacts, a few per flush: creations and states go first."""
+        from prefect.client.schemas.actions import ArtifactCreate
+
+        ended = [(t, e) for t, e in self._entries.items() if e.end_set]
+        for task, e in ended[:at_most]:
+            if e.artifact is not None and e.run_id is not None:
+                await self.client.create_artifact(ArtifactCreate(
+                    type="markdown", data=e.artifact, flow_run_id=e.run_id, description="The task's on-chain response"))
+                e.artifact = None
+            if self._entries.get(task) is e:
+                del self._entries[task]
+                self._late[task] = e.logger  # for output that trails the task
+                while len(self._late) > 256:
+                    self._late.pop(next(iter(self._late)))
+
+    def _attach(self, e: _Entry) -> None:
+        from prefect.client.schemas.objects import FlowRun
+
+        assert e.run_id is not None
+        logger = self.make_logger(FlowRun(id=e.run_id, name=f"task-{e.task[2:10].lower()}", flow_id=self.flow_id))
+        with self._lines_lock:
+            e.logger = logger
+            lines, e.lines = e.lines, []
+        for level, message in lines:
+            e.logger.log(level, "%s", message)
+
+
+def _state_json(state_type: str, message: str) -> dict[str, str]:
+    return {"type": state_type, "name": state_type.capitalize(), "message": message}
+
+
+def _state_kwargs(body: dict[str, str]) -> dict[str, Any]:
+    from prefect.client.schemas.objects import StateType
+
+    return {"type": StateType(body["type"]), "name": body["name"], "message": body["message"]}
