@@ -57,7 +57,7 @@ def floor(net, store, client, source: str, n: int) -> float:  # type: ignore[no-
     return time.perf_counter() - t0
 
 
-def records_lag(finalized: int, timeout: float = 300) -> float:
+def records_lag(finalized: int, timeout: float = 480) -> float:
     """Seconds after the batch until the workers' flow runs record it: none still Running, and
     one Completed per finalized task (the journal writes off the critical path)."""
     from prefect.client.orchestration import get_client

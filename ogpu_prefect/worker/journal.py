@@ -1,15 +1,17 @@
 """The provider's tasks as Prefect flow runs, recorded off the critical path.
 
 A task is executed the moment its attempt is mined; its flow run is a record of that execution,
-written by this journal in bulk: one request creates the flow runs of a poll's tasks (already
-Running), one request per outcome closes those that ended (Completed, Cancelled, Failed), then
-each gets its result artifact, and service output reaches the run's logs. A Prefect server that
-is slow under load (SQLite) makes the records lag by seconds; it never delays a response on chain.
+written by this journal: each flow run is created in the state its task has by then (Running, or
+already Completed / Cancelled / Failed), one bulk request per outcome closes those that ended
+later, then each Completed run gets its result artifact, and service output reaches the run's
+logs. A Prefect server that is slow under load (SQLite) makes the records lag, by minutes for a
+burst of hundreds of tasks (BENCHMARKS.md); it never delays a response on chain.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,8 +20,8 @@ from uuid import UUID
 
 import anyio
 
-BULK_CREATE = 100  # the server's limits per request
-BULK_STATE = 50
+CREATE_CHUNK = 50  # creations between two state flushes
+BULK_STATE = 50  # the server's limit per bulk_set_state
 
 
 @dataclass
@@ -42,12 +44,13 @@ class FlowRunJournal:
     """Records tasks as flow runs of `deployment_id`. Call `start`, `log`, `end` from the event
     loop (or `log` from any thread); `run` flushes until `stop` is set, then once more."""
 
-    def __init__(self, client: Any, deployment_id: UUID, flow_id: UUID, queue_name: str, tags: list[str],
+    def __init__(self, client: Any, deployment_id: UUID, flow_id: UUID, pool_name: str, queue_name: str, tags: list[str],
                  make_logger: Callable[[Any], logging.LoggerAdapter[Any]], log: logging.Logger | Any) -> None:
         self.client = client
         self.deployment_id = deployment_id
         self.flow_id = flow_id
         self.queue_name = queue_name
+        self.pool_name = pool_name
         self.tags = tags
         self.make_logger = make_logger
         self.log_ = log
@@ -55,7 +58,7 @@ class FlowRunJournal:
         self._wake = anyio.Event()
         self._lines_lock = threading.Lock()
         self._late: dict[str, logging.LoggerAdapter[Any] | None] = {}
-        self._bulk = True  # False once the server turns out to lack the bulk routes (Prefect < 3.9)
+        self._bulk = True  # False once the server turns out to lack bulk_set_state (Prefect < 3.9)
 
     # ---- recording (never blocks) ----
 
@@ -108,7 +111,7 @@ class FlowRunJournal:
                 await self.flush()
             except Exception as e:  # the API hiccuped: what is not written is kept and retried
                 self.log_.warning("recording flow runs failed (%s); retrying", e)
-                await anyio.sleep(1.0)
+                await anyio.sleep(random.uniform(0.5, 2.0))
             else:
                 await anyio.sleep(interval)  # lets a burst accumulate into one request
 
@@ -119,10 +122,12 @@ class FlowRunJournal:
 
     async def _create(self) -> None:
         todo = [e for e in self._entries.values() if e.run_id is None]
-        for i in range(0, len(todo), BULK_CREATE):
-            chunk = todo[i:i + BULK_CREATE]
+        while todo:
+            chunk, todo = todo[:CREATE_CHUNK], todo[CREATE_CHUNK:]
             ends = [e.end for e in chunk]  # what each is created with (it may end meanwhile)
             ids = await self._create_runs([self._create_body(e) for e in chunk])
+            if any(i is None for i in ids):  # retried at the next flush, after a random pause
+                await anyio.sleep(random.uniform(0.2, 1.5))
             for e, end, run_id in zip(chunk, ends, ids):
                 if run_id is None:
                     continue
@@ -140,28 +145,20 @@ class FlowRunJournal:
                 "tags": self.tags, "work_queue_name": self.queue_name, "state": state}
 
     async def _create_runs(self, bodies: list[dict[str, Any]]) -> list[UUID | None]:
-        if self._bulk:
-            resp = await self.client._client.post(f"/deployments/{self.deployment_id}/create_flow_run/bulk",
-                                                  json=bodies)
-            if resp.status_code in (404, 405):
-                self._bulk = False
-            else:
-                resp.raise_for_status()
-                out: list[UUID | None] = []
-                for r in resp.json()["results"]:
-                    if r.get("status") != "CREATED":
-                        self.log_.warning("a task's flow run was not created: %s", r.get("error"))
-                    out.append(UUID(r["flow_run_id"]) if r.get("flow_run_id") else None)
-                return out
-        from prefect.states import State
-
-        runs = []
+        """One POST /flow_runs/ each, in order. The deployment's route validates every run's job
+        variables against the pool's template (most of the server's time per run, and we pass
+        none); this route does not, and a failure costs one run, not a whole bulk transaction."""
+        out: list[UUID | None] = []
         for b in bodies:
-            run = await self.client.create_flow_run_from_deployment(
-                self.deployment_id, parameters=b["parameters"], name=b["name"], idempotency_key=b["idempotency_key"],
-                tags=b["tags"], work_queue_name=b["work_queue_name"], state=State(**_state_kwargs(b["state"])))
-            runs.append(run.id)
-        return runs
+            resp = await self.client._client.post("/flow_runs/", json={
+                **b, "flow_id": str(self.flow_id), "deployment_id": str(self.deployment_id),
+                "work_pool_name": self.pool_name})
+            if resp.status_code >= 400:
+                self.log_.debug("a flow run was not created (HTTP %d): %s", resp.status_code, resp.text[:200])
+                out.append(None)
+                continue
+            out.append(UUID(resp.json()["id"]))
+        return out
 
     async def _set_states(self) -> None:
         groups: dict[tuple[str, str], list[_Entry]] = {}

@@ -187,7 +187,8 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
         self.provider = await anyio.to_thread.run_sync(start)
         flow_id, self._deployment_id = await self._ensure_deployment()
         self._work_queues.add(self._queue_name)
-        self.journal = FlowRunJournal(self.client, self._deployment_id, flow_id, self._queue_name, ["ogpu-provider"],
+        self.journal = FlowRunJournal(self.client, self._deployment_id, flow_id, self._work_pool_name, self._queue_name,
+                                      ["ogpu-provider"],
                                       self.get_flow_run_logger, self._logger)
         self._logger.info("provider %s serves %d source(s) on %s with the %s backend", self.provider.address,
                           len(config.sources), config.environment, config.backend)
