@@ -261,6 +261,7 @@ class TxSender:
         delay = self.poll_interval
         rebroadcast_at = time.monotonic() + 5.0
         seen, stalled_since = 0, time.monotonic()
+        suspects: set[str] = set()
         while True:
             missing = [p for p in pending if p.tx_hash not in receipts]
             if not missing:
@@ -277,7 +278,8 @@ class TxSender:
             if len(receipts) > seen:
                 seen, stalled_since = len(receipts), now
             elif now - stalled_since > 1.0:
-                self._check_not_replaced([p for p in pending if p.tx_hash not in receipts], receipts)
+                suspects = self._check_not_replaced([p for p in pending if p.tx_hash not in receipts], receipts,
+                                                    suspects)
                 if self._is_dev_node():
                     # anvil's automine mines when a transaction arrives; what did not fit in
                     # that block waits for the next arrival. Mine one instead of waiting forever.
@@ -295,22 +297,27 @@ class TxSender:
                 raise self.explain(failed[0])
         return out
 
-    def _check_not_replaced(self, missing: Sequence[PendingTx], receipts: dict[str, Receipt]) -> None:
+    def _check_not_replaced(self, missing: Sequence[PendingTx], receipts: dict[str, Receipt],
+                            suspects: set[str]) -> set[str]:
         """Raises NonceError when a transaction can never be mined: its nonce was used by another
-        transaction of this account (sent by another process, or left in the pool)."""
+        transaction of this account (sent by another process, or left in the pool). A node can
+        count a nonce a moment before it serves the receipt, so a transaction is only judged lost
+        when two checks a stall apart agree; returns this check's suspects."""
         used = int(self.rpc.call("eth_getTransactionCount", [self.address, "latest"]), 16)
         stale = [p for p in missing if p.nonce < used]
         if not stale:
-            return
+            return set()
         results = self.rpc.batch([("eth_getTransactionReceipt", [p.tx_hash]) for p in stale])
         for p, r in zip(stale, results):
             if isinstance(r, dict):
                 receipts[p.tx_hash] = Receipt.from_rpc(r, p.call.context)
         lost = [p for p in stale if p.tx_hash not in receipts]
-        if lost:
+        confirmed = [p for p in lost if p.tx_hash in suspects]
+        if confirmed:
             self.resync_nonce()
-            raise NonceError(f"{len(lost)} transaction(s) of {self.address} will never be mined: "
-                             f"nonce {lost[0].nonce} was used by another transaction")
+            raise NonceError(f"{len(confirmed)} transaction(s) of {self.address} will never be mined: "
+                             f"nonce {confirmed[0].nonce} was used by another transaction")
+        return {p.tx_hash for p in lost}
 
     def transact(self, call: Call, gas: int | None = None) -> Receipt:
         """Estimate, sign, send, wait; raises the typed error of a revert."""
