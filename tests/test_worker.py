@@ -203,6 +203,11 @@ def test_two_workers_race_a_batch_and_every_task_is_finalized_once(fleet: Fleet)
     fleet.wait_registered(source, "provider1")
     fleet.wait_registered(source, "provider2")
     p1, p2 = fleet.devnet.address("provider1"), fleet.devnet.address("provider2")
+    deadline = time.time() + 90  # both serving: a worker starts its chain watcher with its warm-up
+    while not (service_processes(p1) and service_processes(p2)):
+        assert time.time() < deadline, (fleet.worker_log("provider1"), fleet.worker_log("provider2"))
+        time.sleep(0.2)
+    time.sleep(1.0)
     earned0 = {p: fleet.chain.vault.total_earnings_of(p) for p in (p1, p2)}
     start = fleet.chain.block_number() + 1
     # Tasks that take a moment: one worker's 8 slots cannot take the whole batch at once.
