@@ -266,10 +266,7 @@ class TxSender:
             missing = [p for p in pending if p.tx_hash not in receipts]
             if not missing:
                 break
-            results = self.rpc.batch([("eth_getTransactionReceipt", [p.tx_hash]) for p in missing])
-            for p, r in zip(missing, results):
-                if isinstance(r, dict):
-                    receipts[p.tx_hash] = Receipt.from_rpc(r, p.call.context)
+            self._collect_receipts(missing, receipts)
             if len(receipts) == len(pending):
                 break
             now = time.monotonic()
@@ -297,6 +294,13 @@ class TxSender:
                 raise self.explain(failed[0])
         return out
 
+    def _collect_receipts(self, pending: Sequence[PendingTx], receipts: dict[str, Receipt]) -> None:
+        """Adds the receipts the node has for `pending` (one JSON-RPC batch) to `receipts`."""
+        results = self.rpc.batch([("eth_getTransactionReceipt", [p.tx_hash]) for p in pending])
+        for p, r in zip(pending, results):
+            if isinstance(r, dict):
+                receipts[p.tx_hash] = Receipt.from_rpc(r, p.call.context)
+
     def _check_not_replaced(self, missing: Sequence[PendingTx], receipts: dict[str, Receipt],
                             suspects: set[str]) -> set[str]:
         """Raises NonceError when a transaction can never be mined: its nonce was used by another
@@ -307,10 +311,7 @@ class TxSender:
         stale = [p for p in missing if p.nonce < used]
         if not stale:
             return set()
-        results = self.rpc.batch([("eth_getTransactionReceipt", [p.tx_hash]) for p in stale])
-        for p, r in zip(stale, results):
-            if isinstance(r, dict):
-                receipts[p.tx_hash] = Receipt.from_rpc(r, p.call.context)
+        self._collect_receipts(stale, receipts)
         lost = [p for p in stale if p.tx_hash not in receipts]
         confirmed = [p for p in lost if p.tx_hash in suspects]
         if confirmed:

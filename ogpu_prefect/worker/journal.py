@@ -42,7 +42,8 @@ class _Entry:
 
 class FlowRunJournal:
     """Records tasks as flow runs of `deployment_id`. Call `start`, `log`, `end` from the event
-    loop (or `log` from any thread); `run` flushes until `stop` is set, then once more."""
+    loop (or `log` from any thread); `run` flushes until `stop` is set (the worker's teardown
+    then flushes what is left)."""
 
     def __init__(self, client: Any, deployment_id: UUID, flow_id: UUID, pool_name: str, queue_name: str, tags: list[str],
                  make_logger: Callable[[Any], logging.LoggerAdapter[Any]], log: logging.Logger | Any) -> None:
@@ -138,10 +139,8 @@ class FlowRunJournal:
                 self._attach(e)
 
     def _create_body(self, e: _Entry) -> dict[str, Any]:
-        state = {"type": "RUNNING", "name": "Running", "message": "executing"}
-        if e.end is not None and not e.resumed:
-            state = _state_json(*e.end)
-        return {"parameters": e.parameters, "name": f"task-{e.task[2:10].lower()}", "idempotency_key": e.key,
+        state = _state_json(*e.end) if e.end is not None and not e.resumed else _state_json("RUNNING", "executing")
+        return {"parameters": e.parameters, "name": _run_name(e.task), "idempotency_key": e.key,
                 "tags": self.tags, "work_queue_name": self.queue_name, "state": state}
 
     async def _create_runs(self, bodies: list[dict[str, Any]]) -> list[UUID | None]:
@@ -186,10 +185,12 @@ class FlowRunJournal:
                 resp.raise_for_status()
                 return
             self._bulk = False
+        from prefect.client.schemas.objects import StateType
         from prefect.states import State
 
         for i in ids:
-            await self.client.set_flow_run_state(i, State(**_state_kwargs(_state_json(state_type, message))), force=True)
+            state = State(type=StateType(state_type), name=state_type.capitalize(), message=message)
+            await self.client.set_flow_run_state(i, state, force=True)
 
     async def _write_artifacts(self, at_most: int = 16) -> None:
         """The ended tasks' artifacts, a few per flush: creations and states go first."""
@@ -211,7 +212,7 @@ class FlowRunJournal:
         from prefect.client.schemas.objects import FlowRun
 
         assert e.run_id is not None
-        logger = self.make_logger(FlowRun(id=e.run_id, name=f"task-{e.task[2:10].lower()}", flow_id=self.flow_id))
+        logger = self.make_logger(FlowRun(id=e.run_id, name=_run_name(e.task), flow_id=self.flow_id))
         with self._lines_lock:
             e.logger = logger
             lines, e.lines = e.lines, []
@@ -223,7 +224,5 @@ def _state_json(state_type: str, message: str) -> dict[str, str]:
     return {"type": state_type, "name": state_type.capitalize(), "message": message}
 
 
-def _state_kwargs(body: dict[str, str]) -> dict[str, Any]:
-    from prefect.client.schemas.objects import StateType
-
-    return {"type": StateType(body["type"]), "name": body["name"], "message": body["message"]}
+def _run_name(task: str) -> str:
+    return f"task-{task[2:10].lower()}"

@@ -222,11 +222,14 @@ class ChainClock:
         self._read_at = float("-inf")
 
     def now(self) -> float:
-        mono = time.monotonic()
-        if mono - self._read_at > self.refresh_s:
-            self._skew = self.chain.now() - time.time()
-            self._read_at = mono
+        if time.monotonic() - self._read_at > self.refresh_s:
+            self.set(self.chain.now())
         return time.time() + self._skew
+
+    def set(self, chain_now: float) -> None:
+        """Records the chain's time read just now (by a caller that batched the read)."""
+        self._skew = chain_now - time.time()
+        self._read_at = time.monotonic()
 
 
 class _Responder:

@@ -123,7 +123,6 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
         self._stop = anyio.Event()
         self._wake = anyio.Event()  # a slot freed: poll now
         self._policy: Any = None
-        self._skew = 0.0  # chain clock minus ours (anvil's clock can be moved)
         self._published: dict[str, str] = {}  # task -> hash of the tx that published it
 
     # ---- start and stop ----
@@ -308,7 +307,7 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
             return out[:len(tasks)], out[len(tasks):], chain.now()
 
         cores, mine, now = await anyio.to_thread.run_sync(read)
-        self._skew = now - time.time()
+        provider.clock.set(now)
         for t, (source, _client, payment, expiry, method, status), attempter in zip(tasks, cores, mine):
             if status not in (TaskStatus.NEW, TaskStatus.ATTEMPTED, TaskStatus.RESPONDED) or expiry <= now:
                 self._published.pop(t, None)
@@ -327,7 +326,7 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
         free = self.config.max_concurrent_tasks - len(self._inflight)
         if free <= 0 or not waiting:
             return
-        now = time.time() + self._skew
+        now = provider.clock.now()
         chosen: list[tuple[TaskOffer, int]] = []
         # Soonest expiry first; on FIRST_RESPONSE sources untouched tasks first (another
         # provider's attempt is a race we likely lose); ties in random order, so that workers
