@@ -71,9 +71,15 @@ def records_lag(finalized: int, timeout: float = 480) -> float:
                 state=FlowRunFilterState(type=FlowRunFilterStateType(any_=list(types)))))
 
     t0 = time.perf_counter()
+    shown = t0
     while time.perf_counter() - t0 < timeout:
-        if count(StateType.COMPLETED) >= finalized and count(StateType.RUNNING) == 0:
+        completed, running = count(StateType.COMPLETED), count(StateType.RUNNING)
+        if completed >= finalized and running == 0:
             return time.perf_counter() - t0
+        if time.perf_counter() - shown > 30:
+            shown = time.perf_counter()
+            print(f"  records after {shown - t0:.0f}s: {completed}/{finalized} Completed, {running} Running, "
+                  f"{count(StateType.CANCELLED)} Cancelled, {count(StateType.FAILED)} Failed", flush=True)
         time.sleep(0.5)
     return float("inf")
 

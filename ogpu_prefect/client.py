@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -179,13 +180,37 @@ class OGPUClient:
         out: dict[int, PublishedTask] = {}
         sent: list[tuple[int, str, float, PendingTx]] = []
         gas: int | None = None
+        # Pipelined: this thread writes a chunk's configs and signs its transactions while a
+        # second thread sends, in nonce order, everything signed since its last send (bigger
+        # batches when the node is the bottleneck: anvil mines fewer, fuller blocks). Writes stay
+        # on this thread: a writer thread would wait for the GIL after every file.
+        sending = ThreadPoolExecutor(1, thread_name_prefix="ogpu-send")
+        ready: list[tuple[int, str, PendingTx]] = []
+        in_flight: tuple[Future[None], list[tuple[int, str, float, PendingTx]]] | None = None
+
+        def settle() -> None:  # the send in flight is done: its transactions are with the node
+            nonlocal in_flight
+            if in_flight is not None:
+                future, batch = in_flight
+                in_flight = None
+                future.result()
+                sent.extend(batch)
+
+        def flush(block: bool) -> None:  # sends what is ready unless a send is under way
+            nonlocal in_flight
+            if in_flight is not None and (block or in_flight[0].done()):
+                settle()
+            if in_flight is None and ready:
+                sent_at = time.time()
+                batch = [(i, url, sent_at, p) for i, url, p in ready]
+                ready.clear()
+                in_flight = (sending.submit(self.sender.broadcast, [p for *_, p in batch]), batch)
+
         try:
-            # Chunks: configs of the next chunk are written while the node mines this one.
             for start in range(0, len(bodies), PUBLISH_CHUNK):
                 span = range(start, min(start + PUBLISH_CHUNK, len(bodies)))
-                urls = put_many(store, [bodies[i] for i in span])
                 todo = []
-                for i, url in zip(span, urls):
+                for i, url in zip(span, put_many(store, [bodies[i] for i in span])):
                     if url in existing:
                         out[i] = PublishedTask(index=indexes[i], address=existing[url], source=terms.address,
                                                payment=payment, expiry_time=expiry_time, config_url=url,
@@ -198,9 +223,17 @@ class OGPUClient:
                          for _, url in todo]
                 if gas is None:
                     gas = self.sender.estimate(calls[:1])[0]  # same shape for all: one estimate serves
-                sent_at = time.time()
-                sent += [(i, url, sent_at, p) for (i, url), p in zip(todo, self.sender.send(calls, gas))]
-        finally:  # even when a later chunk fails, what was sent is awaited: nothing left in flight
+                ready += [(i, url, p) for (i, url), p in zip(todo, self.sender.sign(calls, gas))]
+                flush(block=False)
+            while ready or in_flight is not None:
+                flush(block=True)
+        except BaseException:
+            self.sender.resync_nonce()  # transactions signed but never sent leave a gap in the local nonces
+            raise
+        finally:  # even when a later step fails, what was sent is awaited: nothing left in flight
+            if in_flight is not None and in_flight[0].exception() is None:
+                sent.extend(in_flight[1])
+            sending.shutdown()
             receipts = self.sender.wait([p for *_, p in sent]) if sent else []
         for (i, url, sent_at, _), receipt in zip(sent, receipts):
             task = created_address(receipt, "TaskPublished", "task", self.chain.network.nexus)

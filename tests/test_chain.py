@@ -244,6 +244,29 @@ def test_a_pending_transaction_replaced_by_another_fails_fast(devnet) -> None:
     a.transact(chain.vault.deposit(a.address, value=3))  # resynced
 
 
+def test_a_receipt_timeout_says_what_the_node_knows(devnet) -> None:
+    """A transaction that cannot be mined (here: a nonce gap) times out with the node's view in the
+    message, not just a count."""
+    from ogpu_prefect.chain.rpc import Rpc
+
+    chain = devnet.network.connect()
+    a = chain.sender(devnet.key("client"), receipt_timeout=2)
+    a.resync_nonce()
+    a._nonce = int(chain.rpc.call("eth_getTransactionCount", [a.address, "pending"]), 16) + 1  # a gap
+    try:
+        pending = a.send([chain.vault.deposit(a.address, value=1)], 100_000)
+        with pytest.raises(errors.TxReceiptTimeoutError) as e:
+            a.wait(pending)
+        text = str(e.value)
+        assert f"nonces {pending[0].nonce}-{pending[0].nonce}" in text
+        assert f"next nonce for {a.address} is {pending[0].nonce - 1}" in text
+        assert "1 queued" in text and "base fee" in text
+    finally:
+        Rpc(devnet.rpc_url).call("anvil_dropAllTransactions")
+        a.resync_nonce()
+    a.transact(chain.vault.deposit(a.address, value=1))
+
+
 def test_two_networks_in_one_process(devnet) -> None:
     other = devnet_mod.start()
     try:

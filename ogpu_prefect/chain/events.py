@@ -80,7 +80,8 @@ def get_events(
 def created_address(receipt: Any, event: str, field: str, emitter: str | None = None) -> str:
     """The address a transaction created, read from its receipt's event (`SourcePublished.source`,
     `TaskPublished.task`, `ResponseSubmitted.response`). Only logs from `emitter` count, if given."""
-    for ev in receipt.events:
-        if ev.name == event and (emitter is None or ev.address.lower() == emitter.lower()):
-            return str(ev.args[field])
+    wanted = next(e.topic0 for e in events_by_topic().values() if e.name == event)
+    for lg in receipt.logs:  # only the matching log is decoded: a batch has thousands of receipts
+        if lg.topics and lg.topics[0] == wanted and (emitter is None or lg.address.lower() == emitter.lower()):
+            return str(decode_logs([lg])[0].args[field])
     raise LookupError(f"no {event} event in transaction {receipt.tx_hash}")

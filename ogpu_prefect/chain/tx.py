@@ -19,8 +19,9 @@ import coincurve
 import rlp
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from eth_utils import keccak, to_checksum_address
+from eth_utils import keccak
 
+from .abi import checksum_address
 from .errors import NonceError, RpcError, TxReceiptTimeoutError, TxRevertError, TxRpcError, revert_error
 from .rpc import Rpc
 
@@ -90,7 +91,7 @@ class Log:
     @classmethod
     def from_rpc(cls, lg: dict[str, Any]) -> Log:
         return cls(
-            to_checksum_address(lg["address"]), [bytes.fromhex(t[2:]) for t in lg["topics"]],
+            checksum_address(lg["address"]), [bytes.fromhex(t[2:]) for t in lg["topics"]],
             bytes.fromhex(lg["data"][2:]), int(lg["blockNumber"], 16), lg["transactionHash"], int(lg["logIndex"], 16),
         )
 
@@ -111,7 +112,7 @@ class Receipt:
         ca = r.get("contractAddress")
         return cls(
             r["transactionHash"], int(r["status"], 16), int(r["blockNumber"], 16), int(r["gasUsed"], 16), logs,
-            context, to_checksum_address(ca) if ca else None,
+            context, checksum_address(ca) if ca else None,
         )
 
     @cached_property
@@ -271,7 +272,7 @@ class TxSender:
                 break
             now = time.monotonic()
             if now > deadline:
-                raise TxReceiptTimeoutError(f"{len(pending) - len(receipts)} transaction(s) not mined in time")
+                raise TxReceiptTimeoutError(self._describe_unmined([p for p in pending if p.tx_hash not in receipts]))
             if len(receipts) > seen:
                 seen, stalled_since = len(receipts), now
             elif now - stalled_since > 1.0:
@@ -344,6 +345,25 @@ class TxSender:
                 log.debug("replay at block %d failed: %s", block, e)
         return TxRevertError("mined but reverted", context=receipt.context)
 
+    def _describe_unmined(self, missing: Sequence[PendingTx]) -> str:
+        """Why transactions may not be mined, from what the node says: nonce gap, fee, pool."""
+        nonces = sorted(p.nonce for p in missing)
+        text = f"{len(missing)} transaction(s) not mined in {self.receipt_timeout:.0f}s (nonces {nonces[0]}-{nonces[-1]})"
+        try:
+            mined, pool, block = self.rpc.batch([
+                ("eth_getTransactionCount", [self.address, "latest"]), ("txpool_status", []),
+                ("eth_getBlockByNumber", ["latest", False])])
+            if isinstance(mined, str):
+                text += f"; the node's next nonce for {self.address} is {int(mined, 16)}"
+            if isinstance(pool, dict):
+                text += f"; its pool: {int(pool.get('pending', '0x0'), 16)} pending, {int(pool.get('queued', '0x0'), 16)} queued"
+            if isinstance(block, dict) and block.get("baseFeePerGas"):
+                fee = _max_fee(missing[0].raw)
+                text += f"; base fee {int(block['baseFeePerGas'], 16)} wei, these offer at most {fee} wei"
+        except Exception:  # the description is best effort: the timeout is the error
+            pass
+        return text
+
     def _is_dev_node(self) -> bool:
         """Whether the node is anvil (which mines on demand); asked once."""
         if self._dev is None:
@@ -371,3 +391,8 @@ def _nonce_too_low(e: RpcError) -> bool:
 
 
 __all__ = ["Call", "Log", "PendingTx", "Receipt", "Signer", "TxSender", "TxRpcError"]
+
+
+def _max_fee(raw: bytes) -> int:
+    """maxFeePerGas of a signed type-2 transaction."""
+    return int.from_bytes(rlp.decode(raw[1:])[3], "big")
