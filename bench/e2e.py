@@ -18,6 +18,7 @@ Ends with `floor_ratio=<ours / floor> p95_s=<publish-to-result p95 of ours>`.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import statistics
 import sys
@@ -84,6 +85,37 @@ def records_lag(finalized: int, timeout: float = 480) -> float:
     return float("inf")
 
 
+ROLES = (("prefect.server", "Prefect server"), ("prefect worker start", "2 workers"),
+         ("worker.runner", "2 services"), ("anvil", "anvil"))
+
+
+def cpu_seconds() -> dict[int, tuple[str, float]]:
+    """CPU seconds used so far by each process of the run, by pid, with its part: the client
+    (this process: the run_batch flow and the payload server), the Prefect server, the workers,
+    the services, anvil. From /proc (Linux)."""
+    import os
+
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, tuple[str, float]] = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        role = "client" if int(pid) == os.getpid() else next((r for key, r in ROLES if key in cmd), None)
+        if role is not None:
+            out[int(pid)] = (role, (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def cpu_by_part(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
+    parts: dict[str, float] = {}
+    for pid, (role, secs) in after.items():
+        parts[role] = parts.get(role, 0.0) + secs - before.get(pid, (role, 0.0))[1]
+    return parts
+
+
 def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `timeout` still stops what we started
     ap = argparse.ArgumentParser()
@@ -99,6 +131,7 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-e2e-", dir=Path(".ogpu").resolve()))
     net = devnet_mod.start()
+    fleet = None
     try:
         with prefect_test_harness(server_startup_timeout=90), LocalStore(tmp / "payloads") as store:
             fleet = Fleet(net, store, tmp, "e2e")
@@ -119,15 +152,16 @@ def main() -> None:
             for role in ("provider1", "provider2"):
                 fleet.wait_registered(source, role)
             OGPUWallet(private_key=net.key("client")).save("e2e-client", overwrite=True)
-            t0 = time.perf_counter()
+            cpu0, t0 = cpu_seconds(), time.perf_counter()
             results = run_batch(source, [{"text": f"t{i}"} for i in range(args.tasks)], PAY, "e2e-net", "e2e-client",
                                 "e2e-store", function_name="echo", task_timeout=900, poll_interval=0.1)
             ours = time.perf_counter() - t0
+            cpu = cpu_by_part(cpu0, cpu_seconds())
             finalized = sum(r.status == "finalized" for r in results)
             lag = records_lag(finalized)
-            for role in ("provider1", "provider2"):
-                fleet.stop(role)
     finally:
+        for role in list(fleet.procs) if fleet is not None else []:  # also on Ctrl-C / SIGTERM
+            fleet.stop(role)
         net.stop()
     done = [r for r in results if r.status == "finalized"]
     lat = sorted(r.latency_s for r in done if r.latency_s is not None)
@@ -138,6 +172,8 @@ def main() -> None:
     if lat:
         deciles = " ".join(f"{lat[min(len(lat) - 1, len(lat) * k // 10)]:.2f}" for k in range(11))
         print(f"latency deciles (min..max): {deciles}")
+    print(f"CPU seconds during the batch ({ours:.1f}s of wall on {os.cpu_count()} CPUs): "
+          + ", ".join(f"{k} {v:.1f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])))
     print(f"provider flow runs recorded {lag:.1f}s after the batch returned (the journal is off the critical path)")
     print(f"floor_ratio={ours / floor_s:.2f} p95_s={p95:.2f}")
 

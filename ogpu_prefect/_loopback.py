@@ -42,7 +42,10 @@ class LoopbackServer:
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    """A static file handler that does not log every request to stderr."""
+    """A static file handler that does not log every request to stderr, and keeps connections
+    alive (HTTP/1.1; every reply has a Content-Length): a worker fetches many configs in a row."""
+
+    protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         pass

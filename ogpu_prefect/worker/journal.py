@@ -126,16 +126,18 @@ class FlowRunJournal:
         while todo:
             chunk, todo = todo[:CREATE_CHUNK], todo[CREATE_CHUNK:]
             ends = [e.end for e in chunk]  # what each is created with (it may end meanwhile)
-            ids = await self._create_runs([self._create_body(e) for e in chunk])
-            if any(i is None for i in ids):  # retried at the next flush, after a random pause
+            created = await self._create_runs([self._create_body(e) for e in chunk])
+            if any(c is None for c in created):  # retried at the next flush, after a random pause
                 await anyio.sleep(random.uniform(0.2, 1.5))
-            for e, end, run_id in zip(chunk, ends, ids):
-                if run_id is None:
+            for e, end, made in zip(chunk, ends, created):
+                if made is None:
                     continue
-                e.run_id = run_id
-                if not e.resumed:  # created in the state it had then; a resumed one's run existed
+                e.run_id, state_type = made
+                if not e.resumed:  # a resumed one's run existed: its state is set by _set_states
+                    # The run is in the state the server says: ours if it was created now; if
+                    # it existed (a creation that failed on our side but landed), its own.
                     e.running_set = True
-                    e.end_set = end is not None and e.end == end
+                    e.end_set = end is not None and e.end == end and state_type == end[0]
                 self._attach(e)
 
     def _create_body(self, e: _Entry) -> dict[str, Any]:
@@ -143,20 +145,28 @@ class FlowRunJournal:
         return {"parameters": e.parameters, "name": _run_name(e.task), "idempotency_key": e.key,
                 "tags": self.tags, "work_queue_name": self.queue_name, "state": state}
 
-    async def _create_runs(self, bodies: list[dict[str, Any]]) -> list[UUID | None]:
-        """One POST /flow_runs/ each, in order. The deployment's route validates every run's job
-        variables against the pool's template (most of the server's time per run, and we pass
-        none); this route does not, and a failure costs one run, not a whole bulk transaction."""
-        out: list[UUID | None] = []
+    async def _create_runs(self, bodies: list[dict[str, Any]]) -> list[tuple[UUID, str] | None]:
+        """One POST /flow_runs/ each, in order: (id, its state type) or None. The deployment's
+        route validates every run's job variables against the pool's template (most of the
+        server's time per run, and we pass none); this route does not, and a failure costs one
+        run, not a whole bulk transaction. A retried creation that had landed returns the
+        existing run (same idempotency key) in the state it has."""
+        out: list[tuple[UUID, str] | None] = []
         for b in bodies:
-            resp = await self.client._client.post("/flow_runs/", json={
-                **b, "flow_id": str(self.flow_id), "deployment_id": str(self.deployment_id),
-                "work_pool_name": self.pool_name})
+            try:
+                resp = await self.client._client.post("/flow_runs/", json={
+                    **b, "flow_id": str(self.flow_id), "deployment_id": str(self.deployment_id),
+                    "work_pool_name": self.pool_name})
+            except Exception as e:  # e.g. a timeout: it may have landed, the retry will tell
+                self.log_.debug("a flow run was not created: %s", e)
+                out.append(None)
+                continue
             if resp.status_code >= 400:
                 self.log_.debug("a flow run was not created (HTTP %d): %s", resp.status_code, resp.text[:200])
                 out.append(None)
                 continue
-            out.append(UUID(resp.json()["id"]))
+            run = resp.json()
+            out.append((UUID(run["id"]), (run.get("state") or {}).get("type", "")))
         return out
 
     async def _set_states(self) -> None:
@@ -171,19 +181,31 @@ class FlowRunJournal:
         for (state_type, message), entries in groups.items():
             for i in range(0, len(entries), BULK_STATE):
                 chunk = entries[i:i + BULK_STATE]
-                await self._force_state([e.run_id for e in chunk if e.run_id], state_type, message)
+                accepted = await self._force_state([e.run_id for e in chunk if e.run_id], state_type, message)
                 for e in chunk:
-                    e.running_set = True
-                    e.end_set = e.end == (state_type, message)
+                    if e.run_id in accepted:  # the others are tried again at the next flush
+                        e.running_set = True
+                        e.end_set = e.end == (state_type, message)
 
-    async def _force_state(self, ids: list[UUID], state_type: str, message: str) -> None:
+    async def _force_state(self, ids: list[UUID], state_type: str, message: str) -> set[UUID]:
+        """Sets the runs' state; returns those the server accepted. A bulk request answers per
+        run: one can be refused (e.g. SQLite busy) while the rest succeed."""
         if self._bulk:
-            resp = await self.client._client.post("/flow_runs/bulk_set_state", json={
-                "flow_runs": {"id": {"any_": [str(i) for i in ids]}}, "state": _state_json(state_type, message),
-                "force": True, "limit": BULK_STATE})
-            if resp.status_code not in (404, 405):
-                resp.raise_for_status()
-                return
+            import httpx
+
+            try:  # Prefect's client raises for an error status
+                resp = await self.client._client.post("/flow_runs/bulk_set_state", json={
+                    "flow_runs": {"id": {"any_": [str(i) for i in ids]}}, "state": _state_json(state_type, message),
+                    "force": True, "limit": BULK_STATE})
+                results = resp.json().get("results", [])
+                refused = [r for r in results if r.get("status") != "ACCEPT"]
+                if refused:
+                    self.log_.debug("%d of %d state change(s) refused: %s", len(refused), len(ids),
+                                    refused[0].get("details"))
+                return {UUID(r["flow_run_id"]) for r in results if r.get("status") == "ACCEPT"}
+            except httpx.HTTPStatusError as e:
+                if e.response.status_code not in (404, 405):
+                    raise
             self._bulk = False
         from prefect.client.schemas.objects import StateType
         from prefect.states import State
@@ -191,6 +213,7 @@ class FlowRunJournal:
         for i in ids:
             state = State(type=StateType(state_type), name=state_type.capitalize(), message=message)
             await self.client.set_flow_run_state(i, state, force=True)
+        return set(ids)
 
     async def _write_artifacts(self, at_most: int = 16) -> None:
         """The ended tasks' artifacts, a few per flush: creations and states go first."""

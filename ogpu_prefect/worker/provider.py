@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from ..chain.connection import Chain
 from ..chain.events import created_address
 from ..chain.tx import Signer
 from ..chain.types import Environment, ResponseParams, TaskStatus
-from ..storage import PayloadStore, fetch_json
+from ..storage import PayloadStore, fetch_json, http_session
 from .compose import ComposeSpec
 from .service import CallbackReceiver, ServiceClient, ServiceError
 
@@ -62,14 +63,14 @@ class _Warm:
 
 class Provider:
     def __init__(self, chain: Chain, signer: Signer | Any, store: PayloadStore, backend: HardwareBackend,
-                 environment: Environment = Environment.CPU, *, fetch: Callable[[str], Any] = fetch_json,
+                 environment: Environment = Environment.CPU, *, fetch: Callable[[str], Any] | None = None,
                  service_log: Callable[[str, str], None] | None = None) -> None:
         self.chain = chain
         self.sender = chain.sender(signer)
         self.store = store
         self.backend = backend
         self.environment = environment
-        self.fetch = fetch
+        self.fetch = fetch or partial(fetch_json, session=http_session())
         self.service_log = service_log or (lambda source, line: log.info("[%s] %s", source[:10], line))
         self.receiver = CallbackReceiver().start()
         self.clock = ChainClock(chain)

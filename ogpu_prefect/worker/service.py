@@ -17,6 +17,7 @@ from typing import Any
 import requests
 
 from .._loopback import LoopbackServer
+from ..storage import http_session
 
 
 class ServiceError(Exception):
@@ -84,7 +85,7 @@ class ServiceClient:
     def __init__(self, base_url: str, *, timeout: float = 10.0) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
-        self._session = requests.Session()
+        self._session = http_session()
 
     def submit(self, function_name: str, task_address: str, data: Any) -> None:
         """Sends the task's input (the handler's input model, unwrapped); expects 202."""

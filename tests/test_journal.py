@@ -1,0 +1,120 @@
+"""The worker's flow-run journal against a real Prefect API (the test harness's server)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from ogpu_prefect.worker.journal import FlowRunJournal, _run_name
+from ogpu_prefect.worker.worker import OGPUProviderWorker
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+async def _journal(client: Any, name: str) -> FlowRunJournal:
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    await client.create_work_pool(WorkPoolCreate(
+        name=name, type="ogpu-provider", base_job_template=OGPUProviderWorker.get_default_base_job_template()),
+        overwrite=True)
+    await client.create_work_queue(name="q", work_pool_name=name)
+    flow_id = await client.create_flow_from_name(f"{name}-flow")
+    deployment_id = await client.create_deployment(flow_id=flow_id, name=name, work_pool_name=name,
+                                                   work_queue_name="q")
+    return FlowRunJournal(client, deployment_id, flow_id, name, "q", ["ogpu-provider"],
+                          lambda run: logging.LoggerAdapter(logging.getLogger("test-journal"), {}),
+                          logging.getLogger("test-journal"))
+
+
+def test_a_creation_that_landed_but_failed_on_our_side_is_still_closed() -> None:
+    """The server created the run (Running) but its reply was lost; by the retry the task had
+    ended. The retry finds the existing run by idempotency key, and the journal must still close
+    it, not take it for a run created in the end state (that left runs Running forever).
+    Mocked: only the lost reply (a transport fault the harness cannot produce); the server is real."""
+    from prefect.client.orchestration import get_client
+
+    async def main() -> tuple[str, int]:
+        async with get_client() as client:
+            journal = await _journal(client, "journal-lost-reply")
+            real_post, lost = client._client.post, []
+
+            async def post(url: str, **kw: Any) -> Any:
+                resp = await real_post(url, **kw)
+                if url == "/flow_runs/" and not lost:
+                    lost.append(resp.json()["id"])
+                    raise httpx.ReadTimeout("reply lost")
+                return resp
+
+            client._client.post = post
+            journal.start("0x" + "ab" * 20, {"task": "t"}, "key-lost-reply")
+            await journal.flush()  # landed Running; we saw a timeout
+            journal.end("0x" + "ab" * 20, "COMPLETED", "response submitted on chain")
+            await journal.flush()  # the retry returns the Running run: it must be set Completed
+            await journal.flush()
+            run = await client.read_flow_run(lost[0])
+            return run.state.type.value, journal.pending()
+
+    state, pending = anyio.run(main)
+    assert state == "COMPLETED"
+    assert pending == 0
+
+
+def test_runs_are_created_in_the_state_the_task_has_by_then() -> None:
+    """One ended before its run was created (one request, created Completed); one still running
+    (created Running, closed by a later bulk request)."""
+    from prefect.client.orchestration import get_client
+
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    async def main() -> list[str]:
+        async with get_client() as client:
+            journal = await _journal(client, "journal-states")
+            done, running = "0x" + "01" * 20, "0x" + "02" * 20
+            journal.start(done, {"task": done}, "key-done")
+            journal.end(done, "COMPLETED", "response submitted on chain", artifact="### done")
+            journal.start(running, {"task": running}, "key-running")
+            await journal.flush()
+            [running_id] = journal.open_runs()
+            first = (await client.read_flow_run(running_id)).state.type.value
+            journal.end(running, "FAILED", "the service failed")
+            await journal.flush()
+            [done_run] = await client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                name=FlowRunFilterName(any_=[_run_name(done)])))
+            return [first, (await client.read_flow_run(running_id)).state.type.value, done_run.state.type.value]
+
+    assert anyio.run(main) == ["RUNNING", "FAILED", "COMPLETED"]
+
+
+def test_a_state_change_the_bulk_request_did_not_apply_is_tried_again() -> None:
+    """bulk_set_state answers per run, and one run's change can fail (SQLite busy) while the
+    request succeeds. Mocked: the first bulk request carries one run fewer (as if the server had
+    refused it); the server and the retry are real."""
+    from prefect.client.orchestration import get_client
+
+    async def main() -> list[str]:
+        async with get_client() as client:
+            journal = await _journal(client, "journal-refused")
+            tasks = ["0x" + f"{i:02x}" * 20 for i in range(3)]
+            for t in tasks:
+                journal.start(t, {"task": t}, f"key-refused-{t}")
+            await journal.flush()  # all created Running
+            ids = list(journal.open_runs())
+            real_post, dropped = client._client.post, []
+
+            async def post(url: str, **kw: Any) -> Any:
+                if url == "/flow_runs/bulk_set_state" and not dropped:
+                    dropped.append(kw["json"]["flow_runs"]["id"]["any_"].pop())
+                return await real_post(url, **kw)
+
+            client._client.post = post
+            for t in tasks:
+                journal.end(t, "COMPLETED", "response submitted on chain")
+            await journal.flush()
+            await journal.flush()
+            return [(await client.read_flow_run(i)).state.type.value for i in ids]
+
+    assert anyio.run(main) == ["COMPLETED"] * 3
