@@ -267,6 +267,23 @@ def test_a_receipt_timeout_says_what_the_node_knows(devnet) -> None:
     a.transact(chain.vault.deposit(a.address, value=1))
 
 
+def test_a_transaction_missing_at_the_head_of_anvils_queue_is_sent_again(devnet) -> None:
+    """The next nonce's transaction is gone from the pool and the rest queue behind it (seen once
+    under load as 40 queued, 0 pending). At the first stall the sender drops its queued ones and
+    sends the same bytes again, in order: mined before the 5 s rebroadcast, same hashes."""
+    from ogpu_prefect.chain.rpc import Rpc
+
+    rpc = Rpc(devnet.rpc_url)
+    chain = devnet.network.connect()
+    a = chain.sender(devnet.key("client"), receipt_timeout=4)
+    pending = a.sign([chain.vault.deposit(a.address, value=1), chain.vault.deposit(a.address, value=2)], 100_000)
+    a.broadcast(pending[1:])  # the head is not in the pool; the next one queues behind it
+    assert rpc.call("txpool_status") == {"pending": "0x0", "queued": "0x1"}
+    receipts = a.wait(pending)
+    assert [r.tx_hash for r in receipts] == [p.tx_hash for p in pending]
+    assert all(r.status == 1 for r in receipts)
+
+
 def test_two_networks_in_one_process(devnet) -> None:
     other = devnet_mod.start()
     try:

@@ -27,6 +27,8 @@ from .rpc import Rpc
 
 log = logging.getLogger(__name__)
 
+RECEIPT_BATCH = 200
+
 
 class Signer:
     """A private key that signs. Its repr, str and pickled form show the address only.
@@ -282,6 +284,7 @@ class TxSender:
                     # anvil's automine mines when a transaction arrives; what did not fit in
                     # that block waits for the next arrival. Mine one instead of waiting forever.
                     self.rpc.call("evm_mine")
+                    self._requeue_stuck([p for p in pending if p.tx_hash not in receipts])
                 stalled_since = now
             if now > rebroadcast_at:  # a node may have dropped them: same bytes, same hashes
                 self.broadcast([p for p in pending if p.tx_hash not in receipts])
@@ -296,11 +299,14 @@ class TxSender:
         return out
 
     def _collect_receipts(self, pending: Sequence[PendingTx], receipts: dict[str, Receipt]) -> None:
-        """Adds the receipts the node has for `pending` (one JSON-RPC batch) to `receipts`."""
-        results = self.rpc.batch([("eth_getTransactionReceipt", [p.tx_hash]) for p in pending])
-        for p, r in zip(pending, results):
-            if isinstance(r, dict):
-                receipts[p.tx_hash] = Receipt.from_rpc(r, p.call.context)
+        """Adds the receipts the node has for `pending` to `receipts`, a JSON-RPC batch at a time
+        (each decoded before the next is fetched: 10,000 raw receipts at once are ~100 MB)."""
+        for start in range(0, len(pending), RECEIPT_BATCH):
+            part = pending[start:start + RECEIPT_BATCH]
+            results = self.rpc.batch([("eth_getTransactionReceipt", [p.tx_hash]) for p in part])
+            for p, r in zip(part, results):
+                if isinstance(r, dict):
+                    receipts[p.tx_hash] = Receipt.from_rpc(r, p.call.context)
 
     def _check_not_replaced(self, missing: Sequence[PendingTx], receipts: dict[str, Receipt],
                             suspects: set[str]) -> set[str]:
@@ -344,6 +350,25 @@ class TxSender:
                     return revert_error(e.revert_data, context=receipt.context)
                 log.debug("replay at block %d failed: %s", block, e)
         return TxRevertError("mined but reverted", context=receipt.context)
+
+    def _requeue_stuck(self, missing: Sequence[PendingTx]) -> None:
+        """anvil only. Seen under load: the transaction at the account's next nonce sits in
+        anvil's pool as *queued* (0 pending), so no block takes it, and re-sending it answers
+        "already known" (a race between mining and insertion in its pool, we think). Dropping
+        ours from the pool and sending the same bytes again, in nonce order, inserts them afresh:
+        same hashes, nothing sent twice."""
+        if not missing:
+            return
+        head = min(missing, key=lambda p: p.nonce)
+        mined, pool = self.rpc.batch([("eth_getTransactionCount", [self.address, "latest"]), ("txpool_status", [])])
+        if not (isinstance(mined, str) and isinstance(pool, dict)) or int(mined, 16) != head.nonce:
+            return
+        if int(pool.get("pending", "0x0"), 16) == 0 and int(pool.get("queued", "0x0"), 16) > 0:
+            log.warning("%d transaction(s) of %s stuck in anvil's queue from nonce %d: sending them again",
+                        len(missing), self.address, head.nonce)
+            ordered = sorted(missing, key=lambda p: p.nonce)
+            self.rpc.batch([("anvil_dropTransaction", [p.tx_hash]) for p in ordered])
+            self.broadcast(ordered)
 
     def _describe_unmined(self, missing: Sequence[PendingTx]) -> str:
         """Why transactions may not be mined, from what the node says: nonce gap, fee, pool."""
