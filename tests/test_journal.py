@@ -67,7 +67,6 @@ def test_runs_are_created_in_the_state_the_task_has_by_then() -> None:
     """One ended before its run was created (one request, created Completed); one still running
     (created Running, closed by a later bulk request)."""
     from prefect.client.orchestration import get_client
-
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 
     async def main() -> list[str]:

@@ -19,6 +19,7 @@ from eth_utils import keccak, to_checksum_address
 
 from .types import ENUMS, STRUCTS
 
+
 @lru_cache(maxsize=16384)
 def checksum_address(value: bytes | str) -> str:
     """EIP-55 address from 20 raw bytes or hex. Decoding a batch's receipts meets the same few
