@@ -353,8 +353,8 @@ class TxSender:
 
     def _requeue_stuck(self, missing: Sequence[PendingTx]) -> None:
         """anvil only. Seen under load: the transaction at the account's next nonce sits in
-        anvil's pool as *queued* (0 pending), so no block takes it, and re-sending it answers
-        "already known" (a race between mining and insertion in its pool, we think). Dropping
+        anvil's pool as *queued* (0 pending), so no block takes it, and the 5 s rebroadcast did
+        not free it (a race between mining and insertion in its pool, we think). Dropping
         ours from the pool and sending the same bytes again, in nonce order, inserts them afresh:
         same hashes, nothing sent twice."""
         if not missing:
