@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import requests
-import requests.adapters
 
 from ._loopback import LoopbackServer, QuietHandler
 from .chain.errors import InvalidInputError, OGPUError
@@ -182,17 +181,6 @@ def fetch_json(url: str, *, timeout: float = 30.0, session: requests.Session | N
         return json.loads(body)
     except ValueError:
         raise StorageError(f"{url} is not JSON") from None
-
-
-def http_session(connections: int = 64) -> requests.Session:
-    """A session that keeps up to `connections` connections per host alive: a worker fetches
-    configs and calls its services from many threads at once (requests' default keeps 10, and
-    every request over that opens a new connection)."""
-    session = requests.Session()
-    adapter = requests.adapters.HTTPAdapter(pool_connections=8, pool_maxsize=connections)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
 
 
 def serve_directory(root: Path, port: int = 0) -> LoopbackServer:

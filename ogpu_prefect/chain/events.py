@@ -4,6 +4,7 @@ the Nexus with no indexed field, so filtering is by emitter and topic0, matching
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, Iterable, Iterator
 
 from .abi import events_by_topic, spec
@@ -80,8 +81,14 @@ def get_events(
 def created_address(receipt: Any, event: str, field: str, emitter: str | None = None) -> str:
     """The address a transaction created, read from its receipt's event (`SourcePublished.source`,
     `TaskPublished.task`, `ResponseSubmitted.response`). Only logs from `emitter` count, if given."""
-    wanted = next(e.topic0 for e in events_by_topic().values() if e.name == event)
+    wanted = _topic0(event)
     for lg in receipt.logs:  # only the matching log is decoded: a batch has thousands of receipts
         if lg.topics and lg.topics[0] == wanted and (emitter is None or lg.address.lower() == emitter.lower()):
             return str(decode_logs([lg])[0].args[field])
     raise LookupError(f"no {event} event in transaction {receipt.tx_hash}")
+
+
+@cache
+def _topic0(event: str) -> bytes:
+    """topic0 of the protocol event named `event` (as decode_logs resolves it)."""
+    return next(t for t, e in events_by_topic().items() if e.name == event)

@@ -22,6 +22,16 @@ log = logging.getLogger(__name__)
 TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
 
+def http_session(connections: int = 64) -> requests.Session:
+    """A session that keeps up to `connections` connections per host alive: many threads share
+    it (requests' default keeps 10, and every request over that opens a new connection)."""
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_connections=8, pool_maxsize=connections)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
 class Rpc:
     """JSON-RPC over HTTP. `call` raises RpcError for a JSON-RPC error; `batch` returns results
     with RpcError instances in place of failed entries."""
@@ -32,10 +42,7 @@ class Rpc:
         self.retries = retries
         self.backoff = backoff
         self._ids = itertools.count(1)
-        self._session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=64)  # a worker runs dozens of tasks at once
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
+        self._session = http_session()  # a worker runs dozens of tasks at once
 
     def __repr__(self) -> str:
         return f"Rpc({self.url!r})"

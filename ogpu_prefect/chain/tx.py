@@ -415,9 +415,9 @@ def _nonce_too_low(e: RpcError) -> bool:
     return "nonce too low" in m or "nonce is too low" in m
 
 
-__all__ = ["Call", "Log", "PendingTx", "Receipt", "Signer", "TxSender", "TxRpcError"]
-
-
 def _max_fee(raw: bytes) -> int:
     """maxFeePerGas of a signed type-2 transaction."""
     return int.from_bytes(rlp.decode(raw[1:])[3], "big")
+
+
+__all__ = ["Call", "Log", "PendingTx", "Receipt", "Signer", "TxSender", "TxRpcError"]

@@ -24,9 +24,10 @@ from typing import Any
 from ..backends import HardwareBackend, RunningService
 from ..chain.connection import Chain
 from ..chain.events import created_address
+from ..chain.rpc import http_session
 from ..chain.tx import Signer
 from ..chain.types import Environment, ResponseParams, TaskStatus
-from ..storage import PayloadStore, fetch_json, http_session
+from ..storage import PayloadStore, fetch_json
 from .compose import ComposeSpec
 from .service import CallbackReceiver, ServiceClient, ServiceError
 
@@ -70,7 +71,8 @@ class Provider:
         self.store = store
         self.backend = backend
         self.environment = environment
-        self.fetch = fetch or partial(fetch_json, session=http_session())
+        self._http = http_session()  # one pool of kept-alive connections for configs and service calls
+        self.fetch = fetch or partial(fetch_json, session=self._http)
         self.service_log = service_log or (lambda source, line: log.info("[%s] %s", source[:10], line))
         self.receiver = CallbackReceiver().start()
         self.clock = ChainClock(chain)
@@ -177,7 +179,7 @@ class Provider:
         left = expiry - self.clock.now() - DEADLINE_MARGIN_S
         deadline = time.time() + min(left, max_runtime_s or left)
         service = self.service_for(source)
-        ServiceClient(service.base_url).submit(config["function_name"], task, config.get("data", {}))
+        ServiceClient(service.base_url, session=self._http).submit(config["function_name"], task, config.get("data", {}))
         try:
             result = self.receiver.wait(task, deadline)
         except ServiceError as e:

@@ -17,7 +17,7 @@ from typing import Any
 import requests
 
 from .._loopback import LoopbackServer
-from ..storage import http_session
+from ..chain.rpc import http_session
 
 
 class ServiceError(Exception):
@@ -82,10 +82,10 @@ _CANCELLED = object()
 class ServiceClient:
     """Talks to one running service at `base_url` (e.g. http://127.0.0.1:41234)."""
 
-    def __init__(self, base_url: str, *, timeout: float = 10.0) -> None:
+    def __init__(self, base_url: str, *, timeout: float = 10.0, session: requests.Session | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
-        self._session = http_session()
+        self._session = session or http_session()
 
     def submit(self, function_name: str, task_address: str, data: Any) -> None:
         """Sends the task's input (the handler's input model, unwrapped); expects 202."""
