@@ -140,12 +140,18 @@ class Provider:
             return service
 
     def reap_idle(self, max_idle_s: float) -> list[str]:
-        """Stops services unused for `max_idle_s`; returns their sources."""
+        """Stops services unused for `max_idle_s`; returns their sources. Skipped while a service
+        is starting (that holds the lock for seconds): the worker's chain watcher calls this every
+        poll, and waiting here kept a warming worker from attempting any task."""
         now = time.time()
-        with self._lock:
+        if not self._lock.acquire(blocking=False):
+            return []
+        try:
             idle = [s for s, w in self._services.items() if now - w.last_used > max_idle_s]
             for s in idle:
                 self._services.pop(s).service.stop()
+        finally:
+            self._lock.release()
         return idle
 
     # ---- tasks ----
