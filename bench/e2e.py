@@ -22,12 +22,14 @@ import os
 import signal
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _workdir import workdir  # noqa: E402
+
 PAY = 10**16
 
 
@@ -129,53 +131,54 @@ def main() -> None:
     from ogpu_prefect.storage import LocalStore
     from tests.test_worker import Fleet
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-e2e-", dir=Path(".ogpu").resolve()))
-    net = devnet_mod.start()
-    fleet = None
-    try:
-        with prefect_test_harness(server_startup_timeout=90), LocalStore(tmp / "payloads") as store:
-            fleet = Fleet(net, store, tmp, "e2e")
-            floor_source = fleet.publish_source()
-            chain = net.network.connect()
-            for role in ("provider1", "provider2"):
-                s = chain.sender(net.key(role))
-                s.transact(chain.vault.deposit(s.address, value=10**18))
-                s.transact(chain.vault.lock(10**18))
-                s.transact(chain.nexus.register(floor_source, s.address, 1))
-            floor_s = floor(net, store, fleet.client, floor_source, args.tasks)
-            print(f"floor (chain layer only): {args.tasks} tasks in {floor_s:.1f}s", flush=True)
+    with workdir("bench-e2e-") as tmp:
+        net = devnet_mod.start()
+        fleet = None
+        try:
+            with prefect_test_harness(server_startup_timeout=90), LocalStore(tmp / "payloads") as store:
+                fleet = Fleet(net, store, tmp, "e2e")
+                floor_source = fleet.publish_source()
+                chain = net.network.connect()
+                for role in ("provider1", "provider2"):
+                    s = chain.sender(net.key(role))
+                    s.transact(chain.vault.deposit(s.address, value=10**18))
+                    s.transact(chain.vault.lock(10**18))
+                    s.transact(chain.nexus.register(floor_source, s.address, 1))
+                floor_s = floor(net, store, fleet.client, floor_source, args.tasks)
+                print(f"floor (chain layer only): {args.tasks} tasks in {floor_s:.1f}s", flush=True)
 
-            source = fleet.publish_source()
-            for role in ("provider1", "provider2"):
-                fleet.create_pool(f"e2e-{role}", [source], wallet_block=f"e2e-{role}", max_concurrent_tasks=64)
-                fleet.start_worker(f"e2e-{role}", role)
-            for role in ("provider1", "provider2"):
-                fleet.wait_registered(source, role)
-            OGPUWallet(private_key=net.key("client")).save("e2e-client", overwrite=True)
-            cpu0, t0 = cpu_seconds(), time.perf_counter()
-            results = run_batch(source, [{"text": f"t{i}"} for i in range(args.tasks)], PAY, "e2e-net", "e2e-client",
-                                "e2e-store", function_name="echo", task_timeout=900, poll_interval=0.1)
-            ours = time.perf_counter() - t0
-            cpu = cpu_by_part(cpu0, cpu_seconds())
-            finalized = sum(r.status == "finalized" for r in results)
-            lag = records_lag(finalized)
-    finally:
-        for role in list(fleet.procs) if fleet is not None else []:  # also on Ctrl-C / SIGTERM
-            fleet.stop(role)
-        net.stop()
-    done = [r for r in results if r.status == "finalized"]
-    lat = sorted(r.latency_s for r in done if r.latency_s is not None)
-    p50 = statistics.median(lat) if lat else float("nan")
-    p95 = lat[min(len(lat) - 1, int(0.95 * len(lat)))] if lat else float("nan")
-    print(f"ours (run_batch + 2 workers): {len(done)}/{args.tasks} finalized in {ours:.1f}s; "
-          f"latency p50 {p50:.2f}s p95 {p95:.2f}s")
-    if lat:
-        deciles = " ".join(f"{lat[min(len(lat) - 1, len(lat) * k // 10)]:.2f}" for k in range(11))
-        print(f"latency deciles (min..max): {deciles}")
-    print(f"CPU seconds during the batch ({ours:.1f}s of wall on {os.cpu_count()} CPUs): "
-          + ", ".join(f"{k} {v:.1f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])))
-    print(f"provider flow runs recorded {lag:.1f}s after the batch returned (the journal is off the critical path)")
-    print(f"floor_ratio={ours / floor_s:.2f} p95_s={p95:.2f}")
+                source = fleet.publish_source()
+                for role in ("provider1", "provider2"):
+                    fleet.create_pool(f"e2e-{role}", [source], wallet_block=f"e2e-{role}", max_concurrent_tasks=64)
+                    fleet.start_worker(f"e2e-{role}", role)
+                for role in ("provider1", "provider2"):
+                    fleet.wait_registered(source, role)
+                OGPUWallet(private_key=net.key("client")).save("e2e-client", overwrite=True)
+                cpu0, t0 = cpu_seconds(), time.perf_counter()
+                inputs = [{"text": f"t{i}"} for i in range(args.tasks)]
+                results = run_batch(source, inputs, PAY, "e2e-net", "e2e-client", "e2e-store", function_name="echo",
+                                    task_timeout=900, poll_interval=0.1)
+                ours = time.perf_counter() - t0
+                cpu = cpu_by_part(cpu0, cpu_seconds())
+                finalized = sum(r.status == "finalized" for r in results)
+                lag = records_lag(finalized)
+        finally:
+            for role in list(fleet.procs) if fleet is not None else []:  # also on Ctrl-C / SIGTERM
+                fleet.stop(role)
+            net.stop()
+        done = [r for r in results if r.status == "finalized"]
+        lat = sorted(r.latency_s for r in done if r.latency_s is not None)
+        p50 = statistics.median(lat) if lat else float("nan")
+        p95 = lat[min(len(lat) - 1, int(0.95 * len(lat)))] if lat else float("nan")
+        print(f"ours (run_batch + 2 workers): {len(done)}/{args.tasks} finalized in {ours:.1f}s; "
+              f"latency p50 {p50:.2f}s p95 {p95:.2f}s")
+        if lat:
+            deciles = " ".join(f"{lat[min(len(lat) - 1, len(lat) * k // 10)]:.2f}" for k in range(11))
+            print(f"latency deciles (min..max): {deciles}")
+        print(f"CPU seconds during the batch ({ours:.1f}s of wall on {os.cpu_count()} CPUs): "
+              + ", ".join(f"{k} {v:.1f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])))
+        print(f"provider flow runs recorded {lag:.1f}s after the batch returned (the journal is off the critical path)")
+        print(f"floor_ratio={ours / floor_s:.2f} p95_s={p95:.2f}")
 
 
 if __name__ == "__main__":

@@ -15,11 +15,13 @@ import argparse
 import multiprocessing as mp
 import resource
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _workdir import workdir  # noqa: E402
+
 PAY = 10**15
 
 
@@ -57,44 +59,45 @@ def main() -> None:
     from ogpu_prefect.models import SourceSpec
     from ogpu_prefect.storage import LocalStore
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-scaling-", dir=Path(".ogpu").resolve()))
-    net = devnet_mod.start()
-    times: dict[int, float] = {}
-    peaks: dict[int, float] = {}
-    try:
-        with prefect_test_harness(server_startup_timeout=90), LocalStore(tmp / "payloads") as store:
-            chain = net.network.connect()
-            network, wallet = OGPUNetwork.from_network(net.network), OGPUWallet(private_key=net.key("client"))
-            storage = OGPUStorage(write_url=f"file://{store.root.resolve()}", read_url=store.base_url)
-            for n in sizes:
-                client = OGPUClient(chain, net.key("client"), store)  # run_batch's own sender moved the nonce
-                source = client.publish_source(SourceSpec(name="scale", cpu="http://127.0.0.1:9/c.yml",
-                                                          min_payment=PAY, min_available_lockup=10**18,
-                                                          max_expiry_duration=3600, delivery_method="FIRST_RESPONSE"))
-                roles = ["provider1", "provider2"]
-                for r in roles:
-                    s = chain.sender(net.key(r))
-                    s.transact(chain.nexus.register(source, s.address, 1))
-                profile = {**net.profile, "payload_url": store.base_url}
-                stop = mp.Event()
-                proc = mp.get_context("fork").Process(target=serve, args=(profile, source, roles, chain.block_number(),
-                                                                          str(store.root.resolve()), stop))
-                proc.start()
-                before = rss_mb()
-                t0 = time.perf_counter()
-                results = run_batch(source, [{"i": i} for i in range(n)], PAY, network, wallet, storage,
-                                    function_name="echo", task_timeout=3600, poll_interval=0.2)
-                times[n] = time.perf_counter() - t0
-                peaks[n] = rss_mb() - before
-                stop.set()
-                proc.join(timeout=60)
-                ok = sum(r.status == "finalized" for r in results)
-                print(f"{n:>6} tasks: {ok} finalized in {times[n]:.1f}s ({n / times[n]:.0f} tasks/s), "
-                      f"client peak RSS +{peaks[n]:.0f} MB (max RSS {rss_mb():.0f} MB)", flush=True)
-    finally:
-        net.stop()
-    big, small = max(sizes), min(sizes)
-    print(f"peak_mb_10k={rss_mb():.0f} growth={times[big] / ((big / small) * times[small]):.2f}")
+    with workdir("bench-scaling-") as tmp:
+        net = devnet_mod.start()
+        times: dict[int, float] = {}
+        peaks: dict[int, float] = {}
+        try:
+            with prefect_test_harness(server_startup_timeout=90), LocalStore(tmp / "payloads") as store:
+                chain = net.network.connect()
+                network, wallet = OGPUNetwork.from_network(net.network), OGPUWallet(private_key=net.key("client"))
+                storage = OGPUStorage(write_url=f"file://{store.root.resolve()}", read_url=store.base_url)
+                for n in sizes:
+                    client = OGPUClient(chain, net.key("client"), store)  # run_batch's own sender moved the nonce
+                    spec = SourceSpec(name="scale", cpu="http://127.0.0.1:9/c.yml", min_payment=PAY,
+                                      min_available_lockup=10**18, max_expiry_duration=3600,
+                                      delivery_method="FIRST_RESPONSE")
+                    source = client.publish_source(spec)
+                    roles = ["provider1", "provider2"]
+                    for r in roles:
+                        s = chain.sender(net.key(r))
+                        s.transact(chain.nexus.register(source, s.address, 1))
+                    profile = {**net.profile, "payload_url": store.base_url}
+                    stop = mp.Event()
+                    proc = mp.get_context("fork").Process(target=serve, args=(
+                        profile, source, roles, chain.block_number(), str(store.root.resolve()), stop))
+                    proc.start()
+                    before = rss_mb()
+                    t0 = time.perf_counter()
+                    results = run_batch(source, [{"i": i} for i in range(n)], PAY, network, wallet, storage,
+                                        function_name="echo", task_timeout=3600, poll_interval=0.2)
+                    times[n] = time.perf_counter() - t0
+                    peaks[n] = rss_mb() - before
+                    stop.set()
+                    proc.join(timeout=60)
+                    ok = sum(r.status == "finalized" for r in results)
+                    print(f"{n:>6} tasks: {ok} finalized in {times[n]:.1f}s ({n / times[n]:.0f} tasks/s), "
+                          f"client peak RSS +{peaks[n]:.0f} MB (max RSS {rss_mb():.0f} MB)", flush=True)
+        finally:
+            net.stop()
+        big, small = max(sizes), min(sizes)
+        print(f"peak_mb_10k={rss_mb():.0f} growth={times[big] / ((big / small) * times[small]):.2f}")
 
 
 if __name__ == "__main__":

@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _workdir import workdir  # noqa: E402
 
 
 def main() -> None:
@@ -25,37 +26,37 @@ def main() -> None:
     from ogpu_prefect.chain import devnet as devnet_mod
     from ogpu_prefect.demo import Demo
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-worker-", dir=Path(".ogpu").resolve()))
-    net = devnet_mod.start()
-    server = Demo(print, tmp)  # a real `prefect server start` (SQLite), as the demo runs
-    rates = {}
-    try:
-        server.start_prefect()  # before prefect is imported: this process' settings point at it
-        from ogpu_prefect.storage import LocalStore
-        from tests.test_worker import Fleet
+    with workdir("bench-worker-") as tmp:
+        net = devnet_mod.start()
+        server = Demo(print, tmp)  # a real `prefect server start` (SQLite), as the demo runs
+        rates = {}
+        try:
+            server.start_prefect()  # before prefect is imported: this process' settings point at it
+            from ogpu_prefect.storage import LocalStore
+            from tests.test_worker import Fleet
 
-        with LocalStore(tmp / "payloads") as store:
-            fleet = Fleet(net, store, tmp, "bench")
-            for n, roles in ((1, ["provider1"]), (2, ["provider2", "provider3"])):
-                source = fleet.publish_source()
-                for r in roles:
-                    fleet.create_pool(f"bench-{r}", [source], wallet_block=f"bench-{r}", max_concurrent_tasks=32)
-                    fleet.start_worker(f"bench-{r}", r)
-                for r in roles:
-                    fleet.wait_registered(source, r)
-                t0 = time.time()
-                tasks = [p.address for p in fleet.publish(source, [{"text": f"t{i}"} for i in range(args.tasks)],
-                                                          ttl=600)]
-                fleet.wait_final(tasks, timeout=600)
-                rates[n] = args.tasks / (time.time() - t0)
-                for r in roles:
-                    fleet.stop(r)
-                print(f"{n} worker(s): {args.tasks} tasks in {args.tasks / rates[n]:.1f}s = {rates[n]:.1f} tasks/s",
-                      flush=True)
-    finally:
-        server.stop()
-        net.stop()
-    print(f"tasks_per_s_1={rates[1]:.2f} tasks_per_s_2={rates[2]:.2f} scaling={rates[2] / rates[1]:.2f}")
+            with LocalStore(tmp / "payloads") as store:
+                fleet = Fleet(net, store, tmp, "bench")
+                for n, roles in ((1, ["provider1"]), (2, ["provider2", "provider3"])):
+                    source = fleet.publish_source()
+                    for r in roles:
+                        fleet.create_pool(f"bench-{r}", [source], wallet_block=f"bench-{r}", max_concurrent_tasks=32)
+                        fleet.start_worker(f"bench-{r}", r)
+                    for r in roles:
+                        fleet.wait_registered(source, r)
+                    t0 = time.time()
+                    tasks = [p.address for p in fleet.publish(source, [{"text": f"t{i}"} for i in range(args.tasks)],
+                                                              ttl=600)]
+                    fleet.wait_final(tasks, timeout=600)
+                    rates[n] = args.tasks / (time.time() - t0)
+                    for r in roles:
+                        fleet.stop(r)
+                    print(f"{n} worker(s): {args.tasks} tasks in {args.tasks / rates[n]:.1f}s = {rates[n]:.1f} tasks/s",
+                          flush=True)
+        finally:
+            server.stop()
+            net.stop()
+        print(f"tasks_per_s_1={rates[1]:.2f} tasks_per_s_2={rates[2]:.2f} scaling={rates[2] / rates[1]:.2f}")
 
 
 if __name__ == "__main__":

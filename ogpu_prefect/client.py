@@ -208,11 +208,19 @@ class OGPUClient:
                 ready.clear()
                 in_flight = (sending.submit(self.sender.broadcast, [p for *_, p in batch]), batch)
 
+        # Local files are all written before the send thread starts (~15 us each): a file create
+        # releases the GIL, and getting it back from a busy send thread costs up to a switch
+        # interval (5 ms). Network stores write a chunk at a time, in parallel with the sends.
+        write_ahead = len(bodies) if not getattr(store, "parallel", True) else PUBLISH_CHUNK
+        urls: list[str] = []
         try:
             for start in range(0, len(bodies), PUBLISH_CHUNK):
                 span = range(start, min(start + PUBLISH_CHUNK, len(bodies)))
+                if len(urls) < span.stop:
+                    urls += put_many(store, bodies[len(urls):len(urls) + write_ahead])
                 todo = []
-                for i, url in zip(span, put_many(store, [bodies[i] for i in span])):
+                for i in span:
+                    url = urls[i]
                     if url in existing:
                         out[i] = PublishedTask(index=indexes[i], address=existing[url], source=terms.address,
                                                payment=payment, expiry_time=expiry_time, config_url=url,
