@@ -121,7 +121,8 @@ class DeliveryStrategy(ABC):
 
     @abstractmethod
     def decide(self, task: TaskView) -> Decision:
-        """Called whenever the task's on-chain state or responses change, and on every poll."""
+        """Called when the task's on-chain state or responses change, on every poll while it has
+        responses (a window may close), and otherwise about once a second (`client.SWEEP_S`)."""
 
     def on_terminal(self, task: TaskView) -> Decision:
         """A task that can make no more progress (CANCELED, EXPIRED, or FINALIZED without us)."""
