@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal, Union
 
-from eth_utils import to_checksum_address
-
-from .abi import spec
+from .abi import checksum_address, spec
 from .errors import RpcError, revert_error
 from .rpc import Rpc
 from .tx import Call
@@ -19,7 +17,7 @@ class Contract:
 
     def __init__(self, rpc: Rpc, address: str) -> None:
         self.rpc = rpc
-        self.address = to_checksum_address(address)
+        self.address = checksum_address(address)
         self.spec = spec(self.NAME)
 
     def __repr__(self) -> str:

@@ -25,7 +25,10 @@ def checksum_address(value: bytes | str) -> str:
     """EIP-55 address from 20 raw bytes or hex. Decoding a batch's receipts meets the same few
     addresses (Nexus, the source) thousands of times: cached, and without eth_utils' validation
     layers (3x faster uncached)."""
-    raw = value if isinstance(value, bytes) else bytes.fromhex(value[2:] if value[:2] in ("0x", "0X") else value)
+    try:
+        raw = value if isinstance(value, bytes) else bytes.fromhex(value[2:] if value[:2] in ("0x", "0X") else value)
+    except (TypeError, ValueError):
+        raw = b""
     if len(raw) != 20:
         return to_checksum_address(value)  # its error for what is not an address
     hexaddr = raw.hex()
@@ -53,9 +56,9 @@ def _to_python(param: dict[str, Any], value: Any) -> Any:
     internal = param.get("internalType", "")
     t = param["type"]
     if t == "address":
-        return to_checksum_address(value)
+        return checksum_address(value)
     if t == "address[]":
-        return [to_checksum_address(v) for v in value]
+        return [checksum_address(v) for v in value]
     if internal.startswith("enum "):
         enum = ENUMS.get(internal.split()[-1].split(".")[-1])
         return enum(value) if enum else value
