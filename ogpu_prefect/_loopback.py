@@ -1,10 +1,14 @@
-"""A threaded HTTP server on 127.0.0.1 that runs in the background of this process: the devnet's
-payload file server, and the test stubs (IPFS API, fault proxy) are all one of these."""
+"""A threaded HTTP server on 127.0.0.1 that runs in the background of this process (the test
+stubs: IPFS API, fault proxy), and `DirectoryServer`, the devnet's payload file server, which
+runs one in a process of its own."""
 
 from __future__ import annotations
 
 import http.server
+import subprocess
+import sys
 import threading
+from functools import partial
 from typing import Any
 
 
@@ -49,3 +53,66 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         pass
+
+
+class DirectoryServer:
+    """A folder served over loopback HTTP (`QuietHandler`) by a process of its own. In the process
+    that also runs a batch, the server's threads share one GIL with CPU-busy threads (the waiting
+    loop, Prefect's event sender), and each request waited for it at every syscall: ~50 ms a
+    request under load. The server exits when `stop` is called or this process ends (its stdin
+    closes)."""
+
+    def __init__(self, root: str, port: int = 0) -> None:
+        self.root, self._port = root, port
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._port}"
+
+    def start(self) -> DirectoryServer:
+        self._proc = subprocess.Popen([sys.executable, "-m", "ogpu_prefect._loopback", self.root, str(self._port)],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline()
+        if not line.strip().isdigit():
+            self.stop()
+            raise OSError(f"the file server for {self.root} did not start (port {self._port} taken?)")
+        self._port = int(line)
+        return self
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+
+    def __enter__(self) -> DirectoryServer:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def _serve_directory_until_stdin_closes(root: str, port: int) -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C reaches the whole group: the parent stops us
+    with LoopbackServer(partial(QuietHandler, directory=root), port) as server:  # type: ignore[arg-type]
+        print(server.port, flush=True)
+        sys.stdin.buffer.read()  # EOF: the parent stopped us or exited
+
+
+if __name__ == "__main__":
+    _serve_directory_until_stdin_closes(sys.argv[1], int(sys.argv[2]))

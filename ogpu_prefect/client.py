@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from .chain.connection import Chain
@@ -22,6 +23,7 @@ from .chain.errors import (
     UnknownSourceInputError,
 )
 from .chain.events import created_address, decode_logs, iter_logs, topic
+from .chain.rpc import http_session
 from .chain.tx import Call, PendingTx, Receipt, Signer
 from .chain.types import DeliveryMethod, SourceParams, SourceStatus, TaskParams, TaskStatus
 from .delivery import Decision, DeliveryStrategy, ResponseView, TaskView
@@ -75,11 +77,13 @@ class OGPUClient:
     """One client account on one network, with a payload store."""
 
     def __init__(self, chain: Chain, signer: Signer | Any, store: PayloadStore | None = None,
-                 *, fetch: Callable[[str], Any] = fetch_json) -> None:
+                 *, fetch: Callable[[str], Any] | None = None) -> None:
         self.chain = chain
         self.sender = chain.sender(signer)
         self.store = store
-        self.fetch = fetch
+        # Results are read over one kept-alive session (a connection per result cost the client,
+        # and the provider's file server, a TCP handshake and a thread each).
+        self.fetch = fetch or partial(fetch_json, session=http_session())
 
     @property
     def address(self) -> str:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 TASK_EVENTS = ("published", "attempted", "responded", "finalized", "expired", "failed")
@@ -12,10 +13,17 @@ def task_resource(task: str) -> dict[str, str]:
     return {"prefect.resource.id": f"ogpu.task.{task.lower()}", "prefect.resource.name": task}
 
 
+MAX_BACKLOG = 500
+"""Events queued in this process beyond which `emit_task_event` waits for Prefect's sender to
+catch up: 10,000 tasks decided in a few polls queued ~4,600 events at once (~25 MB)."""
+
+
 def emit_task_event(kind: str, task: str, source: str, payload: dict[str, Any] | None = None) -> None:
-    """Emits `ogpu.task.<kind>` about `task`, related to its source."""
+    """Emits `ogpu.task.<kind>` about `task`, related to its source. Called from the batch's
+    thread: it waits while the events queue is over MAX_BACKLOG (see `wait_for_backlog`)."""
     from prefect.events import emit_event
 
+    wait_for_backlog()
     emit_event(
         event=f"ogpu.task.{kind}",
         resource=task_resource(task),
@@ -23,6 +31,24 @@ def emit_task_event(kind: str, task: str, source: str, payload: dict[str, Any] |
                   "prefect.resource.name": source}],
         payload=payload or {},
     )
+
+
+def wait_for_backlog(limit: int = MAX_BACKLOG, stall_s: float = 5.0) -> None:
+    """Waits while Prefect's events queue in this process holds over `limit` events, unless the
+    sender makes no progress for `stall_s` (a server that went away must not stop the batch).
+    Prefect's own bound (`PREFECT_EVENTS_WORKER_MAX_QUEUE_SIZE`) drops events instead."""
+    from prefect.events.worker import EventsWorker
+
+    queues = [w._queue for w in list(EventsWorker._instances.values())
+              if isinstance(w, EventsWorker) and hasattr(w, "_queue")]
+    for q in queues:
+        size, progress_at = q.qsize(), time.monotonic()
+        while size > limit and time.monotonic() - progress_at < stall_s:
+            time.sleep(0.02)
+            now = q.qsize()
+            if now < size:
+                progress_at = time.monotonic()
+            size = now
 
 
 PROVIDER_EVENTS = ("attempted", "responded", "failed", "resumed")

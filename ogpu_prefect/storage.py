@@ -17,13 +17,12 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
 import requests
 
-from ._loopback import LoopbackServer, QuietHandler
+from ._loopback import DirectoryServer
 from .chain.errors import InvalidInputError, OGPUError
 
 log = logging.getLogger(__name__)
@@ -183,11 +182,12 @@ def fetch_json(url: str, *, timeout: float = 30.0, session: requests.Session | N
         raise StorageError(f"{url} is not JSON") from None
 
 
-def serve_directory(root: Path, port: int = 0) -> LoopbackServer:
-    """A loopback HTTP server over `root` (not yet started: use it as a context manager)."""
+def serve_directory(root: Path, port: int = 0) -> DirectoryServer:
+    """A loopback HTTP server over `root`, in a process of its own (not yet started: use it as a
+    context manager)."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    return LoopbackServer(partial(QuietHandler, directory=str(root)), port)  # type: ignore[arg-type]
+    return DirectoryServer(str(root.resolve()), port)
 
 
 class LocalStore:

@@ -11,6 +11,9 @@ from .network import Network
 from .rpc import Rpc
 from .tx import Signer, TxSender
 
+READ_BATCH = 500
+"""Views per JSON-RPC batch in `read_many`."""
+
 
 class Chain:
     """Everything bound to one network. Cheap wrappers are created on demand; no global state."""
@@ -61,16 +64,17 @@ class Chain:
     def read_many(self, calls: Sequence[tuple[Any, str, tuple[Any, ...]]], block: str = "latest") -> list[Any]:
         """Batched views: [(wrapper, fn name, args)] -> decoded results, in order. A reverting
         view raises its typed error."""
-        payload = [
-            ("eth_call", [{"to": c.address, "data": "0x" + c.encode(fn, args).hex()}, block]) for c, fn, args in calls
-        ]
         out = []
-        for (c, fn, _), raw in zip(calls, self.rpc.batch(payload)):
-            if isinstance(raw, RpcError) and (raw.revert_data is not None or "revert" in raw.message.lower()):
-                raise revert_error(raw.revert_data or b"", context=f"{c.NAME}.{fn}")
-            if isinstance(raw, Exception):
-                raise raw
-            out.append(spec(c.NAME).fn(fn).decode(bytes.fromhex(raw[2:])))
+        for start in range(0, len(calls), READ_BATCH):  # a reply is held whole: bound it
+            part = calls[start:start + READ_BATCH]
+            payload = [("eth_call", [{"to": c.address, "data": "0x" + c.encode(fn, args).hex()}, block])
+                       for c, fn, args in part]
+            for (c, fn, _), raw in zip(part, self.rpc.batch(payload)):
+                if isinstance(raw, RpcError) and (raw.revert_data is not None or "revert" in raw.message.lower()):
+                    raise revert_error(raw.revert_data or b"", context=f"{c.NAME}.{fn}")
+                if isinstance(raw, Exception):
+                    raise raw
+                out.append(spec(c.NAME).fn(fn).decode(bytes.fromhex(raw[2:])))
         return out
 
     def events(self, names: Iterable[str], from_block: int, to_block: int | None = None) -> list[Any]:
