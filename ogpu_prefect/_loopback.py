@@ -12,14 +12,21 @@ from functools import partial
 from typing import Any
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    # The default listen backlog is 5: a burst of callbacks (64 tasks ending together, each
+    # POSTed on a new connection by the official service) overflowed it, and the service's
+    # requests were reset, their results lost.
+    request_queue_size = 1024
+    daemon_threads = True
+
+
 class LoopbackServer:
     """Context manager around a ThreadingHTTPServer bound to 127.0.0.1 (port 0: any free one), or
     to another local address (`host`: the docker bridge's, for containers' callbacks)."""
 
     def __init__(self, handler: type[http.server.BaseHTTPRequestHandler], port: int = 0, *,
                  host: str = "127.0.0.1") -> None:
-        self._httpd = http.server.ThreadingHTTPServer((host, port), handler)
-        self._httpd.daemon_threads = True
+        self._httpd = _Server((host, port), handler)
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True, name="ogpu-loopback")
 
     @property

@@ -193,9 +193,15 @@ class Devnet:
         rpc.call("anvil_dropAllTransactions")
 
     def stop(self) -> None:
-        stop_pid(self.pid)
-        if self._proc is not None:
-            self._proc.wait(timeout=10)
+        if self._proc is None:  # started by another process (`devnet up`)
+            stop_pid(self.pid)
+            return
+        self._proc.terminate()  # our child: waiting reaps it (stop_pid's liveness probe sees a zombie as alive)
+        try:
+            self._proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
 
 
 def stop_pid(pid: int) -> bool:
