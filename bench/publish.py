@@ -129,10 +129,11 @@ def measure(fn, n: int, settings: devnet.DevnetSettings, store_dir: Path) -> flo
 
 
 def default_store_dir() -> Path:
-    """tmpfs where there is one. On this machine's ext4 a file creation costs ~0.4 ms of kernel
-    time when the CPUs idle (4 us on tmpfs): 1,000 configs would be ~0.4 s of disk metadata
-    against a ~0.9 s floor, measuring the disk rather than publish_tasks. `--store-dir .ogpu`
-    measures the devnet's default location (BENCHMARKS.md reports both)."""
+    """tmpfs where there is one. On this machine's ext4, creating 1,000 small files took 15 ms at
+    one moment and 300-540 ms (kernel time) minutes later, against a 0.5-1.4 s floor that writes
+    its payloads before its clock starts: measuring the disk rather than publish_tasks. On tmpfs
+    it is ~10 ms. `--store-dir .ogpu` measures the devnet's default location (BENCHMARKS.md
+    reports both)."""
     shm = Path("/dev/shm")
     return shm / "ogpu-bench" if shm.is_dir() and os.access(shm, os.W_OK) else devnet.state_dir()
 

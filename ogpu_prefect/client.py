@@ -33,7 +33,8 @@ from .storage import PayloadStore, canonical_json, fetch_json, put_many
 log = logging.getLogger(__name__)
 
 PUBLISH_CHUNK = 128
-"""Tasks whose configs are written and transactions sent together (then the next chunk)."""
+"""Tasks whose transactions are signed together, and whose configs a network store writes
+together, while the previous chunk is sent (a local store writes every config first)."""
 AWAIT_SLICE = 1000
 """Published tasks whose receipts are awaited and read together."""
 MIN_TTL = 10
@@ -190,10 +191,10 @@ class OGPUClient:
         out: dict[int, PublishedTask] = {}
         sent: list[tuple[int, str, float, PendingTx]] = []
         gas: int | None = None
-        # Pipelined: this thread writes a chunk's configs and signs its transactions while a
-        # second thread sends, in nonce order, everything signed since its last send (bigger
-        # batches when the node is the bottleneck: anvil mines fewer, fuller blocks). Writes stay
-        # on this thread: a third (writer) thread measured no faster here.
+        # Pipelined: this thread signs a chunk's transactions (and writes its configs, for a
+        # network store) while a second thread sends, in nonce order, everything signed since its
+        # last send (bigger batches when the node is the bottleneck: anvil mines fewer, fuller
+        # blocks). Writes stay on this thread: a third (writer) thread measured no faster here.
         sending = ThreadPoolExecutor(1, thread_name_prefix="ogpu-send")
         ready: list[tuple[int, str, PendingTx]] = []
         in_flight: tuple[Future[None], list[tuple[int, str, float, PendingTx]]] | None = None
