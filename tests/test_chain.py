@@ -312,3 +312,15 @@ def test_signer_never_shows_its_key() -> None:
     with pytest.raises(ValueError) as info:
         Signer("0x" + "zz" * 32)
     assert "zz" not in str(info.value)
+
+
+def test_a_view_of_an_address_without_code_raises_no_contract(devnet) -> None:
+    """A task of a reverted chain (or a wrong address) answers views with no data: a typed
+    NoContractError naming the address, from one call and from a batch, not a decoder error."""
+    chain = devnet.network.connect()
+    nowhere = "0x" + "5a" * 20
+    with pytest.raises(errors.NoContractError, match="no contract at") as one:
+        chain.task(nowhere).get_status()
+    assert isinstance(one.value, errors.NotFoundError) and "Task.getStatus" in str(one.value)
+    with pytest.raises(errors.NoContractError):
+        chain.read_many([(chain.nexus, "getSourceCount", ()), (chain.task(nowhere), "getPayment", ())])

@@ -117,3 +117,29 @@ def test_a_state_change_the_bulk_request_did_not_apply_is_tried_again() -> None:
             return [(await client.read_flow_run(i)).state.type.value for i in ids]
 
     assert anyio.run(main) == ["COMPLETED"] * 3
+
+
+def test_a_task_address_that_comes_back_gets_a_flow_run_of_its_own() -> None:
+    """A devnet revert (or a reorg) can bring a task's address back as a new task while the old
+    execution's record is still being written: both runs must be recorded, each in its state."""
+    from prefect.client.orchestration import get_client
+
+    task = "0x" + "cd" * 20
+
+    async def main() -> tuple[str, str, int]:
+        async with get_client() as client:
+            journal = await _journal(client, "journal-address-reuse")
+            journal.start(task, {"task": task}, "key-first-publication")
+            journal.end(task, "CANCELLED", "the task is not on this chain any more")
+            journal.start(task, {"task": task}, "key-second-publication")  # before any flush
+            journal.end(task, "COMPLETED", "response submitted on chain")
+            for _ in range(3):
+                await journal.flush()
+            from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
+
+            runs = await client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                deployment_id=FlowRunFilterDeploymentId(any_=[journal.deployment_id])))
+            by_key = {r.idempotency_key: r.state.type.value for r in runs}
+            return by_key["key-first-publication"], by_key["key-second-publication"], journal.pending()
+
+    assert anyio.run(main) == ("CANCELLED", "COMPLETED", 0)

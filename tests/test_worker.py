@@ -255,6 +255,79 @@ def test_sigkill_mid_task_then_restart_never_submits_twice_and_leaves_nothing_ru
     assert service_processes(provider) == [], "no service process outlives the workers"
 
 
+def test_a_restart_on_a_reverted_chain_closes_the_lost_tasks_runs_and_records_the_new_ones(fleet: Fleet) -> None:
+    """The devnet's snapshots (and a reorg on a real chain) take tasks away, and their addresses
+    come back as new tasks: the flow runs a killed worker left open for the lost ones must be
+    closed, not resumed, and never stand in for the new tasks' runs."""
+    source = fleet.publish_source()
+    fleet.create_pool("gpus-revert", [source], wallet_block=f"{fleet.name}-provider3")
+    before = fleet.devnet.snapshot()
+    fleet.start_worker("gpus-revert", "provider3")
+    fleet.wait_registered(source, "provider3")
+    lost = [p.address for p in fleet.publish(source, [{"seconds": 60}] * 2, function="sleep", ttl=300)]
+    deadline = time.time() + 60
+    while len([r for r in flow_runs_of("gpus-revert") if r.state_type.value == "RUNNING"]) < 2:
+        assert time.time() < deadline, fleet.worker_log("provider3")
+        time.sleep(0.2)
+    fleet.stop("provider3", signal.SIGKILL)
+    LocalBackend(fleet.devnet.address("provider3")).reap()
+    fleet.devnet.revert(before)  # the two tasks are gone; their flow runs are left Running
+
+    fleet.start_worker("gpus-revert", "provider3")
+    fleet.wait_registered(source, "provider3")
+    fleet.client = OGPUClient(fleet.chain, fleet.devnet.key("client"), fleet.store)  # the revert rewound its nonce
+    tasks = [p.address for p in fleet.publish(source, [{"text": "again 0"}, {"text": "again 1"}])]
+    assert tasks == lost, "the premise: the new tasks take the lost ones' addresses"
+    fleet.wait_final(tasks)
+    deadline = time.time() + 30
+    while True:
+        runs = flow_runs_of("gpus-revert")
+        states = sorted(r.state_type.value for r in runs)
+        if states == ["CANCELLED", "CANCELLED", "COMPLETED", "COMPLETED"] or time.time() > deadline:
+            break
+        time.sleep(0.3)
+    assert states == ["CANCELLED", "CANCELLED", "COMPLETED", "COMPLETED"], (
+        [(r.name, r.state_type, r.state.message if r.state else "") for r in runs], fleet.worker_log("provider3"))
+    assert all("not on this chain" in r.state.message for r in runs if r.state_type.value == "CANCELLED")
+    assert "failed unexpectedly" not in fleet.worker_log("provider3")
+
+
+def test_a_task_another_provider_wins_frees_its_slot_without_waiting_for_the_service(fleet: Fleet) -> None:
+    """While our service still works on a task, another provider answers it first (FIRST_RESPONSE
+    finalizes it): the worker stops waiting, its flow run is Cancelled with the reason, and its
+    slot takes the next task, long before the service would have answered."""
+    from ogpu_prefect.chain.types import Environment, ResponseParams
+
+    source = fleet.publish_source()
+    fleet.create_pool("gpus-lose", [source], wallet_block=f"{fleet.name}-provider1", max_concurrent_tasks=1)
+    fleet.start_worker("gpus-lose", "provider1")
+    fleet.wait_registered(source, "provider1")
+    me = fleet.devnet.address("provider1")
+    rival = fleet.chain.sender(fleet.devnet.key("provider2"))
+    rival.transact(fleet.chain.nexus.register(source, rival.address, int(Environment.CPU)))
+    slow = fleet.publish(source, [{"seconds": 600}], function="sleep", ttl=900)[0].address
+    deadline = time.time() + 60
+    while fleet.chain.task(slow).get_attempter_id(me) == 0:
+        assert time.time() < deadline, fleet.worker_log("provider1")
+        time.sleep(0.1)
+    rival.transact(fleet.chain.nexus.attempt(slow, rival.address, PAY))
+    rival.transact(fleet.chain.nexus.submit_response(ResponseParams(slow, rival.address, "https://rival/r", PAY)))
+    assert fleet.chain.task(slow).get_status() is TaskStatus.FINALIZED
+
+    after = fleet.publish(source, [{"text": "next"}])[0].address  # needs the one slot
+    fleet.wait_final([after], timeout=120)
+    assert fleet.chain.task(after).winning_provider().lower() == me.lower()
+    deadline = time.time() + 30
+    while True:
+        runs = {r.parameters["task"]: r for r in flow_runs_of("gpus-lose")}
+        if slow in runs and runs[slow].state_type.value == "CANCELLED" or time.time() > deadline:
+            break
+        time.sleep(0.3)
+    assert runs[slow].state_type.value == "CANCELLED", (runs[slow].state, fleet.worker_log("provider1"))
+    assert runs[slow].state.message == "finalized by another provider"
+    assert fleet.chain.task(slow).response_of(me) == "0x" + "0" * 40, "no response after the task was won"
+
+
 @pytest.fixture(scope="module")
 def docker_engine() -> Iterator[None]:
     from .docker_engine import ensure_engine, stop_engine

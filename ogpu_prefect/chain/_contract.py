@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal, Union
 
 from .abi import checksum_address, spec
-from .errors import RpcError, revert_error
+from .errors import NoContractError, RpcError, revert_error
 from .rpc import Rpc
 from .tx import Call
 
@@ -41,6 +41,14 @@ class Contract:
             if e.revert_data is not None or "revert" in e.message.lower():
                 raise revert_error(e.revert_data or b"", context=f"{self.NAME}.{fn}") from None
             raise
+        return self.decode_result(fn, raw)
+
+    def decode_result(self, fn: str, raw: str) -> Any:
+        """An eth_call's hex reply to `fn`, decoded. An empty reply means no code at the address
+        (a view of ours always returns data): NoContractError, not a decoder's complaint."""
+        f = self.spec.fn(fn)
+        if raw in ("0x", "") and f.output_types:
+            raise NoContractError(f"no contract at {self.address}", context=f"{self.NAME}.{fn}")
         return f.decode(bytes.fromhex(raw[2:]))
 
     def _tx(self, fn: str, args: tuple[Any, ...], value: int = 0) -> Call:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Sequence
 
-from .abi import spec
 from .contracts import Controller, Manager, Nexus, Response, Source, Task, Terminal, Vault
 from .errors import RpcError, revert_error
 from .network import Network
@@ -74,7 +73,7 @@ class Chain:
                     raise revert_error(raw.revert_data or b"", context=f"{c.NAME}.{fn}")
                 if isinstance(raw, Exception):
                     raise raw
-                out.append(spec(c.NAME).fn(fn).decode(bytes.fromhex(raw[2:])))
+                out.append(c.decode_result(fn, raw))
         return out
 
     def events(self, names: Iterable[str], from_block: int, to_block: int | None = None) -> list[Any]:

@@ -81,6 +81,11 @@ class UnknownTaskError(NotFoundError):
     pass
 
 
+class NoContractError(NotFoundError):
+    """A view returned no data: nothing is deployed at the address (a wrong address, or a task
+    of a chain that was reverted or reorganised)."""
+
+
 class StateError(TxRevertError):
     """Not valid in the current on-chain state."""
 

@@ -68,7 +68,12 @@ class FlowRunJournal:
         """A task began executing. `resumed`: its flow run may exist already (found by `key`);
         `run_id`: it does. Either way that run is set Running with `note`."""
         entry = self._entries.get(task)
-        if entry is None or entry.end_set:
+        if entry is not None and entry.end is not None:
+            # An earlier execution of this address ended (a task of a reverted chain): its
+            # record is still written, under a key of its own.
+            self._entries[f"{task}#{id(entry)}"] = self._entries.pop(task)
+            entry = None
+        if entry is None:
             entry = self._entries[task] = _Entry(task, parameters, key, resumed, note)
         if run_id is not None:
             entry.run_id, entry.resumed, entry.note = run_id, True, note
@@ -93,6 +98,11 @@ class FlowRunJournal:
         if entry is not None:
             entry.end, entry.artifact = (state_type, message), artifact
             self._wake.set()
+
+    async def close_runs(self, ids: list[UUID], state_type: str, message: str) -> None:
+        """Sets existing flow runs that no task of ours executes to a final state, now."""
+        for i in range(0, len(ids), BULK_STATE):
+            await self._force_state(ids[i:i + BULK_STATE], state_type, message)
 
     def open_runs(self) -> dict[UUID, str]:
         """Flow run -> task, for recorded tasks that have not ended."""
@@ -227,7 +237,7 @@ class FlowRunJournal:
                 e.artifact = None
             if self._entries.get(task) is e:
                 del self._entries[task]
-                self._late[task] = e.logger  # for output that trails the task
+                self._late[e.task] = e.logger  # for output that trails the task
                 while len(self._late) > 256:
                     self._late.pop(next(iter(self._late)))
 

@@ -42,7 +42,8 @@ class ProviderError(Exception):
 
 
 class TaskTakenError(ProviderError):
-    """The task was finalized (another provider answered first) or expired before our response."""
+    """The task was finalized (another provider answered first), cancelled by its client, or expired
+    before our response."""
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,25 @@ class Provider:
         receipts = self.sender.wait(self.sender.send(calls, 300_000), check=False)
         return [t for t, r in zip(tasks, receipts) if r.status == 1]
 
+    def live_attempts(self, runs: Sequence[tuple[str, str]]) -> list[bool]:
+        """For (task, hash of the tx that published it, or ""): whether that task is on this chain,
+        from that publication, attempted by us. One that is not has nothing to resume: the chain
+        was reverted (a devnet snapshot) or reorganised since, and its address may come back as
+        another task."""
+        if not runs:
+            return []
+        rpc = self.chain.rpc
+        replies = rpc.batch([("eth_getCode", [t, "latest"]) for t, _ in runs] +
+                            [("eth_getTransactionReceipt", [h]) for _, h in runs if h])
+        receipts = iter(replies[len(runs):])
+        live = []
+        for (_, tx), code in zip(runs, replies):
+            published = isinstance(next(receipts), dict) if tx else True
+            live.append(published and isinstance(code, str) and len(code) > 2)
+        candidates = [t for (t, _), ok in zip(runs, live) if ok]
+        ids = iter(self.chain.read_many([(self.chain.task(t), "attempterId", (self.address,)) for t in candidates]))
+        return [ok and next(ids) != 0 for ok in live]
+
     def execute(self, task: str, *, payment: int | None = None, max_runtime_s: float | None = None) -> Executed:
         """Runs an attempted task through its source's service and submits the response. A task
         we already answered (a restart after a crash) is not run or submitted again; one that is
@@ -210,6 +230,21 @@ class Provider:
     def cancel(self, task: str) -> None:
         """Stops waiting for `task`'s result (its execute raises ProviderError)."""
         self.receiver.cancel(task)
+
+    def give_up_taken(self, tasks: Sequence[str]) -> list[str]:
+        """Stops waiting for those of `tasks` that closed without our response (another provider
+        won, the client cancelled): their execute raises TaskTakenError now, not at the
+        deadline. A lost callback otherwise held a slot, and its flow run, until expiry."""
+        if not tasks:
+            return []
+        reads = self.chain.read_many([(self.chain.task(t), fn, args) for t in tasks
+                                      for fn, args in (("getStatus", ()), ("responseOf", (self.address,)))])
+        taken = []
+        for t, status, ours in zip(tasks, reads[::2], reads[1::2]):
+            error = TaskTakenError(f"task {t} is {TaskStatus(status).name}: nothing to answer")
+            if TaskStatus(status).is_final and not int(ours, 16) and self.receiver.cancel(t, error, if_waiting=True):
+                taken.append(t)
+        return taken
 
     def close(self) -> None:
         with self._lock:

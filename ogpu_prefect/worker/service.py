@@ -29,6 +29,7 @@ class CallbackReceiver(LoopbackServer):
 
     def __init__(self, port: int = 0) -> None:
         self._results: dict[str, Any] = {}
+        self._waiting: set[str] = set()
         self._cond = threading.Condition()
         receiver = self
 
@@ -59,24 +60,36 @@ class CallbackReceiver(LoopbackServer):
         once `cancel(task_address)` is called."""
         key = task_address.lower()
         with self._cond:
-            while key not in self._results:
-                left = deadline - time.time()
-                if left <= 0:
-                    raise ServiceError(f"no result for {task_address} before the deadline")
-                self._cond.wait(timeout=min(left, 1.0))
-            result = self._results.pop(key)
-        if result is _CANCELLED:
-            raise ServiceError(f"{task_address} was cancelled")
+            self._waiting.add(key)
+            try:
+                while key not in self._results:
+                    left = deadline - time.time()
+                    if left <= 0:
+                        raise ServiceError(f"no result for {task_address} before the deadline")
+                    self._cond.wait(timeout=min(left, 1.0))
+                result = self._results.pop(key)
+            finally:
+                self._waiting.discard(key)
+        if isinstance(result, _Cancelled):
+            raise result.error or ServiceError(f"{task_address} was cancelled")
         return result
 
-    def cancel(self, task_address: str) -> None:
-        """Wakes the waiter of `task_address` with a ServiceError."""
+    def cancel(self, task_address: str, error: Exception | None = None, *, if_waiting: bool = False) -> bool:
+        """Wakes the waiter of `task_address` with `error` (default: a ServiceError). With no
+        waiter yet, the next wait raises at once; with `if_waiting`, nothing happens. True if it
+        took effect."""
+        key = task_address.lower()
         with self._cond:
-            self._results[task_address.lower()] = _CANCELLED
+            if if_waiting and key not in self._waiting:
+                return False
+            self._results[key] = _Cancelled(error)
             self._cond.notify_all()
+        return True
 
 
-_CANCELLED = object()
+class _Cancelled:
+    def __init__(self, error: Exception | None) -> None:
+        self.error = error
 
 
 class ServiceClient:

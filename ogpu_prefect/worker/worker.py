@@ -48,6 +48,8 @@ from .service import ServiceError
 DOCS = "https://github.com/ogpu-prefect/ogpu-prefect/blob/main/docs/worker.md"
 FLOW_NAME = "ogpu-provider-task"
 ROUTE_MAX = 8
+TAKEN_CHECK_S = 2.0
+"""Seconds between checks that the tasks we are running are still open (`Provider.give_up_taken`)."""
 WALLET_ENV = "OGPU_PROVIDER_WALLET_BLOCK"
 """Set in a worker's environment, it names the wallet block that worker uses instead of the pool's
 `wallet_block`: several machines, each with its own provider key, serve one pool."""
@@ -232,12 +234,30 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
             runs += page
             if len(page) < 200:
                 break
-        for run in runs:
+        if not runs:
+            return
+        provider = self.provider
+        assert provider is not None and self.journal is not None
+        pairs = [(r.parameters["task"], _publication(r.idempotency_key)) for r in runs]
+        live = await anyio.to_thread.run_sync(lambda: provider.live_attempts(pairs))
+        resumed, stale, seen = [], [], set()
+        for run, ok in zip(runs, live):  # one run per task: a second is a leftover of a reverted twin
+            task = run.parameters["task"].lower()
+            if ok and task not in seen:
+                resumed.append(run)
+                seen.add(task)
+            else:
+                stale.append(run)
+        if stale:
+            self._logger.info("closing %d flow run(s) of tasks no longer on this chain or not ours", len(stale))
+            await self.journal.close_runs([r.id for r in stale], "CANCELLED",
+                                          "the task is not on this chain any more (reverted or reorganised)")
+        for run in resumed:
             p = run.parameters
             self._start(p["task"], p["source"], int(p.get("payment") or 0), run_id=run.id,
                         note="resumed after a worker restart")
-        if runs:
-            self._logger.info("resuming %d task(s) left open by an earlier worker", len(runs))
+        if resumed:
+            self._logger.info("resuming %d task(s) left open by an earlier worker", len(resumed))
 
     async def _warm_services(self) -> None:
         """Starts each source's service now: the first task then finds it warm (in a
@@ -263,6 +283,7 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
         cursor = max(head - config.lookback_blocks, 0)
         waiting: dict[str, TaskOffer] = {}
         first = True
+        checked = time.monotonic()
         while not self._stop.is_set():
             try:
                 head = await anyio.to_thread.run_sync(chain.block_number)
@@ -280,6 +301,11 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
                             waiting[offer.task] = replace(offer, attempts=offer.attempts + 1)
                 first = False
                 await self._take(waiting)
+                if self._inflight and time.monotonic() - checked > TAKEN_CHECK_S:
+                    checked = time.monotonic()
+                    running = list(self._inflight)
+                    for t in await anyio.to_thread.run_sync(lambda: provider.give_up_taken(running)):
+                        self._logger.info("task %s closed without our response: stopped waiting for it", t)
             except Exception:  # the chain hiccuped: keep watching
                 self._logger.exception("chain watch failed; retrying")
                 await anyio.sleep(1.0)
@@ -500,7 +526,15 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
         await anyio.to_thread.run_sync(kill)
 
 
+def _publication(key: str | None) -> str:
+    """The publishing tx hash in a flow run's idempotency key (`chain:provider:task:tx`), or ""."""
+    parts = (key or "").split(":")
+    return parts[3] if len(parts) == 4 and parts[3].startswith("0x") else ""
+
+
 def _reason(e: TaskTakenError) -> str:
     """A task-free message, so that tasks ended for one reason are closed in one request."""
     text = str(e)
-    return "expired before our response" if "expired" in text else "finalized by another provider"
+    if "expired" in text.lower():
+        return "expired before our response"
+    return "cancelled by its client" if "CANCELED" in text else "finalized by another provider"
