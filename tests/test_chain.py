@@ -21,7 +21,7 @@ from ogpu_prefect.chain.types import (
     TaskStatus,
 )
 
-from .helpers import CONFIG, ETHER, publish_source, publish_task, register, respond, source_params
+from .helpers import CONFIG, ETHER, publish_source, publish_task, register, respond
 
 GAS_BUDGET = 600_000
 
