@@ -352,11 +352,14 @@ class TxSender:
         return TxRevertError("mined but reverted", context=receipt.context)
 
     def _requeue_stuck(self, missing: Sequence[PendingTx]) -> None:
-        """anvil only. Seen under load: the transaction at the account's next nonce sits in
-        anvil's pool as *queued* (0 pending), so no block takes it, and the 5 s rebroadcast did
-        not free it (a race between mining and insertion in its pool, we think). Dropping
-        ours from the pool and sending the same bytes again, in nonce order, inserts them afresh:
-        same hashes, nothing sent twice."""
+        """anvil only. Its pool decides at insertion whether a transaction waits for its
+        predecessor, from the nonce it read before inserting; when the block that mined the
+        predecessor lands in between, the transaction at the account's next nonce waits for it
+        forever, *queued* with everything after it (seen under pipelined load: 0 pending, 43
+        queued from the next nonce). `anvil_dropTransaction` only drops ready ones and a resend of
+        the same bytes is refused as already imported, so: remove this account's transactions
+        from the pool and send ours again, in nonce order (same hashes, nothing sent twice). A
+        concurrent batch of the same account is rebroadcast by its own wait."""
         if not missing:
             return
         head = min(missing, key=lambda p: p.nonce)
@@ -366,9 +369,8 @@ class TxSender:
         if int(pool.get("pending", "0x0"), 16) == 0 and int(pool.get("queued", "0x0"), 16) > 0:
             log.warning("%d transaction(s) of %s stuck in anvil's queue from nonce %d: sending them again",
                         len(missing), self.address, head.nonce)
-            ordered = sorted(missing, key=lambda p: p.nonce)
-            self.rpc.batch([("anvil_dropTransaction", [p.tx_hash]) for p in ordered])
-            self.broadcast(ordered)
+            self.rpc.call("anvil_removePoolTransactions", [self.address])
+            self.broadcast(sorted(missing, key=lambda p: p.nonce))
 
     def _describe_unmined(self, missing: Sequence[PendingTx]) -> str:
         """Why transactions may not be mined, from what the node says: nonce gap, fee, pool."""
