@@ -177,11 +177,14 @@ class _ProgressReporter:
 
 
 def _report(results: list[TaskResult], payment: int, wall: float, source: str) -> None:
-    rows = [{"input": r.index, "task": r.task or "", "status": r.status, "provider": r.provider or "",
-             "payment (OGPU)": _ogpu(r.payment) if r.status == "finalized" else "",
-             "latency (s)": f"{r.latency_s:.2f}" if r.latency_s is not None else "",
-             "republished": r.republished} for r in results]
-    create_table_artifact(rows, key="ogpu-batch-results", description=f"OpenGPU batch on source {source}")
+    # Columns, not a dict per row: half the JSON and half the peak memory at 10,000 tasks.
+    columns = {"input": [r.index for r in results], "task": [r.task or "" for r in results],
+               "status": [r.status for r in results], "provider": [r.provider or "" for r in results],
+               "payment (OGPU)": [_ogpu(r.payment) if r.status == "finalized" else "" for r in results],
+               "latency (s)": [f"{r.latency_s:.2f}" if r.latency_s is not None else "" for r in results],
+               "republished": [r.republished for r in results]}
+    create_table_artifact(columns, key="ogpu-batch-results", description=f"OpenGPU batch on source {source}")
+    del columns
     done = [r for r in results if r.status == "finalized"]
     spent = sum(r.payment for r in done)
     lat = sorted(r.latency_s for r in done if r.latency_s is not None)

@@ -114,3 +114,11 @@ def test_the_ui_shows_the_batch_the_provider_runs_the_pool_and_the_artifact(demo
     assert "ogpu-provider" in pool, pool[:2000]
     arts = page_text(browser, f"{ui}/artifacts", ["ogpu-batch-results"], "artifacts.png")
     assert "ogpu-batch-results" in arts, arts[:2000]
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as c:
+        art = c.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["ogpu-batch-results"])))[0]
+    first = results[0].task
+    table = page_text(browser, f"{ui}/artifacts/artifact/{art.id}", [first], "artifact-table.png")
+    assert first in table and "finalized" in table, table[:2000]

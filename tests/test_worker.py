@@ -132,6 +132,20 @@ def logs_of(flow_run_ids: list[Any]) -> list[str]:
     return [entry.message for entry in logs]
 
 
+def provider_events(provider: str, since: float) -> list[str]:
+    """Names of the `ogpu.provider.task.*` events about `provider` that the Prefect server stored,
+    of those that occurred after `since` (a wall-clock time)."""
+    from datetime import datetime, timezone
+
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as c:
+        resp = c._client.post("/events/filter", json={"limit": 50, "filter": {
+            "occurred": {"since": datetime.fromtimestamp(since, timezone.utc).isoformat()},
+            "event": {"prefix": ["ogpu.provider.task."]}, "resource": {"id": [f"ogpu.provider.{provider.lower()}"]}}})
+    return [e["event"] for e in resp.json()["events"]]
+
+
 def responses_since(chain: Any, from_block: int) -> list[tuple[str, str]]:
     """(task, provider) of every ResponseSubmitted since `from_block`."""
     logs = iter_logs(chain.rpc, chain.network.nexus, [topic("Nexus", "ResponseSubmitted")], from_block,
@@ -226,6 +240,7 @@ def test_two_workers_race_a_batch_and_every_task_is_finalized_once(fleet: Fleet)
 
 
 def test_sigkill_mid_task_then_restart_never_submits_twice_and_leaves_nothing_running(fleet: Fleet) -> None:
+    began = time.time()
     source = fleet.publish_source()
     fleet.create_pool("gpus-kill", [source], wallet_block=f"{fleet.name}-provider3")
     fleet.start_worker("gpus-kill", "provider3")
@@ -251,6 +266,11 @@ def test_sigkill_mid_task_then_restart_never_submits_twice_and_leaves_nothing_ru
     while flow_runs_of("gpus-kill")[0].state_type.value != "COMPLETED" and time.time() < deadline:
         time.sleep(0.3)
     assert flow_runs_of("gpus-kill")[0].state_type.value == "COMPLETED"
+    deadline = time.time() + 30
+    while "ogpu.provider.task.responded" not in provider_events(provider, began) and time.time() < deadline:
+        time.sleep(0.5)  # events reach the server's store through its own pipeline
+    assert sorted(provider_events(provider, began)) == [
+        "ogpu.provider.task.attempted", "ogpu.provider.task.responded", "ogpu.provider.task.resumed"]
     fleet.stop("provider3")
     assert service_processes(provider) == [], "no service process outlives the workers"
 

@@ -254,8 +254,9 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
                                           "the task is not on this chain any more (reverted or reorganised)")
         for run in resumed:
             p = run.parameters
-            self._start(p["task"], p["source"], int(p.get("payment") or 0), run_id=run.id,
-                        note="resumed after a worker restart")
+            if self._start(p["task"], p["source"], int(p.get("payment") or 0), run_id=run.id,
+                           note="resumed after a worker restart"):
+                emit_provider_event("resumed", provider.address, p["task"], p["source"])
         if resumed:
             self._logger.info("resuming %d task(s) left open by an earlier worker", len(resumed))
 
@@ -339,7 +340,8 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
                 self._published.pop(t, None)
             elif attempter:  # ours, from before a restart
                 if resume:
-                    self._start(t, source, payment, resumed=True)
+                    if self._start(t, source, payment, resumed=True):
+                        emit_provider_event("resumed", provider.address, t, source)
                 else:
                     self._published.pop(t, None)
             else:
@@ -389,28 +391,28 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
                 self._published.pop(offer.task, None)
 
     def _start(self, task: str, source: str, payment: int, *, resumed: bool = False, run_id: UUID | None = None,
-               note: str = "resumed after a worker restart") -> None:
+               note: str = "resumed after a worker restart") -> bool:
         """Executes an attempted task now; the journal records it as a flow run meanwhile.
-        `resumed` or `run_id` (an existing flow run): the run is set Running with `note`."""
+        `resumed` or `run_id` (an existing flow run): the run is set Running with `note`. False if
+        the task was executing already."""
         assert self.provider is not None and self.journal is not None and self._runs_task_group is not None
         if task in self._inflight:
             if run_id is not None:
                 self.journal.start(task, {}, "", run_id=run_id, note=note)
-            return
+            return False
         # The key names the publication too: a task address can come back on a chain that was
         # reverted (a devnet snapshot) or reorganised, and that is a new task.
         key = f"{self.provider.chain.network.chain_id}:{self.provider.address}:{task}:{self._published.pop(task, '')}"
         self.journal.start(task, {"task": task, "source": source, "payment": str(payment)}, key.lower(),
                            resumed=resumed, run_id=run_id, note=note)
         self._inflight[task] = source
-        self._runs_task_group.start_soon(self._execute, task, source, payment, resumed or run_id is not None)
+        self._runs_task_group.start_soon(self._execute, task, source, payment)
+        return True
 
-    async def _execute(self, task: str, source: str, payment: int, resumed: bool) -> None:
+    async def _execute(self, task: str, source: str, payment: int) -> None:
         assert self.provider is not None and self.journal is not None and self.config is not None
         provider, journal = self.provider, self.journal
         max_runtime = self.config.max_runtime_s
-        if resumed:
-            emit_provider_event("resumed", provider.address, task, source)
         journal.log(task, logging.INFO, f"running task {task} of source {source}")
         started = time.time()
         try:
