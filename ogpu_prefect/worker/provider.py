@@ -180,9 +180,9 @@ class Provider:
                             [("eth_getTransactionReceipt", [h]) for _, h in runs if h])
         receipts = iter(replies[len(runs):])
         live = []
-        for (_, tx), code in zip(runs, replies):
-            published = isinstance(next(receipts), dict) if tx else True
-            live.append(published and isinstance(code, str) and len(code) > 2)
+        for (_, tx), code in zip(runs, replies):  # only a definite answer makes a task lost
+            receipt = next(receipts) if tx else True
+            live.append(receipt is not None and code not in ("0x", ""))
         candidates = [t for (t, _), ok in zip(runs, live) if ok]
         ids = iter(self.chain.read_many([(self.chain.task(t), "attempterId", (self.address,)) for t in candidates]))
         return [ok and next(ids) != 0 for ok in live]

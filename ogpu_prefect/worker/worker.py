@@ -251,7 +251,8 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
         if stale:
             self._logger.info("closing %d flow run(s) of tasks no longer on this chain or not ours", len(stale))
             await self.journal.close_runs([r.id for r in stale], "CANCELLED",
-                                          "the task is not on this chain any more (reverted or reorganised)")
+                                          "the task is not on this chain any more (reverted or reorganised), "
+                                          "or this provider never attempted it")
         for run in resumed:
             p = run.parameters
             if self._start(p["task"], p["source"], int(p.get("payment") or 0), run_id=run.id,
