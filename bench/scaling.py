@@ -5,8 +5,8 @@ client process' peak memory is the flow's own.
 
     .venv/bin/python bench/scaling.py [--sizes 100,1000,10000]
 
-Ends with `peak_mb_10k=<peak RSS growth of the client during the 10,000 batch, MB>
-growth=<time at 10,000 / (100 x time at 100)>`.
+Ends with `peak_mb_10k=<the client process' maximum RSS, MB, by the end of the 10,000 batch (imports
+included)> growth=<time at 10,000 / (100 x time at 100)>`.
 """
 
 from __future__ import annotations
