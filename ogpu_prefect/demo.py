@@ -117,6 +117,31 @@ class Demo:
                     raise RuntimeError(f"worker {role} did not register; see {self.home / f'worker-{role}.log'}")
                 time.sleep(0.3)
 
+    def wait_services(self, since: float, timeout: float = 180) -> list[str]:
+        """Waits until every worker reported its service started (event `ogpu.provider.service.started`,
+        emitted once it answers): a batch sent earlier is raced by whichever worker is warm first.
+        Returns the roles still not ready at `timeout` (the batch then runs without them)."""
+        from datetime import datetime, timezone
+
+        from prefect.client.orchestration import get_client
+        from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
+
+        assert self.net is not None
+        wanted = {f"ogpu.provider.{self.net.address(role).lower()}": role for role in PROVIDERS}
+        deadline = time.time() + timeout
+        with get_client(sync_client=True) as c:
+            while wanted and time.time() < deadline:
+                flt = EventFilter(  # made anew: its `until` defaults to the time it is made
+                    occurred=EventOccurredFilter(since=datetime.fromtimestamp(since, timezone.utc)),
+                    event=EventNameFilter(name=["ogpu.provider.service.started"]))
+                for e in c.read_events(filter=flt, limit=50).events:
+                    wanted.pop(e.resource.id, None)
+                if wanted:
+                    if any(p.poll() is not None for p in self.procs):
+                        raise RuntimeError(f"a worker stopped; see the worker logs in {self.home}")
+                    time.sleep(0.5)
+        return sorted(wanted.values())
+
     # ---- teardown ----
 
     def stop(self) -> None:
@@ -197,9 +222,14 @@ def main(tasks: int = 300, keep: bool = False, say: Callable[[str], None] = prin
         demo.save_blocks()
         source = demo.publish_source()
         step(f"sentiment source published at {source}; starting 2 provider workers in pool {POOL!r}")
+        started = time.time()
         demo.start_workers(source)
+        step("workers staked and registered; waiting for their services to start")
+        late = demo.wait_services(started)
+        if late:
+            step(f"not ready yet: {', '.join(late)} (the batch goes ahead; see their logs in {home})")
         chunks = [texts[i:i + CHUNK] for i in range(0, len(texts), CHUNK)]
-        step(f"workers staked and registered; run_batch: {len(texts)} sentences as {len(chunks)} tasks")
+        step(f"services up; run_batch: {len(texts)} sentences as {len(chunks)} tasks")
         from flows.run_batch import run_batch
 
         from .chain.types import TaskStatus  # noqa: F401  (keeps the import cost out of the timed batch)

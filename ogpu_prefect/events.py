@@ -52,6 +52,21 @@ def wait_for_backlog(limit: int = MAX_BACKLOG, stall_s: float = 5.0) -> None:
 
 
 PROVIDER_EVENTS = ("attempted", "responded", "failed", "resumed")
+SERVICE_EVENTS = ("started", "stopped")
+
+
+def emit_service_event(kind: str, provider: str, source: str, payload: dict[str, Any] | None = None) -> None:
+    """Emits `ogpu.provider.service.<kind>`: a provider's service for `source` started (it can take
+    tasks at once) or stopped."""
+    from prefect.events import emit_event
+
+    emit_event(
+        event=f"ogpu.provider.service.{kind}",
+        resource={"prefect.resource.id": f"ogpu.provider.{provider.lower()}", "prefect.resource.name": provider},
+        related=[{"prefect.resource.id": f"ogpu.source.{source.lower()}", "prefect.resource.role": "source",
+                  "prefect.resource.name": source}],
+        payload=payload or {},
+    )
 
 
 def emit_provider_event(kind: str, provider: str, task: str, source: str, payload: dict[str, Any] | None = None) -> None:

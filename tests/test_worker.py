@@ -132,18 +132,19 @@ def logs_of(flow_run_ids: list[Any]) -> list[str]:
     return [entry.message for entry in logs]
 
 
-def provider_events(provider: str, since: float) -> list[str]:
-    """Names of the `ogpu.provider.task.*` events about `provider` that the Prefect server stored,
-    of those that occurred after `since` (a wall-clock time)."""
+def provider_events(provider: str, since: float, prefix: str = "ogpu.provider.task.") -> list[str]:
+    """Names of the events named `prefix...` about `provider` that the Prefect server stored, of
+    those that occurred after `since` (a wall-clock time)."""
     from datetime import datetime, timezone
 
     from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventResourceFilter
 
     with get_client(sync_client=True) as c:
-        resp = c._client.post("/events/filter", json={"limit": 50, "filter": {
-            "occurred": {"since": datetime.fromtimestamp(since, timezone.utc).isoformat()},
-            "event": {"prefix": ["ogpu.provider.task."]}, "resource": {"id": [f"ogpu.provider.{provider.lower()}"]}}})
-    return [e["event"] for e in resp.json()["events"]]
+        page = c.read_events(limit=50, filter=EventFilter(
+            occurred=EventOccurredFilter(since=datetime.fromtimestamp(since, timezone.utc)),
+            event=EventNameFilter(prefix=[prefix]), resource=EventResourceFilter(id=[f"ogpu.provider.{provider.lower()}"])))
+    return [e.event for e in page.events]
 
 
 def responses_since(chain: Any, from_block: int) -> list[tuple[str, str]]:
@@ -172,6 +173,7 @@ def fleet(devnet, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Fl
 
 
 def test_a_worker_runs_tasks_as_completed_flow_runs_and_earns_exactly_the_payments(fleet: Fleet) -> None:
+    began = time.time()
     source = fleet.publish_source()
     fleet.create_pool("gpus-one", [source], wallet_block=f"{fleet.name}-provider1")
     fleet.start_worker("gpus-one", "provider1")
@@ -205,6 +207,12 @@ def test_a_worker_runs_tasks_as_completed_flow_runs_and_earns_exactly_the_paymen
 
     fleet.stop("provider1")  # a clean stop leaves no service process behind
     assert service_processes(provider) == []
+    deadline = time.time() + 30
+    while "ogpu.provider.service.stopped" not in provider_events(provider, began, "ogpu.provider.service.") \
+            and time.time() < deadline:
+        time.sleep(0.5)
+    assert sorted(provider_events(provider, began, "ogpu.provider.service.")) == [
+        "ogpu.provider.service.started", "ogpu.provider.service.stopped"]
 
 
 def test_two_workers_race_a_batch_and_every_task_is_finalized_once(fleet: Fleet) -> None:

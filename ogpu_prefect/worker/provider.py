@@ -66,7 +66,8 @@ class _Warm:
 class Provider:
     def __init__(self, chain: Chain, signer: Signer | Any, store: PayloadStore, backend: HardwareBackend,
                  environment: Environment = Environment.CPU, *, fetch: Callable[[str], Any] | None = None,
-                 service_log: Callable[[str, str], None] | None = None) -> None:
+                 service_log: Callable[[str, str], None] | None = None,
+                 on_service: Callable[[str, str], None] | None = None) -> None:
         self.chain = chain
         self.sender = chain.sender(signer)
         self.store = store
@@ -75,6 +76,8 @@ class Provider:
         self._http = http_session()  # one pool of kept-alive connections for configs and service calls
         self.fetch = fetch or partial(fetch_json, session=self._http)
         self.service_log = service_log or (lambda source, line: log.info("[%s] %s", source[:10], line))
+        self.on_service = on_service or (lambda change, source: None)
+        """Told ("started" | "stopped", source) when a source's service starts (ready) or stops."""
         self.receiver = CallbackReceiver().start()
         self.clock = ChainClock(chain)
         self._responder = _Responder(self)
@@ -138,7 +141,8 @@ class Provider:
             service = self.backend.start(self.compose_for(source), self.environment, callback_url=self.receiver.url,
                                          log=lambda line: self.service_log(source, line))
             self._services[source] = _Warm(service)
-            return service
+        self.on_service("started", source)
+        return service
 
     def reap_idle(self, max_idle_s: float) -> list[str]:
         """Stops services unused for `max_idle_s`; returns their sources. Skipped while a service
@@ -153,6 +157,8 @@ class Provider:
                 self._services.pop(s).service.stop()
         finally:
             self._lock.release()
+        for s in idle:
+            self.on_service("stopped", s)
         return idle
 
     # ---- tasks ----
@@ -226,6 +232,7 @@ class Provider:
             warm = self._services.pop(source, None)
         if warm is not None:
             warm.service.stop()
+            self.on_service("stopped", source)
 
     def cancel(self, task: str) -> None:
         """Stops waiting for `task`'s result (its execute raises ProviderError)."""
@@ -248,9 +255,12 @@ class Provider:
 
     def close(self) -> None:
         with self._lock:
+            stopped = list(self._services)
             for warm in self._services.values():
                 warm.service.stop()
             self._services.clear()
+        for source in stopped:
+            self.on_service("stopped", source)
         self._responder.stop()
         self.receiver.stop()
 

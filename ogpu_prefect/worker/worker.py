@@ -39,7 +39,7 @@ from pydantic import Field
 from ..chain.errors import OGPUError
 from ..chain.events import decode_logs, iter_logs, topic
 from ..chain.types import DeliveryMethod, Environment, TaskStatus
-from ..events import emit_provider_event
+from ..events import emit_provider_event, emit_service_event
 from .journal import FlowRunJournal
 from .policy import TaskOffer
 from .provider import Executed, Provider, ProviderError, TaskTakenError
@@ -181,7 +181,8 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
             if reaped:
                 self._logger.warning("stopped %d service(s) left running by an earlier worker", reaped)
             provider = Provider(network.connect(), wallet.signer(), storage.store(), backend, environment,
-                                service_log=self._route_log)
+                                service_log=self._route_log,
+                                on_service=lambda change, source: emit_service_event(change, wallet.address, source))
             provider.ensure_standing(config.sources, stake=config.stake_wei)
             return provider
 
