@@ -143,7 +143,8 @@ def provider_events(provider: str, since: float, prefix: str = "ogpu.provider.ta
     with get_client(sync_client=True) as c:
         page = c.read_events(limit=50, filter=EventFilter(
             occurred=EventOccurredFilter(since=datetime.fromtimestamp(since, timezone.utc)),
-            event=EventNameFilter(prefix=[prefix]), resource=EventResourceFilter(id=[f"ogpu.provider.{provider.lower()}"])))
+            event=EventNameFilter(prefix=[prefix]),
+            resource=EventResourceFilter(id=[f"ogpu.provider.{provider.lower()}"])))
     return [e.event for e in page.events]
 
 
