@@ -27,6 +27,8 @@ def test_two_echo_services_side_by_side_answer_through_callbacks() -> None:
         b = backend.start(ComposeSpec.load(ECHO), Environment.CPU, callback_url=receiver.url, log=lines.append)
         try:
             assert a.base_url != b.base_url, "each service gets its own port"
+            for task in ("0xTaskA", "0xTaskB", "0xTaskC"):
+                receiver.expect(task)
             ServiceClient(a.base_url).submit("echo", "0xTaskA", {"text": "hello", "n": 1})
             ServiceClient(b.base_url).submit("echo", "0xTaskB", {"text": "world"})
             assert receiver.wait("0xTaskA", time.time() + 20) == {"echo": {"text": "hello", "n": 1}, "upper": "HELLO"}
@@ -64,3 +66,26 @@ def test_a_service_that_dies_at_start_is_reported(tmp_path: Path) -> None:
     with pytest.raises(ServiceError, match="exited with 3"):
         get_hardware_backend("local").start(ComposeSpec.load(f), Environment.CPU, callback_url="http://127.0.0.1:9",
                                             log=print)
+
+
+def test_a_callback_no_one_waits_for_is_dropped() -> None:
+    """A service's late answer (its waiter gave up: the task was won by another provider, or the
+    deadline passed) is neither kept nor handed to a later execution at the same address (a task
+    address comes back after a devnet revert)."""
+    import requests
+
+    from ogpu_prefect.worker.provider import TaskTakenError
+
+    with CallbackReceiver() as receiver:
+        receiver.expect("0xT1")
+        assert receiver.cancel("0xT1", TaskTakenError("task 0xT1 is FINALIZED"), if_expected=True)
+        with pytest.raises(TaskTakenError):
+            receiver.wait("0xT1", time.time() + 5)
+        assert requests.post(f"{receiver.url}/0xT1", json={"late": True}, timeout=5).status_code == 200
+        receiver.expect("0xT1")  # the address again, as a new task
+        with pytest.raises(ServiceError, match="no result"):
+            receiver.wait("0xT1", time.time() + 0.3)
+        assert not receiver.cancel("0xT2", if_expected=True), "nothing to cancel: no work sent"
+        receiver.expect("0xT2")
+        assert requests.post(f"{receiver.url}/0xT2", json={"ok": 1}, timeout=5).status_code == 200
+        assert receiver.wait("0xT2", time.time() + 5) == {"ok": 1}

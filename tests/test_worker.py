@@ -213,7 +213,7 @@ def test_a_worker_runs_tasks_as_completed_flow_runs_and_earns_exactly_the_paymen
             and time.time() < deadline:
         time.sleep(0.5)
     assert sorted(provider_events(provider, began, "ogpu.provider.service.")) == [
-        "ogpu.provider.service.started", "ogpu.provider.service.stopped"]
+        "ogpu.provider.service.started", "ogpu.provider.service.stopped"], "the clean stop sends what it emitted"
 
 
 def test_two_workers_race_a_batch_and_every_task_is_finalized_once(fleet: Fleet) -> None:
@@ -278,8 +278,9 @@ def test_sigkill_mid_task_then_restart_never_submits_twice_and_leaves_nothing_ru
     deadline = time.time() + 30
     while "ogpu.provider.task.responded" not in provider_events(provider, began) and time.time() < deadline:
         time.sleep(0.5)  # events reach the server's store through its own pipeline
-    assert sorted(provider_events(provider, began)) == [
-        "ogpu.provider.task.attempted", "ogpu.provider.task.responded", "ogpu.provider.task.resumed"]
+    names = provider_events(provider, began)
+    # (`attempted` came from the killed worker: it may have died before sending it.)
+    assert names.count("ogpu.provider.task.resumed") == 1 and names.count("ogpu.provider.task.responded") == 1, names
     fleet.stop("provider3")
     assert service_processes(provider) == [], "no service process outlives the workers"
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from ..backends import HardwareBackend, RunningService
 from ..chain.connection import Chain
+from ..chain.errors import NoContractError
 from ..chain.events import created_address
 from ..chain.rpc import http_session
 from ..chain.tx import Signer
@@ -211,7 +212,13 @@ class Provider:
         left = expiry - self.clock.now() - DEADLINE_MARGIN_S
         deadline = time.time() + min(left, max_runtime_s or left)
         service = self.service_for(source)
-        ServiceClient(service.base_url, session=self._http).submit(config["function_name"], task, config.get("data", {}))
+        self.receiver.expect(task)
+        try:
+            ServiceClient(service.base_url, session=self._http).submit(config["function_name"], task,
+                                                                      config.get("data", {}))
+        except ServiceError as e:
+            self.receiver.forget(task)
+            raise ProviderError(str(e)) from None
         try:
             result = self.receiver.wait(task, deadline)
         except ServiceError as e:
@@ -240,16 +247,32 @@ class Provider:
 
     def give_up_taken(self, tasks: Sequence[str]) -> list[str]:
         """Stops waiting for those of `tasks` that closed without our response (another provider
-        won, the client cancelled): their execute raises TaskTakenError now, not at the
-        deadline. A lost callback otherwise held a slot, and its flow run, until expiry."""
+        won, the client cancelled) or left the chain (a revert or reorg): their execute raises
+        TaskTakenError now, not at the deadline. A lost callback otherwise held a slot, and its
+        flow run, until expiry. (The service may still finish the work; its callback is dropped.)"""
         if not tasks:
             return []
-        reads = self.chain.read_many([(self.chain.task(t), fn, args) for t in tasks
-                                      for fn, args in (("getStatus", ()), ("responseOf", (self.address,)))])
+        task_calls = [[(self.chain.task(t), "getStatus", ()), (self.chain.task(t), "responseOf", (self.address,))]
+                      for t in tasks]
+        try:
+            reads = [self.chain.read_many([c for calls in task_calls for c in calls])]
+        except NoContractError:  # one of them left the chain: ask task by task
+            reads = []
+            for calls in task_calls:
+                try:
+                    reads.append(self.chain.read_many(calls))
+                except NoContractError:
+                    reads.append([None, None])
+        flat = [x for r in reads for x in r]
         taken = []
-        for t, status, ours in zip(tasks, reads[::2], reads[1::2]):
-            error = TaskTakenError(f"task {t} is {TaskStatus(status).name}: nothing to answer")
-            if TaskStatus(status).is_final and not int(ours, 16) and self.receiver.cancel(t, error, if_waiting=True):
+        for t, status, ours in zip(tasks, flat[::2], flat[1::2]):
+            if status is None:
+                error = TaskTakenError(f"task {t} is not on this chain any more")
+            elif TaskStatus(status).is_final and not int(ours, 16):
+                error = TaskTakenError(f"task {t} is {TaskStatus(status).name}: nothing to answer")
+            else:
+                continue
+            if self.receiver.cancel(t, error, if_expected=True):
                 taken.append(t)
         return taken
 

@@ -25,11 +25,13 @@ class ServiceError(Exception):
 
 
 class CallbackReceiver(LoopbackServer):
-    """Receives `POST /<task_address>` callbacks (any JSON body) and hands them to waiters."""
+    """Receives `POST /<task_address>` callbacks (any JSON body) and hands them to waiters. Only
+    expected tasks' callbacks are kept (`expect` before sending the work): one that comes after
+    its waiter gave up is dropped, not held forever or handed to a later task at that address."""
 
     def __init__(self, port: int = 0) -> None:
         self._results: dict[str, Any] = {}
-        self._waiting: set[str] = set()
+        self._expected: set[str] = set()
         self._cond = threading.Condition()
         receiver = self
 
@@ -43,8 +45,9 @@ class CallbackReceiver(LoopbackServer):
                     self.end_headers()
                     return
                 with receiver._cond:
-                    receiver._results[task] = body
-                    receiver._cond.notify_all()
+                    if task in receiver._expected:
+                        receiver._results[task] = body
+                        receiver._cond.notify_all()
                 self.send_response(200)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
@@ -55,12 +58,28 @@ class CallbackReceiver(LoopbackServer):
 
         super().__init__(Handler, port)
 
-    def wait(self, task_address: str, deadline: float) -> Any:
-        """The callback body for `task_address`, or ServiceError at the wall-clock `deadline` or
-        once `cancel(task_address)` is called."""
+    def expect(self, task_address: str) -> None:
+        """Call before sending `task_address`'s work: its callback is kept from now until its
+        `wait` ends. A result left from an earlier execution is dropped; a cancel is kept."""
         key = task_address.lower()
         with self._cond:
-            self._waiting.add(key)
+            self._expected.add(key)
+            if not isinstance(self._results.get(key), _Cancelled):
+                self._results.pop(key, None)
+
+    def forget(self, task_address: str) -> None:
+        """Stops expecting `task_address` (its work could not be sent)."""
+        key = task_address.lower()
+        with self._cond:
+            self._expected.discard(key)
+            self._results.pop(key, None)
+
+    def wait(self, task_address: str, deadline: float) -> Any:
+        """The callback body for `task_address` (expected: see `expect`), or ServiceError at the
+        wall-clock `deadline` or once `cancel(task_address)` is called."""
+        key = task_address.lower()
+        with self._cond:
+            self._expected.add(key)
             try:
                 while key not in self._results:
                     left = deadline - time.time()
@@ -69,18 +88,18 @@ class CallbackReceiver(LoopbackServer):
                     self._cond.wait(timeout=min(left, 1.0))
                 result = self._results.pop(key)
             finally:
-                self._waiting.discard(key)
+                self._expected.discard(key)
         if isinstance(result, _Cancelled):
             raise result.error or ServiceError(f"{task_address} was cancelled")
         return result
 
-    def cancel(self, task_address: str, error: Exception | None = None, *, if_waiting: bool = False) -> bool:
+    def cancel(self, task_address: str, error: Exception | None = None, *, if_expected: bool = False) -> bool:
         """Wakes the waiter of `task_address` with `error` (default: a ServiceError). With no
-        waiter yet, the next wait raises at once; with `if_waiting`, nothing happens. True if it
-        took effect."""
+        waiter yet, the next wait raises at once; with `if_expected`, that happens only for a task
+        whose work was sent and not yet answered. True if it took effect."""
         key = task_address.lower()
         with self._cond:
-            if if_waiting and key not in self._waiting:
+            if if_expected and key not in self._expected:
                 return False
             self._results[key] = _Cancelled(error)
             self._cond.notify_all()

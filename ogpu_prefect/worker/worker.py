@@ -240,20 +240,32 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
         provider = self.provider
         assert provider is not None and self.journal is not None
         pairs = [(r.parameters["task"], _publication(r.idempotency_key)) for r in runs]
-        live = await anyio.to_thread.run_sync(lambda: provider.live_attempts(pairs))
-        resumed, stale, seen = [], [], set()
-        for run, ok in zip(runs, live):  # one run per task: a second is a leftover of a reverted twin
+        try:
+            live = await anyio.to_thread.run_sync(lambda: provider.live_attempts(pairs))
+        except Exception as e:  # resume them all: execute tells a lost task by its error
+            self._logger.warning("could not check the %d left-open task(s) on chain (%s)", len(runs), e)
+            live = [True] * len(runs)
+        resumed, stale, twins, seen = [], [], [], set()
+        for run, ok in zip(runs, live):
             task = run.parameters["task"].lower()
-            if ok and task not in seen:
+            if not ok:
+                stale.append(run)
+            elif task in seen:  # one run per task executes it
+                twins.append(run)
+            else:
                 resumed.append(run)
                 seen.add(task)
-            else:
-                stale.append(run)
-        if stale:
-            self._logger.info("closing %d flow run(s) of tasks no longer on this chain or not ours", len(stale))
-            await self.journal.close_runs([r.id for r in stale], "CANCELLED",
-                                          "the task is not on this chain any more (reverted or reorganised), "
-                                          "or this provider never attempted it")
+        closing = [(stale, "the task is not on this chain any more (reverted or reorganised), "
+                           "or this provider never attempted it"),
+                   (twins, "another flow run of this deployment records this task")]
+        for group, message in closing:
+            if not group:
+                continue
+            self._logger.info("closing %d left-open flow run(s): %s", len(group), message)
+            try:
+                await self.journal.close_runs([r.id for r in group], "CANCELLED", message)
+            except Exception as e:  # the next start closes them
+                self._logger.warning("could not close %d flow run(s): %s", len(group), e)
         for run in resumed:
             p = run.parameters
             if self._start(p["task"], p["source"], int(p.get("payment") or 0), run_id=run.id,
@@ -541,4 +553,6 @@ def _reason(e: TaskTakenError) -> str:
     text = str(e)
     if "expired" in text.lower():
         return "expired before our response"
+    if "not on this chain" in text:
+        return "the task is not on this chain any more (reverted or reorganised)"
     return "cancelled by its client" if "CANCELED" in text else "finalized by another provider"
