@@ -143,3 +143,30 @@ def test_a_task_address_that_comes_back_gets_a_flow_run_of_its_own() -> None:
             return by_key["key-first-publication"], by_key["key-second-publication"], journal.pending()
 
     assert anyio.run(main) == ("CANCELLED", "COMPLETED", 0)
+
+
+def test_a_second_flow_run_for_an_executing_task_is_cancelled_not_adopted() -> None:
+    """A run of the deployment started from the UI for a task the worker is already executing:
+    the task's own run keeps recording it (it was left Running forever when the journal switched
+    to the new run), and the new one is Cancelled with the reason."""
+    from prefect.client.orchestration import get_client
+
+    task = "0x" + "ef" * 20
+
+    async def main() -> tuple[str, str, str]:
+        async with get_client() as client:
+            journal = await _journal(client, "journal-second-run")
+            journal.start(task, {"task": task}, "key-own-run")
+            await journal.flush()
+            own = journal._entries[task].run_id
+            extra = await client.create_flow_run_from_deployment(journal.deployment_id, parameters={"task": task})
+            journal.start(task, {}, "", run_id=extra.id, note="started from Prefect")
+            journal.end(task, "COMPLETED", "response submitted on chain")
+            for _ in range(3):
+                await journal.flush()
+            a, b = await client.read_flow_run(own), await client.read_flow_run(extra.id)
+            return a.state.type.value, b.state.type.value, b.state.message
+
+    own_state, extra_state, message = anyio.run(main)
+    assert (own_state, extra_state) == ("COMPLETED", "CANCELLED")
+    assert "is executing in flow run" in message

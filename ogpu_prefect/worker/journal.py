@@ -60,6 +60,7 @@ class FlowRunJournal:
         self._lines_lock = threading.Lock()
         self._late: dict[str, logging.LoggerAdapter[Any] | None] = {}
         self._bulk = True  # False once the server turns out to lack bulk_set_state (Prefect < 3.9)
+        self._closing: list[tuple[UUID, str]] = []  # runs to cancel: (id, message)
 
     # ---- recording (never blocks) ----
 
@@ -75,7 +76,10 @@ class FlowRunJournal:
             entry = None
         if entry is None:
             entry = self._entries[task] = _Entry(task, parameters, key, resumed, note)
-        if run_id is not None:
+        if run_id is not None and entry.run_id not in (None, run_id):
+            # A second run for a task already recorded (started from the UI while it executes).
+            self._closing.append((run_id, f"task {task} is executing in flow run {entry.run_id}"))
+        elif run_id is not None:
             entry.run_id, entry.resumed, entry.note = run_id, True, note
             self._attach(entry)
         self._wake.set()
@@ -109,7 +113,7 @@ class FlowRunJournal:
         return {e.run_id: t for t, e in self._entries.items() if e.run_id is not None and e.end is None}
 
     def pending(self) -> int:
-        return len(self._entries)
+        return len(self._entries) + len(self._closing)
 
     # ---- flushing ----
 
@@ -127,6 +131,10 @@ class FlowRunJournal:
                 await anyio.sleep(interval)  # lets a burst accumulate into one request
 
     async def flush(self) -> None:
+        while self._closing:
+            run_id, message = self._closing[0]
+            await self.close_runs([run_id], "CANCELLED", message)
+            self._closing.pop(0)
         await self._create()
         await self._set_states()
         await self._write_artifacts()

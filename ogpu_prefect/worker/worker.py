@@ -126,6 +126,7 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
         self._wake = anyio.Event()  # a slot freed: poll now
         self._policy: Any = None
         self._published: dict[str, str] = {}  # task -> hash of the tx that published it
+        self._resumed: set[str] = set()  # tasks whose left-open flow runs this start resumed
 
     # ---- start and stop ----
 
@@ -266,6 +267,7 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
                 await self.journal.close_runs([r.id for r in group], "CANCELLED", message)
             except Exception as e:  # the next start closes them
                 self._logger.warning("could not close %d flow run(s): %s", len(group), e)
+        self._resumed = {r.parameters["task"].lower() for r in resumed}  # the first scan skips them
         for run in resumed:
             p = run.parameters
             if self._start(p["task"], p["source"], int(p.get("payment") or 0), run_id=run.id,
@@ -353,7 +355,7 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
             if status not in (TaskStatus.NEW, TaskStatus.ATTEMPTED, TaskStatus.RESPONDED) or expiry <= now:
                 self._published.pop(t, None)
             elif attempter:  # ours, from before a restart
-                if resume:
+                if resume and t.lower() not in self._resumed:
                     if self._start(t, source, payment, resumed=True):
                         emit_provider_event("resumed", provider.address, t, source)
                 else:
