@@ -78,7 +78,14 @@ def records_lag(finalized: int, timeout: float = 480) -> float:
     while time.perf_counter() - t0 < timeout:
         completed, running = count(StateType.COMPLETED), count(StateType.RUNNING)
         if completed >= finalized and running == 0:
-            return time.perf_counter() - t0
+            lag = time.perf_counter() - t0
+            with get_client(sync_client=True) as c:  # why any failed: the workdir and its logs go
+                failed = c.read_flow_runs(limit=10, flow_run_filter=FlowRunFilter(
+                    tags=FlowRunFilterTags(all_=["ogpu-provider"]),
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.FAILED]))))
+            for run in failed:
+                print(f"  failed: {run.parameters.get('task')}: {run.state.message if run.state else ''}")
+            return lag
         if time.perf_counter() - shown > 30:
             shown = time.perf_counter()
             print(f"  records after {shown - t0:.0f}s: {completed}/{finalized} Completed, {running} Running, "
@@ -166,6 +173,11 @@ def main() -> None:
             for role in list(fleet.procs) if fleet is not None else []:  # also on Ctrl-C / SIGTERM
                 fleet.stop(role)
             net.stop()
+        for role in ("provider1", "provider2"):  # what the workers' logs say, before the workdir goes
+            text = (tmp / f"worker-{role}.log").read_text(errors="replace")
+            notable = {k: text.count(k) for k in ("stuck in anvil's queue", "closed without our response",
+                                                  "failed unexpectedly", "chain watch failed", "ERROR")}
+            print(f"worker {role} log: " + ", ".join(f"{k!r} x{v}" for k, v in notable.items()))
         done = [r for r in results if r.status == "finalized"]
         lat = sorted(r.latency_s for r in done if r.latency_s is not None)
         p50 = statistics.median(lat) if lat else float("nan")
