@@ -121,25 +121,18 @@ class Demo:
         """Waits until every worker reported its service started (event `ogpu.provider.service.started`,
         emitted once it answers): a batch sent earlier is raced by whichever worker is warm first.
         Returns the roles still not ready at `timeout` (the batch then runs without them)."""
-        from datetime import datetime, timezone
-
-        from prefect.client.orchestration import get_client
-        from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
+        from .events import provider_resource, stored_events
 
         assert self.net is not None
-        wanted = {f"ogpu.provider.{self.net.address(role).lower()}": role for role in PROVIDERS}
+        wanted = {provider_resource(self.net.address(role))["prefect.resource.id"]: role for role in PROVIDERS}
         deadline = time.time() + timeout
-        with get_client(sync_client=True) as c:
-            while wanted and time.time() < deadline:
-                flt = EventFilter(  # made anew: its `until` defaults to the time it is made
-                    occurred=EventOccurredFilter(since=datetime.fromtimestamp(since, timezone.utc)),
-                    event=EventNameFilter(name=["ogpu.provider.service.started"]))
-                for e in c.read_events(filter=flt, limit=50).events:
-                    wanted.pop(e.resource.id, None)
-                if wanted:
-                    if any(p.poll() is not None for p in self.procs):
-                        raise RuntimeError(f"a worker stopped; see the worker logs in {self.home}")
-                    time.sleep(0.5)
+        while wanted and time.time() < deadline:
+            for e in stored_events("ogpu.provider.service.started", since):
+                wanted.pop(e.resource.id, None)
+            if wanted:
+                if any(p.poll() is not None for p in self.procs):
+                    raise RuntimeError(f"a worker stopped; see the worker logs in {self.home}")
+                time.sleep(0.5)
         return sorted(wanted.values())
 
     # ---- teardown ----

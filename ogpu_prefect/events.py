@@ -13,6 +13,15 @@ def task_resource(task: str) -> dict[str, str]:
     return {"prefect.resource.id": f"ogpu.task.{task.lower()}", "prefect.resource.name": task}
 
 
+def provider_resource(provider: str) -> dict[str, str]:
+    return {"prefect.resource.id": f"ogpu.provider.{provider.lower()}", "prefect.resource.name": provider}
+
+
+def _related_source(source: str) -> dict[str, str]:
+    return {"prefect.resource.id": f"ogpu.source.{source.lower()}", "prefect.resource.role": "source",
+            "prefect.resource.name": source}
+
+
 MAX_BACKLOG = 500
 """Events queued in this process beyond which `emit_task_event` waits for Prefect's sender to
 catch up: 10,000 tasks decided in a few polls queued ~4,600 events at once (~25 MB)."""
@@ -27,8 +36,7 @@ def emit_task_event(kind: str, task: str, source: str, payload: dict[str, Any] |
     emit_event(
         event=f"ogpu.task.{kind}",
         resource=task_resource(task),
-        related=[{"prefect.resource.id": f"ogpu.source.{source.lower()}", "prefect.resource.role": "source",
-                  "prefect.resource.name": source}],
+        related=[_related_source(source)],
         payload=payload or {},
     )
 
@@ -62,9 +70,8 @@ def emit_service_event(kind: str, provider: str, source: str, payload: dict[str,
 
     emit_event(
         event=f"ogpu.provider.service.{kind}",
-        resource={"prefect.resource.id": f"ogpu.provider.{provider.lower()}", "prefect.resource.name": provider},
-        related=[{"prefect.resource.id": f"ogpu.source.{source.lower()}", "prefect.resource.role": "source",
-                  "prefect.resource.name": source}],
+        resource=provider_resource(provider),
+        related=[_related_source(source)],
         payload=payload or {},
     )
 
@@ -76,9 +83,24 @@ def emit_provider_event(kind: str, provider: str, task: str, source: str, payloa
 
     emit_event(
         event=f"ogpu.provider.task.{kind}",
-        resource={"prefect.resource.id": f"ogpu.provider.{provider.lower()}", "prefect.resource.name": provider},
+        resource=provider_resource(provider),
         related=[{**task_resource(task), "prefect.resource.role": "task"},
-                 {"prefect.resource.id": f"ogpu.source.{source.lower()}", "prefect.resource.role": "source",
-                  "prefect.resource.name": source}],
+                 _related_source(source)],
         payload=payload or {},
     )
+
+
+def stored_events(prefix: str, since: float, resource_id: str | None = None) -> list[Any]:
+    """Events named `prefix...` that the Prefect API stored since the wall-clock `since` (about
+    `resource_id`, if given), newest first, at most 50 (the server's page)."""
+    from datetime import datetime, timezone
+
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventResourceFilter
+
+    flt = EventFilter(  # made per call: its `until` defaults to the moment it is made
+        occurred=EventOccurredFilter(since=datetime.fromtimestamp(since, timezone.utc)),
+        event=EventNameFilter(prefix=[prefix]),
+        resource=EventResourceFilter(id=[resource_id]) if resource_id else None)
+    with get_client(sync_client=True) as c:
+        return list(c.read_events(filter=flt, limit=50).events)

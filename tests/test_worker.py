@@ -135,17 +135,9 @@ def logs_of(flow_run_ids: list[Any]) -> list[str]:
 def provider_events(provider: str, since: float, prefix: str = "ogpu.provider.task.") -> list[str]:
     """Names of the events named `prefix...` about `provider` that the Prefect server stored, of
     those that occurred after `since` (a wall-clock time)."""
-    from datetime import datetime, timezone
+    from ogpu_prefect.events import provider_resource, stored_events
 
-    from prefect.client.orchestration import get_client
-    from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventResourceFilter
-
-    with get_client(sync_client=True) as c:
-        page = c.read_events(limit=50, filter=EventFilter(
-            occurred=EventOccurredFilter(since=datetime.fromtimestamp(since, timezone.utc)),
-            event=EventNameFilter(prefix=[prefix]),
-            resource=EventResourceFilter(id=[f"ogpu.provider.{provider.lower()}"])))
-    return [e.event for e in page.events]
+    return [e.event for e in stored_events(prefix, since, provider_resource(provider)["prefect.resource.id"])]
 
 
 def responses_since(chain: Any, from_block: int) -> list[tuple[str, str]]:
