@@ -23,7 +23,6 @@ from typing import Any
 
 from ..backends import HardwareBackend, RunningService
 from ..chain.connection import Chain
-from ..chain.errors import NoContractError
 from ..chain.events import created_address
 from ..chain.rpc import http_session
 from ..chain.tx import Signer
@@ -175,21 +174,21 @@ class Provider:
         receipts = self.sender.wait(self.sender.send(calls, 300_000), check=False)
         return [t for t, r in zip(tasks, receipts) if r.status == 1]
 
+    def _on_chain(self, addresses: Sequence[str]) -> list[bool]:
+        """Whether each address has code: a task of a chain that was reverted (a devnet
+        snapshot) or reorganised has none. Only a definite answer counts as gone."""
+        codes = self.chain.rpc.batch([("eth_getCode", [a, "latest"]) for a in addresses])
+        return [code not in ("0x", "") for code in codes]
+
     def live_attempts(self, runs: Sequence[tuple[str, str]]) -> list[bool]:
         """For (task, hash of the tx that published it, or ""): whether that task is on this chain,
-        from that publication, attempted by us. One that is not has nothing to resume: the chain
-        was reverted (a devnet snapshot) or reorganised since, and its address may come back as
-        another task."""
+        from that publication, attempted by us. One that is not has nothing to resume: its
+        address may come back as another task."""
         if not runs:
             return []
-        rpc = self.chain.rpc
-        replies = rpc.batch([("eth_getCode", [t, "latest"]) for t, _ in runs] +
-                            [("eth_getTransactionReceipt", [h]) for _, h in runs if h])
-        receipts = iter(replies[len(runs):])
-        live = []
-        for (_, tx), code in zip(runs, replies):  # only a definite answer makes a task lost
-            receipt = next(receipts) if tx else True
-            live.append(receipt is not None and code not in ("0x", ""))
+        receipts = iter(self.chain.rpc.batch([("eth_getTransactionReceipt", [h]) for _, h in runs if h]))
+        published = [next(receipts) is not None if tx else True for _, tx in runs]  # None: reverted away
+        live = [p and present for p, present in zip(published, self._on_chain([t for t, _ in runs]))]
         candidates = [t for (t, _), ok in zip(runs, live) if ok]
         ids = iter(self.chain.read_many([(self.chain.task(t), "attempterId", (self.address,)) for t in candidates]))
         return [ok and next(ids) != 0 for ok in live]
@@ -252,20 +251,12 @@ class Provider:
         flow run, until expiry. (The service may still finish the work; its callback is dropped.)"""
         if not tasks:
             return []
-        task_calls = [[(self.chain.task(t), "getStatus", ()), (self.chain.task(t), "responseOf", (self.address,))]
-                      for t in tasks]
-        try:
-            reads = [self.chain.read_many([c for calls in task_calls for c in calls])]
-        except NoContractError:  # one of them left the chain: ask task by task
-            reads = []
-            for calls in task_calls:
-                try:
-                    reads.append(self.chain.read_many(calls))
-                except NoContractError:
-                    reads.append([None, None])
-        flat = [x for r in reads for x in r]
+        present = self._on_chain(tasks)
+        reads = iter(self.chain.read_many([(self.chain.task(t), fn, args) for t, ok in zip(tasks, present) if ok
+                                           for fn, args in (("getStatus", ()), ("responseOf", (self.address,)))]))
         taken = []
-        for t, status, ours in zip(tasks, flat[::2], flat[1::2]):
+        for t, ok in zip(tasks, present):
+            status, ours = (next(reads), next(reads)) if ok else (None, "0x0")
             if status is None:
                 error = TaskTakenError(f"task {t} is not on this chain any more")
             elif TaskStatus(status).is_final and not int(ours, 16):
