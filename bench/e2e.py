@@ -26,6 +26,8 @@ import threading
 import time
 from pathlib import Path
 
+from ogpu_prefect.chain.connection import Chain
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _workdir import workdir  # noqa: E402
@@ -39,20 +41,29 @@ def floor(net, store, client, source: str, n: int) -> float:  # type: ignore[no-
 
     chain = client.chain
     t0 = time.perf_counter()
-    published = client.publish_tasks(source, [TaskInput(function_name="echo", data={"text": f"f{i}"})
-                                              for i in range(n)], PAY, chain.now() + 900)
+    published = client.publish_tasks(
+        source, [TaskInput(function_name="echo", data={"text": f"f{i}"}) for i in range(n)], PAY, chain.now() + 900
+    )
     tasks = [p.address for p in published]
 
     def serve(role: str, mine: list[str]) -> None:
-        c = net.network.connect()
+        c = Chain(net.network)
         sender = c.sender(net.key(role))
         sender.wait(sender.send([c.nexus.attempt(t, sender.address, PAY) for t in mine], 300_000))
-        urls = [store.put_json({"task": t, "provider": sender.address, "result": {"echo": {}}}, field="result")
-                for t in mine]
-        sender.wait(sender.send([c.nexus.submit_response(ResponseParams(t, sender.address, u, PAY))
-                                 for t, u in zip(mine, urls)], 600_000))
+        urls = [
+            store.put_json({"task": t, "provider": sender.address, "result": {"echo": {}}}, field="result")
+            for t in mine
+        ]
+        sender.wait(
+            sender.send(
+                [c.nexus.submit_response(ResponseParams(t, sender.address, u, PAY)) for t, u in zip(mine, urls)],
+                600_000,
+            )
+        )
 
-    threads = [threading.Thread(target=serve, args=(role, tasks[i::2])) for i, role in enumerate(("provider1", "provider2"))]
+    threads = [
+        threading.Thread(target=serve, args=(role, tasks[i::2])) for i, role in enumerate(("provider1", "provider2"))
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -64,14 +75,22 @@ def records_lag(finalized: int, timeout: float = 480) -> float:
     """Seconds after the batch until the workers' flow runs record it: none still Running, and
     one Completed per finalized task (the journal writes off the critical path)."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType, FlowRunFilterTags
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        FlowRunFilterTags,
+    )
     from prefect.client.schemas.objects import StateType
 
     def count(*types: StateType) -> int:
         with get_client(sync_client=True) as c:
-            return c.count_flow_runs(flow_run_filter=FlowRunFilter(
-                tags=FlowRunFilterTags(all_=["ogpu-provider"]),
-                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=list(types)))))
+            return c.count_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    tags=FlowRunFilterTags(all_=["ogpu-provider"]),
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=list(types))),
+                )
+            )
 
     t0 = time.perf_counter()
     shown = t0
@@ -80,22 +99,33 @@ def records_lag(finalized: int, timeout: float = 480) -> float:
         if completed >= finalized and running == 0:
             lag = time.perf_counter() - t0
             with get_client(sync_client=True) as c:  # why any failed: the workdir and its logs go
-                failed = c.read_flow_runs(limit=10, flow_run_filter=FlowRunFilter(
-                    tags=FlowRunFilterTags(all_=["ogpu-provider"]),
-                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.FAILED]))))
+                failed = c.read_flow_runs(
+                    limit=10,
+                    flow_run_filter=FlowRunFilter(
+                        tags=FlowRunFilterTags(all_=["ogpu-provider"]),
+                        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.FAILED])),
+                    ),
+                )
             for run in failed:
                 print(f"  failed: {run.parameters.get('task')}: {run.state.message if run.state else ''}")
             return lag
         if time.perf_counter() - shown > 30:
             shown = time.perf_counter()
-            print(f"  records after {shown - t0:.0f}s: {completed}/{finalized} Completed, {running} Running, "
-                  f"{count(StateType.CANCELLED)} Cancelled, {count(StateType.FAILED)} Failed", flush=True)
+            print(
+                f"  records after {shown - t0:.0f}s: {completed}/{finalized} Completed, {running} Running, "
+                f"{count(StateType.CANCELLED)} Cancelled, {count(StateType.FAILED)} Failed",
+                flush=True,
+            )
         time.sleep(0.5)
     return float("inf")
 
 
-ROLES = (("prefect.server", "Prefect server"), ("prefect worker start", "2 workers"),
-         ("worker.runner", "2 services"), ("anvil", "anvil"))
+ROLES = (
+    ("prefect.server", "Prefect server"),
+    ("prefect worker start", "2 workers"),
+    ("worker.runner", "2 services"),
+    ("anvil", "anvil"),
+)
 
 
 def cpu_seconds() -> dict[int, tuple[str, float]]:
@@ -132,9 +162,9 @@ def main() -> None:
     args = ap.parse_args()
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.run_batch import run_batch
     from ogpu_prefect.blocks import OGPUWallet
     from ogpu_prefect.chain import devnet as devnet_mod
+    from ogpu_prefect.flows.run_batch import run_batch
     from ogpu_prefect.storage import LocalStore
     from tests.test_worker import Fleet
 
@@ -145,7 +175,7 @@ def main() -> None:
             with prefect_test_harness(server_startup_timeout=90), LocalStore(tmp / "payloads") as store:
                 fleet = Fleet(net, store, tmp, "e2e")
                 floor_source = fleet.publish_source()
-                chain = net.network.connect()
+                chain = Chain(net.network)
                 for role in ("provider1", "provider2"):
                     s = chain.sender(net.key(role))
                     s.transact(chain.vault.deposit(s.address, value=10**18))
@@ -163,8 +193,17 @@ def main() -> None:
                 OGPUWallet(private_key=net.key("client")).save("e2e-client", overwrite=True)
                 cpu0, t0 = cpu_seconds(), time.perf_counter()
                 inputs = [{"text": f"t{i}"} for i in range(args.tasks)]
-                results = run_batch(source, inputs, PAY, "e2e-net", "e2e-client", "e2e-store", function_name="echo",
-                                    task_timeout=900, poll_interval=0.1)
+                results = run_batch(
+                    source,
+                    inputs,
+                    PAY,
+                    "e2e-net",
+                    "e2e-client",
+                    "e2e-store",
+                    function_name="echo",
+                    task_timeout=900,
+                    poll_interval=0.1,
+                )
                 ours = time.perf_counter() - t0
                 cpu = cpu_by_part(cpu0, cpu_seconds())
                 finalized = sum(r.status == "finalized" for r in results)
@@ -175,20 +214,32 @@ def main() -> None:
             net.stop()
         for role in ("provider1", "provider2"):  # what the workers' logs say, before the workdir goes
             text = (tmp / f"worker-{role}.log").read_text(errors="replace")
-            notable = {k: text.count(k) for k in ("stuck in anvil's queue", "closed without our response",
-                                                  "failed unexpectedly", "chain watch failed", "ERROR")}
+            notable = {
+                k: text.count(k)
+                for k in (
+                    "stuck in anvil's queue",
+                    "closed without our response",
+                    "failed unexpectedly",
+                    "chain watch failed",
+                    "ERROR",
+                )
+            }
             print(f"worker {role} log: " + ", ".join(f"{k!r} x{v}" for k, v in notable.items()))
         done = [r for r in results if r.status == "finalized"]
         lat = sorted(r.latency_s for r in done if r.latency_s is not None)
         p50 = statistics.median(lat) if lat else float("nan")
         p95 = lat[min(len(lat) - 1, int(0.95 * len(lat)))] if lat else float("nan")
-        print(f"ours (run_batch + 2 workers): {len(done)}/{args.tasks} finalized in {ours:.1f}s; "
-              f"latency p50 {p50:.2f}s p95 {p95:.2f}s")
+        print(
+            f"ours (run_batch + 2 workers): {len(done)}/{args.tasks} finalized in {ours:.1f}s; "
+            f"latency p50 {p50:.2f}s p95 {p95:.2f}s"
+        )
         if lat:
             deciles = " ".join(f"{lat[min(len(lat) - 1, len(lat) * k // 10)]:.2f}" for k in range(11))
             print(f"latency deciles (min..max): {deciles}")
-        print(f"CPU seconds during the batch ({ours:.1f}s of wall on {os.cpu_count()} CPUs): "
-              + ", ".join(f"{k} {v:.1f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])))
+        print(
+            f"CPU seconds during the batch ({ours:.1f}s of wall on {os.cpu_count()} CPUs): "
+            + ", ".join(f"{k} {v:.1f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]))
+        )
         print(f"provider flow runs recorded {lag:.1f}s after the batch returned (the journal is off the critical path)")
         print(f"floor_ratio={ours / floor_s:.2f} p95_s={p95:.2f}")
 

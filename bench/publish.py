@@ -24,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ogpu_prefect.chain import devnet  # noqa: E402
+from ogpu_prefect.chain.connection import Chain  # noqa: E402
 from ogpu_prefect.chain.types import DeliveryMethod, TaskParams  # noqa: E402
 from ogpu_prefect.client import OGPUClient  # noqa: E402
 from ogpu_prefect.models import SourceSpec, TaskInput  # noqa: E402
@@ -35,9 +36,16 @@ def fresh(net_settings: devnet.DevnetSettings) -> devnet.Devnet:
 
 
 def setup(net: devnet.Devnet, store: LocalStore) -> tuple[OGPUClient, str]:
-    client = OGPUClient(net.network.connect(), net.key("client"), store)
-    source = client.publish_source(SourceSpec(name="bench", cpu="http://127.0.0.1:9/c.yml", min_payment=10**12,
-                                              max_expiry_duration=86400, delivery_method=DeliveryMethod.FIRST_RESPONSE))
+    client = OGPUClient(Chain(net.network), net.key("client"), store)
+    source = client.publish_source(
+        SourceSpec(
+            name="bench",
+            cpu="http://127.0.0.1:9/c.yml",
+            min_payment=10**12,
+            max_expiry_duration=86400,
+            delivery_method=DeliveryMethod.FIRST_RESPONSE,
+        )
+    )
     return client, source
 
 
@@ -69,9 +77,12 @@ def run_floor(net: devnet.Devnet, store: LocalStore, n: int) -> float:
     while missing:
         if time.perf_counter() > give_up:
             h = next(iter(missing))
-            raise RuntimeError(f"floor: {len(missing)} transactions not mined in 120 s; pool "
-                               f"{rpc.call('txpool_status')}; latest {rpc.call('eth_getBlockByNumber', ['latest', False])['baseFeePerGas']}; "
-                               f"stuck {rpc.call('eth_getTransactionByHash', [h])}")
+            raise RuntimeError(
+                f"floor: {len(missing)} transactions not mined in 120 s; pool "
+                f"{rpc.call('txpool_status')}; "
+                f"latest {rpc.call('eth_getBlockByNumber', ['latest', False])['baseFeePerGas']}; "
+                f"stuck {rpc.call('eth_getTransactionByHash', [h])}"
+            )
         hashes = list(missing)
         for h, r in zip(hashes, rpc.batch([("eth_getTransactionReceipt", [h]) for h in hashes])):
             if isinstance(r, dict):
@@ -87,9 +98,8 @@ def run_floor(net: devnet.Devnet, store: LocalStore, n: int) -> float:
 def run_sdk(net: devnet.Devnet, store: LocalStore, n: int) -> float:
     import ogpu
     from ogpu.chain.config import ChainConfig, ChainId
-    from ogpu.client import TaskInfo
+    from ogpu.client import TaskInfo, publish_task
     from ogpu.client import TaskInput as SdkInput
-    from ogpu.client import publish_task
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from ipfs_stub import IpfsStub
@@ -100,17 +110,27 @@ def run_sdk(net: devnet.Devnet, store: LocalStore, n: int) -> float:
 
         sdk_ipfs._IPFS_PUBLISH_URL = f"{stub.url}/file/create"
         ChainConfig.CHAIN_CONTRACTS[ChainId.OGPU_MAINNET] = {
-            "NEXUS": net.contracts["Nexus"], "CONTROLLER": net.contracts["Controller"],
-            "TERMINAL": net.contracts["Terminal"], "VAULT": net.contracts["Vault"]}
+            "NEXUS": net.contracts["Nexus"],
+            "CONTROLLER": net.contracts["Controller"],
+            "TERMINAL": net.contracts["Terminal"],
+            "VAULT": net.contracts["Vault"],
+        }
         ChainConfig.set_chain(ChainId.OGPU_MAINNET)
         ChainConfig.set_rpc(net.rpc_url)
         ogpu.clear_all_nonce_caches()
-        chain = net.network.connect()
+        chain = Chain(net.network)
         expiry = chain.now() + 3600
         t0 = time.perf_counter()
         for i in range(n):
-            publish_task(TaskInfo(source=source, config=SdkInput(function_name="echo", data={"i": i}),
-                                  expiryTime=expiry, payment=10**12), private_key=net.key("client"))
+            publish_task(
+                TaskInfo(
+                    source=source,
+                    config=SdkInput(function_name="echo", data={"i": i}),
+                    expiryTime=expiry,
+                    payment=10**12,
+                ),
+                private_key=net.key("client"),
+            )
         return time.perf_counter() - t0
 
 
@@ -121,9 +141,12 @@ def measure(fn, n: int, settings: devnet.DevnetSettings, store_dir: Path) -> flo
     net = fresh(settings)  # a fresh chain each time: anvil slows as blocks pile up
     try:
         store_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=store_dir) as tmp, LocalStore(Path(tmp)) as store:
-            with contextlib.redirect_stdout(io.StringIO()):  # the SDK prints per call
-                return fn(net, store, n)
+        with (
+            tempfile.TemporaryDirectory(dir=store_dir) as tmp,
+            LocalStore(Path(tmp)) as store,
+            contextlib.redirect_stdout(io.StringIO()),  # the SDK prints per call
+        ):
+            return fn(net, store, n)
     finally:
         net.stop()
 
@@ -143,8 +166,12 @@ def main() -> int:
     ap.add_argument("--tasks", type=int, default=1000)
     ap.add_argument("--sdk-tasks", type=int, default=100)
     ap.add_argument("--repeat", type=int, default=5, help="floor/ours pairs, interleaved; medians are reported")
-    ap.add_argument("--store-dir", type=Path, default=default_store_dir(),
-                    help="where the payload store writes (default: tmpfs if the machine has one, see below)")
+    ap.add_argument(
+        "--store-dir",
+        type=Path,
+        default=default_store_dir(),
+        help="where the payload store writes (default: tmpfs if the machine has one, see below)",
+    )
     args = ap.parse_args()
     print(f"payload store under {args.store_dir}")
     settings = devnet.DevnetSettings(client_deposit=10**21)

@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from ogpu_prefect.chain.connection import Chain
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _workdir import workdir  # noqa: E402
@@ -52,10 +54,10 @@ def main() -> None:
     sizes = [int(x) for x in args.sizes.split(",")]
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.run_batch import run_batch
     from ogpu_prefect.blocks import OGPUNetwork, OGPUStorage, OGPUWallet
     from ogpu_prefect.chain import devnet as devnet_mod
     from ogpu_prefect.client import OGPUClient
+    from ogpu_prefect.flows.run_batch import run_batch
     from ogpu_prefect.models import SourceSpec
     from ogpu_prefect.storage import LocalStore
 
@@ -65,14 +67,19 @@ def main() -> None:
         peaks: dict[int, float] = {}
         try:
             with prefect_test_harness(server_startup_timeout=90), LocalStore(tmp / "payloads") as store:
-                chain = net.network.connect()
+                chain = Chain(net.network)
                 network, wallet = OGPUNetwork.from_network(net.network), OGPUWallet(private_key=net.key("client"))
                 storage = OGPUStorage(write_url=f"file://{store.root.resolve()}", read_url=store.base_url)
                 for n in sizes:
                     client = OGPUClient(chain, net.key("client"), store)  # run_batch's own sender moved the nonce
-                    spec = SourceSpec(name="scale", cpu="http://127.0.0.1:9/c.yml", min_payment=PAY,
-                                      min_available_lockup=10**18, max_expiry_duration=3600,
-                                      delivery_method="FIRST_RESPONSE")
+                    spec = SourceSpec(
+                        name="scale",
+                        cpu="http://127.0.0.1:9/c.yml",
+                        min_payment=PAY,
+                        min_available_lockup=10**18,
+                        max_expiry_duration=3600,
+                        delivery_method="FIRST_RESPONSE",
+                    )
                     source = client.publish_source(spec)
                     roles = ["provider1", "provider2"]
                     for r in roles:
@@ -80,20 +87,34 @@ def main() -> None:
                         s.transact(chain.nexus.register(source, s.address, 1))
                     profile = {**net.profile, "payload_url": store.base_url}
                     stop = mp.Event()
-                    proc = mp.get_context("fork").Process(target=serve, args=(
-                        profile, source, roles, chain.block_number(), str(store.root.resolve()), stop))
+                    proc = mp.get_context("fork").Process(
+                        target=serve,
+                        args=(profile, source, roles, chain.block_number(), str(store.root.resolve()), stop),
+                    )
                     proc.start()
                     before = rss_mb()
                     t0 = time.perf_counter()
-                    results = run_batch(source, [{"i": i} for i in range(n)], PAY, network, wallet, storage,
-                                        function_name="echo", task_timeout=3600, poll_interval=0.2)
+                    results = run_batch(
+                        source,
+                        [{"i": i} for i in range(n)],
+                        PAY,
+                        network,
+                        wallet,
+                        storage,
+                        function_name="echo",
+                        task_timeout=3600,
+                        poll_interval=0.2,
+                    )
                     times[n] = time.perf_counter() - t0
                     peaks[n] = rss_mb() - before
                     stop.set()
                     proc.join(timeout=60)
                     ok = sum(r.status == "finalized" for r in results)
-                    print(f"{n:>6} tasks: {ok} finalized in {times[n]:.1f}s ({n / times[n]:.0f} tasks/s), "
-                          f"client peak RSS +{peaks[n]:.0f} MB (max RSS {rss_mb():.0f} MB)", flush=True)
+                    print(
+                        f"{n:>6} tasks: {ok} finalized in {times[n]:.1f}s ({n / times[n]:.0f} tasks/s), "
+                        f"client peak RSS +{peaks[n]:.0f} MB (max RSS {rss_mb():.0f} MB)",
+                        flush=True,
+                    )
         finally:
             net.stop()
         big, small = max(sizes), min(sizes)

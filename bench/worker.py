@@ -45,14 +45,18 @@ def main() -> None:
                     for r in roles:
                         fleet.wait_registered(source, r)
                     t0 = time.time()
-                    tasks = [p.address for p in fleet.publish(source, [{"text": f"t{i}"} for i in range(args.tasks)],
-                                                              ttl=600)]
+                    tasks = [
+                        p.address
+                        for p in fleet.publish(source, [{"text": f"t{i}"} for i in range(args.tasks)], ttl=600)
+                    ]
                     fleet.wait_final(tasks, timeout=600)
                     rates[n] = args.tasks / (time.time() - t0)
                     for r in roles:
                         fleet.stop(r)
-                    print(f"{n} worker(s): {args.tasks} tasks in {args.tasks / rates[n]:.1f}s = {rates[n]:.1f} tasks/s",
-                          flush=True)
+                    print(
+                        f"{n} worker(s): {args.tasks} tasks in {args.tasks / rates[n]:.1f}s = {rates[n]:.1f} tasks/s",
+                        flush=True,
+                    )
         finally:
             server.stop()
             net.stop()

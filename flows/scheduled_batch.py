@@ -15,7 +15,7 @@ from typing import Any
 import fsspec
 from prefect import flow, get_run_logger
 
-from flows.run_batch import run_batch
+from ogpu_prefect.flows.run_batch import run_batch
 from ogpu_prefect.tasks import BlockOrName
 
 
@@ -54,9 +54,19 @@ def scheduled_batch(
         spans.append((path, len(inputs), len(inputs) + len(items)))
         inputs.extend(items)
     log.info("%d file(s), %d input(s)", len(files), len(inputs))
-    results = run_batch(source, inputs, payment, network, wallet, storage, function_name=function_name,
-                        delivery=delivery, delivery_options=delivery_options, task_timeout=task_timeout,
-                        budget=budget)
+    results = run_batch(
+        source,
+        inputs,
+        payment,
+        network,
+        wallet,
+        storage,
+        function_name=function_name,
+        delivery=delivery,
+        delivery_options=delivery_options,
+        task_timeout=task_timeout,
+        budget=budget,
+    )
     out_fs.makedirs(out_root, exist_ok=True)
     fs.makedirs(f"{root}/done", exist_ok=True)
     written = {}

@@ -24,8 +24,9 @@ class LoopbackServer:
     """Context manager around a ThreadingHTTPServer bound to 127.0.0.1 (port 0: any free one), or
     to another local address (`host`: the docker bridge's, for containers' callbacks)."""
 
-    def __init__(self, handler: type[http.server.BaseHTTPRequestHandler], port: int = 0, *,
-                 host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, handler: type[http.server.BaseHTTPRequestHandler], port: int = 0, *, host: str = "127.0.0.1"
+    ) -> None:
         self._httpd = _Server((host, port), handler)
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True, name="ogpu-loopback")
 
@@ -85,8 +86,11 @@ class DirectoryServer:
         return f"http://127.0.0.1:{self._port}"
 
     def start(self) -> DirectoryServer:
-        self._proc = subprocess.Popen([sys.executable, "-m", "ogpu_prefect._loopback", self.root, str(self._port)],
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "ogpu_prefect._loopback", self.root, str(self._port)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
         assert self._proc.stdout is not None
         line = self._proc.stdout.readline()
         if not line.strip().isdigit():

@@ -4,8 +4,8 @@ on cpu / nvidia / amd, or plain processes). Plugins register backends through th
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 import subprocess
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -58,7 +58,14 @@ class HardwareBackend(ABC):
         """The environments (CPU / NVIDIA / AMD) this host can serve with this backend."""
 
     @abstractmethod
-    def start(self, compose: ComposeSpec, environment: Environment, *, callback_url: str, log: LogSink,
-              startup_timeout: float = 60.0) -> RunningService:
+    def start(
+        self,
+        compose: ComposeSpec,
+        environment: Environment,
+        *,
+        callback_url: str,
+        log: LogSink,
+        startup_timeout: float = 60.0,
+    ) -> RunningService:
         """Brings the compose file's service up for `environment`, with CALLBACK_URL set, streaming
         its output lines to `log`; returns once it answers HTTP (or raises)."""

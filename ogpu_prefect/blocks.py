@@ -39,18 +39,28 @@ class OGPUNetwork(Block):
     manager: str | None = Field(default=None, description="Manager contract address, where known.")
 
     def to_network(self) -> Network:
-        return Network(self.name, self.rpc_url, self.chain_id, self.nexus, self.controller, self.terminal,
-                       self.vault, self.manager)
+        return Network(
+            self.name, self.rpc_url, self.chain_id, self.nexus, self.controller, self.terminal, self.vault, self.manager
+        )
 
     def connect(self, **rpc_options: Any) -> Any:
         """A `Chain` bound to this network."""
-        return self.to_network().connect(**rpc_options)
+        from .chain.connection import Chain
+
+        return Chain(self.to_network(), **rpc_options)
 
     @classmethod
     def from_network(cls, network: Network) -> OGPUNetwork:
-        return cls(name=network.name, rpc_url=network.rpc_url, chain_id=network.chain_id, nexus=network.nexus,
-                   controller=network.controller, terminal=network.terminal, vault=network.vault,
-                   manager=network.manager)
+        return cls(
+            name=network.name,
+            rpc_url=network.rpc_url,
+            chain_id=network.chain_id,
+            nexus=network.nexus,
+            controller=network.controller,
+            terminal=network.terminal,
+            vault=network.vault,
+            manager=network.manager,
+        )
 
     @classmethod
     def devnet(cls, profile: dict[str, Any] | str | None = None) -> OGPUNetwork:
@@ -94,7 +104,7 @@ class OGPUWallet(Block):
     @field_validator("private_key")
     @classmethod
     def _valid_key(cls, v: SecretStr) -> SecretStr:
-        from .chain.tx import Signer
+        from .chain.signing import Signer
 
         Signer(v)  # raises ValueError without echoing the key
         return v
@@ -105,7 +115,7 @@ class OGPUWallet(Block):
 
     def signer(self) -> Any:
         """A `Signer` for this key."""
-        from .chain.tx import Signer
+        from .chain.signing import Signer
 
         return Signer(self.private_key)
 
@@ -133,10 +143,24 @@ class OGPUStorage(Block):
     kind: Literal["fsspec", "ipfs"] = Field(default="fsspec", description="fsspec URL storage, or the IPFS upload API.")
     write_url: str | None = Field(default=None, description="fsspec URL to write under (kind fsspec).")
     read_url: str | None = Field(
-        default=None, description="URL prefix where providers read what is written (default: write_url).")
-    ipfs_api_url: str = Field(default="https://capi.ogpuscan.io/file/create",
-                              description="The IPFS upload endpoint (kind ipfs).")
+        default=None, description="URL prefix where providers read what is written (default: write_url)."
+    )
+    ipfs_api_url: str = Field(
+        default="https://capi.ogpuscan.io/file/create", description="The IPFS upload endpoint (kind ipfs)."
+    )
     storage_options: dict[str, Any] = Field(default_factory=dict, description="Extra fsspec options (credentials).")
+    result_origins: list[str] = Field(
+        default_factory=list,
+        description="URL prefixes providers' results may be read from, besides this storage's own read URL "
+        "(and, for ipfs, the network's IPFS gateway). Anything else is refused unread.",
+    )
+
+    def trusted_origins(self) -> list[str]:
+        """The URL prefixes response payloads are read from (results elsewhere are refused)."""
+        from .storage import IPFS_GATEWAY
+
+        own = [IPFS_GATEWAY] if self.kind == "ipfs" else [u for u in (self.read_url or self.write_url,) if u]
+        return [*own, *self.result_origins]
 
     def store(self) -> Any:
         """The PayloadStore this block describes."""

@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ogpu-prefect", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     dev = sub.add_parser("devnet", help="the local chain with the OpenGPU contracts").add_subparsers(
-        dest="action", required=True)
+        dest="action", required=True
+    )
     up = dev.add_parser("up", help="start anvil, deploy, wire and fund (idempotent)")
     up.add_argument("--port", type=int, default=None, help="RPC port (default: a free one)")
     up.add_argument("--json", action="store_true", help="print the profile as one JSON object")
@@ -85,8 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     status = dev.add_parser("status", help="is the devnet up?")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=_devnet_status)
-    demo = sub.add_parser("demo", help="the main job end to end: devnet, Prefect server, two provider workers, "
-                                       "a sentiment batch")
+    demo = sub.add_parser(
+        "demo", help="the main job end to end: devnet, Prefect server, two provider workers, a sentiment batch"
+    )
     demo.add_argument("--tasks", type=int, default=300, help="sentences to analyse (default 300)")
     demo.add_argument("--keep", action="store_true", help="leave everything running for exploring the UI")
     demo.set_defaults(func=_demo)

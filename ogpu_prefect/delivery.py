@@ -12,6 +12,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, ClassVar
 
 from .chain.types import DeliveryMethod, TaskStatus
@@ -77,35 +78,55 @@ class TaskView:
         return min((r.seen_at for r in self.responses), default=None)
 
 
+class DecisionKind(StrEnum):
+    WAIT = "wait"
+    """Nothing to do yet."""
+    CONFIRM = "confirm"
+    """Confirm (and so pay) this response: MANUAL_CONFIRMATION sources."""
+    ACCEPT = "accept"
+    """This response won already (FIRST_RESPONSE, or confirmed): take its result."""
+    FAIL = "fail"
+    """Give up on this task; the batch may re-publish its input."""
+
+
+class FailReason(StrEnum):
+    """Why a task gave no result: what a batch logs and counts per round."""
+
+    EXPIRED = "expired"
+    """No accepted response before the task's expiry."""
+    CANCELED = "canceled"
+    FINALIZED_ELSEWHERE = "finalized without us"
+    """Finalized for a response the client did not see (another client's confirmation)."""
+    REJECTED = "rejected"
+    """Responses came, and the delivery method refused them (a validator, no agreement)."""
+    DEADLINE = "deadline"
+    """The batch's deadline passed first."""
+
+
 @dataclass(frozen=True)
 class Decision:
-    """WAIT, CONFIRM (a response, under MANUAL_CONFIRMATION), ACCEPT (the already confirmed
-    winner) or FAIL (give up on this task; the batch may re-publish its input)."""
+    """What a delivery method says about one task (see DecisionKind)."""
 
-    kind: str
+    kind: DecisionKind
     response: ResponseView | None = None
     reason: str = ""
-
-    WAIT: ClassVar[str] = "wait"
-    CONFIRM: ClassVar[str] = "confirm"
-    ACCEPT: ClassVar[str] = "accept"
-    FAIL: ClassVar[str] = "fail"
+    fail_reason: FailReason | None = None
 
     @classmethod
     def wait(cls) -> Decision:
-        return cls(cls.WAIT)
+        return cls(DecisionKind.WAIT)
 
     @classmethod
     def confirm(cls, response: ResponseView) -> Decision:
-        return cls(cls.CONFIRM, response)
+        return cls(DecisionKind.CONFIRM, response)
 
     @classmethod
     def accept(cls, response: ResponseView) -> Decision:
-        return cls(cls.ACCEPT, response)
+        return cls(DecisionKind.ACCEPT, response)
 
     @classmethod
-    def fail(cls, reason: str) -> Decision:
-        return cls(cls.FAIL, reason=reason)
+    def fail(cls, reason: str, why: FailReason = FailReason.REJECTED) -> Decision:
+        return cls(DecisionKind.FAIL, reason=reason, fail_reason=why)
 
 
 class DeliveryStrategy(ABC):
@@ -129,4 +150,7 @@ class DeliveryStrategy(ABC):
         winner = next((r for r in task.responses if r.provider == task.winner), None)
         if task.status is TaskStatus.FINALIZED and winner is not None:
             return Decision.accept(winner)
-        return Decision.fail(f"task {task.status.name.lower()}")
+        why = {TaskStatus.CANCELED: FailReason.CANCELED, TaskStatus.EXPIRED: FailReason.EXPIRED}.get(
+            task.status, FailReason.FINALIZED_ELSEWHERE
+        )
+        return Decision.fail(f"task {task.status.name.lower()}", why)

@@ -23,10 +23,12 @@ from typing import Any
 import requests
 
 from .chain import devnet
+from .chain.connection import Chain
+from .settings import get_settings
 
-ROOT = Path(__file__).resolve().parents[1]
-SENTENCES = ROOT / "flows" / "data" / "sentences.txt"
-SENTIMENT = ROOT / "flows" / "sources" / "sentiment" / "docker-compose.cpu.yml"
+FLOWS = Path(__file__).parent / "flows"  # the repository's flows/ folder, installed as ogpu_prefect.flows
+SENTENCES = FLOWS / "data" / "sentences.txt"
+SENTIMENT = FLOWS / "sources" / "sentiment" / "docker-compose.cpu.yml"
 POOL = "ogpu-demo"
 PROVIDERS = ("provider1", "provider2")
 PAYMENT = 10**16  # 0.01 OGPU per task
@@ -47,12 +49,22 @@ class Demo:
     def start_prefect(self) -> None:
         port = devnet.free_port()
         self.api_url = f"http://127.0.0.1:{port}/api"
-        env = {**os.environ, "PREFECT_HOME": str(self.home / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-               "PREFECT_API_URL": self.api_url}
+        env = {
+            **os.environ,
+            "PREFECT_HOME": str(self.home / "prefect"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_API_URL": self.api_url,
+        }
         log = open(self.home / "prefect-server.log", "ab")  # noqa: SIM115
-        self.procs.append(subprocess.Popen(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        self.procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
         os.environ["PREFECT_API_URL"] = self.api_url  # this process' flows and clients talk to it
         os.environ["PREFECT_HOME"] = str(self.home / "prefect")
         deadline = time.time() + 120
@@ -74,7 +86,8 @@ class Demo:
         self.store = LocalStore(self.home / "payloads").__enter__()
         OGPUNetwork.from_network(self.net.network).save("devnet", overwrite=True)
         OGPUStorage(write_url=f"file://{self.store.root.resolve()}", read_url=self.store.base_url).save(
-            "devnet", overwrite=True)
+            "devnet", overwrite=True
+        )
         for role in ("client", *PROVIDERS):
             OGPUWallet(private_key=self.net.key(role)).save(role, overwrite=True)
 
@@ -83,33 +96,69 @@ class Demo:
         from .tasks import make_client
 
         client = make_client("devnet", "client", "devnet")
-        return client.publish_source(SourceSpec(
-            name="sentiment", description="VADER sentiment analysis (vaderSentiment)", cpu=f"file://{SENTIMENT}",
-            min_payment=10**15, min_available_lockup=10**18, max_expiry_duration=3600,
-            delivery_method="FIRST_RESPONSE"))
+        return client.publish_source(
+            SourceSpec(
+                name="sentiment",
+                description="VADER sentiment analysis (vaderSentiment)",
+                cpu=f"file://{SENTIMENT}",
+                min_payment=10**15,
+                min_available_lockup=10**18,
+                max_expiry_duration=3600,
+                delivery_method="FIRST_RESPONSE",
+            )
+        )
 
     def start_workers(self, source: str) -> None:
         from prefect.client.orchestration import get_client
         from prefect.client.schemas.actions import WorkPoolCreate
 
-        from .worker.worker import WALLET_ENV, OGPUProviderWorker
+        from .worker.worker import OGPUProviderWorker
 
         template = OGPUProviderWorker.get_default_base_job_template()
         props = template["variables"]["properties"]
-        for key, value in {"network_block": "devnet", "storage_block": "devnet", "wallet_block": PROVIDERS[0],
-                           "sources": [source], "max_concurrent_tasks": 16, "poll_interval_s": 0.1}.items():
+        for key, value in {
+            "network_block": "devnet",
+            "storage_block": "devnet",
+            "wallet_block": PROVIDERS[0],
+            "sources": [source],
+            "max_concurrent_tasks": 16,
+            "poll_interval_s": 0.1,
+        }.items():
             props[key]["default"] = value
         with get_client(sync_client=True) as c:
-            c.create_work_pool(WorkPoolCreate(name=POOL, type="ogpu-provider", base_job_template=template),
-                               overwrite=True)
+            c.create_work_pool(
+                WorkPoolCreate(name=POOL, type="ogpu-provider", base_job_template=template), overwrite=True
+            )
         for role in PROVIDERS:
-            env = {**os.environ, WALLET_ENV: role, "PREFECT_WORKER_QUERY_SECONDS": "2"}
+            env = {
+                **os.environ,
+                "PREFECT_INTEGRATIONS_OGPU_PROVIDER_WALLET_BLOCK": role,
+                "PREFECT_WORKER_QUERY_SECONDS": "2",
+            }
             log = open(self.home / f"worker-{role}.log", "ab")  # noqa: SIM115
-            self.procs.append(subprocess.Popen(
-                [sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL, "--type", "ogpu-provider",
-                 "--name", role], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+            self.procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "prefect",
+                        "worker",
+                        "start",
+                        "--pool",
+                        POOL,
+                        "--type",
+                        "ogpu-provider",
+                        "--name",
+                        role,
+                    ],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
         assert self.net is not None
-        chain = self.net.network.connect()
+        chain = Chain(self.net.network)
         deadline = time.time() + 120
         for role in PROVIDERS:
             while chain.source(source).get_registrant_id(self.net.address(role)) == 0:
@@ -158,7 +207,7 @@ class Demo:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         if self.net is not None:
-            from plugins.local_backend import LocalBackend
+            from ogpu_prefect.plugins.local_backend import LocalBackend
 
             for role in PROVIDERS:  # a worker that could not stop cleanly leaves no service behind
                 LocalBackend(self.net.address(role)).reap()
@@ -183,15 +232,17 @@ def scored(results: list[Any], texts: list[str]) -> list[tuple[int, str, dict[st
 def results_table(rows: list[tuple[int, str, dict[str, Any], Any]], limit: int = 12) -> str:
     lines = [f"{'#':>4}  {'label':<9} {'score':>7}  {'provider':<12} {'latency':>8}  text", "-" * 100]
     for i, text, score, r in rows[:limit]:
-        lines.append(f"{i:>4}  {score.get('label', r.status):<9} {score.get('compound', 0):>+7.3f}  "
-                     f"{(r.provider or '-')[:12]:<12} {(r.latency_s or 0):>7.2f}s  {text[:56]}")
+        lines.append(
+            f"{i:>4}  {score.get('label', r.status):<9} {score.get('compound', 0):>+7.3f}  "
+            f"{(r.provider or '-')[:12]:<12} {(r.latency_s or 0):>7.2f}s  {text[:56]}"
+        )
     if len(rows) > limit:
         lines.append(f"  ... {len(rows) - limit} more")
     return "\n".join(lines)
 
 
 def main(tasks: int = 300, keep: bool = False, say: Callable[[str], None] = print) -> int:
-    home = ROOT / ".ogpu" / "demo"
+    home = get_settings().home.resolve() / "demo"
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
     texts = [t for t in SENTENCES.read_text().splitlines() if t.strip()][:tasks]
@@ -221,17 +272,25 @@ def main(tasks: int = 300, keep: bool = False, say: Callable[[str], None] = prin
         late = demo.wait_services(started)
         if late:
             step(f"not ready yet: {', '.join(late)} (the batch goes ahead; see their logs in {home})")
-        chunks = [texts[i:i + CHUNK] for i in range(0, len(texts), CHUNK)]
+        chunks = [texts[i : i + CHUNK] for i in range(0, len(texts), CHUNK)]
         step(f"services up; run_batch: {len(texts)} sentences as {len(chunks)} tasks")
-        from flows.run_batch import run_batch
+        from ogpu_prefect.flows.run_batch import run_batch
 
         from .chain.types import TaskStatus  # noqa: F401  (keeps the import cost out of the timed batch)
 
-        chain = demo.net.network.connect()
+        chain = Chain(demo.net.network)
         client_address = demo.net.address("client")
         balance0 = chain.vault.balance_of(client_address)
-        results = run_batch(source, [{"texts": c} for c in chunks], PAYMENT, "devnet", "client", "devnet",
-                            function_name="analyze_batch", task_timeout=300)
+        results = run_batch(
+            source,
+            [{"texts": c} for c in chunks],
+            PAYMENT,
+            "devnet",
+            "client",
+            "devnet",
+            function_name="analyze_batch",
+            task_timeout=300,
+        )
         spent = balance0 - chain.vault.balance_of(client_address)
         done = [r for r in results if r.status == "finalized"]
         step(f"batch done: {len(done)}/{len(results)} finalized")

@@ -1,12 +1,36 @@
-"""Prefect events for OpenGPU lifecycle changes (`ogpu.task.published`, `.attempted`,
-`.responded`, `.finalized`, `.expired`, `.failed`), so automations can react to them."""
+"""Prefect events for OpenGPU lifecycle changes, so automations can react to them.
+
+Client side `ogpu.task.<kind>` (published, attempted, responded, finalized, expired, failed);
+provider side `ogpu.provider.task.<kind>` and `ogpu.provider.service.started|stopped`. Each is
+related to the flow run it happened in (flow, deployment, tags), read from `prefect.runtime`.
+
+Events are sent by this module's own sender (`EventSender`): a thread with Prefect's public events
+client (`prefect.events.clients.get_events_client`) and a bounded queue. A burst fills the queue
+and the emitting thread waits for room: back-pressure instead of an unbounded backlog in memory.
+A sender that makes no progress for a while (the server went away) is not waited for: events are
+then dropped and counted (`EventSender.dropped`), and the batch goes on.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import logging
+import queue
+import threading
 import time
+from datetime import UTC
 from typing import Any
 
+log = logging.getLogger(__name__)
+
 TASK_EVENTS = ("published", "attempted", "responded", "finalized", "expired", "failed")
+PROVIDER_EVENTS = ("attempted", "responded", "failed", "resumed")
+SERVICE_EVENTS = ("started", "stopped")
+MAX_BACKLOG = 500
+"""Events queued in this process before an emitter waits for the sender to catch up."""
+STALL_S = 5.0
+"""Seconds without progress after which the sender is considered gone (events are dropped)."""
 
 
 def task_resource(task: str) -> dict[str, str]:
@@ -18,89 +42,151 @@ def provider_resource(provider: str) -> dict[str, str]:
 
 
 def _related_source(source: str) -> dict[str, str]:
-    return {"prefect.resource.id": f"ogpu.source.{source.lower()}", "prefect.resource.role": "source",
-            "prefect.resource.name": source}
+    return {
+        "prefect.resource.id": f"ogpu.source.{source.lower()}",
+        "prefect.resource.role": "source",
+        "prefect.resource.name": source,
+    }
 
 
-MAX_BACKLOG = 500
-"""Events queued in this process beyond which `emit_task_event` waits for Prefect's sender to
-catch up: 10,000 tasks decided in a few polls queued ~4,600 events at once (~25 MB)."""
+def run_context_related() -> list[dict[str, str]]:
+    """The flow run this code runs in, as related resources (none outside a flow run)."""
+    from prefect.runtime import flow_run
+
+    run_id = flow_run.get_id()
+    if not run_id:
+        return []
+    related = [
+        {
+            "prefect.resource.id": f"prefect.flow-run.{run_id}",
+            "prefect.resource.role": "flow-run",
+            "prefect.resource.name": str(flow_run.get_name() or ""),
+        }
+    ]
+    deployment = flow_run.get_deployment_id()
+    if deployment:
+        related.append(
+            {"prefect.resource.id": f"prefect.deployment.{deployment}", "prefect.resource.role": "deployment"}
+        )
+    related += [
+        {"prefect.resource.id": f"prefect.tag.{tag}", "prefect.resource.role": "tag"}
+        for tag in flow_run.get_tags() or ()
+    ]
+    return related
+
+
+class EventSender:
+    """Sends events from a thread of its own through Prefect's events client (see module doc)."""
+
+    def __init__(self, backlog: int = MAX_BACKLOG, stall_s: float = STALL_S) -> None:
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize=backlog)
+        self.stall_s = stall_s
+        self.sent = 0
+        self.dropped = 0
+        self._progress_at = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="ogpu-events", daemon=True)
+        self._thread.start()
+
+    def put(self, event: Any) -> None:
+        """Queues `event`; waits while the queue is full and the sender progresses."""
+        while True:
+            try:
+                self.queue.put(event, timeout=0.05)
+                return
+            except queue.Full:
+                if time.monotonic() - self._progress_at > self.stall_s:
+                    self.dropped += 1
+                    if self.dropped == 1 or self.dropped % 1000 == 0:
+                        log.warning("Prefect's events API is not taking events: %d dropped", self.dropped)
+                    return
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Waits until everything queued was sent (or `timeout`); True if it was."""
+        deadline = time.monotonic() + timeout
+        while self.queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return not self.queue.unfinished_tasks
+
+    def _run(self) -> None:
+        asyncio.run(self._send_forever())
+
+    async def _send_forever(self) -> None:
+        from prefect.events.clients import get_events_client
+
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                async with get_events_client() as client:
+                    while True:
+                        event = await loop.run_in_executor(None, self.queue.get)
+                        try:
+                            await client.emit(event)
+                            self.sent += 1
+                            self._progress_at = time.monotonic()
+                        finally:
+                            self.queue.task_done()
+            except Exception as e:  # the server went away: reconnect after a pause
+                log.debug("events sender reconnecting after: %s", e)
+                await asyncio.sleep(1.0)
+
+
+_sender: EventSender | None = None
+_sender_lock = threading.Lock()
+
+
+def sender() -> EventSender:
+    """This process' event sender (one per process, as Prefect's own EventsWorker)."""
+    global _sender
+    with _sender_lock:
+        if _sender is None:
+            _sender = EventSender()
+            atexit.register(_sender.flush, 10.0)  # what a finished flow emitted still reaches the server
+        return _sender
+
+
+def emit(event: str, resource: dict[str, str], related: list[dict[str, str]], payload: dict[str, Any]) -> None:
+    """Builds a Prefect event (related to the current flow run, if any) and queues it."""
+    from prefect.events import Event
+
+    sender().put(Event(event=event, resource=resource, related=[*related, *run_context_related()], payload=payload))
 
 
 def emit_task_event(kind: str, task: str, source: str, payload: dict[str, Any] | None = None) -> None:
-    """Emits `ogpu.task.<kind>` about `task`, related to its source. Called from the batch's
-    thread: it waits while the events queue is over MAX_BACKLOG (see `wait_for_backlog`)."""
-    from prefect.events import emit_event
-
-    wait_for_backlog()
-    emit_event(
-        event=f"ogpu.task.{kind}",
-        resource=task_resource(task),
-        related=[_related_source(source)],
-        payload=payload or {},
-    )
-
-
-def wait_for_backlog(limit: int = MAX_BACKLOG, stall_s: float = 5.0) -> None:
-    """Waits while Prefect's events queue in this process holds over `limit` events, unless the
-    sender makes no progress for `stall_s` (a server that went away must not stop the batch).
-    Prefect's own bound (`PREFECT_EVENTS_WORKER_MAX_QUEUE_SIZE`) drops events instead."""
-    from prefect.events.worker import EventsWorker
-
-    queues = [w._queue for w in list(EventsWorker._instances.values())
-              if isinstance(w, EventsWorker) and hasattr(w, "_queue")]
-    for q in queues:
-        size, progress_at = q.qsize(), time.monotonic()
-        while size > limit and time.monotonic() - progress_at < stall_s:
-            time.sleep(0.02)
-            now = q.qsize()
-            if now < size:
-                progress_at = time.monotonic()
-            size = now
-
-
-PROVIDER_EVENTS = ("attempted", "responded", "failed", "resumed")
-SERVICE_EVENTS = ("started", "stopped")
+    """Emits `ogpu.task.<kind>` about `task`, related to its source."""
+    emit(f"ogpu.task.{kind}", task_resource(task), [_related_source(source)], payload or {})
 
 
 def emit_service_event(kind: str, provider: str, source: str, payload: dict[str, Any] | None = None) -> None:
     """Emits `ogpu.provider.service.<kind>`: a provider's service for `source` started (it can take
     tasks at once) or stopped."""
-    from prefect.events import emit_event
-
-    emit_event(
-        event=f"ogpu.provider.service.{kind}",
-        resource=provider_resource(provider),
-        related=[_related_source(source)],
-        payload=payload or {},
-    )
+    emit(f"ogpu.provider.service.{kind}", provider_resource(provider), [_related_source(source)], payload or {})
 
 
-def emit_provider_event(kind: str, provider: str, task: str, source: str, payload: dict[str, Any] | None = None) -> None:
+def emit_provider_event(
+    kind: str, provider: str, task: str, source: str, payload: dict[str, Any] | None = None
+) -> None:
     """Emits `ogpu.provider.task.<kind>` about a provider's work on `task` (the worker's side of the
     lifecycle; the client side emits `ogpu.task.*`)."""
-    from prefect.events import emit_event
-
-    emit_event(
-        event=f"ogpu.provider.task.{kind}",
-        resource=provider_resource(provider),
-        related=[{**task_resource(task), "prefect.resource.role": "task"},
-                 _related_source(source)],
-        payload=payload or {},
+    emit(
+        f"ogpu.provider.task.{kind}",
+        provider_resource(provider),
+        [{**task_resource(task), "prefect.resource.role": "task"}, _related_source(source)],
+        payload or {},
     )
 
 
-def stored_events(prefix: str, since: float, resource_id: str | None = None) -> list[Any]:
+def stored_events(prefix: str, since: float, resource_id: str | None = None, limit: int = 50) -> list[Any]:
     """Events named `prefix...` that the Prefect API stored since the wall-clock `since` (about
-    `resource_id`, if given), newest first, at most 50 (the server's page)."""
-    from datetime import datetime, timezone
+    `resource_id`, if given), newest first, at most `limit` (one page)."""
+    from datetime import datetime
 
     from prefect.client.orchestration import get_client
     from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventResourceFilter
 
     flt = EventFilter(  # made per call: its `until` defaults to the moment it is made
-        occurred=EventOccurredFilter(since=datetime.fromtimestamp(since, timezone.utc)),
+        occurred=EventOccurredFilter(since=datetime.fromtimestamp(since, UTC)),
         event=EventNameFilter(prefix=[prefix]),
-        resource=EventResourceFilter(id=[resource_id]) if resource_id else None)
+        resource=EventResourceFilter(id=[resource_id]) if resource_id else None,
+    )
     with get_client(sync_client=True) as c:
-        return list(c.read_events(filter=flt, limit=50).events)
+        return list(c.read_events(filter=flt, limit=limit).events)

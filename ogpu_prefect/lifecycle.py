@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from .chain import devnet
 from .chain.connection import Chain
-from .chain.events import created_address
+from .chain.logs import created_address
 from .chain.tx import TxSender
 from .chain.types import DeliveryMethod, Environment, ResponseParams, SourceParams, TaskParams, TaskStatus
 from .storage import LocalStore
@@ -29,8 +29,9 @@ class Step:
     gas: int
 
 
-def run_lifecycle(chain: Chain, store: LocalStore, senders: dict[str, TxSender], method: DeliveryMethod,
-                  say: Callable[[str], None]) -> list[Step]:
+def run_lifecycle(
+    chain: Chain, store: LocalStore, senders: dict[str, TxSender], method: DeliveryMethod, say: Callable[[str], None]
+) -> list[Step]:
     """Publishes a source and one task under `method`, has provider(s) attempt and respond, and
     (MANUAL_CONFIRMATION) confirms the cheaper response. Returns the gas of each step."""
     client, p1, p2 = senders["client"], senders["provider1"], senders["provider2"]
@@ -43,10 +44,19 @@ def run_lifecycle(chain: Chain, store: LocalStore, senders: dict[str, TxSender],
         return receipt
 
     now = chain.timestamp()
-    metadata = store.put_json({"name": f"echo ({method.name})", "description": "demo source",
-                               "logoUrl": "", "cpu": store.put_json({"services": {}}), "nvidia": "", "amd": ""})
-    params = SourceParams(client.address, metadata, int(Environment.CPU), 10**16, ETHER, 3600,
-                          deliveryMethod=method, lastUpdateTime=now)
+    metadata = store.put_json(
+        {
+            "name": f"echo ({method.name})",
+            "description": "demo source",
+            "logoUrl": "",
+            "cpu": store.put_json({"services": {}}),
+            "nvidia": "",
+            "amd": "",
+        }
+    )
+    params = SourceParams(
+        client.address, metadata, int(Environment.CPU), 10**16, ETHER, 3600, deliveryMethod=method, lastUpdateTime=now
+    )
     r = step("Nexus.publishSource", client, chain.nexus.publish_source(params))
     source = created_address(r, "SourcePublished", "source", chain.network.nexus)
     step("Nexus.register (provider1)", p1, chain.nexus.register(source, p1.address, int(Environment.CPU)))
@@ -55,8 +65,9 @@ def run_lifecycle(chain: Chain, store: LocalStore, senders: dict[str, TxSender],
 
     config = store.put_json({"function_name": "echo", "data": {"text": "hello OpenGPU"}})
     payment = 10**17
-    r = step("Controller.publishTask", client, chain.controller.publish_task(
-        TaskParams(source, config, now + 600, payment)))
+    r = step(
+        "Controller.publishTask", client, chain.controller.publish_task(TaskParams(source, config, now + 600, payment))
+    )
     task = created_address(r, "TaskPublished", "task", chain.network.nexus)
     lifecycle = steps[-1].gas
 
@@ -68,19 +79,22 @@ def run_lifecycle(chain: Chain, store: LocalStore, senders: dict[str, TxSender],
     for i, p in enumerate(providers, start=1):
         price = payment - (i - 1) * 2 * 10**16
         data = store.put_json({"result": {"text": "hello OpenGPU"}, "provider": p.address})
-        r = step(f"Nexus.submitResponse (provider{i})", p, chain.nexus.submit_response(
-            ResponseParams(task, p.address, data, price)))
+        r = step(
+            f"Nexus.submitResponse (provider{i})",
+            p,
+            chain.nexus.submit_response(ResponseParams(task, p.address, data, price)),
+        )
         lifecycle += r.gas_used  # type: ignore[attr-defined]
         responses[p.address] = created_address(r, "ResponseSubmitted", "response", chain.network.nexus)
     if method is DeliveryMethod.MANUAL_CONFIRMATION:
         cheapest = responses[p2.address]
-        lifecycle += step("Controller.confirmResponse", client,
-                          chain.controller.confirm_response(cheapest)).gas_used  # type: ignore[attr-defined]
+        lifecycle += step("Controller.confirmResponse", client, chain.controller.confirm_response(cheapest)).gas_used  # type: ignore[attr-defined]
     status = TaskStatus(chain.task(task).get_status())
     winner = chain.task(task).winning_provider()
     say(f"  task {task} -> {status.name}, winner {winner}")
-    say(f"  lifecycle gas (publish + attempt(s) + submit(s){' + confirm' if len(providers) > 1 else ''}):"
-        f" {lifecycle:,}")
+    say(
+        f"  lifecycle gas (publish + attempt(s) + submit(s){' + confirm' if len(providers) > 1 else ''}): {lifecycle:,}"
+    )
     steps.append(Step("lifecycle total", lifecycle))
     return steps
 
@@ -88,10 +102,13 @@ def run_lifecycle(chain: Chain, store: LocalStore, senders: dict[str, TxSender],
 def balances(chain: Chain, accounts: dict[str, str]) -> dict[str, tuple[int, int, int]]:
     reads = []
     for addr in accounts.values():
-        reads += [(chain.vault, "balanceOf", (addr,)), (chain.vault, "frozenPayment", (addr,)),
-                  (chain.vault, "totalEarningsOf", (addr,))]
+        reads += [
+            chain.vault.read.balance_of(addr),
+            chain.vault.read.frozen_payment(addr),
+            chain.vault.read.total_earnings_of(addr),
+        ]
     values = chain.read_many(reads)
-    return {role: tuple(values[3 * i: 3 * i + 3]) for i, role in enumerate(accounts)}  # type: ignore[misc]
+    return {role: tuple(values[3 * i : 3 * i + 3]) for i, role in enumerate(accounts)}  # type: ignore[misc]
 
 
 def print_balances(title: str, values: dict[str, tuple[int, int, int]], say: Callable[[str], None]) -> None:
@@ -108,7 +125,7 @@ def main(say: Callable[[str], None] = print) -> int:
         say(f"  RPC {net.rpc_url}, chain id {devnet.CHAIN_ID}, deployed in {time.monotonic() - t0:.1f}s")
         for name in ("Nexus", "Controller", "Vault", "Terminal"):
             say(f"  {name:<10} {net.contracts[name]}")
-        chain = net.network.connect()
+        chain = Chain(net.network)
         senders = {role: chain.sender(net.key(role)) for role in ("client", "provider1", "provider2")}
         accounts = {role: s.address for role, s in senders.items()}
         with tempfile.TemporaryDirectory() as tmp, LocalStore(Path(tmp)) as store:

@@ -52,7 +52,12 @@ class SourceSpec(BaseModel):
     @field_validator("delivery_method", mode="before")
     @classmethod
     def _method(cls, v: Any) -> Any:
-        return DeliveryMethod[v.upper()] if isinstance(v, str) else v
+        if isinstance(v, str):
+            try:
+                return DeliveryMethod[v.upper()]
+            except KeyError:
+                raise ValueError(f"one of {', '.join(m.name for m in DeliveryMethod)}") from None
+        return v
 
     @property
     def environments(self) -> Environment:
@@ -64,8 +69,14 @@ class SourceSpec(BaseModel):
 
     def metadata(self) -> dict[str, Any]:
         """The SourceMetadata JSON (PROTOCOL.md 6)."""
-        return {"name": self.name, "description": self.description, "logoUrl": self.logo_url,
-                "cpu": self.cpu, "nvidia": self.nvidia, "amd": self.amd}
+        return {
+            "name": self.name,
+            "description": self.description,
+            "logoUrl": self.logo_url,
+            "cpu": self.cpu,
+            "nvidia": self.nvidia,
+            "amd": self.amd,
+        }
 
 
 class PublishedTask(BaseModel):
@@ -103,7 +114,15 @@ class TaskResult(BaseModel):
     latency_s: float | None = None
     republished: int = 0
     error: str | None = None
+    reason: str | None = Field(
+        default=None, description="why it gave no result: expired, rejected, canceled, deadline, ..."
+    )
     chain_status: TaskStatus | None = None
+    open_escrow: dict[str, int] = Field(
+        default_factory=dict,
+        description="tasks of this input whose escrow is still held (attempted, unfinished): task -> expiry time; "
+        "it returns with the network's expiry handling",
+    )
 
     @property
     def ok(self) -> bool:

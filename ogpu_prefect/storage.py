@@ -16,9 +16,11 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import requests
 
@@ -134,8 +136,9 @@ class IpfsStore:
         delay = self.backoff
         for attempt in range(1, self.retries + 1):
             try:
-                resp = requests.post(self.api_url, files={"file": (name, body, "application/json")},
-                                     timeout=self.timeout)
+                resp = requests.post(
+                    self.api_url, files={"file": (name, body, "application/json")}, timeout=self.timeout
+                )
             except (requests.ConnectionError, requests.Timeout) as e:
                 err: str = str(e)
             else:
@@ -157,14 +160,63 @@ class IpfsStore:
         raise StorageError(f"IPFS API {self.api_url} failed after {self.retries} attempts: {err}")
 
 
-def fetch_json(url: str, *, timeout: float = 30.0, session: requests.Session | None = None) -> Any:
-    """The JSON at `url` (http(s), or any fsspec URL). Raises StorageError."""
+FETCH_TIMEOUT_S = 10.0
+"""Seconds a payload read may take (connect and each read)."""
+IPFS_GATEWAY = "https://cipfs.ogpuscan.io/ipfs/"
+"""Where the real network's IPFS upload API links its files (PROTOCOL.md section 6)."""
+
+
+class UntrustedUrlError(StorageError):
+    """A URL outside the origins the reader trusts: not fetched (a provider's response pointing
+    at a private network would otherwise make every client probe it)."""
+
+
+def is_trusted(url: str, allowed: Iterable[str]) -> bool:
+    """Whether `url` lies under one of the `allowed` URL prefixes: same scheme, host and port
+    (http/https), and a path inside the prefix's path. No user info in the URL."""
+    try:
+        u = urlsplit(url)
+        port = u.port
+    except ValueError:
+        return False
+    if u.username or u.password:
+        return False
+    for prefix in allowed:
+        a = urlsplit(prefix)
+        if a.scheme.lower() != u.scheme.lower():
+            continue
+        if u.scheme.lower() in ("http", "https"):
+            default = 443 if u.scheme.lower() == "https" else 80
+            if (u.hostname or "").lower() != (a.hostname or "").lower() or (port or default) != (a.port or default):
+                continue
+            base = a.path.rstrip("/")
+            if not base or u.path == base or u.path.startswith(base + "/"):
+                return True
+        elif url.startswith(prefix.rstrip("/") + "/"):
+            return True
+    return False
+
+
+def fetch_json(
+    url: str,
+    *,
+    timeout: float = FETCH_TIMEOUT_S,
+    session: requests.Session | None = None,
+    allowed_origins: Iterable[str] | None = None,
+) -> Any:
+    """The JSON at `url` (http(s), or any fsspec URL), at most MAX_PAYLOAD_BYTES, read within
+    `timeout`, no redirects followed. With `allowed_origins` (URL prefixes), any other URL raises
+    UntrustedUrlError without a request. Raises StorageError."""
+    if not isinstance(url, str) or not url:
+        raise StorageError(f"not a URL: {url!r:.80}")
+    if allowed_origins is not None and not is_trusted(url, allowed_origins):
+        raise UntrustedUrlError(f"{url[:200]} is not under a trusted origin ({', '.join(allowed_origins) or 'none'})")
     try:
         if url.startswith(("http://", "https://")):
-            resp = (session or requests).get(url, timeout=timeout)
-            if resp.status_code != 200:
-                raise StorageError(f"GET {url}: HTTP {resp.status_code}")
-            body = resp.content
+            with (session or requests).get(url, timeout=timeout, allow_redirects=False, stream=True) as resp:
+                if resp.status_code != 200:
+                    raise StorageError(f"GET {url}: HTTP {resp.status_code}")
+                body = resp.raw.read(MAX_PAYLOAD_BYTES + 1, decode_content=True)
         else:
             import fsspec
 
@@ -209,6 +261,11 @@ class LocalStore:
     @property
     def base_url(self) -> str:
         return self.server.url
+
+    @property
+    def trusted_origins(self) -> list[str]:
+        """Where payloads written here are read (the loopback server)."""
+        return [self.server.url]
 
     parallel = False
 

@@ -1,41 +1,62 @@
 """Prefect tasks for OpenGPU clients: thin over `ogpu_prefect.client` (chain + storage).
 
-Every task takes the network, wallet and (where payloads are written) storage as blocks or as the
-names of saved blocks, so flow parameters never carry a key.
+Every task takes the network, wallet and (where payloads are written or read) storage as blocks
+or as the names of saved blocks, so flow parameters never carry a key; a key-shaped value where a
+name or an address belongs is refused without being echoed (validation.py).
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from .blocks import OGPUNetwork, OGPUStorage, OGPUWallet
-from .client import OGPUClient, Tracked
-from .delivery import Decision
+from .chain.errors import InvalidInputError
+from .client import OGPUClient
+from .delivery import DecisionKind
 from .events import emit_task_event
 from .models import PublishedTask, SourceSpec, TaskInput, TaskResult
-from .plugins import get_delivery_method
+from .plugin_manager import get_delivery_method
+from .validation import check_address, check_int, check_name, check_number, parse_model, refuse_secret
+from .waiting import Tracked
 
-BlockOrName = Any  # a block instance, or the name of a saved block
+BlockOrName = Any
+"""A block instance, or the name of a saved block."""
+B = TypeVar("B", OGPUNetwork, OGPUWallet, OGPUStorage)
 
 
-def _load(cls: Any, value: BlockOrName) -> Any:
-    return cls.load(value) if isinstance(value, str) else value
+def load_block(cls: type[B], value: Any, field: str) -> B:
+    """`value` if it is a `cls` block; the saved block of that name if it is a name. Anything else,
+    or a name nothing is saved under, raises InvalidInputError naming `field` (a key given here
+    is refused without being echoed)."""
+    if isinstance(value, cls):
+        return value
+    name = check_name(field, value)
+    try:
+        return cls.load(name)  # type: ignore[return-value]
+    except ValueError:
+        raise InvalidInputError(field, f"no {cls.__name__} block named {name!r} is saved") from None
 
 
 def make_client(network: BlockOrName, wallet: BlockOrName, storage: BlockOrName | None = None) -> OGPUClient:
-    """An OGPUClient from blocks (or block names)."""
-    net = _load(OGPUNetwork, network)
-    store = _load(OGPUStorage, storage).store() if storage is not None else None
-    return OGPUClient(net.connect(), _load(OGPUWallet, wallet).signer(), store)
+    """An OGPUClient from blocks (or block names). With `storage`, payloads are written there and
+    responses are read only from its trusted origins."""
+    net = load_block(OGPUNetwork, network, "network")
+    signer = load_block(OGPUWallet, wallet, "wallet").signer()
+    if storage is None:
+        return OGPUClient(net.connect(), signer)
+    block = load_block(OGPUStorage, storage, "storage")
+    return OGPUClient(net.connect(), signer, block.store(), trusted_origins=block.trusted_origins())
 
 
 @task(name="publish_source", cache_policy=NO_CACHE)
-def publish_source(spec: SourceSpec | dict[str, Any], network: BlockOrName, wallet: BlockOrName,
-                   storage: BlockOrName) -> str:
+def publish_source(
+    spec: SourceSpec | dict[str, Any], network: BlockOrName, wallet: BlockOrName, storage: BlockOrName
+) -> str:
     """Uploads a source's metadata and publishes it; returns the source address.
 
     Example:
@@ -46,15 +67,17 @@ def publish_source(spec: SourceSpec | dict[str, Any], network: BlockOrName, wall
             network="devnet", wallet="client", storage="payloads")
         ```
     """
+    refuse_secret("spec", spec)
     client = make_client(network, wallet, storage)
-    address = client.publish_source(SourceSpec.model_validate(spec))
+    address = client.publish_source(parse_model(SourceSpec, spec, "spec"))
     get_run_logger().info("published source %s", address)
     return address
 
 
 @task(name="update_source", cache_policy=NO_CACHE)
-def update_source(source: str, spec: SourceSpec | dict[str, Any], network: BlockOrName, wallet: BlockOrName,
-                  storage: BlockOrName) -> str:
+def update_source(
+    source: str, spec: SourceSpec | dict[str, Any], network: BlockOrName, wallet: BlockOrName, storage: BlockOrName
+) -> str:
     """Replaces a source's metadata and terms (tasks already published keep theirs); returns the tx hash.
 
     Example:
@@ -63,7 +86,8 @@ def update_source(source: str, spec: SourceSpec | dict[str, Any], network: Block
                       network="devnet", wallet="client", storage="payloads")
         ```
     """
-    return make_client(network, wallet, storage).update_source(source, SourceSpec.model_validate(spec)).tx_hash
+    refuse_secret("spec", spec)
+    return make_client(network, wallet, storage).update_source(source, parse_model(SourceSpec, spec, "spec")).tx_hash
 
 
 @task(name="inactivate_source", cache_policy=NO_CACHE)
@@ -78,6 +102,14 @@ def inactivate_source(source: str, network: BlockOrName, wallet: BlockOrName) ->
     return make_client(network, wallet).inactivate_source(source).tx_hash
 
 
+def batch_marks(batch_key: str | None, indexes: Sequence[int], attempt: int) -> list[dict[str, Any]]:
+    """The marks a batch puts in each task's config: the same (batch, input, round) always gives
+    the same config URL, which is how a retry finds what it already published (reconcile.py)."""
+    return [
+        {"ogpu_prefect": {"batch": batch_key, "index": i, "attempt": attempt}} if batch_key else {} for i in indexes
+    ]
+
+
 @task(name="publish_tasks", cache_policy=NO_CACHE)
 def publish_tasks(
     source: str,
@@ -89,14 +121,14 @@ def publish_tasks(
     *,
     ttl: int = 600,
     function_name: str | None = None,
-    batch_id: str | None = None,
+    batch_key: str | None = None,
     indexes: Sequence[int] | None = None,
     attempt: int = 0,
     reconcile_from_block: int | None = None,
 ) -> list[PublishedTask]:
     """Publishes one task per input (a batch; one task is a batch of one), pipelined; returns them
     in input order. Bad input raises a typed `InvalidInputError` naming the field before any
-    transaction. With `batch_id` and `reconcile_from_block`, a retry reuses tasks it already
+    transaction. With `batch_key` and `reconcile_from_block`, a retry reuses tasks it already
     published instead of publishing them twice.
 
     Example:
@@ -106,31 +138,77 @@ def publish_tasks(
                               storage="payloads", ttl=300)
         ```
     """
-    client = make_client(network, wallet, storage)
-    items = [TaskInput.coerce(x, function_name) for x in inputs]
+    items = coerce_inputs(inputs, function_name)
+    check_int("ttl", ttl, minimum=1)
     idx = list(indexes) if indexes is not None else list(range(len(items)))
-    marks = [{"ogpu_prefect": {"batch": batch_id, "index": i, "attempt": attempt}} if batch_id else {} for i in idx]
+    client = make_client(network, wallet, storage)
     expiry = client.chain.now() + ttl
-    published = client.publish_tasks(source, items, payment, expiry, marks=marks, indexes=idx,
-                                      reconcile_from_block=reconcile_from_block)
+    published = client.publish_tasks(
+        source,
+        items,
+        payment,
+        expiry,
+        marks=batch_marks(batch_key, idx, attempt),
+        indexes=idx,
+        reconcile_from_block=reconcile_from_block,
+    )
     for p in published:
-        emit_task_event("published", p.address, p.source, {"index": p.index, "payment": str(p.payment),
-                                                            "expiry_time": p.expiry_time})
+        emit_task_event(
+            "published",
+            p.address,
+            p.source,
+            {"index": p.index, "payment": str(p.payment), "expiry_time": p.expiry_time},
+        )
     get_run_logger().info("published %d task(s) on source %s", len(published), source)
     return published
 
 
-def _result_of(t: Tracked) -> TaskResult:
+def coerce_inputs(inputs: Any, function_name: str | None) -> list[TaskInput]:
+    """Inputs as TaskInputs; typed errors name `inputs[i]` (a key among them is not echoed)."""
+    if function_name is not None:
+        check_name("function_name", function_name)
+    if isinstance(inputs, (str, bytes, dict)) or not isinstance(inputs, Sequence):
+        raise InvalidInputError("inputs", f"a list of inputs, not {type(inputs).__name__}")
+    items = []
+    for i, x in enumerate(inputs):
+        refuse_secret(f"inputs[{i}]", x)
+        try:
+            items.append(TaskInput.coerce(x, function_name))
+        except (TypeError, ValueError) as e:
+            raise InvalidInputError(f"inputs[{i}]", str(e).splitlines()[0]) from None
+    return items
+
+
+def result_of(t: Tracked) -> TaskResult:
+    """The TaskResult of one waited-for task."""
     p, decision = t.published, t.outcome
-    if decision is not None and decision.kind == Decision.ACCEPT and decision.response is not None:
+    if decision is not None and decision.kind is DecisionKind.ACCEPT and decision.response is not None:
         r = decision.response
-        return TaskResult(index=p.index, status="finalized", task=p.address, tasks=[p.address], provider=r.provider,
-                          payment=r.payment, response=r.address, data_url=r.data_url, result=r.payload,
-                          latency_s=(t.decided_at or time.time()) - p.published_at, chain_status=t.status,
-                          error=r.fetch_error)
+        return TaskResult(
+            index=p.index,
+            status="finalized",
+            task=p.address,
+            tasks=[p.address],
+            provider=r.provider,
+            payment=r.payment,
+            response=r.address,
+            data_url=r.data_url,
+            result=r.payload,
+            latency_s=(t.decided_at or time.time()) - p.published_at,
+            chain_status=t.status,
+            error=r.fetch_error,
+        )
     status = "expired" if t.note == "expired" or decision is None else "failed"
-    return TaskResult(index=p.index, status=status, task=p.address, tasks=[p.address], chain_status=t.status,
-                      error=t.note or "no decision before the deadline")
+    reason = decision.fail_reason.value if decision is not None and decision.fail_reason else None
+    return TaskResult(
+        index=p.index,
+        status=status,
+        task=p.address,
+        tasks=[p.address],
+        chain_status=t.status,
+        error=t.note or "no decision before the deadline",
+        reason=reason,
+    )
 
 
 @task(name="wait_for_results", cache_policy=NO_CACHE)
@@ -138,30 +216,32 @@ def wait_for_results(
     published: Sequence[PublishedTask],
     network: BlockOrName,
     wallet: BlockOrName,
+    storage: BlockOrName,
     *,
     delivery: str = "first_response",
     delivery_options: dict[str, Any] | None = None,
     from_block: int | None = None,
     deadline_s: float | None = None,
     poll_interval: float = 0.1,
-    progress: Any = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[TaskResult]:
     """Follows published tasks until each is decided by the delivery method (confirming responses
     where it says so), expires, or `deadline_s` passes; returns results in the given order.
+    Response payloads are read only from `storage`'s trusted origins.
 
     Example:
         ```python
-        results = wait_for_results(tasks, network="devnet", wallet="client",
+        results = wait_for_results(tasks, network="devnet", wallet="client", storage="payloads",
                                    delivery="manual", delivery_options={"policy": "lowest_price"})
         ```
     """
-    client = make_client(network, wallet)
+    check_number("poll_interval", poll_interval, exclusive_minimum=0, maximum=60)
     strategy = get_delivery_method(delivery, **(delivery_options or {}))
+    client = make_client(network, wallet, storage)
     if not published:
         return []
     latest_expiry = max(p.expiry_time for p in published)
-    deadline = time.time() + (deadline_s if deadline_s is not None
-                              else max(latest_expiry - client.chain.now(), 0) + 30)
+    deadline = time.time() + (deadline_s if deadline_s is not None else max(latest_expiry - client.chain.now(), 0) + 30)
     start = from_block if from_block is not None else client.chain.block_number() - 256
     done = 0
     last_progress = 0.0
@@ -173,17 +253,24 @@ def wait_for_results(
             return
         if kind in ("failed", "expired"):
             done += 1
-        emit_task_event(kind, t.published.address, t.published.source,
-                        {"index": t.published.index, "status": t.status.name})
+        emit_task_event(
+            kind, t.published.address, t.published.source, {"index": t.published.index, "status": t.status.name}
+        )
         if progress is not None and time.time() - last_progress > 0.5:
             last_progress = time.time()
             progress(done, len(published))
 
-    tracked = client.wait_for(published, strategy, deadline=deadline, from_block=max(start, 0),
-                              poll_interval=poll_interval, on_change=on_change)
+    tracked = client.wait_for(
+        published,
+        strategy,
+        deadline=deadline,
+        from_block=max(start, 0),
+        poll_interval=poll_interval,
+        on_change=on_change,
+    )
     if progress is not None:
         progress(done, len(published))
-    return [_result_of(tracked[p.address]) for p in published]
+    return [result_of(tracked[p.address]) for p in published]
 
 
 @task(name="confirm_response", cache_policy=NO_CACHE)
@@ -195,6 +282,7 @@ def confirm_response(response: str, network: BlockOrName, wallet: BlockOrName) -
         confirm_response(response_address, network="devnet", wallet="client")
         ```
     """
+    response = check_address("response", response)
     return make_client(network, wallet).confirm_responses([response])[0].tx_hash
 
 
@@ -207,24 +295,31 @@ def cancel_task(task_address: str, network: BlockOrName, wallet: BlockOrName) ->
         cancel_task(task_address, network="devnet", wallet="client")
         ```
     """
+    task_address = check_address("task_address", task_address)
     return make_client(network, wallet).cancel_tasks([task_address])[0].tx_hash
 
 
 @task(name="reclaim_expired", cache_policy=NO_CACHE)
 def reclaim_expired(tasks: Sequence[str], network: BlockOrName, wallet: BlockOrName) -> list[str]:
-    """Takes back the escrow of expired, unfinalized tasks (pipelined); returns the tx hashes.
+    """Takes back the escrow of expired, unfinalized tasks (pipelined; the devnet's extension, see
+    docs/contracts.md); returns the tx hashes.
 
     Example:
         ```python
         reclaim_expired([task_a, task_b], network="devnet", wallet="client")
         ```
     """
+    tasks = [check_address(f"tasks[{i}]", t) for i, t in enumerate(tasks)]
     return [r.tx_hash for r in make_client(network, wallet).reclaim_expired(tasks)]
 
 
-def _vault_call(network: BlockOrName, wallet: BlockOrName, build: Any) -> str:
+def _vault_call(network: BlockOrName, wallet: BlockOrName, build: Callable[[OGPUClient], Any]) -> str:
     client = make_client(network, wallet)
-    return client.sender.transact(build(client)).tx_hash
+    return str(client.sender.transact(build(client)).tx_hash)
+
+
+def _amount(value: Any) -> int:
+    return check_int("amount", value, minimum=1, maximum=2**256 - 1)
 
 
 @task(name="deposit_to_vault", cache_policy=NO_CACHE)
@@ -236,7 +331,22 @@ def deposit_to_vault(amount: int, network: BlockOrName, wallet: BlockOrName, acc
         deposit_to_vault(10**18, network="devnet", wallet="client")
         ```
     """
-    return _vault_call(network, wallet, lambda c: c.chain.vault.deposit(account or c.address, value=amount))
+    amount = _amount(amount)
+    target = check_address("account", account) if account is not None else None
+    return _vault_call(network, wallet, lambda c: c.chain.vault.deposit(target or c.address, value=amount))
+
+
+@task(name="withdraw_from_vault", cache_policy=NO_CACHE)
+def withdraw_from_vault(amount: int, network: BlockOrName, wallet: BlockOrName) -> str:
+    """Withdraws `amount` wei of the wallet's liquid Vault balance to the wallet.
+
+    Example:
+        ```python
+        withdraw_from_vault(10**18, network="devnet", wallet="client")
+        ```
+    """
+    amount = _amount(amount)
+    return _vault_call(network, wallet, lambda c: c.chain.vault.withdraw(amount))
 
 
 @task(name="lock_stake", cache_policy=NO_CACHE)
@@ -248,6 +358,7 @@ def lock_stake(amount: int, network: BlockOrName, wallet: BlockOrName) -> str:
         lock_stake(5 * 10**18, network="devnet", wallet="provider")
         ```
     """
+    amount = _amount(amount)
     return _vault_call(network, wallet, lambda c: c.chain.vault.lock(amount))
 
 
@@ -260,16 +371,29 @@ def unbond_stake(amount: int, network: BlockOrName, wallet: BlockOrName) -> str:
         unbond_stake(10**18, network="devnet", wallet="provider")
         ```
     """
+    amount = _amount(amount)
     return _vault_call(network, wallet, lambda c: c.chain.vault.unbond(amount))
 
 
-@task(name="withdraw_from_vault", cache_policy=NO_CACHE)
-def withdraw_from_vault(amount: int, network: BlockOrName, wallet: BlockOrName) -> str:
-    """Withdraws `amount` wei of the wallet's liquid Vault balance to the wallet.
+@task(name="claim_unbonded", cache_policy=NO_CACHE)
+def claim_unbonded(network: BlockOrName, wallet: BlockOrName) -> str:
+    """Moves stake whose unbonding period has passed back to the liquid Vault balance (`Vault.claim`).
 
     Example:
         ```python
-        withdraw_from_vault(10**18, network="devnet", wallet="client")
+        claim_unbonded(network="devnet", wallet="provider")
         ```
     """
-    return _vault_call(network, wallet, lambda c: c.chain.vault.withdraw(amount))
+    return _vault_call(network, wallet, lambda c: c.chain.vault.claim())
+
+
+@task(name="cancel_unbonding", cache_policy=NO_CACHE)
+def cancel_unbonding(network: BlockOrName, wallet: BlockOrName) -> str:
+    """Puts stake that is unbonding back into lockup (`Vault.cancelUnbonding`, mainnet's Vault).
+
+    Example:
+        ```python
+        cancel_unbonding(network="devnet", wallet="provider")
+        ```
+    """
+    return _vault_call(network, wallet, lambda c: c.chain.vault.cancel_unbonding())

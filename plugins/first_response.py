@@ -21,5 +21,3 @@ class FirstResponse(DeliveryStrategy):
 @hookimpl
 def ogpu_prefect_delivery_methods() -> dict[str, type[DeliveryStrategy]]:
     return {FirstResponse.name: FirstResponse}
-
-

@@ -60,19 +60,39 @@ class LocalBackend(HardwareBackend):
     def environments(self) -> Environment:
         return Environment.CPU  # no isolation from the host's GPUs is promised: CPU only
 
-    def start(self, compose: ComposeSpec, environment: Environment, *, callback_url: str, log: LogSink,
-              startup_timeout: float = 60.0) -> LocalService:
+    def start(
+        self,
+        compose: ComposeSpec,
+        environment: Environment,
+        *,
+        callback_url: str,
+        log: LogSink,
+        startup_timeout: float = 60.0,
+    ) -> LocalService:
         if environment is not Environment.CPU:
             raise ValueError(f"the local backend serves CPU only, not {environment!r}")
         spec = compose.local_spec()
         port = free_port()
-        env = {**os.environ, **spec.env, "PORT": str(port), "CALLBACK_URL": callback_url,
-               "PYTHONUNBUFFERED": "1", OWNER_VAR: self.owner or "-"}
+        env = {
+            **os.environ,
+            **spec.env,
+            "PORT": str(port),
+            "CALLBACK_URL": callback_url,
+            "PYTHONUNBUFFERED": "1",
+            OWNER_VAR: self.owner or "-",
+        }
         argv = [Template(a).safe_substitute(env) for a in shlex.split(spec.command)]
         if argv and argv[0] in ("python", "python3"):
             argv[0] = sys.executable  # the provider's interpreter, with ogpu-prefect installed
-        proc = subprocess.Popen(argv, cwd=compose.directory / spec.working_dir, env=env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            cwd=compose.directory / spec.working_dir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         pump = threading.Thread(target=pump_lines, args=(proc, log), daemon=True, name=f"ogpu-local-{port}")
         pump.start()
         service = LocalService(proc, f"http://127.0.0.1:{port}", pump)
@@ -121,7 +141,7 @@ def _processes_with(var: str) -> list[tuple[int, str]]:
             continue
         for item in environ.split(b"\0"):
             if item.startswith(prefix):
-                found.append((int(entry.name), item[len(prefix):].decode(errors="replace")))
+                found.append((int(entry.name), item[len(prefix) :].decode(errors="replace")))
                 break
     return found
 

@@ -26,8 +26,13 @@ class Manual(DeliveryStrategy):
     requires = DeliveryMethod.MANUAL_CONFIRMATION
     POLICIES = ("first", "lowest_price")
 
-    def __init__(self, policy: str = "first", window: float = 5.0,
-                 validator: Callable[[Any], bool] | None = None, enough: int | None = None) -> None:
+    def __init__(
+        self,
+        policy: str = "first",
+        window: float = 5.0,
+        validator: Callable[[Any], bool] | None = None,
+        enough: int | None = None,
+    ) -> None:
         if policy not in self.POLICIES:
             raise ValueError(f"policy: one of {self.POLICIES}, not {policy!r}")
         self.policy = policy

@@ -29,8 +29,10 @@ def stop_engine() -> None:
 
 
 def _engine_up() -> bool:
-    return shutil.which("docker") is not None and subprocess.run(
-        ["docker", "info"], capture_output=True, timeout=30).returncode == 0
+    return (
+        shutil.which("docker") is not None
+        and subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode == 0
+    )
 
 
 def apt_install(*packages: str) -> str | None:
@@ -83,7 +85,10 @@ def trust_host_cas(root: Path) -> None:
     bundle = Path(os.environ.get("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt"))
     if not bundle.exists():
         return
-    for target in (root / "usr/local/share/ca-certificates/host-bundle.crt", root / "etc/ssl/certs/ca-certificates.crt"):
+    for target in (
+        root / "usr/local/share/ca-certificates/host-bundle.crt",
+        root / "etc/ssl/certs/ca-certificates.crt",
+    ):
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(bundle.read_bytes())
     (root / "etc/pip.conf").write_text("[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n")

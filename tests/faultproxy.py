@@ -23,8 +23,9 @@ class Faults:
     delay: float = 0.1
     max_delay_s: float = 0.05
     seed: int = 7
-    counts: dict[str, int] = field(default_factory=lambda: {"forwarded": 0, "dropped_request": 0,
-                                                            "dropped_reply": 0, "delayed": 0})
+    counts: dict[str, int] = field(
+        default_factory=lambda: {"forwarded": 0, "dropped_request": 0, "dropped_reply": 0, "delayed": 0}
+    )
 
 
 class FaultProxy(LoopbackServer):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ogpu_prefect.chain.connection import Chain
-from ogpu_prefect.chain.events import created_address
+from ogpu_prefect.chain.logs import created_address
 from ogpu_prefect.chain.tx import TxSender
 from ogpu_prefect.chain.types import DeliveryMethod, Environment, ResponseParams, SourceParams, TaskParams
 
@@ -14,8 +14,13 @@ CONFIG = "http://127.0.0.1:9/task.json"
 
 def source_params(client: str, method: DeliveryMethod, now: int, **overrides: object) -> SourceParams:
     fields: dict[str, object] = dict(
-        client=client, imageMetadataUrl=META, imageEnvironments=int(Environment.CPU | Environment.NVIDIA),
-        minPayment=10**16, minAvailableLockup=ETHER, maxExpiryDuration=3600, deliveryMethod=method,
+        client=client,
+        imageMetadataUrl=META,
+        imageEnvironments=int(Environment.CPU | Environment.NVIDIA),
+        minPayment=10**16,
+        minAvailableLockup=ETHER,
+        maxExpiryDuration=3600,
+        deliveryMethod=method,
         lastUpdateTime=now,
     )
     fields.update(overrides)

@@ -30,7 +30,8 @@ class IpfsStub(LoopbackServer):
                     stub.fail_next -= 1
                     return self._reply(503, b'{"error":"busy"}')
                 msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-                    b"Content-Type: " + self.headers["Content-Type"].encode() + b"\r\n\r\n" + body)
+                    b"Content-Type: " + self.headers["Content-Type"].encode() + b"\r\n\r\n" + body
+                )
                 parts = [p for p in msg.iter_parts() if p.get_param("name", header="content-disposition") == "file"]
                 if len(parts) != 1:
                     return self._reply(400, b'{"error":"expected one file field"}')

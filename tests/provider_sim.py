@@ -10,7 +10,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ogpu_prefect.chain.events import decode_logs, iter_logs, topic
+from ogpu_prefect.chain.connection import Chain
+from ogpu_prefect.chain.logs import decode_logs, iter_logs, topic
 from ogpu_prefect.chain.network import Network
 from ogpu_prefect.chain.types import ResponseParams
 from ogpu_prefect.storage import PayloadStore, fetch_json
@@ -21,11 +22,21 @@ def echo(config: dict[str, Any]) -> dict[str, Any]:
 
 
 class SimProvider(threading.Thread):
-    def __init__(self, network: Network, key: str, sources: list[str], store: PayloadStore, *, from_block: int,
-                 answer: Callable[[dict[str, Any]], Any] = echo, price: Callable[[int], int] = lambda pay: pay,
-                 take: Callable[[str], bool] = lambda task: True, delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        network: Network,
+        key: str,
+        sources: list[str],
+        store: PayloadStore,
+        *,
+        from_block: int,
+        answer: Callable[[dict[str, Any]], Any] = echo,
+        price: Callable[[int], int] = lambda pay: pay,
+        take: Callable[[str], bool] = lambda task: True,
+        delay: float = 0.0,
+    ) -> None:
         super().__init__(daemon=True, name=f"sim-provider-{key[-4:]}")
-        self.chain = network.connect()
+        self.chain = Chain(network)
         self.sender = self.chain.sender(key, receipt_timeout=30)  # a stop never waits on a long wait
         self.sources = {s.lower() for s in sources}
         self.store = store
@@ -77,12 +88,12 @@ class SimProvider(threading.Thread):
     def work(self, tasks: list[str]) -> None:
         fresh = [t for t in tasks if t not in self.attempted]
         if fresh:
-            params = self.chain.read_many([(self.chain.task(t), "taskParams", ()) for t in fresh])
+            params = self.chain.read_many([self.chain.task(t).read.task_params() for t in fresh])
             attempts = [self.chain.nexus.attempt(t, self.address, self.price(p[3])) for t, p in zip(fresh, params)]
             receipts = self.sender.wait(self.sender.send(attempts, 300_000), check=False)
             reverted = [t for t, r in zip(fresh, receipts) if r.status != 1]
             # A reverted attempt may be our own earlier one, mined before a failed wait: ask the task.
-            ids = self.chain.read_many([(self.chain.task(t), "attempterId", (self.address,)) for t in reverted])
+            ids = self.chain.read_many([self.chain.task(t).read.attempter_id(self.address) for t in reverted])
             ours = {t for t, i in zip(reverted, ids) if i}
             for t, p, r in zip(fresh, params, receipts):
                 if r.status == 1 or t in ours:

@@ -40,6 +40,8 @@ def test_direct_encoding_matches_eth_abi(name: str) -> None:
             continue
         for _ in range(10):
             args = tuple(random_value(t, rng) for t in fn.input_types)
-            assert fn.encode(args) == fn.selector + abi_encode(fn.input_types, tuple(_to_abi(a) for a in args)), fn.signature
+            assert fn.encode(args) == fn.selector + abi_encode(fn.input_types, tuple(_to_abi(a) for a in args)), (
+                fn.signature
+            )
             checked += 1
     assert checked > 0

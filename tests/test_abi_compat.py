@@ -91,15 +91,21 @@ def test_struct_layouts() -> None:
     for name, fn_name in (("Source", "getSourceParams"), ("Response", "getResponseParams")):
         ref = next(e for e in reference(name) if e.get("name") == fn_name)
         mine = next(e for e in spec(name).abi if e.get("name") == fn_name)
-        assert [c["name"] for c in mine["outputs"][0]["components"]] == [c["name"] for c in ref["outputs"][0]["components"]]
+        assert [c["name"] for c in mine["outputs"][0]["components"]] == [
+            c["name"] for c in ref["outputs"][0]["components"]
+        ]
         assert mine["outputs"][0]["internalType"] == ref["outputs"][0]["internalType"]
 
 
 def test_enum_values_match_the_official_sdk() -> None:
     from ogpu.types import enums
 
-    for ours_enum, theirs in ((TaskStatus, enums.TaskStatus), (SourceStatus, enums.SourceStatus),
-                              (ResponseStatus, enums.ResponseStatus), (DeliveryMethod, enums.DeliveryMethod)):
+    for ours_enum, theirs in (
+        (TaskStatus, enums.TaskStatus),
+        (SourceStatus, enums.SourceStatus),
+        (ResponseStatus, enums.ResponseStatus),
+        (DeliveryMethod, enums.DeliveryMethod),
+    ):
         assert {m.name: m.value for m in ours_enum} == {m.name: m.value for m in theirs}, ours_enum
     assert {m.name: m.value for m in Environment} == {"CPU": 1, "NVIDIA": 2, "AMD": 4}
 

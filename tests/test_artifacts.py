@@ -17,8 +17,10 @@ ARTIFACTS = REPO / "ogpu_prefect" / "chain" / "artifacts"
 
 def test_manifest_hashes_match_the_sources() -> None:
     manifest = json.loads((ARTIFACTS / "manifest.json").read_text())
-    sources = {f"src/{p.name}": hashlib.sha256(p.read_bytes()).hexdigest()
-               for p in sorted((REPO / "contracts" / "src").glob("*.sol"))}
+    sources = {
+        f"src/{p.name}": hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted((REPO / "contracts" / "src").glob("*.sol"))
+    }
     assert manifest["sources"] == sources, "stale artifacts: run `node contracts/tools/build.js`"
     assert manifest["compiler"].startswith("0.8.37")
     for name, size in manifest["sizes"].items():
@@ -29,12 +31,14 @@ def test_a_fresh_compile_reproduces_the_artifacts() -> None:
     node = shutil.which("node")
     if node is None or not (REPO / "contracts" / "node_modules" / "solc").exists():
         pytest.fail("node and contracts/node_modules are part of the set-up: run ./dev test")
-    proc = subprocess.run([node, "contracts/tools/build.js", "--check"], cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [node, "contracts/tools/build.js", "--check"], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
 
 
 def test_generated_wrappers_are_fresh() -> None:
-    proc = subprocess.run([sys.executable, "-m", "ogpu_prefect.chain._codegen", "--check"], cwd=REPO,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ogpu_prefect.chain._codegen", "--check"], cwd=REPO, capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr

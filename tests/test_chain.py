@@ -9,8 +9,9 @@ import pytest
 
 from ogpu_prefect.chain import devnet as devnet_mod
 from ogpu_prefect.chain import errors
-from ogpu_prefect.chain.events import created_address
-from ogpu_prefect.chain.tx import Signer
+from ogpu_prefect.chain.connection import Chain
+from ogpu_prefect.chain.logs import created_address
+from ogpu_prefect.chain.signing import Signer
 from ogpu_prefect.chain.types import (
     DeliveryMethod,
     Environment,
@@ -32,8 +33,11 @@ def lifecycle_gas(chain, client, provider, method: DeliveryMethod, source: str) 
     r2 = provider.transact(chain.nexus.attempt(task, provider.address, 10**17))
     from ogpu_prefect.chain.types import ResponseParams
 
-    r3 = provider.transact(chain.nexus.submit_response(
-        ResponseParams(task, provider.address, f"https://ipfs.example/ipfs/{task}", 9 * 10**16)))
+    r3 = provider.transact(
+        chain.nexus.submit_response(
+            ResponseParams(task, provider.address, f"https://ipfs.example/ipfs/{task}", 9 * 10**16)
+        )
+    )
     total = r1.gas_used + r2.gas_used + r3.gas_used
     if method is DeliveryMethod.MANUAL_CONFIRMATION:
         response = created_address(r3, "ResponseSubmitted", "response", chain.network.nexus)
@@ -44,7 +48,7 @@ def lifecycle_gas(chain, client, provider, method: DeliveryMethod, source: str) 
 
 @pytest.mark.parametrize("method", list(DeliveryMethod))
 def test_full_lifecycle_fits_the_gas_budget(devnet, method: DeliveryMethod) -> None:
-    chain = devnet.network.connect()
+    chain = Chain(devnet.network)
     client, provider = chain.sender(devnet.key("client")), chain.sender(devnet.key("provider1"))
     source = publish_source(chain, client, method)
     register(chain, provider, source)
@@ -56,7 +60,7 @@ def test_full_lifecycle_fits_the_gas_budget(devnet, method: DeliveryMethod) -> N
 
 
 def test_first_response_pays_provider_and_refunds_the_rest(devnet) -> None:
-    chain = devnet.network.connect()
+    chain = Chain(devnet.network)
     client, provider = chain.sender(devnet.key("client")), chain.sender(devnet.key("provider1"))
     source = publish_source(chain, client, DeliveryMethod.FIRST_RESPONSE)
     register(chain, provider, source)
@@ -73,7 +77,11 @@ def test_first_response_pays_provider_and_refunds_the_rest(devnet) -> None:
     assert chain.response(response).confirmed_final()
     params = chain.response(response).get_response_params()
     assert (params.task, params.provider, params.data, params.payment) == (
-        task, provider.address, "https://x/result.json", 6 * 10**16)
+        task,
+        provider.address,
+        "https://x/result.json",
+        6 * 10**16,
+    )
     assert chain.vault.balance_of(provider.address) == 6 * 10**16
     assert chain.vault.total_earnings_of(provider.address) == 6 * 10**16
     assert chain.vault.balance_of(client.address) == before - 6 * 10**16
@@ -81,7 +89,7 @@ def test_first_response_pays_provider_and_refunds_the_rest(devnet) -> None:
 
 
 def test_manual_confirmation_pays_the_chosen_response(devnet) -> None:
-    chain = devnet.network.connect()
+    chain = Chain(devnet.network)
     client = chain.sender(devnet.key("client"))
     p1, p2 = chain.sender(devnet.key("provider1")), chain.sender(devnet.key("provider2"))
     source = publish_source(chain, client, DeliveryMethod.MANUAL_CONFIRMATION)
@@ -114,21 +122,34 @@ def nonce(chain, address: str) -> int:
 
 
 def test_bad_calls_raise_typed_errors_before_anything_is_sent(devnet) -> None:
-    chain = devnet.network.connect()
+    chain = Chain(devnet.network)
     client, provider = chain.sender(devnet.key("client")), chain.sender(devnet.key("provider1"))
     stranger = chain.sender(devnet.key("agent"))  # no vault balance
     source = publish_source(chain, client, DeliveryMethod.FIRST_RESPONSE)
     now = chain.timestamp()
     balance, sent = chain.vault.balance_of(client.address), nonce(chain, client.address)
     cases = [
-        (client, chain.controller.publish_task(TaskParams(source, CONFIG, now + 60, 10**12)), errors.InvalidParamsError),
+        (
+            client,
+            chain.controller.publish_task(TaskParams(source, CONFIG, now + 60, 10**12)),
+            errors.InvalidParamsError,
+        ),
         (client, chain.controller.publish_task(TaskParams(source, CONFIG, now - 1, 10**17)), errors.TaskExpiredError),
-        (client, chain.controller.publish_task(TaskParams(source, CONFIG, now + 7200, 10**17)),
-         errors.InvalidParamsError),
-        (client, chain.controller.publish_task(TaskParams(client.address, CONFIG, now + 60, 10**17)),
-         errors.UnknownSourceError),
-        (client, chain.controller.publish_task(TaskParams(source, CONFIG, now + 60, 10_000 * ETHER)),
-         errors.InsufficientBalanceError),
+        (
+            client,
+            chain.controller.publish_task(TaskParams(source, CONFIG, now + 7200, 10**17)),
+            errors.InvalidParamsError,
+        ),
+        (
+            client,
+            chain.controller.publish_task(TaskParams(client.address, CONFIG, now + 60, 10**17)),
+            errors.UnknownSourceError,
+        ),
+        (
+            client,
+            chain.controller.publish_task(TaskParams(source, CONFIG, now + 60, 10_000 * ETHER)),
+            errors.InsufficientBalanceError,
+        ),
         (stranger, chain.nexus.register(source, provider.address, 1), errors.NotProviderError),
         (provider, chain.nexus.register(source, provider.address, int(Environment.AMD)), errors.InvalidParamsError),
         (stranger, chain.nexus.inactivate_source(source), errors.NotSourceOwnerError),
@@ -147,7 +168,7 @@ def test_bad_calls_raise_typed_errors_before_anything_is_sent(devnet) -> None:
 
 
 def test_a_mined_revert_is_decoded_from_its_receipt(devnet) -> None:
-    chain = devnet.network.connect()
+    chain = Chain(devnet.network)
     client, provider = chain.sender(devnet.key("client")), chain.sender(devnet.key("provider1"))
     source = publish_source(chain, client, DeliveryMethod.FIRST_RESPONSE)
     register(chain, provider, source)
@@ -167,12 +188,14 @@ def test_a_mined_revert_is_decoded_from_its_receipt(devnet) -> None:
 
 
 def test_pipelined_batch_and_event_decoding(devnet) -> None:
-    chain = devnet.network.connect()
+    chain = Chain(devnet.network)
     client = chain.sender(devnet.key("client"))
     source = publish_source(chain, client, DeliveryMethod.FIRST_RESPONSE)
     start_block = chain.block_number() + 1
     expiry = chain.timestamp() + 600
-    calls = [chain.controller.publish_task(TaskParams(source, f"{CONFIG}?i={i}", expiry, 10**16 + i)) for i in range(150)]
+    calls = [
+        chain.controller.publish_task(TaskParams(source, f"{CONFIG}?i={i}", expiry, 10**16 + i)) for i in range(150)
+    ]
     receipts = client.transact_many(calls)
     tasks = [created_address(r, "TaskPublished", "task", chain.network.nexus) for r in receipts]
     assert len(set(tasks)) == 150
@@ -187,13 +210,13 @@ def test_pipelined_batch_and_event_decoding(devnet) -> None:
     assert all(e["source"] == source and e.address == chain.network.nexus for e in events)
     params = chain.task(tasks[7]).task_params()
     assert params == (source, f"{CONFIG}?i=7", expiry, 10**16 + 7)
-    statuses = chain.read_many([(chain.task(t), "getStatus", ()) for t in tasks])
+    statuses = chain.read_many([chain.task(t).read.get_status() for t in tasks])
     assert statuses == [TaskStatus.NEW] * 150
     assert chain.vault.frozen_payment(client.address) == sum(10**16 + i for i in range(150))
 
 
 def test_views_decode_to_python_types(devnet) -> None:
-    chain = devnet.network.connect()
+    chain = Chain(devnet.network)
     client = chain.sender(devnet.key("client"))
     source = publish_source(chain, client, DeliveryMethod.MANUAL_CONFIRMATION)
     p = chain.source(source).get_source_params()
@@ -207,7 +230,7 @@ def test_views_decode_to_python_types(devnet) -> None:
 
 
 def test_a_nonce_taken_by_another_sender_is_detected_and_recovered(devnet) -> None:
-    chain = devnet.network.connect()
+    chain = Chain(devnet.network)
     a = chain.sender(devnet.key("client"))
     b = chain.sender(devnet.key("client"))  # same key, another process in real life
     a.transact(chain.vault.deposit(a.address, value=1))  # a caches its nonce
@@ -223,7 +246,7 @@ def test_a_pending_transaction_replaced_by_another_fails_fast(devnet) -> None:
     from ogpu_prefect.chain.rpc import Rpc
 
     rpc = Rpc(devnet.rpc_url)
-    chain = devnet.network.connect()
+    chain = Chain(devnet.network)
     a = chain.sender(devnet.key("client"), receipt_timeout=60)
     b = chain.sender(devnet.key("client"))
     rpc.call("evm_setAutomine", [False])
@@ -231,9 +254,17 @@ def test_a_pending_transaction_replaced_by_another_fails_fast(devnet) -> None:
         [pending] = a.send([chain.vault.deposit(a.address, value=1)], 100_000)
         # b replaces it in the pool: same nonce, fees twice as high
         fees = b._fees(100_000)
-        tx = {"chainId": chain.network.chain_id, "nonce": pending.nonce, "to": chain.network.vault,
-              "data": chain.vault.deposit(a.address, value=2).data, "value": 2, "gas": 100_000, "type": 2,
-              "maxFeePerGas": 2 * fees["maxFeePerGas"], "maxPriorityFeePerGas": 2 * fees["maxPriorityFeePerGas"]}
+        tx = {
+            "chainId": chain.network.chain_id,
+            "nonce": pending.nonce,
+            "to": chain.network.vault,
+            "data": chain.vault.deposit(a.address, value=2).data,
+            "value": 2,
+            "gas": 100_000,
+            "type": 2,
+            "maxFeePerGas": 2 * fees["maxFeePerGas"],
+            "maxPriorityFeePerGas": 2 * fees["maxPriorityFeePerGas"],
+        }
         raw, _ = b.signer.sign(tx)
         rpc.call("eth_sendRawTransaction", ["0x" + raw.hex()])
         rpc.call("evm_mine")
@@ -249,7 +280,7 @@ def test_a_receipt_timeout_says_what_the_node_knows(devnet) -> None:
     message, not just a count."""
     from ogpu_prefect.chain.rpc import Rpc
 
-    chain = devnet.network.connect()
+    chain = Chain(devnet.network)
     a = chain.sender(devnet.key("client"), receipt_timeout=2)
     a.resync_nonce()
     a._nonce = int(chain.rpc.call("eth_getTransactionCount", [a.address, "pending"]), 16) + 1  # a gap
@@ -274,7 +305,7 @@ def test_a_transaction_missing_at_the_head_of_anvils_queue_is_sent_again(devnet)
     from ogpu_prefect.chain.rpc import Rpc
 
     rpc = Rpc(devnet.rpc_url)
-    chain = devnet.network.connect()
+    chain = Chain(devnet.network)
     a = chain.sender(devnet.key("client"), receipt_timeout=4)
     pending = a.sign([chain.vault.deposit(a.address, value=1), chain.vault.deposit(a.address, value=2)], 100_000)
     a.broadcast(pending[1:])  # the head is not in the pool; the next one queues behind it
@@ -293,7 +324,7 @@ def test_a_transaction_queued_at_the_next_nonce_is_freed(devnet) -> None:
     from ogpu_prefect.chain.rpc import Rpc
 
     rpc = Rpc(devnet.rpc_url)
-    chain = devnet.network.connect()
+    chain = Chain(devnet.network)
     a = chain.sender(devnet.key("client"), receipt_timeout=20)
     nonce = int(rpc.call("eth_getTransactionCount", [a.address, "latest"]), 16)
     a._nonce = nonce + 1  # as if `nonce` were used by a transaction being mined
@@ -309,7 +340,7 @@ def test_a_transaction_queued_at_the_next_nonce_is_freed(devnet) -> None:
 def test_two_networks_in_one_process(devnet) -> None:
     other = devnet_mod.start()
     try:
-        one, two = devnet.network.connect(), other.network.connect()
+        one, two = Chain(devnet.network), Chain(other.network)
         assert one.network.rpc_url != two.network.rpc_url
         c1, c2 = one.sender(devnet.key("client")), two.sender(other.key("client"))
         s1 = publish_source(one, c1, DeliveryMethod.FIRST_RESPONSE)
@@ -339,10 +370,10 @@ def test_signer_never_shows_its_key() -> None:
 def test_a_view_of_an_address_without_code_raises_no_contract(devnet) -> None:
     """A task of a reverted chain (or a wrong address) answers views with no data: a typed
     NoContractError naming the address, from one call and from a batch, not a decoder error."""
-    chain = devnet.network.connect()
+    chain = Chain(devnet.network)
     nowhere = "0x" + "5a" * 20
     with pytest.raises(errors.NoContractError, match="no contract at") as one:
         chain.task(nowhere).get_status()
     assert isinstance(one.value, errors.NotFoundError) and "Task.getStatus" in str(one.value)
     with pytest.raises(errors.NoContractError):
-        chain.read_many([(chain.nexus, "getSourceCount", ()), (chain.task(nowhere), "getPayment", ())])
+        chain.read_many([chain.nexus.read.get_source_count(), chain.task(nowhere).read.get_payment()])

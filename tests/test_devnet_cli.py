@@ -8,13 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ogpu_prefect.chain.connection import Chain
 from ogpu_prefect.chain.network import Network
 
 
 def cli(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "OGPU_PREFECT_HOME": str(home)}
-    return subprocess.run([sys.executable, "-m", "ogpu_prefect.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=120)
+    env = {**os.environ, "PREFECT_INTEGRATIONS_OGPU_HOME": str(home)}
+    return subprocess.run(
+        [sys.executable, "-m", "ogpu_prefect.cli", *args], env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_devnet_up_is_idempotent_and_down_stops_it(tmp_path: Path) -> None:
@@ -26,7 +28,7 @@ def test_devnet_up_is_idempotent_and_down_stops_it(tmp_path: Path) -> None:
         assert set(profile["contracts"]) >= {"Nexus", "Controller", "Terminal", "Vault"}
         assert {"client", "provider1", "master"} <= set(profile["accounts"])
         assert all(a["private_key"].startswith("0x") for a in profile["accounts"].values())
-        chain = Network.from_profile(profile).connect()
+        chain = Chain(Network.from_profile(profile))
         assert chain.vault.balance_of(profile["accounts"]["client"]["address"]) > 0
         assert (tmp_path / "devnet.json").stat().st_mode & 0o077 == 0, "profile holds keys: owner-only"
 

@@ -8,15 +8,17 @@ import time
 
 import pytest
 
-from ogpu_prefect.chain.events import created_address
+from ogpu_prefect.chain.connection import Chain
+from ogpu_prefect.chain.logs import created_address
 from ogpu_prefect.chain.types import DeliveryMethod, TaskParams
+from ogpu_prefect.delivery import DecisionKind
 
 from .faultproxy import FaultProxy, Faults
 from .helpers import CONFIG, publish_source
 
 
 def test_batches_through_a_faulty_rpc_publish_each_task_once(devnet) -> None:
-    direct = devnet.network.connect()
+    direct = Chain(devnet.network)
     client_direct = direct.sender(devnet.key("client"))
     source = publish_source(direct, client_direct, DeliveryMethod.FIRST_RESPONSE)
     balance0 = direct.vault.balance_of(client_direct.address)
@@ -24,14 +26,16 @@ def test_batches_through_a_faulty_rpc_publish_each_task_once(devnet) -> None:
 
     faults = Faults(drop_request=0.15, drop_reply=0.15, delay=0.2)
     with FaultProxy(devnet.rpc_url, faults) as proxy:
-        flaky = devnet.network.with_rpc(proxy.url).connect(retries=30, backoff=0.005, timeout=5)
+        flaky = Chain(devnet.network.with_rpc(proxy.url), retries=30, backoff=0.005, timeout=5)
         client = flaky.sender(devnet.key("client"))
         expiry = direct.timestamp() + 900
         tasks = []
         n, batch = 90, 30
         for start in range(0, n, batch):
-            calls = [flaky.controller.publish_task(TaskParams(source, f"{CONFIG}?i={i}", expiry, 10**16))
-                     for i in range(start, start + batch)]
+            calls = [
+                flaky.controller.publish_task(TaskParams(source, f"{CONFIG}?i={i}", expiry, 10**16))
+                for i in range(start, start + batch)
+            ]
             receipts = client.transact_many(calls)
             tasks += [created_address(r, "TaskPublished", "task", flaky.network.nexus) for r in receipts]
 
@@ -53,12 +57,12 @@ def test_a_client_batch_through_a_faulty_rpc_finishes_with_nothing_doubled(devne
     stand-in provider on a direct connection: every task finalized once, escrow all settled."""
     from ogpu_prefect.client import OGPUClient
     from ogpu_prefect.models import TaskInput
+    from ogpu_prefect.plugins.first_response import FirstResponse
     from ogpu_prefect.storage import LocalStore
-    from plugins.first_response import FirstResponse
 
     from .provider_sim import SimProvider
 
-    direct = devnet.network.connect()
+    direct = Chain(devnet.network)
     with LocalStore(tmp_path) as store:
         source = publish_source(direct, direct.sender(devnet.key("client")), DeliveryMethod.FIRST_RESPONSE)
         provider = direct.sender(devnet.key("provider1"))
@@ -69,18 +73,26 @@ def test_a_client_batch_through_a_faulty_rpc_finishes_with_nothing_doubled(devne
         faults = Faults(drop_request=0.15, drop_reply=0.15, delay=0.2, seed=11)
         try:
             with FaultProxy(devnet.rpc_url, faults) as proxy:
-                client = OGPUClient(devnet.network.with_rpc(proxy.url).connect(backoff=0.005), devnet.key("client"),
-                                    store)
+                client = OGPUClient(
+                    Chain(devnet.network.with_rpc(proxy.url), backoff=0.005), devnet.key("client"), store
+                )
                 start = direct.block_number() + 1
                 marks = [{"ogpu_prefect": {"batch": "faulty", "index": i}} for i in range(40)]
-                published = client.publish_tasks(source, [TaskInput(function_name="echo", data={"i": i})
-                                                          for i in range(40)], 10**16, direct.now() + 120, marks=marks)
+                published = client.publish_tasks(
+                    source,
+                    [TaskInput(function_name="echo", data={"i": i}) for i in range(40)],
+                    10**16,
+                    direct.now() + 120,
+                    marks=marks,
+                )
                 tracked = client.wait_for(published, FirstResponse(), deadline=time.time() + 90, from_block=start)
         finally:
             sim.stop()
     assert faults.counts["dropped_reply"] >= 2 and faults.counts["dropped_request"] >= 2, faults.counts
-    assert all(t.outcome is not None and t.outcome.kind == "accept" for t in tracked.values())
-    assert [t.outcome.response.payload["result"]["i"] for t in (tracked[p.address] for p in published)] == list(range(40))
+    assert all(t.outcome is not None and t.outcome.kind is DecisionKind.ACCEPT for t in tracked.values())
+    assert [t.outcome.response.payload["result"]["i"] for t in (tracked[p.address] for p in published)] == list(
+        range(40)
+    )
     assert direct.source(source).get_task_count() == 40, "no task published twice"
     assert direct.vault.frozen_payment(devnet.address("client")) == 0, "no escrow stranded"
     assert direct.vault.balance_of(devnet.address("client")) == balance0 - 40 * 10**16
@@ -93,7 +105,7 @@ def test_a_crash_after_broadcast_then_retry_publishes_nothing_twice(devnet, tmp_
     from ogpu_prefect.models import TaskInput
     from ogpu_prefect.storage import FsspecStore
 
-    chain = devnet.network.connect()
+    chain = Chain(devnet.network)
     source = publish_source(chain, chain.sender(devnet.key("client")), DeliveryMethod.FIRST_RESPONSE)
     store = FsspecStore(f"file://{tmp_path}")
     inputs = [TaskInput(function_name="echo", data={"i": i}) for i in range(25)]
@@ -102,7 +114,7 @@ def test_a_crash_after_broadcast_then_retry_publishes_nothing_twice(devnet, tmp_
     expiry = chain.now() + 600
     balance0 = chain.vault.balance_of(devnet.address("client"))
 
-    first = OGPUClient(devnet.network.connect(), devnet.key("client"), store)
+    first = OGPUClient(Chain(devnet.network), devnet.key("client"), store)
 
     def crash(*args, **kwargs):
         raise ConnectionError("process killed after broadcasting")
@@ -111,7 +123,7 @@ def test_a_crash_after_broadcast_then_retry_publishes_nothing_twice(devnet, tmp_
     with pytest.raises(ConnectionError):
         first.publish_tasks(source, inputs, 10**16, expiry, marks=marks)
 
-    retry = OGPUClient(devnet.network.connect(), devnet.key("client"), store)
+    retry = OGPUClient(Chain(devnet.network), devnet.key("client"), store)
     published = retry.publish_tasks(source, inputs, 10**16, expiry, marks=marks, reconcile_from_block=start)
     assert len({p.address for p in published}) == 25
     assert chain.source(source).get_task_count() == 25, "the retry published nothing twice"

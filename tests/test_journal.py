@@ -18,16 +18,25 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 async def _journal(client: Any, name: str) -> FlowRunJournal:
     from prefect.client.schemas.actions import WorkPoolCreate
 
-    await client.create_work_pool(WorkPoolCreate(
-        name=name, type="ogpu-provider", base_job_template=OGPUProviderWorker.get_default_base_job_template()),
-        overwrite=True)
+    await client.create_work_pool(
+        WorkPoolCreate(
+            name=name, type="ogpu-provider", base_job_template=OGPUProviderWorker.get_default_base_job_template()
+        ),
+        overwrite=True,
+    )
     await client.create_work_queue(name="q", work_pool_name=name)
     flow_id = await client.create_flow_from_name(f"{name}-flow")
-    deployment_id = await client.create_deployment(flow_id=flow_id, name=name, work_pool_name=name,
-                                                   work_queue_name="q")
-    return FlowRunJournal(client, deployment_id, flow_id, name, "q", ["ogpu-provider"],
-                          lambda run: logging.LoggerAdapter(logging.getLogger("test-journal"), {}),
-                          logging.getLogger("test-journal"))
+    deployment_id = await client.create_deployment(flow_id=flow_id, name=name, work_pool_name=name, work_queue_name="q")
+    return FlowRunJournal(
+        client,
+        deployment_id,
+        flow_id,
+        name,
+        "q",
+        ["ogpu-provider"],
+        lambda run: logging.LoggerAdapter(logging.getLogger("test-journal"), {}),
+        logging.getLogger("test-journal"),
+    )
 
 
 def test_a_creation_that_landed_but_failed_on_our_side_is_still_closed() -> None:
@@ -81,8 +90,9 @@ def test_runs_are_created_in_the_state_the_task_has_by_then() -> None:
             first = (await client.read_flow_run(running_id)).state.type.value
             journal.end(running, "FAILED", "the service failed")
             await journal.flush()
-            [done_run] = await client.read_flow_runs(flow_run_filter=FlowRunFilter(
-                name=FlowRunFilterName(any_=[_run_name(done)])))
+            [done_run] = await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[_run_name(done)]))
+            )
             return [first, (await client.read_flow_run(running_id)).state.type.value, done_run.state.type.value]
 
     assert anyio.run(main) == ["RUNNING", "FAILED", "COMPLETED"]
@@ -137,8 +147,9 @@ def test_a_task_address_that_comes_back_gets_a_flow_run_of_its_own() -> None:
                 await journal.flush()
             from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
 
-            runs = await client.read_flow_runs(flow_run_filter=FlowRunFilter(
-                deployment_id=FlowRunFilterDeploymentId(any_=[journal.deployment_id])))
+            runs = await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[journal.deployment_id]))
+            )
             by_key = {r.idempotency_key: r.state.type.value for r in runs}
             return by_key["key-first-publication"], by_key["key-second-publication"], journal.pending()
 

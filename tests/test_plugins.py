@@ -13,8 +13,9 @@ import pluggy
 import pytest
 
 from ogpu_prefect import hookspecs, plugins
+from ogpu_prefect.chain.connection import Chain
 from ogpu_prefect.chain.types import DeliveryMethod, TaskStatus
-from ogpu_prefect.delivery import Decision, ResponseView, TaskView
+from ogpu_prefect.delivery import DecisionKind, ResponseView, TaskView
 
 
 def hook_names() -> list[str]:
@@ -72,17 +73,22 @@ def test_a_third_party_plugin_is_installed_and_selected_by_name(site: Path) -> N
     views = [ResponseView(f"0x{i}", f"0xp{i}", 1, "u", float(i), lambda url, i=i: {"v": min(i, 1)}) for i in range(3)]
     task = TaskView("0xt", TaskStatus.RESPONDED, 1, 0, views, 3)
     decision = strategy.decide(task)
-    assert decision.kind == Decision.CONFIRM and decision.response.payload == {"v": 1}
+    assert decision.kind is DecisionKind.CONFIRM and decision.response.payload == {"v": 1}
 
 
 def test_a_plugin_implementing_an_unknown_hook_is_refused(site: Path) -> None:
-    install_fake_distribution(site, "ogpu_test_plugin_bad", '''
+    install_fake_distribution(
+        site,
+        "ogpu_test_plugin_bad",
+        """
         from ogpu_prefect.hookspecs import hookimpl
 
         @hookimpl
         def ogpu_prefect_delivery_method_typo():
             return {}
-    ''', "[ogpu_prefect]\nbad = ogpu_test_plugin_bad\n")
+    """,
+        "[ogpu_prefect]\nbad = ogpu_test_plugin_bad\n",
+    )
     with pytest.raises(pluggy.PluginValidationError):
         plugins.plugin_manager(reload=True)
 
@@ -105,15 +111,23 @@ def test_a_third_party_hardware_backend_runs_a_task(site: Path, devnet, tmp_path
     backend = plugins.get_hardware_backend("nice_local", niceness=7)
     echo = Path(__file__).resolve().parents[1] / "flows" / "sources" / "echo" / "docker-compose.cpu.yml"
     with LocalStore(tmp_path) as store:
-        chain = devnet.network.connect()
+        chain = Chain(devnet.network)
         client = OGPUClient(chain, devnet.key("client"), store)
-        source = client.publish_source(SourceSpec(name="echo", cpu=f"file://{echo}", min_payment=10**15,
-                                                  min_available_lockup=10**18, delivery_method="FIRST_RESPONSE"))
-        provider = Provider(devnet.network.connect(), devnet.key("provider2"), store, backend, Environment.CPU)
+        source = client.publish_source(
+            SourceSpec(
+                name="echo",
+                cpu=f"file://{echo}",
+                min_payment=10**15,
+                min_available_lockup=10**18,
+                delivery_method="FIRST_RESPONSE",
+            )
+        )
+        provider = Provider(Chain(devnet.network), devnet.key("provider2"), store, backend, Environment.CPU)
         try:
             provider.ensure_standing([source])
-            task = client.publish_tasks(source, [TaskInput(function_name="echo", data={"text": "x"})], 10**16,
-                                        chain.now() + 120)[0].address
+            task = client.publish_tasks(
+                source, [TaskInput(function_name="echo", data={"text": "x"})], 10**16, chain.now() + 120
+            )[0].address
             assert provider.attempt([task]) == [task]
             done = provider.execute(task)
             assert os.getpriority(os.PRIO_PROCESS, provider.service_for(source).pid) == 7  # type: ignore[attr-defined]

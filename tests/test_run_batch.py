@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from ogpu_prefect.blocks import OGPUNetwork, OGPUStorage, OGPUWallet
+from ogpu_prefect.chain.connection import Chain
 from ogpu_prefect.chain.errors import (
     BalanceTooLowError,
     BudgetExceededError,
@@ -42,20 +43,36 @@ def make_source(env, method: DeliveryMethod, **spec) -> str:
 
     devnet, network, wallet, storage, _ = env
     client = make_client(network, wallet, storage)
-    return client.publish_source(SourceSpec(name="echo", cpu="http://127.0.0.1:9/compose.yml", min_payment=10**15,
-                                            min_available_lockup=ETHER, max_expiry_duration=3600,
-                                            delivery_method=method, **spec))
+    return client.publish_source(
+        SourceSpec(
+            name="echo",
+            cpu="http://127.0.0.1:9/compose.yml",
+            min_payment=10**15,
+            min_available_lockup=ETHER,
+            max_expiry_duration=3600,
+            delivery_method=method,
+            **spec,
+        )
+    )
 
 
 def start_providers(env, source: str, roles=("provider1",), **options) -> list[SimProvider]:
-    devnet, network, *_ , store = env
-    chain = devnet.network.connect()
+    devnet, network, *_, store = env
+    chain = Chain(devnet.network)
     sims = []
     for role in roles:
         sender = chain.sender(devnet.key(role))
         sender.transact(chain.nexus.register(source, sender.address, 1))
-        sims.append(SimProvider(devnet.network, devnet.key(role), [source], store,
-                                from_block=chain.block_number(), **options.get(role, {})))
+        sims.append(
+            SimProvider(
+                devnet.network,
+                devnet.key(role),
+                [source],
+                store,
+                from_block=chain.block_number(),
+                **options.get(role, {}),
+            )
+        )
     for s in sims:
         s.start()
     return sims
@@ -71,24 +88,41 @@ def artifacts_of(flow_run_id) -> dict[str, object]:
 
 
 def run(env, source, inputs, **kwargs):
-    from flows.run_batch import run_batch
+    from ogpu_prefect.flows.run_batch import run_batch
 
     _, network, wallet, storage, _ = env
-    state = run_batch(source, inputs, kwargs.pop("payment", 10**16), network, wallet, storage,
-                      function_name="echo", return_state=True, **kwargs)
+    state = run_batch(
+        source,
+        inputs,
+        kwargs.pop("payment", 10**16),
+        network,
+        wallet,
+        storage,
+        function_name="echo",
+        return_state=True,
+        **kwargs,
+    )
     return state
 
 
-@pytest.mark.parametrize("delivery,method,options,roles", [
-    ("first_response", DeliveryMethod.FIRST_RESPONSE, None, ("provider1", "provider2")),
-    ("manual", DeliveryMethod.MANUAL_CONFIRMATION, {"policy": "first"}, ("provider1",)),
-    ("manual", DeliveryMethod.MANUAL_CONFIRMATION, {"policy": "lowest_price", "window": 2}, ("provider1", "provider2")),
-    ("consensus", DeliveryMethod.MANUAL_CONFIRMATION, {"k": 2}, ("provider1", "provider2")),
-    ("auction", DeliveryMethod.MANUAL_CONFIRMATION, {"window": 1.5}, ("provider1", "provider2")),
-])
+@pytest.mark.parametrize(
+    "delivery,method,options,roles",
+    [
+        ("first_response", DeliveryMethod.FIRST_RESPONSE, None, ("provider1", "provider2")),
+        ("manual", DeliveryMethod.MANUAL_CONFIRMATION, {"policy": "first"}, ("provider1",)),
+        (
+            "manual",
+            DeliveryMethod.MANUAL_CONFIRMATION,
+            {"policy": "lowest_price", "window": 2},
+            ("provider1", "provider2"),
+        ),
+        ("consensus", DeliveryMethod.MANUAL_CONFIRMATION, {"k": 2}, ("provider1", "provider2")),
+        ("auction", DeliveryMethod.MANUAL_CONFIRMATION, {"window": 1.5}, ("provider1", "provider2")),
+    ],
+)
 def test_a_50_task_batch_completes(env, delivery, method, options, roles, events_sink) -> None:
     devnet = env[0]
-    chain = devnet.network.connect()
+    chain = Chain(devnet.network)
     source = make_source(env, method)
     prices = {"provider1": {"price": lambda pay: pay}, "provider2": {"price": lambda pay: pay // 2}}
     sims = start_providers(env, source, roles, **prices)
@@ -103,7 +137,9 @@ def test_a_50_task_batch_completes(env, delivery, method, options, roles, events
             s.stop()
     assert [r.index for r in results] == list(range(50))
     assert all(r.status == "finalized" for r in results), (
-        [r for r in results if r.status != "finalized"][:3], [s.errors[:3] for s in sims])
+        [r for r in results if r.status != "finalized"][:3],
+        [s.errors[:3] for s in sims],
+    )
     assert [r.result["result"] for r in results] == inputs, "results come back in input order"
     if delivery in ("auction",) or options == {"policy": "lowest_price", "window": 2}:
         assert all(r.provider == devnet.address("provider2") for r in results), "the cheapest bid wins"
@@ -121,11 +157,16 @@ def test_a_50_task_batch_completes(env, delivery, method, options, roles, events
 
 def test_expired_tasks_are_reclaimed_and_republished_once(env, events_sink) -> None:
     devnet = env[0]
-    chain = devnet.network.connect()
+    chain = Chain(devnet.network)
     source = make_source(env, DeliveryMethod.FIRST_RESPONSE)
     # The provider skips the first round entirely; it serves the re-published tasks.
     published_round: dict[str, int] = {}
-    sims = start_providers(env, source, ("provider1",), provider1={"take": lambda t: published_round.setdefault(t, len(published_round)) >= 5})
+    sims = start_providers(
+        env,
+        source,
+        ("provider1",),
+        provider1={"take": lambda t: published_round.setdefault(t, len(published_round)) >= 5},
+    )
     balance0 = chain.vault.balance_of(devnet.address("client"))
     try:
         state = run(env, source, [{"i": i} for i in range(5)], task_timeout=15, max_republish=1)
@@ -144,7 +185,7 @@ def test_expired_tasks_are_reclaimed_and_republished_once(env, events_sink) -> N
 
 def test_bad_input_gets_typed_errors_and_moves_no_wei(env) -> None:
     devnet = env[0]
-    chain = devnet.network.connect()
+    chain = Chain(devnet.network)
     source = make_source(env, DeliveryMethod.FIRST_RESPONSE)
     client_addr = devnet.address("client")
     balance0 = chain.vault.balance_of(client_addr)
@@ -186,7 +227,7 @@ def test_bad_input_gets_typed_errors_and_moves_no_wei(env) -> None:
 def test_scheduled_batch_processes_an_inbox_once(env, tmp_path) -> None:
     import json
 
-    from flows.scheduled_batch import scheduled_batch
+    from ogpu_prefect.flows.scheduled_batch import scheduled_batch
 
     devnet, network, wallet, storage, _ = env
     source = make_source(env, DeliveryMethod.FIRST_RESPONSE)
@@ -196,8 +237,9 @@ def test_scheduled_batch_processes_an_inbox_once(env, tmp_path) -> None:
     (inbox / "monday.json").write_text(json.dumps([{"text": "a"}, {"text": "b"}]))
     (inbox / "tuesday.json").write_text(json.dumps({"text": "c"}))
     try:
-        written = scheduled_batch(f"file://{inbox}", source, 10**16, network, wallet, storage, function_name="echo",
-                                  task_timeout=120)
+        written = scheduled_batch(
+            f"file://{inbox}", source, 10**16, network, wallet, storage, function_name="echo", task_timeout=120
+        )
         again = scheduled_batch(f"file://{inbox}", source, 10**16, network, wallet, storage, function_name="echo")
     finally:
         for s in sims:
@@ -211,11 +253,20 @@ def test_scheduled_batch_processes_an_inbox_once(env, tmp_path) -> None:
 
 
 def test_scheduled_batch_deploys_on_a_cron() -> None:
-    from flows.scheduled_batch import scheduled_batch
+    from ogpu_prefect.flows.scheduled_batch import scheduled_batch
 
-    deployment = scheduled_batch.to_deployment(name="nightly", cron="0 2 * * *", parameters={
-        "inbox": "file:///tmp/inbox", "source": "0x" + "11" * 20, "payment": 10**16,
-        "network": "devnet", "wallet": "client", "storage": "payloads"})
+    deployment = scheduled_batch.to_deployment(
+        name="nightly",
+        cron="0 2 * * *",
+        parameters={
+            "inbox": "file:///tmp/inbox",
+            "source": "0x" + "11" * 20,
+            "payment": 10**16,
+            "network": "devnet",
+            "wallet": "client",
+            "storage": "payloads",
+        },
+    )
     assert deployment.schedules[0].schedule.cron == "0 2 * * *"
     assert deployment.parameters["wallet"] == "client", "blocks travel by name, never a key"
 
@@ -240,8 +291,13 @@ def test_no_private_key_in_logs_artifacts_parameters_or_results(env, caplog) -> 
 
         logs = c.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
         run_info = c.read_flow_run(flow_run_id)
-    texts = [str(results), str(run_info.parameters), caplog.text, *[lg.message for lg in logs],
-             *[str(a.data) for a in artifacts_of(flow_run_id).values()]]
+    texts = [
+        str(results),
+        str(run_info.parameters),
+        caplog.text,
+        *[lg.message for lg in logs],
+        *[str(a.data) for a in artifacts_of(flow_run_id).values()],
+    ]
     for text in texts:
         assert key[2:].lower() not in text.lower()
     assert "**********" in str(run_info.parameters["wallet"]), "the wallet's key is stored masked"

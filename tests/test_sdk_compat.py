@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from ogpu_prefect.chain.connection import Chain
 from ogpu_prefect.chain.types import TaskStatus
 
 from .helpers import register
@@ -19,10 +20,16 @@ def sdk(devnet, monkeypatch):
 
     with IpfsStub() as ipfs:
         monkeypatch.setattr("ogpu.ipfs.publish._IPFS_PUBLISH_URL", f"{ipfs.url}/file/create")
-        monkeypatch.setitem(ChainConfig.CHAIN_CONTRACTS, ChainId.OGPU_MAINNET, {
-            "NEXUS": devnet.contracts["Nexus"], "CONTROLLER": devnet.contracts["Controller"],
-            "TERMINAL": devnet.contracts["Terminal"], "VAULT": devnet.contracts["Vault"],
-        })
+        monkeypatch.setitem(
+            ChainConfig.CHAIN_CONTRACTS,
+            ChainId.OGPU_MAINNET,
+            {
+                "NEXUS": devnet.contracts["Nexus"],
+                "CONTROLLER": devnet.contracts["Controller"],
+                "TERMINAL": devnet.contracts["Terminal"],
+                "VAULT": devnet.contracts["Vault"],
+            },
+        )
         ChainConfig.set_chain(ChainId.OGPU_MAINNET)
         ChainConfig.set_rpc(devnet.rpc_url)
         ogpu.clear_all_nonce_caches()
@@ -34,27 +41,49 @@ def sdk(devnet, monkeypatch):
 
 
 def test_sdk_publishes_and_reads_sources_and_tasks(devnet, sdk) -> None:
-    from ogpu.client import DeliveryMethod, ImageEnvironments, SourceInfo, TaskInfo, TaskInput, publish_source, publish_task
-    from ogpu.client import cancel_task
+    from ogpu.client import (
+        DeliveryMethod,
+        ImageEnvironments,
+        SourceInfo,
+        TaskInfo,
+        TaskInput,
+        cancel_task,
+        publish_source,
+        publish_task,
+    )
 
     client_key = devnet.key("client")
-    info = SourceInfo(name="echo", description="sdk compat", logoUrl="", imageEnvs=ImageEnvironments(
-        cpu="http://127.0.0.1:9/compose.yml"), minPayment=10**16, minAvailableLockup=10**18, maxExpiryDuration=3600,
-        deliveryMethod=DeliveryMethod.FIRST_RESPONSE)
+    info = SourceInfo(
+        name="echo",
+        description="sdk compat",
+        logoUrl="",
+        imageEnvs=ImageEnvironments(cpu="http://127.0.0.1:9/compose.yml"),
+        minPayment=10**16,
+        minAvailableLockup=10**18,
+        maxExpiryDuration=3600,
+        deliveryMethod=DeliveryMethod.FIRST_RESPONSE,
+    )
     source = publish_source(info, private_key=client_key)
     assert source.get_client() == devnet.address("client")
     assert int(source.get_status()) == 0
     metadata = source.get_metadata()
     assert metadata["name"] == "echo"
 
-    chain = devnet.network.connect()
+    chain = Chain(devnet.network)
     provider = chain.sender(devnet.key("provider1"))
     register(chain, provider, source.address)
     assert [getattr(r, "address", r) for r in source.get_registrants()] == [provider.address]
 
     now = chain.timestamp()
-    task = publish_task(TaskInfo(source=source.address, config=TaskInput(function_name="echo", data={"x": 1}),
-                                 expiryTime=now + 600, payment=10**17), private_key=client_key)
+    task = publish_task(
+        TaskInfo(
+            source=source.address,
+            config=TaskInput(function_name="echo", data={"x": 1}),
+            expiryTime=now + 600,
+            payment=10**17,
+        ),
+        private_key=client_key,
+    )
     assert task.get_source().address == source.address
     assert task.get_payment() == 10**17
     assert [t.address for t in source.get_tasks()] == [task.address]
@@ -66,20 +95,46 @@ def test_sdk_publishes_and_reads_sources_and_tasks(devnet, sdk) -> None:
 
 
 def test_sdk_typed_errors_fire_on_our_revert_strings(devnet, sdk) -> None:
-    from ogpu.client import DeliveryMethod, ImageEnvironments, SourceInfo, TaskInfo, TaskInput, publish_source, publish_task
+    from ogpu.client import (
+        DeliveryMethod,
+        ImageEnvironments,
+        SourceInfo,
+        TaskInfo,
+        TaskInput,
+        publish_source,
+        publish_task,
+    )
     from ogpu.types.errors import InsufficientBalanceError, NotTaskOwnerError
 
-    info = SourceInfo(name="echo", description="", logoUrl="", imageEnvs=ImageEnvironments(cpu="http://x/c.yml"),
-                      minPayment=10**16, minAvailableLockup=10**18, maxExpiryDuration=3600,
-                      deliveryMethod=DeliveryMethod.FIRST_RESPONSE)
+    info = SourceInfo(
+        name="echo",
+        description="",
+        logoUrl="",
+        imageEnvs=ImageEnvironments(cpu="http://x/c.yml"),
+        minPayment=10**16,
+        minAvailableLockup=10**18,
+        maxExpiryDuration=3600,
+        deliveryMethod=DeliveryMethod.FIRST_RESPONSE,
+    )
     source = publish_source(info, private_key=devnet.key("client"))
-    now = devnet.network.connect().timestamp()
+    now = Chain(devnet.network).timestamp()
     with pytest.raises(InsufficientBalanceError):  # the agent account has no vault balance
-        publish_task(TaskInfo(source=source.address, config=TaskInput(function_name="f", data={}),
-                              expiryTime=now + 600, payment=10**17), private_key=devnet.key("agent"))
+        publish_task(
+            TaskInfo(
+                source=source.address,
+                config=TaskInput(function_name="f", data={}),
+                expiryTime=now + 600,
+                payment=10**17,
+            ),
+            private_key=devnet.key("agent"),
+        )
     from ogpu.client import cancel_task
 
-    task = publish_task(TaskInfo(source=source.address, config=TaskInput(function_name="f", data={}),
-                                 expiryTime=now + 600, payment=10**17), private_key=devnet.key("client"))
+    task = publish_task(
+        TaskInfo(
+            source=source.address, config=TaskInput(function_name="f", data={}), expiryTime=now + 600, payment=10**17
+        ),
+        private_key=devnet.key("client"),
+    )
     with pytest.raises(NotTaskOwnerError):
         cancel_task(task.address, private_key=devnet.key("client2"))

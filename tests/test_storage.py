@@ -69,6 +69,5 @@ def test_ipfs_store_retries_5xx_and_fails_fast_on_4xx() -> None:
         assert stub.uploads == 1
         with pytest.raises(StorageError, match="refused"):
             IpfsStore(f"{stub.url}/wrong/path", backoff=0.01).put_json({"a": 2})
-    with IpfsStub(fail_next=5) as stub:
-        with pytest.raises(StorageError, match="after 2 attempts"):
-            IpfsStore(f"{stub.url}/file/create", retries=2, backoff=0.01).put_json({"a": 3})
+    with IpfsStub(fail_next=5) as stub, pytest.raises(StorageError, match="after 2 attempts"):
+        IpfsStore(f"{stub.url}/file/create", retries=2, backoff=0.01).put_json({"a": 3})

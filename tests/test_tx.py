@@ -8,7 +8,7 @@ from eth_account import Account
 from eth_utils import to_checksum_address
 
 from ogpu_prefect.chain.devnet import DEV_KEYS
-from ogpu_prefect.chain.tx import Signer
+from ogpu_prefect.chain.signing import Signer
 
 
 def test_signatures_match_eth_account_byte_for_byte() -> None:
@@ -17,10 +17,14 @@ def test_signatures_match_eth_account_byte_for_byte() -> None:
         signer = Signer(key)
         for _ in range(25):
             tx = {
-                "chainId": rng.choice([31337, 1071, 200820172034]), "nonce": rng.randrange(0, 10**6),
-                "maxPriorityFeePerGas": rng.randrange(0, 10**10), "maxFeePerGas": rng.randrange(10**9, 10**12),
-                "gas": rng.randrange(21000, 10**7), "value": rng.choice([0, 1, 10**18 + 7]),
-                "data": rng.randbytes(rng.randrange(0, 300)), "type": 2,
+                "chainId": rng.choice([31337, 1071, 200820172034]),
+                "nonce": rng.randrange(0, 10**6),
+                "maxPriorityFeePerGas": rng.randrange(0, 10**10),
+                "maxFeePerGas": rng.randrange(10**9, 10**12),
+                "gas": rng.randrange(21000, 10**7),
+                "value": rng.choice([0, 1, 10**18 + 7]),
+                "data": rng.randbytes(rng.randrange(0, 300)),
+                "type": 2,
                 "to": rng.choice([None, "0x" + rng.randbytes(20).hex()]),
             }
             ours_raw, ours_hash = signer.sign(tx)

@@ -41,9 +41,18 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = found[0]
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1600,1000", f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1600,1000",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
+    ):
         opts.add_argument(flag)
     driver = webdriver.Chrome(service=Service(found[1]), options=opts)
     try:
@@ -70,11 +79,18 @@ def demo_run() -> Iterator[tuple[demo_mod.Demo, list[Any]]]:
             d.save_blocks()
             source = d.publish_source()
             d.start_workers(source)
-            from flows.run_batch import run_batch
+            from ogpu_prefect.flows.run_batch import run_batch
 
-            results = run_batch(source, [{"text": t} for t in ("A lovely day.", "A dreadful, broken mess.",
-                                                               "The bus leaves at six.")],
-                                demo_mod.PAYMENT, "devnet", "client", "devnet", function_name="analyze", task_timeout=120)
+            results = run_batch(
+                source,
+                [{"text": t} for t in ("A lovely day.", "A dreadful, broken mess.", "The bus leaves at six.")],
+                demo_mod.PAYMENT,
+                "devnet",
+                "client",
+                "devnet",
+                function_name="analyze",
+                task_timeout=120,
+            )
             yield d, results
     finally:
         d.stop()

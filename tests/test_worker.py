@@ -18,13 +18,14 @@ from typing import Any
 import pytest
 
 from ogpu_prefect.blocks import OGPUNetwork, OGPUStorage, OGPUWallet
-from ogpu_prefect.chain.events import decode_logs, iter_logs, topic
+from ogpu_prefect.chain.connection import Chain
+from ogpu_prefect.chain.logs import decode_logs, iter_logs, topic
 from ogpu_prefect.chain.types import DeliveryMethod, TaskStatus
 from ogpu_prefect.client import OGPUClient
 from ogpu_prefect.models import SourceSpec, TaskInput
+from ogpu_prefect.plugins.local_backend import OWNER_VAR, LocalBackend, _processes_with
 from ogpu_prefect.storage import LocalStore, fetch_json
 from ogpu_prefect.worker.worker import OGPUProviderWorker
-from plugins.local_backend import OWNER_VAR, LocalBackend, _processes_with
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 ECHO = Path(__file__).resolve().parents[1] / "flows" / "sources" / "echo" / "docker-compose.cpu.yml"
@@ -36,16 +37,23 @@ class Fleet:
 
     def __init__(self, devnet: Any, store: LocalStore, tmp: Path, name: str) -> None:
         self.devnet, self.store, self.tmp, self.name = devnet, store, tmp, name
-        self.chain = devnet.network.connect()
+        self.chain = Chain(devnet.network)
         self.client = OGPUClient(self.chain, devnet.key("client"), store)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         OGPUNetwork.from_network(devnet.network).save(f"{name}-net", overwrite=True)
         OGPUStorage(write_url=f"file://{store.root}", read_url=store.base_url).save(f"{name}-store", overwrite=True)
 
     def publish_source(self, method: DeliveryMethod = DeliveryMethod.FIRST_RESPONSE) -> str:
-        return self.client.publish_source(SourceSpec(
-            name="echo", cpu=f"file://{ECHO}", min_payment=10**15, min_available_lockup=10**18,
-            max_expiry_duration=3600, delivery_method=method))
+        return self.client.publish_source(
+            SourceSpec(
+                name="echo",
+                cpu=f"file://{ECHO}",
+                min_payment=10**15,
+                min_available_lockup=10**18,
+                max_expiry_duration=3600,
+                delivery_method=method,
+            )
+        )
 
     def create_pool(self, pool: str, sources: list[str], **variables: Any) -> None:
         from prefect.client.orchestration import get_client
@@ -53,13 +61,19 @@ class Fleet:
 
         template = OGPUProviderWorker.get_default_base_job_template()
         props = template["variables"]["properties"]
-        defaults = {"network_block": f"{self.name}-net", "storage_block": f"{self.name}-store",
-                    "sources": sources, "poll_interval_s": 0.1, **variables}
+        defaults = {
+            "network_block": f"{self.name}-net",
+            "storage_block": f"{self.name}-store",
+            "sources": sources,
+            "poll_interval_s": 0.1,
+            **variables,
+        }
         for k, v in defaults.items():
             props[k]["default"] = v
         with get_client(sync_client=True) as c:
-            c.create_work_pool(WorkPoolCreate(name=pool, type="ogpu-provider", base_job_template=template),
-                               overwrite=True)
+            c.create_work_pool(
+                WorkPoolCreate(name=pool, type="ogpu-provider", base_job_template=template), overwrite=True
+            )
 
     def start_worker(self, pool: str, role: str) -> subprocess.Popen[bytes]:
         """`prefect worker start` on `pool`, with `role`'s key saved as the wallet block
@@ -67,14 +81,32 @@ class Fleet:
         from prefect.settings import PREFECT_API_URL
 
         OGPUWallet(private_key=self.devnet.key(role)).save(f"{self.name}-{role}", overwrite=True)
-        env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_WORKER_QUERY_SECONDS": "2",
-               "PREFECT_HOME": str(self.tmp / f"home-{role}")}
+        env = {
+            **os.environ,
+            "PREFECT_API_URL": PREFECT_API_URL.value(),
+            "PREFECT_WORKER_QUERY_SECONDS": "2",
+            "PREFECT_HOME": str(self.tmp / f"home-{role}"),
+        }
         log = open(self.tmp / f"worker-{role}.log", "ab")  # noqa: SIM115
         proc = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "ogpu-provider",
-             "--name", f"{self.name}-{role}"],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "prefect",
+                "worker",
+                "start",
+                "--pool",
+                pool,
+                "--type",
+                "ogpu-provider",
+                "--name",
+                f"{self.name}-{role}",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.procs[role] = proc
         return proc
 
@@ -102,13 +134,14 @@ class Fleet:
                 proc.wait()
 
     def publish(self, source: str, inputs: list[dict[str, Any]], function: str = "echo", ttl: int = 120) -> list[Any]:
-        return self.client.publish_tasks(source, [TaskInput(function_name=function, data=d) for d in inputs], PAY,
-                                         self.chain.now() + ttl)
+        return self.client.publish_tasks(
+            source, [TaskInput(function_name=function, data=d) for d in inputs], PAY, self.chain.now() + ttl
+        )
 
     def wait_final(self, tasks: list[str], timeout: float = 90) -> None:
         deadline = time.time() + timeout
         while True:
-            states = self.chain.read_many([(self.chain.task(t), "getStatus", ()) for t in tasks])
+            states = self.chain.read_many([self.chain.task(t).read.get_status() for t in tasks])
             if all(s is TaskStatus.FINALIZED for s in states):
                 return
             assert time.time() < deadline, (states, {r: self.worker_log(r) for r in self.procs})
@@ -142,9 +175,10 @@ def provider_events(provider: str, since: float, prefix: str = "ogpu.provider.ta
 
 def responses_since(chain: Any, from_block: int) -> list[tuple[str, str]]:
     """(task, provider) of every ResponseSubmitted since `from_block`."""
-    logs = iter_logs(chain.rpc, chain.network.nexus, [topic("Nexus", "ResponseSubmitted")], from_block,
-                     chain.block_number())
-    cores = chain.read_many([(chain.response(e["response"]), "core", ()) for e in decode_logs(logs)])
+    logs = iter_logs(
+        chain.rpc, chain.network.nexus, [topic("Nexus", "ResponseSubmitted")], from_block, chain.block_number()
+    )
+    cores = chain.read_many([chain.response(e["response"]).read.core() for e in decode_logs(logs)])
     return [(task.lower(), provider.lower()) for task, provider, _ in cores]
 
 
@@ -177,7 +211,7 @@ def test_a_worker_runs_tasks_as_completed_flow_runs_and_earns_exactly_the_paymen
     tasks = [p.address for p in published]
     fleet.wait_final(tasks)
     assert fleet.chain.vault.total_earnings_of(provider) - earned0 == 6 * PAY
-    winners = fleet.chain.read_many([(fleet.chain.task(t), "winningProvider", ()) for t in tasks])
+    winners = fleet.chain.read_many([fleet.chain.task(t).read.winning_provider() for t in tasks])
     assert {w.lower() for w in winners} == {provider.lower()}
 
     deadline = time.time() + 30
@@ -191,8 +225,11 @@ def test_a_worker_runs_tasks_as_completed_flow_runs_and_earns_exactly_the_paymen
     deadline = time.time() + 30
     while True:  # logs reach the API in batches (every 2 s by default)
         messages = logs_of([r.id for r in runs])
-        if any("[service] echo: 1 field(s)" in m for m in messages) and any("response 0x" in m for m in messages) \
-                or time.time() > deadline:
+        if (
+            any("[service] echo: 1 field(s)" in m for m in messages)
+            and any("response 0x" in m for m in messages)
+            or time.time() > deadline
+        ):
             break
         time.sleep(0.5)
     assert any("[service] echo: 1 field(s)" in m for m in messages), "service output reaches the flow-run logs"
@@ -201,11 +238,15 @@ def test_a_worker_runs_tasks_as_completed_flow_runs_and_earns_exactly_the_paymen
     fleet.stop("provider1")  # a clean stop leaves no service process behind
     assert service_processes(provider) == []
     deadline = time.time() + 30
-    while "ogpu.provider.service.stopped" not in provider_events(provider, began, "ogpu.provider.service.") \
-            and time.time() < deadline:
+    while (
+        "ogpu.provider.service.stopped" not in provider_events(provider, began, "ogpu.provider.service.")
+        and time.time() < deadline
+    ):
         time.sleep(0.5)
     assert sorted(provider_events(provider, began, "ogpu.provider.service.")) == [
-        "ogpu.provider.service.started", "ogpu.provider.service.stopped"], "the clean stop sends what it emitted"
+        "ogpu.provider.service.started",
+        "ogpu.provider.service.stopped",
+    ], "the clean stop sends what it emitted"
 
 
 def test_two_workers_race_a_batch_and_every_task_is_finalized_once(fleet: Fleet) -> None:
@@ -234,7 +275,7 @@ def test_two_workers_race_a_batch_and_every_task_is_finalized_once(fleet: Fleet)
     winners = [fleet.chain.task(t).winning_provider().lower() for t in tasks]
     assert set(winners) <= {p1.lower(), p2.lower()}
     # FIRST_RESPONSE is a race: both take part, the faster answer wins each task (maybe all of them).
-    attempted = fleet.chain.read_many([(fleet.chain.task(t), "attempterId", (p,)) for t in tasks for p in (p1, p2)])
+    attempted = fleet.chain.read_many([fleet.chain.task(t).read.attempter_id(p) for t in tasks for p in (p1, p2)])
     assert any(attempted[0::2]) and any(attempted[1::2]), "both workers attempt tasks of the batch"
     gained = sum(fleet.chain.vault.total_earnings_of(p) - earned0[p] for p in (p1, p2))
     assert gained == len(tasks) * PAY
@@ -309,7 +350,9 @@ def test_a_restart_on_a_reverted_chain_closes_the_lost_tasks_runs_and_records_th
             break
         time.sleep(0.3)
     assert states == ["CANCELLED", "CANCELLED", "COMPLETED", "COMPLETED"], (
-        [(r.name, r.state_type, r.state.message if r.state else "") for r in runs], fleet.worker_log("provider3"))
+        [(r.name, r.state_type, r.state.message if r.state else "") for r in runs],
+        fleet.worker_log("provider3"),
+    )
     assert all("not on this chain" in r.state.message for r in runs if r.state_type.value == "CANCELLED")
     assert "failed unexpectedly" not in fleet.worker_log("provider3")
 
@@ -360,8 +403,12 @@ def docker_engine() -> Iterator[None]:
         pytest.skip(f"docker backend: {reason}")
     # The image build needs apt and pip to reach the package registries from inside the build:
     # where they cannot, nothing here can run a container, and the skip says so.
-    build = subprocess.run(["docker", "build", "-q", "-t", "ogpu-prefect/echo:0.1", str(ECHO.parent)],
-                           capture_output=True, text=True, timeout=900)
+    build = subprocess.run(
+        ["docker", "build", "-q", "-t", "ogpu-prefect/echo:0.1", str(ECHO.parent)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     if build.returncode != 0:
         stop_engine()
         pytest.skip(f"docker backend: the echo image cannot be built here: {build.stderr[-400:]}")
@@ -370,7 +417,7 @@ def docker_engine() -> Iterator[None]:
 
 
 def test_the_docker_backend_builds_and_runs_the_source_image(fleet: Fleet, docker_engine: None) -> None:
-    from plugins.docker_backend import OWNER_LABEL
+    from ogpu_prefect.plugins.docker_backend import OWNER_LABEL
 
     source = fleet.publish_source()
     fleet.create_pool("gpus-docker", [source], wallet_block=f"{fleet.name}-provider2", backend="docker")
@@ -381,8 +428,9 @@ def test_the_docker_backend_builds_and_runs_the_source_image(fleet: Fleet, docke
     tasks = [p.address for p in fleet.publish(source, [{"text": f"box {i}"} for i in range(3)], ttl=900)]
     fleet.wait_final(tasks, timeout=600)  # the first task builds the image
     assert fleet.chain.vault.total_earnings_of(provider) - earned0 == 3 * PAY
-    results = [fetch_json(fleet.chain.response(fleet.chain.task(t).response_of(provider)).response_params()[2])
-               for t in tasks]
+    results = [
+        fetch_json(fleet.chain.response(fleet.chain.task(t).response_of(provider)).response_params()[2]) for t in tasks
+    ]
     assert sorted(r["result"]["upper"] for r in results) == ["BOX 0", "BOX 1", "BOX 2"]
     deadline = time.time() + 30
     while not all(r.state_type.value == "COMPLETED" for r in flow_runs_of("gpus-docker")) and time.time() < deadline:
@@ -394,6 +442,7 @@ def test_the_docker_backend_builds_and_runs_the_source_image(fleet: Fleet, docke
         time.sleep(0.5)  # logs reach the API in batches
     assert any("[service] echo: 1 field(s)" in m for m in logs_of([r.id for r in runs])), "container output in logs"
     fleet.stop("provider2")
-    left = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={OWNER_LABEL}={provider.lower()}"],
-                          capture_output=True, text=True).stdout.split()
+    left = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label={OWNER_LABEL}={provider.lower()}"], capture_output=True, text=True
+    ).stdout.split()
     assert left == [], "no container outlives the worker"

@@ -239,8 +239,14 @@ def spec(name: str) -> ContractSpec:
         if kind == "function":
             outputs = tuple(entry.get("outputs", ()))
             functions[entry["name"]] = Function(
-                name, entry["name"], sig, keccak(text=sig)[:4], types, outputs,
-                tuple(canonical_type(p) for p in outputs), entry["stateMutability"],
+                name,
+                entry["name"],
+                sig,
+                keccak(text=sig)[:4],
+                types,
+                outputs,
+                tuple(canonical_type(p) for p in outputs),
+                entry["stateMutability"],
             )
         elif kind == "event":
             events[entry["name"]] = Event(name, entry["name"], sig, keccak(text=sig), tuple(entry["inputs"]))

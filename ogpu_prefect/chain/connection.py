@@ -1,30 +1,37 @@
-"""A live connection to one Network: typed contract wrappers, senders, batched reads."""
+"""A live connection to one Network: typed contract wrappers, senders, batched reads, events."""
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
+from ._contract import BlockId, Read, block_param
 from .contracts import Controller, Manager, Nexus, Response, Source, Task, Terminal, Vault
-from .errors import RpcError, revert_error
+from .logs import EventCursor
 from .network import Network
-from .rpc import Rpc
-from .tx import Signer, TxSender
+from .rpc import Rpc, Web3Rpc
+from .signing import as_signer
+from .tx import TxSender
 
 READ_BATCH = 500
 """Views per JSON-RPC batch in `read_many`."""
 
 
 class Chain:
-    """Everything bound to one network. Cheap wrappers are created on demand; no global state."""
+    """Everything bound to one network. Cheap wrappers are created on demand; no global state.
 
-    def __init__(self, network: Network, **rpc_options: Any) -> None:
+    `Chain(network)` talks JSON-RPC over its own HTTP session; `Chain(network, web3=w3)` sends
+    through an existing `Web3` instance's provider instead (its endpoint, headers, session)."""
+
+    def __init__(self, network: Network, *, web3: Any = None, **rpc_options: Any) -> None:
         self.network = network
-        self.rpc = Rpc(network.rpc_url, **rpc_options)
+        self.rpc: Rpc = Web3Rpc(web3, **rpc_options) if web3 is not None else Rpc(network.rpc_url, **rpc_options)
         self.nexus = Nexus(self.rpc, network.nexus)
         self.controller = Controller(self.rpc, network.controller)
         self.terminal = Terminal(self.rpc, network.terminal)
         self.vault = Vault(self.rpc, network.vault)
         self.manager = Manager(self.rpc, network.manager) if network.manager else None
+        self._extensions: bool | None = None
 
     def __repr__(self) -> str:
         return f"Chain({self.network.name} @ {self.network.rpc_url})"
@@ -38,18 +45,16 @@ class Chain:
     def response(self, address: str) -> Response:
         return Response(self.rpc, address)
 
-    def sender(self, signer: Signer | Any, **options: Any) -> TxSender:
-        """A TxSender for `signer` (a Signer, or a private key in any form Signer takes)."""
-        if not isinstance(signer, Signer):
-            signer = Signer(signer)
-        return TxSender(self.rpc, signer, self.network.chain_id, **options)
+    def sender(self, signer: Any, **options: Any) -> TxSender:
+        """A TxSender for `signer`: a private key (hex, bytes, SecretStr), an eth_account
+        `LocalAccount` or any object with `address` and `sign_transaction`, or a TxSigner."""
+        return TxSender(self.rpc, as_signer(signer), self.network.chain_id, **options)
 
     def block_number(self) -> int:
         return int(self.rpc.call("eth_blockNumber"), 16)
 
-    def timestamp(self, block: str | int = "latest") -> int:
-        blk = hex(block) if isinstance(block, int) else block
-        return int(self.rpc.call("eth_getBlockByNumber", [blk, False])["timestamp"], 16)
+    def timestamp(self, block: BlockId = "latest") -> int:
+        return int(self.rpc.call("eth_getBlockByNumber", [block_param(block), False])["timestamp"], 16)
 
     def now(self) -> int:
         """The timestamp the next block will carry (the "pending" block): what the contracts'
@@ -60,24 +65,28 @@ class Chain:
     def balance(self, address: str) -> int:
         return int(self.rpc.call("eth_getBalance", [address, "latest"]), 16)
 
-    def read_many(self, calls: Sequence[tuple[Any, str, tuple[Any, ...]]], block: str = "latest") -> list[Any]:
-        """Batched views: [(wrapper, fn name, args)] -> decoded results, in order. A reverting
-        view raises its typed error."""
-        out = []
-        for start in range(0, len(calls), READ_BATCH):  # a reply is held whole: bound it
-            part = calls[start:start + READ_BATCH]
-            payload = [("eth_call", [{"to": c.address, "data": "0x" + c.encode(fn, args).hex()}, block])
-                       for c, fn, args in part]
-            for (c, fn, _), raw in zip(part, self.rpc.batch(payload)):
-                if isinstance(raw, RpcError) and (raw.revert_data is not None or "revert" in raw.message.lower()):
-                    raise revert_error(raw.revert_data or b"", context=f"{c.NAME}.{fn}")
-                if isinstance(raw, Exception):
-                    raise raw
-                out.append(c.decode_result(fn, raw))
+    def read_many(self, reads: Sequence[Read[Any]], block: BlockId = "latest") -> list[Any]:
+        """Batched views, decoded in order (`[task.read.get_status(), vault.read.balance_of(a)]`).
+        A reverting view raises its typed error."""
+        out: list[Any] = []
+        for start in range(0, len(reads), READ_BATCH):  # a reply is held whole: bound it
+            part = reads[start : start + READ_BATCH]
+            replies = self.rpc.batch([r.request(block) for r in part])
+            out += [r.decode(raw) for r, raw in zip(part, replies)]
         return out
 
-    def events(self, names: Iterable[str], from_block: int, to_block: int | None = None) -> list[Any]:
-        """Nexus lifecycle events by name over a block range."""
-        from .events import get_events
+    def cursor(self, names: Iterable[str], from_block: int) -> EventCursor:
+        """An EventCursor over the Nexus's lifecycle events `names`, from `from_block`."""
+        return EventCursor(self.rpc, self.network.nexus, names, from_block)
 
-        return get_events(self.rpc, self.network.nexus, "Nexus", names, from_block, to_block)
+    def has_extensions(self) -> bool:
+        """Whether this deployment has our devnet's extensions (`Controller.reclaimExpired`, ...).
+        The real network's contracts do not: callers take the real-network path unless this is
+        True. Asked once, through a view only the devnet's Controller has."""
+        if self._extensions is None:
+            try:
+                implementation = Read(self.controller, "taskImplementation").call()
+                self._extensions = int(implementation, 16) != 0 if isinstance(implementation, str) else False
+            except Exception:  # refused, reverted, or not there: the real network's path
+                self._extensions = False
+        return self._extensions

@@ -23,7 +23,8 @@ from eth_utils import keccak, to_canonical_address, to_checksum_address
 from .abi import spec
 from .network import Network
 from .rpc import Rpc
-from .tx import Call, Signer, TxSender
+from .signing import Signer
+from .tx import Call, TxSender
 
 CHAIN_ID = 31337
 ETHER = 10**18
@@ -52,8 +53,11 @@ class DevnetSettings:
 
 
 def find_anvil() -> str:
-    """$OGPU_ANVIL, the binary installed by the set-up (contracts/node_modules), or anvil on PATH."""
-    candidates = [os.environ.get("OGPU_ANVIL", "")]
+    """The `anvil` setting (PREFECT_INTEGRATIONS_OGPU_ANVIL), the binary installed by the set-up
+    (contracts/node_modules), or anvil on PATH."""
+    from ..settings import get_settings
+
+    candidates = [get_settings().anvil or ""]
     repo = Path(__file__).resolve().parents[2]
     candidates.append(str(repo / "contracts/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"))
     candidates.append(shutil.which("anvil") or "")
@@ -61,7 +65,8 @@ def find_anvil() -> str:
         if c and os.access(c, os.X_OK):
             return c
     raise FileNotFoundError(
-        "anvil not found: run the set-up (npm --prefix contracts ci), set OGPU_ANVIL, or put anvil on PATH"
+        "anvil not found: run the set-up (npm --prefix contracts ci), set PREFECT_INTEGRATIONS_OGPU_ANVIL, "
+        "or put anvil on PATH"
     )
 
 
@@ -74,11 +79,22 @@ def free_port() -> int:
 def start_anvil(port: int, *, detach: bool = False, log_path: Path | None = None) -> subprocess.Popen[bytes]:
     """Starts anvil on 127.0.0.1:port and waits until it answers."""
     # A 300M block gas limit: a pipelined batch of a thousand tasks fits in a few blocks.
-    cmd = [find_anvil(), "--host", "127.0.0.1", "--port", str(port), "--silent", "--prune-history",
-           "--chain-id", str(CHAIN_ID), "--gas-limit", "300000000"]
-    out = open(log_path, "ab") if log_path else subprocess.DEVNULL
+    cmd = [
+        find_anvil(),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--silent",
+        "--prune-history",
+        "--chain-id",
+        str(CHAIN_ID),
+        "--gas-limit",
+        "300000000",
+    ]
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115  (anvil keeps it)
     proc = subprocess.Popen(cmd, stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=detach)
-    rpc = Rpc(f"http://127.0.0.1:{port}", timeout=2, retries=0)
+    rpc = Rpc(f"http://127.0.0.1:{port}", timeout=2, outage_s=0)
     deadline = time.monotonic() + 15
     while True:
         try:
@@ -97,8 +113,9 @@ def _create_address(sender: str, nonce: int) -> str:
     return to_checksum_address(keccak(rlp.encode([to_canonical_address(sender), nonce]))[12:])
 
 
-def deploy_protocol(rpc: Rpc, admin: Signer, *, settings: DevnetSettings = DevnetSettings(),
-                    judge: str | None = None) -> tuple[dict[str, str], dict[str, int]]:
+def deploy_protocol(
+    rpc: Rpc, admin: Signer, *, settings: DevnetSettings = DevnetSettings(), judge: str | None = None
+) -> tuple[dict[str, str], dict[str, int]]:
     """Deploys and wires the eight contracts from `admin`. -> (addresses by name, gas by step).
 
     Deployments are pipelined: their addresses follow from the admin's nonces, so the wiring
@@ -220,19 +237,30 @@ def stop_pid(pid: int) -> bool:
     return True
 
 
-def fund_accounts(rpc: Rpc, accounts: dict[str, Signer], contracts: dict[str, str],
-                  settings: DevnetSettings) -> None:
+def fund_accounts(rpc: Rpc, accounts: dict[str, Signer], contracts: dict[str, str], settings: DevnetSettings) -> None:
     """The client gets a vault balance; each provider a locked stake. Pipelined per account."""
     vault = spec("Vault")
     pending = []
     for role, signer in accounts.items():
         calls: list[Call] = []
         if role.startswith("client"):
-            calls.append(Call(contracts["Vault"], vault.fn("deposit").encode((signer.address,)),
-                              settings.client_deposit, "Vault.deposit"))
+            calls.append(
+                Call(
+                    contracts["Vault"],
+                    vault.fn("deposit").encode((signer.address,)),
+                    settings.client_deposit,
+                    "Vault.deposit",
+                )
+            )
         elif role.startswith("provider"):
-            calls.append(Call(contracts["Vault"], vault.fn("deposit").encode((signer.address,)),
-                              settings.provider_stake, "Vault.deposit"))
+            calls.append(
+                Call(
+                    contracts["Vault"],
+                    vault.fn("deposit").encode((signer.address,)),
+                    settings.provider_stake,
+                    "Vault.deposit",
+                )
+            )
             calls.append(Call(contracts["Vault"], vault.fn("lock").encode((settings.provider_stake,)), 0, "Vault.lock"))
         if calls:
             sender = TxSender(rpc, signer, CHAIN_ID)
@@ -241,8 +269,13 @@ def fund_accounts(rpc: Rpc, accounts: dict[str, Signer], contracts: dict[str, st
         sender.wait(p)
 
 
-def start(port: int | None = None, *, detach: bool = False, settings: DevnetSettings = DevnetSettings(),
-          log_path: Path | None = None) -> Devnet:
+def start(
+    port: int | None = None,
+    *,
+    detach: bool = False,
+    settings: DevnetSettings = DevnetSettings(),
+    log_path: Path | None = None,
+) -> Devnet:
     """Starts anvil, deploys, wires and funds. `detach` lets the devnet outlive this process."""
     port = port or free_port()
     proc = start_anvil(port, detach=detach, log_path=log_path)
@@ -262,8 +295,11 @@ def start(port: int | None = None, *, detach: bool = False, settings: DevnetSett
 
 
 def state_dir() -> Path:
-    """Where `devnet up` keeps its profile and log: $OGPU_PREFECT_HOME or ./.ogpu."""
-    return Path(os.environ.get("OGPU_PREFECT_HOME", ".ogpu"))
+    """Where `devnet up` keeps its profile and log: the `home` setting
+    (PREFECT_INTEGRATIONS_OGPU_HOME, default ./.ogpu)."""
+    from ..settings import get_settings
+
+    return get_settings().home
 
 
 def profile_path() -> Path:
@@ -277,7 +313,7 @@ def read_profile() -> dict[str, Any] | None:
         return None
     profile = json.loads(path.read_text())
     try:
-        Rpc(profile["rpc_url"], timeout=2, retries=0).call("eth_chainId")
+        Rpc(profile["rpc_url"], timeout=2, outage_s=0).call("eth_chainId")
     except Exception:
         return None
     return profile

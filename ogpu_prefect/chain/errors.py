@@ -178,6 +178,10 @@ class NonceError(TxError):
     """Our nonce was taken by a transaction we did not send (the key is used elsewhere)."""
 
 
+class NonceConflictError(NonceError):
+    """Other senders of the key kept taking the nonces of a batch being signed again."""
+
+
 class TxReceiptTimeoutError(TxError):
     pass
 
@@ -258,6 +262,14 @@ def decode_revert_reason(data: bytes) -> tuple[str, str]:
         args = abi_decode(list(types), data[4:]) if types else ()
         return f"{name}({', '.join(map(str, args))})", name
     return (f"revert 0x{data.hex()}" if data else "reverted without a reason"), ""
+
+
+def as_revert(error: Exception, context: str = "") -> TxRevertError | None:
+    """The typed revert an RPC error reports (an eth_call / eth_estimateGas that reverted), or None
+    for anything else (a transport failure, a node error): the one place that tells them apart."""
+    if isinstance(error, RpcError) and (error.revert_data is not None or "revert" in error.message.lower()):
+        return revert_error(error.revert_data or b"", context=context)
+    return None
 
 
 def revert_error(data: bytes, *, context: str = "") -> TxRevertError:

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from eth_utils import to_checksum_address
+from .abi import checksum_address
 
 
 @dataclass(frozen=True)
@@ -26,16 +26,10 @@ class Network:
         for role in ("nexus", "controller", "terminal", "vault", "manager"):
             value = getattr(self, role)
             if value is not None:
-                object.__setattr__(self, role, to_checksum_address(value))
+                object.__setattr__(self, role, checksum_address(value))
 
     def with_rpc(self, rpc_url: str) -> Network:
         return Network(**{**asdict(self), "rpc_url": rpc_url})
-
-    def connect(self, **rpc_options: Any) -> Any:
-        """-> a `Chain` (typed wrappers and transaction senders) for this network."""
-        from .connection import Chain
-
-        return Chain(self, **rpc_options)
 
     @classmethod
     def from_profile(cls, profile: dict[str, Any] | str | Path) -> Network:
@@ -44,8 +38,13 @@ class Network:
             profile = json.loads(Path(profile).read_text())
         c = profile["contracts"]
         return cls(
-            name=profile.get("name", "devnet"), rpc_url=profile["rpc_url"], chain_id=int(profile["chain_id"]),
-            nexus=c["Nexus"], controller=c["Controller"], terminal=c["Terminal"], vault=c["Vault"],
+            name=profile.get("name", "devnet"),
+            rpc_url=profile["rpc_url"],
+            chain_id=int(profile["chain_id"]),
+            nexus=c["Nexus"],
+            controller=c["Controller"],
+            terminal=c["Terminal"],
+            vault=c["Vault"],
             manager=c.get("Manager"),
         )
 

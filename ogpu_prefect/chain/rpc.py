@@ -1,5 +1,6 @@
 """A small JSON-RPC client: one HTTP session per instance (no globals), batch requests, and
-retries of transient transport failures with backoff.
+retries of transient transport failures with backoff for up to `outage_s` (a node that is away for
+a while is waited for, not given up on at once). `Web3Rpc` sends through a user's `Web3` instead.
 
 Retrying is safe for everything this package sends: reads are idempotent, and a transaction is
 always re-sent as the same signed bytes (same nonce, same hash), so a node that already has it
@@ -36,10 +37,10 @@ class Rpc:
     """JSON-RPC over HTTP. `call` raises RpcError for a JSON-RPC error; `batch` returns results
     with RpcError instances in place of failed entries."""
 
-    def __init__(self, url: str, *, timeout: float = 30.0, retries: int = 8, backoff: float = 0.05) -> None:
+    def __init__(self, url: str, *, timeout: float = 30.0, outage_s: float = 60.0, backoff: float = 0.05) -> None:
         self.url = url
         self.timeout = timeout
-        self.retries = retries
+        self.outage_s = outage_s
         self.backoff = backoff
         self._ids = itertools.count(1)
         self._session = http_session()  # a worker runs dozens of tasks at once
@@ -97,24 +98,57 @@ class Rpc:
         return out
 
     def _post(self, body: Any) -> Any:
-        delay = self.backoff
-        for attempt in range(self.retries + 1):
+        """Sends one request or batch; transport failures are retried with backoff until
+        `outage_s` has passed since the first one (then TxRpcError). Resending is safe: see above."""
+        delay, tries = self.backoff, 0
+        give_up_at = time.monotonic() + self.outage_s
+        while True:
+            tries += 1
             try:
-                resp = self._session.post(self.url, json=body, timeout=self.timeout)
-                if resp.status_code in TRANSIENT_STATUS:
-                    raise _Transient(f"HTTP {resp.status_code}")
-                resp.raise_for_status()
-                return resp.json()
-            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
-                    ValueError, _Transient) as e:
-                if attempt == self.retries:
-                    raise TxRpcError(f"RPC {self.url} failed after {attempt + 1} tries: {e}") from None
-                log.debug("transient RPC failure (%s), retry %d in %.2fs", e, attempt + 1, delay)
+                return self._transport(body)
+            except (
+                requests.ConnectionError,
+                requests.Timeout,
+                requests.exceptions.ChunkedEncodingError,
+                ValueError,
+                _Transient,
+            ) as e:
+                if time.monotonic() + delay > give_up_at:
+                    raise TxRpcError(
+                        f"RPC {self.url} unreachable for {self.outage_s:.0f}s ({tries} tries): {e}"
+                    ) from None
+                if tries == 3:
+                    log.warning("RPC %s unreachable (%s); retrying for up to %.0fs", self.url, e, self.outage_s)
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
             except requests.HTTPError as e:
                 raise TxRpcError(f"RPC {self.url}: {e}") from None
-        raise AssertionError("unreachable")
+
+    def _transport(self, body: Any) -> Any:
+        resp = self._session.post(self.url, json=body, timeout=self.timeout)
+        if resp.status_code in TRANSIENT_STATUS:
+            raise _Transient(f"HTTP {resp.status_code}")
+        resp.raise_for_status()
+        return resp.json()
+
+
+class Web3Rpc(Rpc):
+    """JSON-RPC through a user's `Web3` instance: its provider's transport, endpoint, headers and
+    session. Replies are read raw (our decoders need the JSON-RPC values), so the instance's
+    result-formatting middleware does not apply."""
+
+    def __init__(self, w3: Any, **options: Any) -> None:
+        provider = w3.provider
+        super().__init__(str(getattr(provider, "endpoint_uri", None) or provider), **options)
+        self.provider = provider
+
+    def _transport(self, body: Any) -> Any:
+        if isinstance(body, list):
+            replies = list(self.provider.make_batch_request([(b["method"], b["params"]) for b in body]))
+            if len(replies) != len(body) or not all(isinstance(r, dict) for r in replies):
+                return replies[0] if replies and isinstance(replies[0], dict) else {"error": {"message": "batch"}}
+            return [{**r, "id": b["id"]} for b, r in zip(body, replies)]  # web3 answers in request order
+        return dict(self.provider.make_request(body["method"], body["params"]))
 
 
 class _Transient(Exception):

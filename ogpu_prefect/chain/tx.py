@@ -11,63 +11,31 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import cached_property
-from typing import Any, Sequence
-
-import coincurve
-import rlp
-from eth_account import Account
-from eth_account.signers.local import LocalAccount
-from eth_utils import keccak
+from typing import Any
 
 from .abi import checksum_address
-from .errors import NonceError, RpcError, TxReceiptTimeoutError, TxRevertError, TxRpcError, revert_error
+from .errors import (
+    NonceConflictError,
+    RpcError,
+    TxReceiptTimeoutError,
+    TxRevertError,
+    as_revert,
+    revert_error,
+)
+from .logs import Log
+from .nonces import wallet_lock
+from .pool import describe_unmined, requeue_stuck
 from .rpc import Rpc
+from .signing import TxSigner
 
 log = logging.getLogger(__name__)
 
 RECEIPT_BATCH = 200
-
-
-class Signer:
-    """A private key that signs. Its repr, str and pickled form show the address only.
-
-    EIP-1559 transactions are signed directly (RLP, keccak, libsecp256k1 through coincurve): about
-    a tenth of eth_account's cost per transaction, which matters when a batch is thousands of
-    them. `tests/test_tx.py` checks the bytes against eth_account's."""
-
-    __slots__ = ("_key", "address")
-
-    def __init__(self, private_key: Any) -> None:
-        if hasattr(private_key, "get_secret_value"):
-            private_key = private_key.get_secret_value()
-        try:
-            account: LocalAccount = Account.from_key(private_key)
-            self._key = coincurve.PrivateKey(bytes(account.key))
-        except Exception:
-            raise ValueError("invalid private key (expected 32 bytes as hex)") from None
-        self.address: str = account.address
-
-    def sign(self, tx: dict[str, Any]) -> tuple[bytes, bytes]:
-        """An EIP-1559 (type 2) transaction dict -> (raw transaction, hash)."""
-        to = tx.get("to")
-        fields = [
-            tx["chainId"], tx["nonce"], tx["maxPriorityFeePerGas"], tx["maxFeePerGas"], tx["gas"],
-            bytes.fromhex(to[2:]) if to else b"", tx.get("value", 0), bytes(tx.get("data", b"")), [],
-        ]
-        digest = keccak(b"\x02" + rlp.encode(fields))
-        sig = self._key.sign_recoverable(digest, hasher=None)
-        raw = b"\x02" + rlp.encode(fields + [sig[64], int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:64], "big")])
-        return raw, keccak(raw)
-
-    def __repr__(self) -> str:
-        return f"Signer({self.address})"
-
-    __str__ = __repr__
-
-    def __reduce__(self) -> Any:
-        raise TypeError("a Signer holds a private key and is not serialisable")
+RESIGN_ROUNDS = 8
+"""Times a batch is signed again at fresh nonces while other senders of the key keep taking them."""
 
 
 @dataclass(frozen=True)
@@ -79,23 +47,6 @@ class Call:
     data: bytes
     value: int = 0
     context: str = ""
-
-
-@dataclass
-class Log:
-    address: str
-    topics: list[bytes]
-    data: bytes
-    block_number: int
-    tx_hash: str
-    log_index: int
-
-    @classmethod
-    def from_rpc(cls, lg: dict[str, Any]) -> Log:
-        return cls(
-            checksum_address(lg["address"]), [bytes.fromhex(t[2:]) for t in lg["topics"]],
-            bytes.fromhex(lg["data"][2:]), int(lg["blockNumber"], 16), lg["transactionHash"], int(lg["logIndex"], 16),
-        )
 
 
 @dataclass
@@ -113,33 +64,43 @@ class Receipt:
         logs = [Log.from_rpc(lg) for lg in r["logs"]]
         ca = r.get("contractAddress")
         return cls(
-            r["transactionHash"], int(r["status"], 16), int(r["blockNumber"], 16), int(r["gasUsed"], 16), logs,
-            context, checksum_address(ca) if ca else None,
+            r["transactionHash"],
+            int(r["status"], 16),
+            int(r["blockNumber"], 16),
+            int(r["gasUsed"], 16),
+            logs,
+            context,
+            checksum_address(ca) if ca else None,
         )
-
-    @cached_property
-    def events(self) -> list[Any]:
-        """Protocol events decoded from this receipt's logs (see events.decode_logs)."""
-        from .events import decode_logs
-
-        return decode_logs(self.logs)
 
 
 @dataclass
 class PendingTx:
+    """A signed transaction of ours. When its nonce is lost to another sender of the key it is
+    signed again at a fresh nonce, in place: `tx_hash` is always the one to wait for."""
+
     call: Call
     nonce: int
     tx_hash: str
     raw: bytes = field(repr=False)
+    gas: int = 0
+    accepted: bool = False
+    """Whether a node ever took it into its pool (then it may still be mined, until its nonce is used)."""
+    replaced: list[str] = field(default_factory=list)
+    """Hashes it had before being signed again."""
 
 
 class TxSender:
-    """Sends one account's transactions on one chain. Thread-safe."""
+    """Sends one account's transactions on one chain. Thread-safe, and safe beside other senders
+    of the same key in this process, in other processes and on other machines: nonces are taken
+    under the key's lock (nonces.py), and a transaction whose nonce another sender used is signed
+    again at a fresh nonce only once its old bytes can never be mined (they were refused, or the
+    nonce was used by a mined transaction that is not ours), so each call lands once."""
 
     def __init__(
         self,
         rpc: Rpc,
-        signer: Signer,
+        signer: TxSigner,
         chain_id: int,
         *,
         gas_margin: float = 1.25,
@@ -154,7 +115,9 @@ class TxSender:
         self.poll_interval = poll_interval
         self._lock = threading.Lock()
         self._nonce: int | None = None
+        self._wallet = wallet_lock(chain_id, signer.address)
         self._dev: bool | None = None
+        self._legacy: bool | None = None
 
     @property
     def address(self) -> str:
@@ -165,10 +128,20 @@ class TxSender:
 
     # ---- nonces and fees ----
 
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Holds the key's lock: sign and broadcast inside it, so that no other sender of this key
+        on this machine takes the same nonces. Taking it re-reads the node's pending count."""
+        with self._wallet.held() as outermost:
+            if outermost:
+                pending = int(self.rpc.call("eth_getTransactionCount", [self.address, "pending"]), 16)
+                with self._lock:  # the node's count covers our own sent ones too
+                    self._nonce = pending
+            yield
+
     def _next_nonces(self, n: int) -> list[int]:
-        with self._lock:
-            if self._nonce is None:
-                self._nonce = int(self.rpc.call("eth_getTransactionCount", [self.address, "pending"]), 16)
+        with self.exclusive(), self._lock:
+            assert self._nonce is not None
             start = self._nonce
             self._nonce += n
             return list(range(start, start + n))
@@ -179,12 +152,15 @@ class TxSender:
             self._nonce = None
 
     def _fees(self, total_gas: int) -> dict[str, int]:
-        """EIP-1559 fees for a batch using `total_gas`. A pipelined batch fills blocks, and each
-        full block raises the base fee by 12.5%: the fee cap covers the blocks the batch needs
-        (plus two), or its last transactions would sit underpriced. Only the base fee is paid."""
+        """Fees for a batch using `total_gas`. EIP-1559 where blocks carry a base fee: a pipelined
+        batch fills blocks, and each full block raises the base fee by 12.5%, so the fee cap covers
+        the blocks the batch needs (plus two), or its last transactions would sit underpriced; only
+        the base fee is paid. On a chain without a base fee: legacy transactions at its gas price."""
         block, tip = self.rpc.batch([("eth_getBlockByNumber", ["latest", False]), ("eth_maxPriorityFeePerGas", [])])
+        if isinstance(block, dict) and not block.get("baseFeePerGas"):
+            return {"gasPrice": int(self.rpc.call("eth_gasPrice"), 16)}
         tip = int(tip, 16) if isinstance(tip, str) else 1_000_000_000
-        if isinstance(block, dict) and block.get("baseFeePerGas"):
+        if isinstance(block, dict):
             base, limit = int(block["baseFeePerGas"], 16), int(block["gasLimit"], 16)
         else:
             base, limit = int(self.rpc.call("eth_gasPrice"), 16), 30_000_000
@@ -200,19 +176,15 @@ class TxSender:
         results = self.rpc.batch([("eth_estimateGas", [self._tx_json(c)]) for c in calls])
         gas: list[int] = []
         for call, r in zip(calls, results):
-            if isinstance(r, RpcError):
-                data = r.revert_data
-                if data is not None or "revert" in r.message.lower():
-                    raise revert_error(data or b"", context=call.context) from None
-                raise r
             if isinstance(r, Exception):
-                raise r
+                raise as_revert(r, call.context) or r
             gas.append(int(int(r, 16) * self.gas_margin) + 10_000)
         return gas
 
     def sign(self, calls: Sequence[Call], gas: Sequence[int] | int | None = None) -> list[PendingTx]:
-        """Signs calls with consecutive local nonces. `gas`: per call, one limit for all, or None
-        to estimate (which raises the typed revert of a call that cannot succeed)."""
+        """Signs calls with consecutive nonces. `gas`: per call, one limit for all, or None to
+        estimate (which raises the typed revert of a call that cannot succeed). For the
+        guarantee against other senders of the key, broadcast inside `exclusive()` (`send` does)."""
         if gas is None:
             limits = self.estimate(calls)
         elif isinstance(gas, int):
@@ -221,37 +193,81 @@ class TxSender:
             limits = list(gas)
         fees = self._fees(sum(limits))
         nonces = self._next_nonces(len(calls))
-        out = []
-        for call, nonce, limit in zip(calls, nonces, limits):
-            tx = {"chainId": self.chain_id, "nonce": nonce, "data": call.data, "value": call.value, "gas": limit,
-                  "type": 2, **fees}
-            if call.to:  # no `to`: a contract creation
-                tx["to"] = call.to
-            raw, h = self.signer.sign(tx)
-            out.append(PendingTx(call, nonce, "0x" + h.hex(), raw))
-        return out
+        return [self._signed(call, nonce, limit, fees) for call, nonce, limit in zip(calls, nonces, limits)]
+
+    def _signed(self, call: Call, nonce: int, gas: int, fees: dict[str, int]) -> PendingTx:
+        tx: dict[str, Any] = {
+            "chainId": self.chain_id,
+            "nonce": nonce,
+            "data": call.data,
+            "value": call.value,
+            "gas": gas,
+            **fees,
+        }
+        if "gasPrice" not in fees:
+            tx["type"] = 2
+        if call.to:  # no `to`: a contract creation
+            tx["to"] = call.to
+        raw, h = self.signer.sign(tx)
+        return PendingTx(call, nonce, "0x" + h.hex(), raw, gas)
 
     def broadcast(self, pending: Sequence[PendingTx]) -> None:
-        """Sends signed transactions in JSON-RPC batches. Safe to call again with the same ones."""
+        """Sends signed transactions in JSON-RPC batches. Safe to call again with the same ones.
+        Those whose nonce another sender of the key took are signed again and sent (see resign)."""
+        for _ in range(RESIGN_ROUNDS):
+            lost = self._send_raw(pending)
+            if not lost:
+                return
+            self.resign(lost)
+            pending = lost
+        raise NonceConflictError(
+            f"{len(pending)} transaction(s) of {self.address} kept losing their nonces to "
+            f"other senders of the key ({RESIGN_ROUNDS} rounds)"
+        )
+
+    def _send_raw(self, pending: Sequence[PendingTx]) -> list[PendingTx]:
+        """One send of the same bytes; returns those whose nonce is provably lost to another
+        transaction while their old bytes can never be mined."""
         results = self.rpc.batch([("eth_sendRawTransaction", ["0x" + p.raw.hex()]) for p in pending])
-        unclear = []
+        refused, unclear = [], []
         for p, r in zip(pending, results):
-            if isinstance(r, RpcError) and _already_known(r):
-                continue  # the node has it: it was sent before, maybe by a retried batch
-            if isinstance(r, RpcError) and _nonce_too_low(r):
-                unclear.append(p)
-            elif isinstance(r, Exception):
+            if not isinstance(r, Exception) or (isinstance(r, RpcError) and _already_known(r)):
+                p.accepted = True  # the node has it (maybe from an earlier, retried send)
+            elif isinstance(r, RpcError) and _nonce_too_low(r):
+                unclear.append(p)  # used: by this very transaction (fine) or by another one
+            elif isinstance(r, RpcError) and _replaced(r):
+                refused.append(p)  # another transaction holds the nonce in the pool
+            else:
                 self.resync_nonce()
                 raise r
-        for p in unclear:  # our nonce is used: by this very tx (fine) or by someone else's
-            if self.rpc.call("eth_getTransactionByHash", [p.tx_hash]) is None:
-                self.resync_nonce()
-                raise NonceError(f"nonce {p.nonce} of {self.address} was used by another transaction")
+        known = self.rpc.batch([("eth_getTransactionByHash", [p.tx_hash]) for p in unclear]) if unclear else []
+        lost = [p for p, tx in zip(unclear, known) if tx is None and not isinstance(tx, Exception)]
+        # A refused one that a node took before (then another sender's replaced it) may still be
+        # held elsewhere: it is signed again only once its nonce is mined (wait's check).
+        return lost + [p for p in refused if not p.accepted]
+
+    def resign(self, lost: Sequence[PendingTx]) -> None:
+        """Signs `lost` again, in place, at fresh nonces (their old nonces were used by another
+        sender of the key, or their old bytes were refused)."""
+        log.warning(
+            "%d transaction(s) of %s lost their nonce to another sender of the key: signing them again",
+            len(lost),
+            self.address,
+        )
+        with self.exclusive():
+            fees = self._fees(sum(p.gas for p in lost))
+            for p, nonce in zip(lost, self._next_nonces(len(lost))):
+                fresh = self._signed(p.call, nonce, p.gas, fees)
+                p.replaced.append(p.tx_hash)
+                p.nonce, p.tx_hash, p.raw, p.accepted = fresh.nonce, fresh.tx_hash, fresh.raw, False
 
     def send(self, calls: Sequence[Call], gas: Sequence[int] | int | None = None) -> list[PendingTx]:
         """Signs and broadcasts without waiting: the pipelined path."""
-        pending = self.sign(calls, gas)
-        self.broadcast(pending)
+        if gas is None:
+            gas = self.estimate(calls)
+        with self.exclusive():
+            pending = self.sign(calls, gas)
+            self.broadcast(pending)
         return pending
 
     # ---- receipts ----
@@ -270,21 +286,22 @@ class TxSender:
             if not missing:
                 break
             self._collect_receipts(missing, receipts)
-            if len(receipts) == len(pending):
+            missing = [p for p in pending if p.tx_hash not in receipts]
+            if not missing:
                 break
             now = time.monotonic()
             if now > deadline:
-                raise TxReceiptTimeoutError(self._describe_unmined([p for p in pending if p.tx_hash not in receipts]))
+                raise TxReceiptTimeoutError(describe_unmined(self.rpc, self.address, missing, self.receipt_timeout))
             if len(receipts) > seen:
                 seen, stalled_since = len(receipts), now
             elif now - stalled_since > 1.0:
-                suspects = self._check_not_replaced([p for p in pending if p.tx_hash not in receipts], receipts,
-                                                    suspects)
+                suspects = self._recover_replaced(missing, receipts, suspects)
                 if self._is_dev_node():
                     # anvil's automine mines when a transaction arrives; what did not fit in
                     # that block waits for the next arrival. Mine one instead of waiting forever.
                     self.rpc.call("evm_mine")
-                    self._requeue_stuck([p for p in pending if p.tx_hash not in receipts])
+                    if requeue_stuck(self.rpc, self.address, [p for p in pending if p.tx_hash not in receipts]):
+                        self.broadcast(sorted(missing, key=lambda p: p.nonce))
                 stalled_since = now
             if now > rebroadcast_at:  # a node may have dropped them: same bytes, same hashes
                 self.broadcast([p for p in pending if p.tx_hash not in receipts])
@@ -302,18 +319,20 @@ class TxSender:
         """Adds the receipts the node has for `pending` to `receipts`, a JSON-RPC batch at a time
         (each decoded before the next is fetched: 10,000 raw receipts at once are ~100 MB)."""
         for start in range(0, len(pending), RECEIPT_BATCH):
-            part = pending[start:start + RECEIPT_BATCH]
+            part = pending[start : start + RECEIPT_BATCH]
             results = self.rpc.batch([("eth_getTransactionReceipt", [p.tx_hash]) for p in part])
             for p, r in zip(part, results):
                 if isinstance(r, dict):
                     receipts[p.tx_hash] = Receipt.from_rpc(r, p.call.context)
 
-    def _check_not_replaced(self, missing: Sequence[PendingTx], receipts: dict[str, Receipt],
-                            suspects: set[str]) -> set[str]:
-        """Raises NonceError when a transaction can never be mined: its nonce was used by another
-        transaction of this account (sent by another process, or left in the pool). A node can
-        count a nonce a moment before it serves the receipt, so a transaction is only judged lost
-        when two checks a stall apart agree; returns this check's suspects."""
+    def _recover_replaced(
+        self, missing: Sequence[PendingTx], receipts: dict[str, Receipt], suspects: set[str]
+    ) -> set[str]:
+        """Signs again, at fresh nonces, the transactions that can never be mined: their nonce was
+        used by a mined transaction that is not ours (another sender of the key, here or on
+        another machine, or a replacement in the pool). A node can count a nonce a moment before
+        it serves the receipt, so one is judged lost only when two checks a stall apart agree;
+        returns this check's suspects."""
         used = int(self.rpc.call("eth_getTransactionCount", [self.address, "latest"]), 16)
         stale = [p for p in missing if p.nonce < used]
         if not stale:
@@ -322,10 +341,9 @@ class TxSender:
         lost = [p for p in stale if p.tx_hash not in receipts]
         confirmed = [p for p in lost if p.tx_hash in suspects]
         if confirmed:
-            self.resync_nonce()
-            raise NonceError(f"{len(confirmed)} transaction(s) of {self.address} will never be mined: "
-                             f"nonce {confirmed[0].nonce} was used by another transaction")
-        return {p.tx_hash for p in lost}
+            self.resign(confirmed)
+            self.broadcast(confirmed)
+        return {p.tx_hash for p in lost if p not in confirmed}
 
     def transact(self, call: Call, gas: int | None = None) -> Receipt:
         """Estimate, sign, send, wait; raises the typed error of a revert."""
@@ -350,51 +368,6 @@ class TxSender:
                     return revert_error(e.revert_data, context=receipt.context)
                 log.debug("replay at block %d failed: %s", block, e)
         return TxRevertError("mined but reverted", context=receipt.context)
-
-    def _requeue_stuck(self, missing: Sequence[PendingTx]) -> None:
-        """anvil only. Its pool decides at insertion whether a transaction waits for its
-        predecessor, from the nonce it read before inserting; when the block that mined the
-        predecessor lands in between, the transaction at the account's next nonce waits for it
-        forever, *queued* with everything after it (seen under pipelined load: 0 pending, 43
-        queued from the next nonce). `anvil_dropTransaction` only drops ready ones and a resend of
-        the same bytes is refused as already imported, so: remove this account's transactions
-        from the pool and send ours again, in nonce order (same hashes, nothing sent twice). A
-        concurrent batch of the same account is removed too; its own wait sends it again at its
-        next rebroadcast (within 5 s)."""
-        if not missing:
-            return
-        head = min(missing, key=lambda p: p.nonce)
-        mined, pool = self.rpc.batch([("eth_getTransactionCount", [self.address, "latest"]), ("txpool_status", [])])
-        if not (isinstance(mined, str) and isinstance(pool, dict)) or int(mined, 16) != head.nonce:
-            return
-        if int(pool.get("pending", "0x0"), 16) == 0 and int(pool.get("queued", "0x0"), 16) > 0:
-            log.warning("%d transaction(s) of %s stuck in anvil's queue from nonce %d: sending them again",
-                        len(missing), self.address, head.nonce)
-            try:
-                self.rpc.call("anvil_removePoolTransactions", [self.address])
-            except RpcError as e:  # an anvil without it: the rebroadcast is all we have
-                log.warning("anvil_removePoolTransactions failed: %s", e)
-                return
-            self.broadcast(sorted(missing, key=lambda p: p.nonce))
-
-    def _describe_unmined(self, missing: Sequence[PendingTx]) -> str:
-        """Why transactions may not be mined, from what the node says: nonce gap, fee, pool."""
-        nonces = sorted(p.nonce for p in missing)
-        text = f"{len(missing)} transaction(s) not mined in {self.receipt_timeout:.0f}s (nonces {nonces[0]}-{nonces[-1]})"
-        try:
-            mined, pool, block = self.rpc.batch([
-                ("eth_getTransactionCount", [self.address, "latest"]), ("txpool_status", []),
-                ("eth_getBlockByNumber", ["latest", False])])
-            if isinstance(mined, str):
-                text += f"; the node's next nonce for {self.address} is {int(mined, 16)}"
-            if isinstance(pool, dict):
-                text += f"; its pool: {int(pool.get('pending', '0x0'), 16)} pending, {int(pool.get('queued', '0x0'), 16)} queued"
-            if isinstance(block, dict) and block.get("baseFeePerGas"):
-                fee = _max_fee(missing[0].raw)
-                text += f"; base fee {int(block['baseFeePerGas'], 16)} wei, these offer at most {fee} wei"
-        except Exception:  # the description is best effort: the timeout is the error
-            pass
-        return text
 
     def _is_dev_node(self) -> bool:
         """Whether the node is anvil (which mines on demand); asked once."""
@@ -422,9 +395,9 @@ def _nonce_too_low(e: RpcError) -> bool:
     return "nonce too low" in m or "nonce is too low" in m
 
 
-def _max_fee(raw: bytes) -> int:
-    """maxFeePerGas of a signed type-2 transaction."""
-    return int.from_bytes(rlp.decode(raw[1:])[3], "big")
+def _replaced(e: RpcError) -> bool:
+    m = e.message.lower()
+    return "replacement transaction underpriced" in m or "replacement" in m and "underpriced" in m
 
 
-__all__ = ["Call", "Log", "PendingTx", "Receipt", "Signer", "TxSender", "TxRpcError"]
+__all__ = ["Call", "PendingTx", "Receipt", "TxSender"]

@@ -54,9 +54,7 @@ class Environment(IntFlag):
         return cls(int(value))
 
 
-ENUMS: dict[str, type[IntEnum]] = {
-    e.__name__: e for e in (TaskStatus, SourceStatus, ResponseStatus, DeliveryMethod)
-}
+ENUMS: dict[str, type[IntEnum]] = {e.__name__: e for e in (TaskStatus, SourceStatus, ResponseStatus, DeliveryMethod)}
 
 
 class _Struct:

@@ -69,7 +69,9 @@ class ComposeSpec:
         name = self.main_service()
         ext = (self.services[name] or {}).get("x-ogpu-local")
         if not isinstance(ext, dict) or not ext.get("command"):
-            raise ComposeError(f"service {name!r} of {self.path} has no x-ogpu-local command: the local backend "
-                               "cannot run it (use the docker backend, or add the extension)")
+            raise ComposeError(
+                f"service {name!r} of {self.path} has no x-ogpu-local command: the local backend "
+                "cannot run it (use the docker backend, or add the extension)"
+            )
         env = {str(k): str(v) for k, v in (ext.get("env") or {}).items()}
         return LocalSpec(str(ext["command"]), env, str(ext.get("working_dir", ".")))

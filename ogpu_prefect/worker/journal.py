@@ -45,8 +45,17 @@ class FlowRunJournal:
     loop (or `log` from any thread); `run` flushes until `stop` is set (the worker's teardown
     then flushes what is left)."""
 
-    def __init__(self, client: Any, deployment_id: UUID, flow_id: UUID, pool_name: str, queue_name: str, tags: list[str],
-                 make_logger: Callable[[Any], logging.LoggerAdapter[Any]], log: logging.Logger | Any) -> None:
+    def __init__(
+        self,
+        client: Any,
+        deployment_id: UUID,
+        flow_id: UUID,
+        pool_name: str,
+        queue_name: str,
+        tags: list[str],
+        make_logger: Callable[[Any], logging.LoggerAdapter[Any]],
+        log: logging.Logger | Any,
+    ) -> None:
         self.client = client
         self.deployment_id = deployment_id
         self.flow_id = flow_id
@@ -64,8 +73,16 @@ class FlowRunJournal:
 
     # ---- recording (never blocks) ----
 
-    def start(self, task: str, parameters: dict[str, str], key: str, *, resumed: bool = False,
-              run_id: UUID | None = None, note: str = "resumed after a worker restart") -> None:
+    def start(
+        self,
+        task: str,
+        parameters: dict[str, str],
+        key: str,
+        *,
+        resumed: bool = False,
+        run_id: UUID | None = None,
+        note: str = "resumed after a worker restart",
+    ) -> None:
         """A task began executing. `resumed`: its flow run may exist already (found by `key`);
         `run_id`: it does. Either way that run is set Running with `note`."""
         entry = self._entries.get(task)
@@ -106,7 +123,7 @@ class FlowRunJournal:
     async def close_runs(self, ids: list[UUID], state_type: str, message: str) -> None:
         """Sets existing flow runs that no task of ours executes to a final state, now."""
         for i in range(0, len(ids), BULK_STATE):
-            await self._force_state(ids[i:i + BULK_STATE], state_type, message)
+            await self._force_state(ids[i : i + BULK_STATE], state_type, message)
 
     def open_runs(self) -> dict[UUID, str]:
         """Flow run -> task, for recorded tasks that have not ended."""
@@ -160,8 +177,14 @@ class FlowRunJournal:
 
     def _create_body(self, e: _Entry) -> dict[str, Any]:
         state = _state_json(*e.end) if e.end is not None and not e.resumed else _state_json("RUNNING", "executing")
-        return {"parameters": e.parameters, "name": _run_name(e.task), "idempotency_key": e.key,
-                "tags": self.tags, "work_queue_name": self.queue_name, "state": state}
+        return {
+            "parameters": e.parameters,
+            "name": _run_name(e.task),
+            "idempotency_key": e.key,
+            "tags": self.tags,
+            "work_queue_name": self.queue_name,
+            "state": state,
+        }
 
     async def _create_runs(self, bodies: list[dict[str, Any]]) -> list[tuple[UUID, str] | None]:
         """One POST /flow_runs/ each, in order: (id, its state type) or None. The deployment's
@@ -172,9 +195,15 @@ class FlowRunJournal:
         out: list[tuple[UUID, str] | None] = []
         for b in bodies:
             try:
-                resp = await self.client._client.post("/flow_runs/", json={
-                    **b, "flow_id": str(self.flow_id), "deployment_id": str(self.deployment_id),
-                    "work_pool_name": self.pool_name})
+                resp = await self.client._client.post(
+                    "/flow_runs/",
+                    json={
+                        **b,
+                        "flow_id": str(self.flow_id),
+                        "deployment_id": str(self.deployment_id),
+                        "work_pool_name": self.pool_name,
+                    },
+                )
             except Exception as e:  # e.g. a timeout: it may have landed, the retry will tell
                 self.log_.debug("a flow run was not created: %s", e)
                 out.append(None)
@@ -198,7 +227,7 @@ class FlowRunJournal:
                 groups.setdefault(("RUNNING", e.note), []).append(e)
         for (state_type, message), entries in groups.items():
             for i in range(0, len(entries), BULK_STATE):
-                chunk = entries[i:i + BULK_STATE]
+                chunk = entries[i : i + BULK_STATE]
                 accepted = await self._force_state([e.run_id for e in chunk if e.run_id], state_type, message)
                 for e in chunk:
                     if e.run_id in accepted:  # the others are tried again at the next flush
@@ -212,14 +241,21 @@ class FlowRunJournal:
             import httpx
 
             try:  # Prefect's client raises for an error status
-                resp = await self.client._client.post("/flow_runs/bulk_set_state", json={
-                    "flow_runs": {"id": {"any_": [str(i) for i in ids]}}, "state": _state_json(state_type, message),
-                    "force": True, "limit": BULK_STATE})
+                resp = await self.client._client.post(
+                    "/flow_runs/bulk_set_state",
+                    json={
+                        "flow_runs": {"id": {"any_": [str(i) for i in ids]}},
+                        "state": _state_json(state_type, message),
+                        "force": True,
+                        "limit": BULK_STATE,
+                    },
+                )
                 results = resp.json().get("results", [])
                 refused = [r for r in results if r.get("status") != "ACCEPT"]
                 if refused:
-                    self.log_.debug("%d of %d state change(s) refused: %s", len(refused), len(ids),
-                                    refused[0].get("details"))
+                    self.log_.debug(
+                        "%d of %d state change(s) refused: %s", len(refused), len(ids), refused[0].get("details")
+                    )
                 return {UUID(r["flow_run_id"]) for r in results if r.get("status") == "ACCEPT"}
             except httpx.HTTPStatusError as e:
                 if e.response.status_code not in (404, 405):
@@ -240,8 +276,14 @@ class FlowRunJournal:
         ended = [(t, e) for t, e in self._entries.items() if e.end_set]
         for task, e in ended[:at_most]:
             if e.artifact is not None and e.run_id is not None:
-                await self.client.create_artifact(ArtifactCreate(
-                    type="markdown", data=e.artifact, flow_run_id=e.run_id, description="The task's on-chain response"))
+                await self.client.create_artifact(
+                    ArtifactCreate(
+                        type="markdown",
+                        data=e.artifact,
+                        flow_run_id=e.run_id,
+                        description="The task's on-chain response",
+                    )
+                )
                 e.artifact = None
             if self._entries.get(task) is e:
                 del self._entries[task]

@@ -10,12 +10,10 @@ store the envelope `{"task", "provider", "result"}`, and submit its URL with `Ne
 from __future__ import annotations
 
 import logging
-import queue
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -23,38 +21,26 @@ from typing import Any
 
 from ..backends import HardwareBackend, RunningService
 from ..chain.connection import Chain
-from ..chain.events import created_address
 from ..chain.rpc import http_session
-from ..chain.tx import Signer
-from ..chain.types import Environment, ResponseParams, TaskStatus
+from ..chain.signing import Signer
+from ..chain.types import Environment, TaskStatus
 from ..storage import PayloadStore, fetch_json
 from .compose import ComposeSpec
+from .outcomes import (
+    Executed,
+    ProviderError,
+    TakenReason,
+    TaskCancelledError,
+    TaskTakenError,
+    closed_reason,
+)
+from .responder import Responder
 from .service import CallbackReceiver, ServiceClient, ServiceError
 
 log = logging.getLogger(__name__)
 
 DEADLINE_MARGIN_S = 5
 """Seconds before a task's expiry by which its response must be on its way to the chain."""
-
-
-class ProviderError(Exception):
-    """A task could not be executed (no compose for our environment, service failure, deadline)."""
-
-
-class TaskTakenError(ProviderError):
-    """The task was finalized (another provider answered first), cancelled by its client, or expired
-    before our response."""
-
-
-@dataclass(frozen=True)
-class Executed:
-    """A task we answered: our Response, the URL of the stored result, the payment asked."""
-
-    response: str
-    data_url: str
-    payment: int
-    resumed: bool = False
-    """True when the response was already on chain (a restart after a crash)."""
 
 
 @dataclass
@@ -64,10 +50,18 @@ class _Warm:
 
 
 class Provider:
-    def __init__(self, chain: Chain, signer: Signer | Any, store: PayloadStore, backend: HardwareBackend,
-                 environment: Environment = Environment.CPU, *, fetch: Callable[[str], Any] | None = None,
-                 service_log: Callable[[str, str], None] | None = None,
-                 on_service: Callable[[str, str], None] | None = None) -> None:
+    def __init__(
+        self,
+        chain: Chain,
+        signer: Signer | Any,
+        store: PayloadStore,
+        backend: HardwareBackend,
+        environment: Environment = Environment.CPU,
+        *,
+        fetch: Callable[[str], Any] | None = None,
+        service_log: Callable[[str, str], None] | None = None,
+        on_service: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.chain = chain
         self.sender = chain.sender(signer)
         self.store = store
@@ -80,7 +74,7 @@ class Provider:
         """Told ("started" | "stopped", source) when a source's service starts (ready) or stops."""
         self.receiver = CallbackReceiver().start()
         self.clock = ChainClock(chain)
-        self._responder = _Responder(self)
+        self._responder = Responder(self)
         self._services: dict[str, _Warm] = {}
         self._lock = threading.Lock()
         self._workdir = Path(tempfile.mkdtemp(prefix="ogpu-provider-"))
@@ -96,7 +90,7 @@ class Provider:
         each source with our environment. Idempotent."""
         vault = self.chain.vault
         per_source = vault.MIN_LOCKUP_PER_SOURCE()
-        terms = self.chain.read_many([(self.chain.source(s), "getSourceParams", ()) for s in sources])
+        terms = self.chain.read_many([self.chain.source(s).read.get_source_params() for s in sources])
         need = max([per_source * len(sources), *(t.minAvailableLockup for t in terms)], default=0)
         need = max(need, stake or 0)
         locked = vault.lockup_of(self.address)
@@ -106,8 +100,8 @@ class Provider:
             if free < short:
                 self.sender.transact(vault.deposit(self.address, value=short - free))
             self.sender.transact(vault.lock(short))
-        ids = self.chain.read_many([(self.chain.source(s), "registrantId", (self.address,)) for s in sources])
-        envs = self.chain.read_many([(self.chain.source(s), "preferredEnvironmentOf", (self.address,)) for s in sources])
+        ids = self.chain.read_many([self.chain.source(s).read.registrant_id(self.address) for s in sources])
+        envs = self.chain.read_many([self.chain.source(s).read.preferred_environment_of(self.address) for s in sources])
         todo = [s for s, i, e in zip(sources, ids, envs) if i == 0 or e != int(self.environment)]
         for s in todo:
             self.sender.transact(self.chain.nexus.register(s, self.address, int(self.environment)))
@@ -121,7 +115,7 @@ class Provider:
         if not url:
             raise ProviderError(f"source {source} has no compose file for {self.environment.name.lower()}")
         if url.startswith("file://"):
-            return ComposeSpec.load(url[len("file://"):])
+            return ComposeSpec.load(url[len("file://") :])
         import requests
 
         body = requests.get(url, timeout=30)
@@ -138,8 +132,12 @@ class Provider:
             if warm is not None and warm.service.alive():
                 warm.last_used = time.time()
                 return warm.service
-            service = self.backend.start(self.compose_for(source), self.environment, callback_url=self.receiver.url,
-                                         log=lambda line: self.service_log(source, line))
+            service = self.backend.start(
+                self.compose_for(source),
+                self.environment,
+                callback_url=self.receiver.url,
+                log=lambda line: self.service_log(source, line),
+            )
             self._services[source] = _Warm(service)
         self.on_service("started", source)
         return service
@@ -169,7 +167,7 @@ class Provider:
         if not tasks:
             return []
         if prices is None:
-            prices = self.chain.read_many([(self.chain.task(t), "getPayment", ()) for t in tasks])
+            prices = self.chain.read_many([self.chain.task(t).read.get_payment() for t in tasks])
         calls = [self.chain.nexus.attempt(t, self.address, p) for t, p in zip(tasks, prices)]
         receipts = self.sender.wait(self.sender.send(calls, 300_000), check=False)
         return [t for t, r in zip(tasks, receipts) if r.status == 1]
@@ -190,7 +188,7 @@ class Provider:
         published = [next(receipts) is not None if tx else True for _, tx in runs]  # None: reverted away
         live = [p and present for p, present in zip(published, self._on_chain([t for t, _ in runs]))]
         candidates = [t for (t, _), ok in zip(runs, live) if ok]
-        ids = iter(self.chain.read_many([(self.chain.task(t), "attempterId", (self.address,)) for t in candidates]))
+        ids = iter(self.chain.read_many([self.chain.task(t).read.attempter_id(self.address) for t in candidates]))
         return [ok and next(ids) != 0 for ok in live]
 
     def execute(self, task: str, *, payment: int | None = None, max_runtime_s: float | None = None) -> Executed:
@@ -200,7 +198,8 @@ class Provider:
         at once, and their responses are submitted together (`_Responder`)."""
         t = self.chain.task(task)
         (source, config_url, expiry, task_payment), done, status = self.chain.read_many(
-            [(t, "taskParams", ()), (t, "responseOf", (self.address,)), (t, "getStatus", ())])
+            [t.read.task_params(), t.read.response_of(self.address), t.read.get_status()]
+        )
         if int(done, 16):
             _, _, data_url, paid = self.chain.response(done).response_params()
             return Executed(done, data_url, paid, resumed=True)
@@ -213,24 +212,26 @@ class Provider:
         service = self.service_for(source)
         self.receiver.expect(task)
         try:
-            ServiceClient(service.base_url, session=self._http).submit(config["function_name"], task,
-                                                                      config.get("data", {}))
+            ServiceClient(service.base_url, session=self._http).submit(
+                config["function_name"], task, config.get("data", {})
+            )
         except ServiceError as e:
             self.receiver.forget(task)
             raise ProviderError(str(e)) from None
         try:
             result = self.receiver.wait(task, deadline)
-        except ServiceError as e:
+        except ServiceError as e:  # our deadline; a cancel raises its own error (TaskCancelledError, ...)
             raise ProviderError(str(e)) from None
         url = self.store.put_json({"task": task, "provider": self.address, "result": result}, field="result")
         asked = task_payment if payment is None else payment
         return self._responder.submit(task, url, asked, expiry).result()
 
     def _check_open(self, task: str, status: TaskStatus, expiry: int) -> None:
-        if status not in (TaskStatus.NEW, TaskStatus.ATTEMPTED, TaskStatus.RESPONDED):
-            raise TaskTakenError(f"task {task} is {TaskStatus(status).name}: nothing to answer")
+        closed = closed_reason(TaskStatus(status))
+        if closed is not None:
+            raise TaskTakenError(task, closed)
         if self.clock.now() >= expiry:
-            raise TaskTakenError(f"task {task} expired before our response")
+            raise TaskTakenError(task, TakenReason.EXPIRED)
 
     def stop_service(self, source: str) -> None:
         """Stops `source`'s warm service, if any (the next task starts a fresh one)."""
@@ -240,9 +241,9 @@ class Provider:
             warm.service.stop()
             self.on_service("stopped", source)
 
-    def cancel(self, task: str) -> None:
-        """Stops waiting for `task`'s result (its execute raises ProviderError)."""
-        self.receiver.cancel(task)
+    def cancel(self, task: str, why: str = "its flow run was cancelled") -> None:
+        """Stops waiting for `task`'s result (its execute raises TaskCancelledError)."""
+        self.receiver.cancel(task, TaskCancelledError(f"task {task}: {why}"))
 
     def give_up_taken(self, tasks: Sequence[str]) -> list[str]:
         """Stops waiting for those of `tasks` that closed without our response (another provider
@@ -252,15 +253,17 @@ class Provider:
         if not tasks:
             return []
         present = self._on_chain(tasks)
-        reads = iter(self.chain.read_many([(self.chain.task(t), fn, args) for t, ok in zip(tasks, present) if ok
-                                           for fn, args in (("getStatus", ()), ("responseOf", (self.address,)))]))
+        live = [self.chain.task(t) for t, ok in zip(tasks, present) if ok]
+        reads = iter(
+            self.chain.read_many([r for t in live for r in (t.read.get_status(), t.read.response_of(self.address))])
+        )
         taken = []
         for t, ok in zip(tasks, present):
             status, ours = (next(reads), next(reads)) if ok else (None, "0x0")
             if status is None:
-                error = TaskTakenError(f"task {t} is not on this chain any more")
+                error = TaskTakenError(t, TakenReason.LEFT_CHAIN)
             elif TaskStatus(status).is_final and not int(ours, 16):
-                error = TaskTakenError(f"task {t} is {TaskStatus(status).name}: nothing to answer")
+                error = TaskTakenError(t, closed_reason(TaskStatus(status)) or TakenReason.FINALIZED_ELSEWHERE)
             else:
                 continue
             if self.receiver.cancel(t, error, if_expected=True):
@@ -298,96 +301,3 @@ class ChainClock:
         """Records the chain's time read just now (by a caller that batched the read)."""
         self._skew = chain_now - time.time()
         self._read_at = time.monotonic()
-
-
-class _Responder:
-    """Submits finished tasks' responses in pipelined batches: whatever is ready when the previous
-    batch is mined goes out together (one fee query, one send, bulk receipt polling), so a burst
-    of results costs a few round trips instead of a few per task. Each caller gets a future."""
-
-    MAX_BATCH = 256
-
-    def __init__(self, provider: Provider) -> None:
-        self.p = provider
-        self._queue: queue.Queue[tuple[str, str, int, int, Future[Executed]] | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._loop, name="ogpu-responder", daemon=True)
-        self._thread.start()
-
-    def submit(self, task: str, url: str, payment: int, expiry: int) -> Future[Executed]:
-        future: Future[Executed] = Future()
-        self._queue.put((task, url, payment, expiry, future))
-        return future
-
-    def stop(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=30)
-        while True:  # whatever came after the stop is refused, not left waiting
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if item is not None:
-                item[-1].set_exception(ProviderError("the provider stopped before submitting the response"))
-
-    def _loop(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < self.MAX_BATCH:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._queue.put(None)
-                    break
-                batch.append(item)
-            try:
-                self._send(batch)
-            except Exception as e:  # never strand a waiter
-                for *_, future in batch:
-                    if not future.done():
-                        future.set_exception(ProviderError(f"submitting the response failed: {e}"))
-
-    def _send(self, batch: list[tuple[str, str, int, int, Future[Executed]]]) -> None:
-        p = self.p
-        chain = p.chain
-        statuses = chain.read_many([(chain.task(t), "getStatus", ()) for t, *_ in batch])
-        ready = []
-        for item, status in zip(batch, statuses):
-            task, _, _, expiry, future = item
-            try:
-                p._check_open(task, status, expiry)
-                ready.append(item)
-            except TaskTakenError as e:
-                future.set_exception(e)
-        if not ready:
-            return
-        calls = [chain.nexus.submit_response(ResponseParams(t, p.address, url, pay)) for t, url, pay, _, _ in ready]
-        try:
-            receipts = p.sender.wait(p.sender.send(calls, 600_000), check=False)
-        except Exception as e:
-            # Some may have landed before the failure: the chain says which.
-            log.warning("submitting %d response(s) failed (%s); checking which landed", len(ready), e)
-            done = chain.read_many([(chain.task(t), "responseOf", (p.address,)) for t, *_ in ready])
-            for (task, url, pay, _, future), response in zip(ready, done):
-                if int(response, 16):
-                    future.set_result(Executed(response, url, pay))
-                else:
-                    future.set_exception(ProviderError(f"submitting the response of {task} failed: {e}"))
-            return
-        failed = [(item, r) for item, r in zip(ready, receipts) if r.status != 1]
-        for (task, url, pay, _, future), r in zip(ready, receipts):
-            if r.status == 1:
-                future.set_result(Executed(created_address(r, "ResponseSubmitted", "response", chain.network.nexus),
-                                           url, pay))
-        if failed:
-            statuses = chain.read_many([(chain.task(item[0]), "getStatus", ()) for item, _ in failed])
-            for ((task, _, _, expiry, future), r), status in zip(failed, statuses):
-                try:  # lost a race (another provider finalized it, or it expired) or a real revert
-                    p._check_open(task, status, expiry)
-                    future.set_exception(ProviderError(f"task {task}: {p.sender.explain(r)}"))
-                except TaskTakenError as e:
-                    future.set_exception(e)

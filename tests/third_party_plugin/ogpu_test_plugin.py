@@ -11,7 +11,7 @@ import os
 from ogpu_prefect.chain.types import DeliveryMethod
 from ogpu_prefect.delivery import Decision, DeliveryStrategy
 from ogpu_prefect.hookspecs import hookimpl
-from plugins.local_backend import LocalBackend
+from ogpu_prefect.plugins.local_backend import LocalBackend
 
 
 class Majority(DeliveryStrategy):

@@ -4,9 +4,8 @@ any; `sleep` answers after `seconds` (a task that is still running when a test n
 
 from __future__ import annotations
 
-from typing import Any
-
 import time
+from typing import Any
 
 import ogpu.service
 from pydantic import BaseModel, ConfigDict

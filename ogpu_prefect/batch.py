@@ -1,0 +1,187 @@
+"""What makes `run_batch` safe with money: its identity across retries and re-runs, its checks
+before the first transaction, and the settling of its escrow on every way out.
+
+- **Identity.** A batch is its `batch_key` (default: the flow run id, which a Prefect retry and a
+  re-run of the same flow run keep). The chain, client, source and first block of a key are saved
+  as a Prefect Variable before the first transaction; every publication of the key reconciles
+  against the chain from that block (reconcile.py), so a retry, a re-run, or a new run with the
+  same key publishes only what is missing.
+- **Ledger.** Every task the batch has on chain, in memory while it runs (`live_ledger`), for the
+  flow's own settling and for its failure hooks in the same process.
+- **Settling.** At the end, and from the flow's failure, crash and cancellation hooks: cancel
+  what is still NEW, reclaim what expired where the deployment can, and report the rest
+  (escrow.py). A hook in another process (the runner of a served deployment) finds the batch's
+  tasks from the chain and their configs' marks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .chain.errors import InvalidInputError, OGPUError
+from .client import OGPUClient
+from .escrow import EscrowReport, settle
+from .reconcile import find_published
+
+if TYPE_CHECKING:
+    from .delivery import DeliveryStrategy
+
+log = logging.getLogger(__name__)
+
+
+class DeliveryMismatchError(InvalidInputError):
+    """The delivery method needs sources of another on-chain delivery method."""
+
+
+class BatchKeyConflictError(InvalidInputError):
+    """The batch_key is already a batch of another chain, client or source."""
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    key: str
+    chain_id: int
+    client: str
+    source: str
+    from_block: int
+
+    @property
+    def variable_name(self) -> str:
+        return variable_name(self.key)
+
+
+def variable_name(key: str) -> str:
+    """The Prefect Variable holding a batch's record (names are short and [a-z0-9-])."""
+    return "ogpu-batch-" + hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def open_batch(client: OGPUClient, key: str, source: str) -> BatchRecord:
+    """The batch `key`'s record: saved by an earlier attempt, or made now (first block: the next
+    one) and saved before anything is published."""
+    from prefect.variables import Variable
+
+    name = variable_name(key)
+    saved = Variable.get(name, default=None)
+    if saved is None:
+        record = BatchRecord(
+            key, client.chain.network.chain_id, client.address, source, client.chain.block_number() + 1
+        )
+        try:
+            Variable.set(
+                name,
+                {
+                    "key": key,
+                    "chain_id": record.chain_id,
+                    "client": record.client,
+                    "source": record.source,
+                    "from_block": record.from_block,
+                },
+                overwrite=False,
+            )
+            return record
+        except ValueError:  # a concurrent run of the same key saved it first
+            saved = Variable.get(name, default=None)
+    record = BatchRecord(
+        saved["key"], int(saved["chain_id"]), saved["client"], saved["source"], int(saved["from_block"])
+    )
+    if (record.chain_id, record.client.lower(), record.source.lower()) != (
+        client.chain.network.chain_id,
+        client.address.lower(),
+        source.lower(),
+    ):
+        raise BatchKeyConflictError(
+            "batch_key",
+            f"{key!r} is a batch of source {record.source} by {record.client} "
+            f"on chain {record.chain_id}; use another key",
+        )
+    return record
+
+
+def find_batch(key: str) -> BatchRecord | None:
+    from prefect.variables import Variable
+
+    saved = Variable.get(variable_name(key), default=None)
+    if saved is None:
+        return None
+    return BatchRecord(saved["key"], int(saved["chain_id"]), saved["client"], saved["source"], int(saved["from_block"]))
+
+
+def check_delivery(strategy: DeliveryStrategy, method: Any) -> None:
+    """Refuses a delivery method whose sources use another on-chain delivery method (it would
+    wait until expiry, and leave providers unpaid)."""
+    if strategy.requires != method:
+        raise DeliveryMismatchError(
+            "delivery", f"{strategy.name!r} works with {strategy.requires.name} sources; this source is {method.name}"
+        )
+
+
+@dataclass
+class Ledger:
+    """Every task a running batch has on chain, and how to settle them."""
+
+    client: OGPUClient
+    record: BatchRecord
+    known: dict[str, None] = field(default_factory=dict)  # an ordered set
+    settled: EscrowReport | None = None
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.known)
+
+    def add(self, addresses: Sequence[str]) -> None:
+        self.known.update(dict.fromkeys(addresses))
+
+    def settle(self, tasks: Sequence[str] | None = None) -> EscrowReport:
+        report = settle(self.client, list(tasks) if tasks is not None else self.tasks)
+        self.settled = report
+        return report
+
+
+_live: dict[str, Ledger] = {}
+_live_lock = threading.Lock()
+
+
+def live_ledger(key: str, ledger: Ledger | None = None, *, drop: bool = False) -> Ledger | None:
+    """The ledger of a batch running in this process (for its hooks), set, read or dropped."""
+    with _live_lock:
+        if drop:
+            return _live.pop(key, None)
+        if ledger is not None:
+            _live[key] = ledger
+        return _live.get(key)
+
+
+def batch_tasks_on_chain(client: OGPUClient, record: BatchRecord) -> tuple[list[str], list[str]]:
+    """(tasks of the batch, duplicates among them) from the chain alone: the client's tasks on the
+    source since the batch's first block whose config carries this batch's mark."""
+    found = find_published(client.chain, client.address, record.source, record.from_block)
+    ours, duplicates = [], []
+    for url, tasks in found.items():
+        try:
+            config = client.fetch(url)
+        except OGPUError as e:
+            log.warning("could not read the config of %d task(s) at %s: %s", len(tasks), url, e)
+            continue
+        mark = config.get("ogpu_prefect") if isinstance(config, dict) else None
+        if isinstance(mark, dict) and mark.get("batch") == record.key:
+            ours += [t.address for t in tasks]
+            duplicates += [t.address for t in tasks[1:]]
+    return ours, duplicates
+
+
+def settle_batch(client: OGPUClient, key: str) -> EscrowReport | None:
+    """Settles every task of batch `key` (see module doc): from its live ledger when it runs in
+    this process, else from the chain. None when no such batch was ever opened."""
+    ledger = live_ledger(key)
+    if ledger is not None:
+        return ledger.settle()
+    record = find_batch(key)
+    if record is None:
+        return None
+    tasks, _ = batch_tasks_on_chain(client, record)
+    return settle(client, tasks)

@@ -1,0 +1,150 @@
+"""run_batch's artifacts: progress while it runs, then the results table, the cost summary and,
+when any escrow is still held, where it stands."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .escrow import EscrowReport
+from .models import TaskResult
+
+ETHER = 10**18
+PREVIEW_CHARS = 60
+
+
+def ogpu(wei: int) -> str:
+    return f"{wei / ETHER:.6f}"
+
+
+class ProgressReporter:
+    """The progress artifact, updated from a thread: the wait loop never blocks on the API (a
+    server on SQLite under load can hold a write for seconds). Only the latest value is sent."""
+
+    def __init__(self, total: int, description: str, every_s: float = 2.0) -> None:
+        from prefect.artifacts import create_progress_artifact
+
+        self.total, self.every_s = max(total, 1), every_s
+        self.artifact_id = create_progress_artifact(progress=0.0, key="ogpu-batch-progress", description=description)
+        self._value: float | None = None
+        self._changed = threading.Event()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="ogpu-batch-progress", daemon=True)
+        self._thread.start()
+
+    def round_progress(self, done_before: int) -> Callable[[int, int], None]:
+        """The callback for one round's wait: (done in the round, its size) -> overall progress."""
+        return lambda done, _: self.set(100.0 * min(done_before + done, self.total) / self.total)
+
+    def set(self, value: float) -> None:
+        self._value = value
+        self._changed.set()
+
+    def close(self) -> None:
+        from prefect.artifacts import update_progress_artifact
+
+        self._closed = True
+        self._changed.set()
+        self._thread.join(timeout=30)
+        try:
+            update_progress_artifact(self.artifact_id, progress=100.0)
+        except Exception:  # progress is cosmetic
+            pass
+
+    def _loop(self) -> None:
+        from prefect.artifacts import update_progress_artifact
+
+        while not self._closed:
+            self._changed.wait()
+            self._changed.clear()
+            if self._closed or self._value is None:
+                continue
+            try:
+                update_progress_artifact(self.artifact_id, progress=self._value)
+            except Exception:  # progress is cosmetic; the final update happens in close()
+                pass
+            time.sleep(self.every_s)
+
+
+def preview(result: Any) -> str:
+    """A short rendering of a result payload for the table (the envelope's `result`)."""
+    if isinstance(result, dict) and "result" in result:
+        result = result["result"]
+    if result is None:
+        return ""
+    text = json.dumps(result, sort_keys=True, separators=(",", ":"), default=str)
+    return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
+
+
+def report_batch(results: list[TaskResult], payment: int, wall: float, source: str) -> None:
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    # Columns, not a dict per row: half the JSON and half the peak memory at 10,000 tasks.
+    columns = {
+        "input": [r.index for r in results],
+        "status": [r.status for r in results],
+        "result": [preview(r.result) for r in results],
+        "latency (s)": [f"{r.latency_s:.2f}" if r.latency_s is not None else "" for r in results],
+        "payment (OGPU)": [ogpu(r.payment) if r.status == "finalized" else "" for r in results],
+        "republished": [r.republished for r in results],
+        "provider": [r.provider or "" for r in results],
+        "task": [r.task or "" for r in results],
+        "reason": [r.reason or "" for r in results],
+    }
+    create_table_artifact(columns, key="ogpu-batch-results", description=f"OpenGPU batch on source {source}")
+    del columns
+    done = [r for r in results if r.status == "finalized"]
+    spent = sum(r.payment for r in done)
+    lat = sorted(r.latency_s for r in done if r.latency_s is not None)
+    p50 = lat[len(lat) // 2] if lat else 0.0
+    p95 = lat[min(len(lat) - 1, int(len(lat) * 0.95))] if lat else 0.0
+    by_status: dict[str, int] = {}
+    for r in results:
+        by_status[r.status] = by_status.get(r.status, 0) + 1
+    create_markdown_artifact(
+        key="ogpu-batch-cost",
+        markdown="\n".join(
+            [
+                f"# OpenGPU batch: {len(done)}/{len(results)} finalized",
+                "",
+                "| item | value |",
+                "|---|---|",
+                f"| spent | {ogpu(spent)} OGPU ({spent} wei) |",
+                f"| offered per task | {ogpu(payment)} OGPU |",
+                f"| average paid per result | {ogpu(spent // max(len(done), 1))} OGPU |",
+                f"| statuses | {', '.join(f'{k}: {v}' for k, v in sorted(by_status.items()))} |",
+                f"| wall time | {wall:.1f} s |",
+                f"| latency p50 / p95 | {p50:.2f} s / {p95:.2f} s |",
+            ]
+        ),
+        description="Cost summary",
+    )
+    print(f"{len(done)}/{len(results)} finalized, spent {ogpu(spent)} OGPU in {wall:.1f}s")
+
+
+def escrow_markdown(report: EscrowReport, key: str) -> str:
+    lines = [f"# Escrow of batch `{key}`", "", report.summary(), ""]
+    if report.waiting:
+        lines += [
+            "Attempted by a provider and unfinished: not cancellable; the escrow returns with the "
+            "network's expiry handling (or pays a late response).",
+            "",
+            "| task | expiry (unix) |",
+            "|---|---|",
+        ]
+        lines += [f"| `{t}` | {expiry} |" for t, expiry in sorted(report.waiting.items(), key=lambda kv: kv[1])]
+    if report.unreadable:
+        lines += ["", "Could not be read now (settle again with a run of the same batch_key):", ""]
+        lines += [f"- `{t}`" for t in report.unreadable]
+    return "\n".join(lines)
+
+
+def report_escrow(report: EscrowReport, key: str) -> None:
+    from prefect.artifacts import create_markdown_artifact
+
+    create_markdown_artifact(
+        key="ogpu-batch-escrow", markdown=escrow_markdown(report, key), description="Escrow still held"
+    )

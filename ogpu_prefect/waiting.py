@@ -1,0 +1,225 @@
+"""The client's waiting loop: follows published tasks through Nexus events until a delivery method
+decides each one (confirming responses where it says so), the task expires, or the deadline.
+
+One `eth_getLogs` per poll for the whole batch (`EventCursor`), a batched read for what the events
+name, and the delivery method's decision for the tasks with news. An RPC outage pauses the loop
+(logged) until the node answers again or the deadline passes: it never ends the batch early.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .chain.errors import TxRpcError
+from .chain.logs import EventLog
+from .chain.types import TaskStatus
+from .delivery import Decision, DecisionKind, DeliveryStrategy, FailReason, ResponseView, TaskView
+from .models import PublishedTask
+
+if TYPE_CHECKING:
+    from .client import OGPUClient
+
+log = logging.getLogger(__name__)
+
+SWEEP_S = 1.0
+"""Seconds between the waiting loop's passes over every undecided task. In between, only tasks
+with news or with responses (a response window may close) are decided: a pass over 10,000 tasks
+costs ~100 ms of CPU."""
+WATCHED_EVENTS = ("Attempted", "ResponseSubmitted", "TaskStatusChanged")
+
+
+@dataclass(eq=False)  # kept in sets, by identity
+class Tracked:
+    """What the waiting loop knows of one task."""
+
+    published: PublishedTask
+    status: TaskStatus = TaskStatus.NEW
+    attempt_count: int = 0
+    responses: dict[str, ResponseView] = field(default_factory=dict)
+    winner: str | None = None
+    outcome: Decision | None = None
+    decided_at: float | None = None
+    note: str = ""
+
+
+ChangeCallback = Callable[[str, Tracked], None]
+"""Told (kind, task) as tasks change: attempted, responded, finalized, decided, failed, expired."""
+
+
+class Waiter:
+    """One batch's wait (see module doc). `run` returns when every task is decided or at the
+    wall-clock `deadline`, whichever comes first."""
+
+    def __init__(
+        self,
+        client: OGPUClient,
+        published: Sequence[PublishedTask],
+        strategy: DeliveryStrategy,
+        *,
+        from_block: int,
+        poll_interval: float = 0.1,
+        on_change: ChangeCallback | None = None,
+    ) -> None:
+        self.client, self.chain, self.strategy = client, client.chain, strategy
+        self.tracked = {p.address: Tracked(p) for p in published}
+        self.cursor = self.chain.cursor(WATCHED_EVENTS, from_block)
+        self.poll_interval = poll_interval
+        self.notify = on_change or (lambda kind, t: None)
+        self.outage_since: float | None = None
+
+    def run(self, deadline: float) -> dict[str, Tracked]:
+        undecided = list(self.tracked.values())
+        last_sweep = 0.0
+        while True:
+            try:
+                touched = self._apply_events(self.cursor.poll())
+                now_chain = self.chain.now()
+                if time.monotonic() - last_sweep >= SWEEP_S:
+                    last_sweep = time.monotonic()
+                    undecided = [t for t in undecided if t.outcome is None or t.outcome.kind is DecisionKind.CONFIRM]
+                    due: Iterable[Tracked] = undecided
+                else:
+                    due = touched | {t for t in undecided if t.responses}
+                self._decide(due, now_chain)
+                self._back_online()
+            except TxRpcError as e:  # the node is away (or erring): wait for it, up to the deadline
+                self._offline(e)
+            if all(t.outcome is not None for t in self.tracked.values()) or time.time() >= deadline:
+                return self.tracked
+            time.sleep(self.poll_interval if self.outage_since is None else 1.0)
+
+    def _offline(self, error: Exception) -> None:
+        if self.outage_since is None:
+            self.outage_since = time.monotonic()
+            log.warning("the RPC node does not answer (%s); waiting for it until the batch deadline", error)
+
+    def _back_online(self) -> None:
+        if self.outage_since is not None:
+            log.warning("the RPC node answers again after %.0fs", time.monotonic() - self.outage_since)
+            self.outage_since = None
+
+    def _decide(self, due: Iterable[Tracked], now_chain: int) -> None:
+        confirms: list[Tracked] = []
+        for t in due:
+            if t.outcome is not None:
+                continue
+            view = TaskView(
+                t.published.address,
+                t.status,
+                t.published.payment,
+                t.published.expiry_time,
+                list(t.responses.values()),
+                t.attempt_count,
+                t.winner,
+            )
+            decision = self.strategy.on_terminal(view) if view.status.is_final else self.strategy.decide(view)
+            if decision.kind is DecisionKind.CONFIRM:
+                confirms.append(t)
+                t.outcome = decision  # provisional: settled by the confirmation's receipt
+            elif decision.kind in (DecisionKind.ACCEPT, DecisionKind.FAIL):
+                self._settle(t, decision)
+            elif now_chain >= t.published.expiry_time:
+                self._settle(t, Decision.fail("expired", FailReason.EXPIRED), kind="expired")
+        if confirms:
+            self._confirm(confirms)
+
+    def _settle(self, t: Tracked, decision: Decision, kind: str | None = None) -> None:
+        if decision.kind is DecisionKind.ACCEPT and decision.response is not None:
+            decision.response.load()  # the result travels with the outcome, not behind a URL
+        t.outcome = decision
+        t.decided_at = time.time()
+        t.note = decision.reason
+        self.notify(kind or ("decided" if decision.kind is DecisionKind.ACCEPT else "failed"), t)
+
+    def _apply_events(self, events: list[EventLog]) -> set[Tracked]:
+        """Applies polled events to the tasks they name; returns those tasks."""
+        touched: set[Tracked] = set()
+        new_responses: list[tuple[Tracked, str]] = []
+        finalized: list[Tracked] = []
+        for ev in events:
+            t = self.tracked.get(ev["task"]) if "task" in ev.args else None
+            if t is None:
+                continue
+            touched.add(t)
+            if ev.name == "Attempted":
+                t.attempt_count += 1
+                self.notify("attempted", t)
+            elif ev.name == "ResponseSubmitted":
+                new_responses.append((t, ev["response"]))
+            elif ev.name == "TaskStatusChanged":
+                t.status = TaskStatus(ev["status"])
+                if t.status is TaskStatus.FINALIZED:
+                    finalized.append(t)
+                elif t.status is TaskStatus.EXPIRED:
+                    self.notify("expired", t)
+        if new_responses:
+            params = self.chain.read_many([self.chain.response(r).read.get_response_params() for _, r in new_responses])
+            seen = time.time()
+            for (t, r), p in zip(new_responses, params):
+                t.responses[r] = ResponseView(r, p.provider, p.payment, p.data, seen, self.client.fetch)
+                self.notify("responded", t)
+        if finalized:
+            winners = self.chain.read_many(
+                [self.chain.task(t.published.address).read.winning_provider() for t in finalized]
+            )
+            for t, w in zip(finalized, winners):
+                t.winner = w
+                self.notify("finalized", t)
+        return touched
+
+    def _confirm(self, confirms: list[Tracked]) -> None:
+        responses = [t.outcome.response.address for t in confirms]  # type: ignore[union-attr]
+        receipts = self.client.confirm_responses(responses, check=False)
+        for t, receipt in zip(confirms, receipts):
+            decision = t.outcome
+            assert decision is not None and decision.response is not None
+            if receipt.status == 1:
+                t.status, t.winner = TaskStatus.FINALIZED, decision.response.provider
+                self._settle(t, Decision.accept(decision.response))
+                self.notify("finalized", t)
+            else:
+                t.outcome = None  # undecided again: the next poll sees the real state
+                log.warning(
+                    "confirming %s for task %s failed: %s",
+                    decision.response.address,
+                    t.published.address,
+                    self.client.sender.explain(receipt),
+                )
+
+
+def wait_for(
+    client: OGPUClient,
+    published: Sequence[PublishedTask],
+    strategy: DeliveryStrategy,
+    *,
+    deadline: float,
+    from_block: int,
+    poll_interval: float = 0.1,
+    on_change: ChangeCallback | None = None,
+) -> dict[str, Tracked]:
+    """Follows `published` until each is decided, expired, or the wall-clock `deadline` passes."""
+    waiter = Waiter(
+        client, published, strategy, from_block=from_block, poll_interval=poll_interval, on_change=on_change
+    )
+    return waiter.run(deadline)
+
+
+def outcome_counts(tracked: Iterable[Tracked]) -> dict[str, int]:
+    """How many tasks ended each way, for a round's log line (`expired: 3, rejected: 1`)."""
+    counts: dict[str, int] = {}
+    for t in tracked:
+        if t.outcome is None:
+            key = FailReason.DEADLINE.value
+        elif t.outcome.kind is DecisionKind.ACCEPT:
+            key = "finalized"
+        else:
+            key = (t.outcome.fail_reason or FailReason.REJECTED).value
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+__all__ = ["ChangeCallback", "Tracked", "Waiter", "outcome_counts", "wait_for"]
