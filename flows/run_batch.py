@@ -19,7 +19,7 @@ from typing import Any
 from prefect import get_run_logger
 from prefect.runtime import flow_run
 
-from ogpu_prefect.batch import Ledger, check_delivery, live_ledger, open_batch
+from ogpu_prefect.batch import BatchIncompleteError, Ledger, check_delivery, live_ledger, open_batch
 from ogpu_prefect.batch_report import ProgressReporter, report_batch, report_escrow
 from ogpu_prefect.chain.errors import BudgetExceededError, ExpiryOutOfRangeError, InvalidInputError
 from ogpu_prefect.client import MIN_TTL, PartialPublishError
@@ -194,11 +194,17 @@ def run_batch(
         r.model_copy(update={"open_escrow": {t: escrow.waiting[t] for t in r.tasks if t in escrow.waiting}})
         for r in ordered
     ]
-    live_ledger(key, drop=True)
     report_batch(ordered, payment, time.time() - started, terms.address)
     if escrow.open_escrow:
         log.warning("escrow of %d task(s) is still held: %s", len(escrow.open_escrow), escrow.summary())
         report_escrow(escrow, key)
+    if escrow.unreadable:  # the hook settles them if the node is back by then
+        raise BatchIncompleteError(
+            f"batch {key}: {len(escrow.unreadable)} task(s) could not be settled (the node "
+            f"did not answer); a run with batch_key={key!r} settles them",
+            escrow.unreadable,
+        )
+    live_ledger(key, drop=True)
     return ordered
 
 
@@ -233,9 +239,9 @@ def _check_parameters(
     refuse_secret("delivery_options", delivery_options)
     if delivery_options is not None and not isinstance(delivery_options, dict):
         raise InvalidInputError("delivery_options", f"a dict of options, not {type(delivery_options).__name__}")
-    check_int("task_timeout", task_timeout, minimum=MIN_TTL)
+    check_int("task_timeout", task_timeout, minimum=MIN_TTL, error=ExpiryOutOfRangeError)
     if batch_deadline is not None:
-        check_int("batch_deadline", batch_deadline, minimum=2 * MIN_TTL)
+        check_int("batch_deadline", batch_deadline, minimum=2 * MIN_TTL, error=ExpiryOutOfRangeError)
     check_int("max_republish", max_republish, minimum=0, maximum=100)
     if budget is not None:
         check_int("budget", budget, minimum=0)

@@ -42,6 +42,15 @@ class BatchKeyConflictError(InvalidInputError):
     """The batch_key is already a batch of another chain, client or source."""
 
 
+class BatchIncompleteError(OGPUError):
+    """The batch ended with tasks whose escrow could not be settled (the node did not answer):
+    `tasks` lists them; a run with the same batch_key settles them."""
+
+    def __init__(self, message: str, tasks: list[str]) -> None:
+        self.tasks = tasks
+        super().__init__(message)
+
+
 @dataclass(frozen=True)
 class BatchRecord:
     key: str

@@ -44,9 +44,12 @@ class OGPUNetwork(Block):
         )
 
     def connect(self, **rpc_options: Any) -> Any:
-        """A `Chain` bound to this network."""
+        """A `Chain` bound to this network; transport failures are retried for the `rpc_outage_s`
+        setting (PREFECT_INTEGRATIONS_OGPU_RPC_OUTAGE_S) unless `outage_s` is given."""
         from .chain.connection import Chain
+        from .settings import get_settings
 
+        rpc_options.setdefault("outage_s", get_settings().rpc_outage_s)
         return Chain(self.to_network(), **rpc_options)
 
     @classmethod
@@ -121,6 +124,21 @@ class OGPUWallet(Block):
 
     def __repr__(self) -> str:
         return f"OGPUWallet(address={self.address})"
+
+    def __reduce__(self) -> Any:
+        """A saved wallet pickles to its name (loaded again on the other side); an unsaved one
+        refuses, rather than put its key in clear into a pickle (process pools, Dask, results)."""
+        name = getattr(self, "_block_document_name", None)
+        if name and not getattr(self, "_is_anonymous", False):
+            return (_load_wallet, (name,))
+        raise TypeError(
+            "an OGPUWallet holds a private key and is not pickled: save it as a block "
+            "(wallet.save(name)); a saved one pickles to its name"
+        )
+
+
+def _load_wallet(name: str) -> OGPUWallet:
+    return OGPUWallet.load(name)  # type: ignore[return-value]
 
 
 class OGPUStorage(Block):

@@ -290,7 +290,15 @@ class OGPUClient:
             if in_flight is not None and in_flight[0].exception() is None:
                 sent.extend(in_flight[1])
             sending.shutdown()
-        reverted = self._await_published(sent, out, terms.address, payment, expiry_time, indexes)
+        try:
+            reverted = self._await_published(sent, out, terms.address, payment, expiry_time, indexes)
+        except Exception as e:  # sent, but their outcome unknown: a reconciling retry finds them
+            landed = [out[i] for i in sorted(out)]
+            raise PartialPublishError(
+                f"{len(sent)} publishTask transaction(s) were sent but their receipts could "
+                f"not be read ({e}); a retry with the same marks finds what landed",
+                landed,
+            ) from (failure or e)
         landed = [out[i] for i in sorted(out)]
         if failure is not None:
             if landed and isinstance(failure, Exception):

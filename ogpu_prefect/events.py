@@ -19,6 +19,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC
 from typing import Any
 
@@ -49,13 +50,20 @@ def _related_source(source: str) -> dict[str, str]:
     }
 
 
+_related_of_run: dict[str, list[dict[str, str]]] = {}
+
+
 def run_context_related() -> list[dict[str, str]]:
-    """The flow run this code runs in, as related resources (none outside a flow run)."""
-    from prefect.runtime import flow_run
+    """The flow run this code runs in (and its deployment and tags), as related resources; none
+    outside a flow run. Read once per flow run."""
+    from prefect.runtime import deployment, flow_run
 
     run_id = flow_run.get_id()
     if not run_id:
         return []
+    cached = _related_of_run.get(run_id)
+    if cached is not None:
+        return cached
     related = [
         {
             "prefect.resource.id": f"prefect.flow-run.{run_id}",
@@ -63,22 +71,28 @@ def run_context_related() -> list[dict[str, str]]:
             "prefect.resource.name": str(flow_run.get_name() or ""),
         }
     ]
-    deployment = flow_run.get_deployment_id()
-    if deployment:
+    deployment_id = deployment.get_id()
+    if deployment_id:
         related.append(
-            {"prefect.resource.id": f"prefect.deployment.{deployment}", "prefect.resource.role": "deployment"}
+            {"prefect.resource.id": f"prefect.deployment.{deployment_id}", "prefect.resource.role": "deployment"}
         )
     related += [
         {"prefect.resource.id": f"prefect.tag.{tag}", "prefect.resource.role": "tag"}
         for tag in flow_run.get_tags() or ()
     ]
+    if len(_related_of_run) > 64:
+        _related_of_run.clear()
+    _related_of_run[run_id] = related
     return related
 
 
 class EventSender:
     """Sends events from a thread of its own through Prefect's events client (see module doc)."""
 
-    def __init__(self, backlog: int = MAX_BACKLOG, stall_s: float = STALL_S) -> None:
+    def __init__(
+        self, backlog: int = MAX_BACKLOG, stall_s: float = STALL_S, client_factory: Callable[[], Any] | None = None
+    ) -> None:
+        self.client_factory = client_factory
         self.queue: queue.Queue[Any] = queue.Queue(maxsize=backlog)
         self.stall_s = stall_s
         self.sent = 0
@@ -91,7 +105,7 @@ class EventSender:
         """Queues `event`; waits while the queue is full and the sender progresses."""
         while True:
             try:
-                self.queue.put(event, timeout=0.05)
+                self.queue.put_nowait(event)
                 return
             except queue.Full:
                 if time.monotonic() - self._progress_at > self.stall_s:
@@ -99,6 +113,7 @@ class EventSender:
                     if self.dropped == 1 or self.dropped % 1000 == 0:
                         log.warning("Prefect's events API is not taking events: %d dropped", self.dropped)
                     return
+                time.sleep(0.005)
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Waits until everything queued was sent (or `timeout`); True if it was."""
@@ -113,12 +128,15 @@ class EventSender:
     async def _send_forever(self) -> None:
         from prefect.events.clients import get_events_client
 
-        loop = asyncio.get_running_loop()
         while True:
             try:
-                async with get_events_client() as client:
+                async with (self.client_factory or get_events_client)() as client:
                     while True:
-                        event = await loop.run_in_executor(None, self.queue.get)
+                        try:
+                            event = self.queue.get_nowait()
+                        except queue.Empty:  # polled: a blocking get would hold a thread at exit
+                            await asyncio.sleep(0.02)
+                            continue
                         try:
                             await client.emit(event)
                             self.sent += 1
@@ -134,10 +152,13 @@ _sender: EventSender | None = None
 _sender_lock = threading.Lock()
 
 
-def sender() -> EventSender:
-    """This process' event sender (one per process, as Prefect's own EventsWorker)."""
+def sender(replace: EventSender | None = None) -> EventSender:
+    """This process' event sender (one per process, as Prefect's own EventsWorker); `replace`
+    installs another (tests: one with Prefect's AssertingEventsClient)."""
     global _sender
     with _sender_lock:
+        if replace is not None:
+            _sender = replace
         if _sender is None:
             _sender = EventSender()
             atexit.register(_sender.flush, 10.0)  # what a finished flow emitted still reaches the server

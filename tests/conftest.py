@@ -38,22 +38,25 @@ def prefect_harness() -> Iterator[None]:
 
 
 @pytest.fixture
-def events_sink(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
-    """Records the Prefect events this process emits (Prefect's own AssertingEventsClient, as in
-    prefect.testing.fixtures.asserting_events_worker)."""
+def events_sink() -> Iterator[object]:
+    """Records the Prefect events this process emits: our EventSender, sending through Prefect's
+    own test client (AssertingEventsClient) instead of a websocket to the server."""
     from prefect.events.clients import AssertingEventsClient
-    from prefect.events.worker import EventsWorker
 
-    worker = EventsWorker.instance(AssertingEventsClient)
-    monkeypatch.setattr(EventsWorker, "instance", lambda *args, **kwargs: worker)
+    from ogpu_prefect import events
+
+    previous = events._sender
+    AssertingEventsClient.reset()
+    test_sender = events.sender(replace=events.EventSender(client_factory=AssertingEventsClient))
 
     class Sink:
         def events(self) -> list[object]:
-            worker.wait_until_empty()
-            return list(worker._client.events) if worker._client else []  # type: ignore[attr-defined]
+            test_sender.flush()
+            return [e for c in AssertingEventsClient.all for e in c.events]
 
         def names(self) -> list[str]:
             return [e.event for e in self.events()]  # type: ignore[attr-defined]
 
     yield Sink()
-    worker.drain()
+    test_sender.flush()
+    events._sender = previous

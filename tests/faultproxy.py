@@ -10,6 +10,7 @@ import random
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,11 +36,19 @@ class FaultProxy(LoopbackServer):
         self.faults = faults
         self._rng = random.Random(faults.seed)
         self._lock = threading.Lock()
+        self.down_until = 0.0  # an outage: every request is dropped until then
+        self.triggers: list[tuple[Callable[[bytes], bool], float]] = []
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                proxy._fire(body)
+                if time.monotonic() < proxy.down_until:
+                    proxy.faults.counts["outage"] = proxy.faults.counts.get("outage", 0) + 1
+                    self.close_connection = True
+                    self.connection.close()
+                    return
                 fate = proxy._fate()
                 if fate == "dropped_request":
                     self.close_connection = True
@@ -64,6 +73,24 @@ class FaultProxy(LoopbackServer):
                 pass
 
         super().__init__(Handler)
+
+    def outage(self, seconds: float) -> None:
+        """The node is unreachable for `seconds` from now (every connection dropped unanswered)."""
+        self.down_until = time.monotonic() + seconds
+
+    def outage_when(self, matches: Callable[[bytes], bool], seconds: float) -> None:
+        """An outage of `seconds` starts with the first request whose body `matches` (that request
+        is dropped too): an outage at a chosen step of a batch, e.g. its first broadcast."""
+        with self._lock:
+            self.triggers.append((matches, seconds))
+
+    def _fire(self, body: bytes) -> None:
+        with self._lock:
+            for trigger in list(self.triggers):
+                if trigger[0](body):
+                    self.triggers.remove(trigger)
+                    self.down_until = time.monotonic() + trigger[1]
+                    self.faults.counts["outages"] = self.faults.counts.get("outages", 0) + 1
 
     def _fate(self) -> str:
         with self._lock:

@@ -15,8 +15,9 @@ from ogpu_prefect._loopback import LoopbackServer
 
 
 class IpfsStub(LoopbackServer):
-    def __init__(self, fail_next: int = 0) -> None:
+    def __init__(self, fail_next: int = 0, fail_after: int | None = None) -> None:
         self.fail_next = fail_next  # answer this many uploads with HTTP 503 first
+        self.fail_after = fail_after  # then, after this many uploads, every upload fails (an outage)
         self.files: dict[str, bytes] = {}
         self.uploads = 0
         stub = self
@@ -29,6 +30,8 @@ class IpfsStub(LoopbackServer):
                 if stub.fail_next > 0:
                     stub.fail_next -= 1
                     return self._reply(503, b'{"error":"busy"}')
+                if stub.fail_after is not None and stub.uploads >= stub.fail_after:
+                    return self._reply(503, b'{"error":"down"}')
                 msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
                     b"Content-Type: " + self.headers["Content-Type"].encode() + b"\r\n\r\n" + body
                 )

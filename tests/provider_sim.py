@@ -11,7 +11,6 @@ from collections.abc import Callable
 from typing import Any
 
 from ogpu_prefect.chain.connection import Chain
-from ogpu_prefect.chain.logs import decode_logs, iter_logs, topic
 from ogpu_prefect.chain.network import Network
 from ogpu_prefect.chain.types import ResponseParams
 from ogpu_prefect.storage import PayloadStore, fetch_json
@@ -34,6 +33,7 @@ class SimProvider(threading.Thread):
         price: Callable[[int], int] = lambda pay: pay,
         take: Callable[[str], bool] = lambda task: True,
         delay: float = 0.0,
+        response_url: Callable[[str, str], str] | None = None,
     ) -> None:
         super().__init__(daemon=True, name=f"sim-provider-{key[-4:]}")
         self.chain = Chain(network)
@@ -44,6 +44,7 @@ class SimProvider(threading.Thread):
         self.price = price
         self.take = take
         self.delay = delay
+        self.response_url = response_url  # (task, stored URL) -> the URL put on chain (a hostile provider's)
         self.next_block = from_block
         self.stop_event = threading.Event()
         self.submitted: list[str] = []
@@ -61,17 +62,13 @@ class SimProvider(threading.Thread):
             raise RuntimeError(f"{self.name} did not stop")
 
     def run(self) -> None:
-        published = topic("Nexus", "TaskPublished")
+        cursor = self.chain.cursor(["TaskPublished"], self.next_block)
         todo: dict[str, int] = {}  # task -> tries; a failed round is retried, not dropped
         while not self.stop_event.is_set():
             try:
-                head = self.chain.block_number()
-                if head >= self.next_block:
-                    logs = iter_logs(self.chain.rpc, self.chain.network.nexus, [published], self.next_block, head)
-                    for e in decode_logs(logs):
-                        if e["source"].lower() in self.sources and self.take(e["task"]):
-                            todo.setdefault(e["task"], 0)
-                    self.next_block = head + 1
+                for e in cursor.poll():
+                    if e["source"].lower() in self.sources and self.take(e["task"]):
+                        todo.setdefault(e["task"], 0)
                 if not todo:
                     time.sleep(0.05)
                     continue
@@ -107,6 +104,8 @@ class SimProvider(threading.Thread):
         for t, p in ready:
             payload = self.answer(fetch_json(p[1]))
             url = self.store.put_json({"provider": self.address, "task": t, **payload})
+            if self.response_url is not None:
+                url = self.response_url(t, url)
             calls.append(self.chain.nexus.submit_response(ResponseParams(t, self.address, url, self.price(p[3]))))
         if calls:
             receipts = self.sender.wait(self.sender.send(calls, 600_000), check=False)

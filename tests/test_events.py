@@ -1,6 +1,6 @@
-"""The client's lifecycle events and their backlog. The events go through Prefect's real
-EventsWorker; the client it sends with is Prefect's own test client (AssertingEventsClient), made
-slow or stuck here: a server that falls behind, or one that went away, cannot be made on demand."""
+"""The lifecycle events' sender: back-pressure on a burst, and a server that went away. The events go
+through our EventSender with Prefect's own test client (AssertingEventsClient), made slow or stuck
+here: a server that falls behind, or one that went away, cannot be made on demand."""
 
 from __future__ import annotations
 
@@ -12,17 +12,17 @@ from typing import Any
 
 import pytest
 
-from ogpu_prefect.events import MAX_BACKLOG, emit_task_event, wait_for_backlog
+from ogpu_prefect import events
+from ogpu_prefect.events import EventSender, emit_task_event
 
 TASK = "0x" + "ab" * 20
 SOURCE = "0x" + "cd" * 20
 
 
 @pytest.fixture
-def slow_worker(prefect_harness: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """An EventsWorker whose client takes 1 ms per event, and may be stopped cold (`stuck`)."""
+def slow_sender(prefect_harness: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """An EventSender whose client takes 1 ms per event, and may be stopped cold (`stuck`)."""
     from prefect.events.clients import AssertingEventsClient
-    from prefect.events.worker import EventsWorker
 
     stuck = threading.Event()
     sent: list[Any] = []
@@ -33,35 +33,54 @@ def slow_worker(prefect_harness: None, monkeypatch: pytest.MonkeyPatch) -> Itera
         await asyncio.sleep(0.001)
         sent.append(event)
 
-    # Patched, not subclassed: emit_event drops events for client types it does not know.
     monkeypatch.setattr(AssertingEventsClient, "_emit", slow_emit)
-    worker = EventsWorker.instance(AssertingEventsClient)
-    monkeypatch.setattr(EventsWorker, "instance", lambda *args, **kwargs: worker)
-    worker.stuck, worker.sent = stuck, sent  # type: ignore[attr-defined]
-    yield worker
+    previous = events._sender
+    sender = events.sender(replace=EventSender(backlog=50, stall_s=0.3, client_factory=AssertingEventsClient))
+    sender.stuck, sender.sent_events = stuck, sent  # type: ignore[attr-defined]
+    yield sender
     stuck.clear()
-    worker.drain()
+    sender.flush()
+    events._sender = previous
 
 
-def test_a_burst_of_events_is_held_at_the_backlog_limit_and_all_are_sent(slow_worker: Any) -> None:
-    n = 3 * MAX_BACKLOG
+def test_a_burst_waits_for_room_and_every_event_is_sent(slow_sender: Any) -> None:
+    n = 300
     sizes = []
     for i in range(n):
         emit_task_event("published", TASK, SOURCE, {"index": i})
-        sizes.append(slow_worker._queue.qsize())
-    assert max(sizes) <= MAX_BACKLOG + 1  # without the wait, the queue grows to about n
-    slow_worker.wait_until_empty()
-    sent = [e for e in slow_worker.sent if e.event == "ogpu.task.published"]
+        sizes.append(slow_sender.queue.qsize())
+    assert max(sizes) <= 50  # bounded by the backlog: the emitter waited for room
+    assert slow_sender.flush()
+    sent = [e for e in slow_sender.sent_events if e.event == "ogpu.task.published"]
     assert sorted(e.payload["index"] for e in sent) == list(range(n))
+    assert slow_sender.dropped == 0
 
 
-def test_a_stalled_sender_does_not_stop_the_batch(slow_worker: Any) -> None:
-    slow_worker.stuck.set()
-    for i in range(40):
-        emit_task_event("published", TASK, SOURCE, {"index": i})
+def test_a_stalled_sender_does_not_stop_the_batch(slow_sender: Any) -> None:
+    slow_sender.stuck.set()
     t0 = time.monotonic()
-    wait_for_backlog(limit=5, stall_s=0.3)
-    assert time.monotonic() - t0 < 5  # gave up after 0.3 s without progress, not waiting for the sender
-    slow_worker.stuck.clear()
-    slow_worker.wait_until_empty()
-    assert len([e for e in slow_worker.sent if e.event == "ogpu.task.published"]) == 40
+    for i in range(120):
+        emit_task_event("published", TASK, SOURCE, {"index": i})
+    assert time.monotonic() - t0 < 5  # gave up waiting once the sender made no progress
+    assert slow_sender.dropped > 0, "events beyond the backlog are dropped, and counted"
+    slow_sender.stuck.clear()
+    assert slow_sender.flush()
+    assert len(slow_sender.sent_events) + slow_sender.dropped == 120
+
+
+def test_events_name_the_flow_run_they_happened_in(prefect_harness: None, events_sink: Any) -> None:
+    from prefect import flow
+
+    @flow(name="emits-one")
+    def emits() -> str:
+        from prefect.runtime import flow_run
+
+        emit_task_event("published", TASK, SOURCE, {"index": 0})
+        return str(flow_run.get_id())
+
+    run_id = emits()
+    [event] = [e for e in events_sink.events() if e.event == "ogpu.task.published"]
+    assert event.resource.id == f"ogpu.task.{TASK}"
+    related = {r.role: r.id for r in event.related}
+    assert related["source"] == f"ogpu.source.{SOURCE}"
+    assert related["flow-run"] == f"prefect.flow-run.{run_id}"

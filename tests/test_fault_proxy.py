@@ -26,11 +26,11 @@ def test_batches_through_a_faulty_rpc_publish_each_task_once(devnet) -> None:
 
     faults = Faults(drop_request=0.15, drop_reply=0.15, delay=0.2)
     with FaultProxy(devnet.rpc_url, faults) as proxy:
-        flaky = Chain(devnet.network.with_rpc(proxy.url), retries=30, backoff=0.005, timeout=5)
+        flaky = Chain(devnet.network.with_rpc(proxy.url), backoff=0.005, timeout=5)
         client = flaky.sender(devnet.key("client"))
         expiry = direct.timestamp() + 900
         tasks = []
-        n, batch = 90, 30
+        n, batch = 180, 20
         for start in range(0, n, batch):
             calls = [
                 flaky.controller.publish_task(TaskParams(source, f"{CONFIG}?i={i}", expiry, 10**16))
@@ -39,12 +39,12 @@ def test_batches_through_a_faulty_rpc_publish_each_task_once(devnet) -> None:
             receipts = client.transact_many(calls)
             tasks += [created_address(r, "TaskPublished", "task", flaky.network.nexus) for r in receipts]
 
-    assert faults.counts["dropped_request"] > 5 and faults.counts["dropped_reply"] > 5, faults.counts
+    assert faults.counts["dropped_request"] >= 3 and faults.counts["dropped_reply"] >= 3, faults.counts
     assert len(set(tasks)) == n
     s = direct.source(source)
     assert s.get_task_count() == n, "a task was published twice (or lost)"
     assert sorted(s.get_tasks(0, n - 1)) == sorted(tasks)
-    published = direct.events(["TaskPublished"], 0)
+    published = direct.cursor(["TaskPublished"], 0).poll()
     assert len([e for e in published if e["source"] == source]) == n
     nonce1 = int(direct.rpc.call("eth_getTransactionCount", [client_direct.address, "latest"]), 16)
     assert nonce1 - nonce0 == n, "exactly one transaction per task"
@@ -101,7 +101,7 @@ def test_a_client_batch_through_a_faulty_rpc_finishes_with_nothing_doubled(devne
 def test_a_crash_after_broadcast_then_retry_publishes_nothing_twice(devnet, tmp_path, monkeypatch) -> None:
     """The process dies after its transactions left but before it saw the receipts; the retry (a
     new process: new sender, no memory) reconciles by TaskPublished and config URL."""
-    from ogpu_prefect.client import OGPUClient
+    from ogpu_prefect.client import OGPUClient, PartialPublishError
     from ogpu_prefect.models import TaskInput
     from ogpu_prefect.storage import FsspecStore
 
@@ -120,8 +120,9 @@ def test_a_crash_after_broadcast_then_retry_publishes_nothing_twice(devnet, tmp_
         raise ConnectionError("process killed after broadcasting")
 
     monkeypatch.setattr(first.sender, "wait", crash)
-    with pytest.raises(ConnectionError):
+    with pytest.raises(PartialPublishError) as failed:  # a typed error that says what is known
         first.publish_tasks(source, inputs, 10**16, expiry, marks=marks)
+    assert isinstance(failed.value.__cause__, ConnectionError) and failed.value.published == []
 
     retry = OGPUClient(Chain(devnet.network), devnet.key("client"), store)
     published = retry.publish_tasks(source, inputs, 10**16, expiry, marks=marks, reconcile_from_block=start)

@@ -77,11 +77,11 @@ def test_a_callback_no_one_waits_for_is_dropped() -> None:
     address comes back after a devnet revert)."""
     import requests
 
-    from ogpu_prefect.worker.provider import TaskTakenError
+    from ogpu_prefect.worker.provider import TakenReason, TaskTakenError
 
     with CallbackReceiver() as receiver:
         receiver.expect("0xT1")
-        assert receiver.cancel("0xT1", TaskTakenError("task 0xT1 is FINALIZED"), if_expected=True)
+        assert receiver.cancel("0xT1", TaskTakenError("0xT1", TakenReason.FINALIZED_ELSEWHERE), if_expected=True)
         with pytest.raises(TaskTakenError):
             receiver.wait("0xT1", time.time() + 5)
         assert requests.post(f"{receiver.url}/0xT1", json={"late": True}, timeout=5).status_code == 200

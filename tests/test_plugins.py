@@ -12,7 +12,8 @@ from pathlib import Path
 import pluggy
 import pytest
 
-from ogpu_prefect import hookspecs, plugins
+from ogpu_prefect import hookspecs
+from ogpu_prefect import plugin_manager as plugins
 from ogpu_prefect.chain.connection import Chain
 from ogpu_prefect.chain.types import DeliveryMethod, TaskStatus
 from ogpu_prefect.delivery import DecisionKind, ResponseView, TaskView
@@ -134,7 +135,7 @@ def test_a_third_party_hardware_backend_runs_a_task(site: Path, devnet, tmp_path
         finally:
             provider.close()
     assert chain.task(task).get_status() is TaskStatus.FINALIZED
-    assert chain.response(done.response).core()[1].lower() == provider.address.lower()
+    assert chain.response(done.response).get_response_params().provider == provider.address
 
 
 def test_unknown_delivery_method_is_a_clear_error() -> None:

@@ -19,7 +19,6 @@ import pytest
 
 from ogpu_prefect.blocks import OGPUNetwork, OGPUStorage, OGPUWallet
 from ogpu_prefect.chain.connection import Chain
-from ogpu_prefect.chain.logs import decode_logs, iter_logs, topic
 from ogpu_prefect.chain.types import DeliveryMethod, TaskStatus
 from ogpu_prefect.client import OGPUClient
 from ogpu_prefect.models import SourceSpec, TaskInput
@@ -175,11 +174,9 @@ def provider_events(provider: str, since: float, prefix: str = "ogpu.provider.ta
 
 def responses_since(chain: Any, from_block: int) -> list[tuple[str, str]]:
     """(task, provider) of every ResponseSubmitted since `from_block`."""
-    logs = iter_logs(
-        chain.rpc, chain.network.nexus, [topic("Nexus", "ResponseSubmitted")], from_block, chain.block_number()
-    )
-    cores = chain.read_many([chain.response(e["response"]).read.core() for e in decode_logs(logs)])
-    return [(task.lower(), provider.lower()) for task, provider, _ in cores]
+    events = chain.cursor(["ResponseSubmitted"], from_block).poll()
+    params = chain.read_many([chain.response(e["response"]).read.get_response_params() for e in events])
+    return [(p.task.lower(), p.provider.lower()) for p in params]
 
 
 def service_processes(*owners: str) -> list[int]:

@@ -2,10 +2,10 @@
 """Deploys the shipped artifacts on a fresh anvil with raw legacy (EIP-155, type 0, gasPrice only)
 transactions and prints the gas of every lifecycle step: the figures in contracts/README.md.
 
-It replays tests/test_chain.py's lifecycle (28-byte config URL, "https://ipfs.example/ipfs/<task>"
-response URL, each delivery method with its own freshly funded client and provider, as each test
-there gets a fresh devnet) without importing ogpu_prefect, so that it also checks the bytecode on
-an old chain:
+It replays tests/test_chain.py's lifecycle (the devnet's accounts and funding, a 28-byte config
+URL, "https://ipfs.example/ipfs/<task>" as response URL, each delivery method from the same funded
+state, as each test there rolls the devnet back) without importing ogpu_prefect, so that it also
+checks the bytecode on an old chain:
 
     .venv/bin/python contracts/tools/measure_gas.py                      # anvil's default hardfork
     .venv/bin/python contracts/tools/measure_gas.py --hardfork berlin    # pre-London: no base fee
@@ -142,7 +142,8 @@ def main() -> None:
     opts = ap.parse_args()
     art = {n: json.loads((opts.artifacts / f"{n}.json").read_text()) for n in NAMES}
     Account.enable_unaudited_hdwallet_features()
-    admin, c1, p1, c2, p2 = (Account.from_mnemonic(MNEMONIC, account_path=f"m/44'/60'/0'/0/{i}") for i in range(5))
+    # ogpu_prefect.chain.devnet's ROLES: admin, client, master, provider1, provider2, ...
+    admin, client, _, p1, p2 = (Account.from_mnemonic(MNEMONIC, account_path=f"m/44'/60'/0'/0/{i}") for i in range(5))
 
     node = Node(opts.hardfork)
     try:
@@ -203,10 +204,11 @@ def main() -> None:
             tx(admin, "Manager", "grantRole(bytes32,address)", ["bytes32", "address"], [keccak(text=role), who])
         tx(admin, "Vault", "setMinLockupPerSource(uint256)", ["uint256"], [ETHER])
         tx(admin, "Vault", "setMaxUnbondingPeriod(uint256)", ["uint256"], [60])
-        for c, p in [(c1, p1), (c2, p2)]:
-            tx(c, "Vault", "deposit(address)", ["address"], [c.address], value=1000 * ETHER)
+        tx(client, "Vault", "deposit(address)", ["address"], [client.address], value=1000 * ETHER)
+        for p in (p1, p2):
             tx(p, "Vault", "deposit(address)", ["address"], [p.address], value=20 * ETHER)
             tx(p, "Vault", "lock(uint256)", ["uint256"], [20 * ETHER])
+        funded = node.rpc("evm_snapshot")
 
         def publish_source(c, method: int) -> tuple[str, int]:
             r = tx(
@@ -244,7 +246,11 @@ def main() -> None:
                 )
             )
 
-        for method, name, c, p in [(1, "FIRST_RESPONSE", c1, p1), (0, "MANUAL_CONFIRMATION", c2, p2)]:
+        for method, name in [(1, "FIRST_RESPONSE"), (0, "MANUAL_CONFIRMATION")]:
+            node.rpc("evm_revert", [funded])
+            funded = node.rpc("evm_snapshot")
+            node.nonces.clear()
+            c, p = client, p1
             source, g_source = publish_source(c, method)
             print(f"{name}: publishSource {g_source:,}, register {register(p, source):,}")
             for k in ("first task", "next task"):
@@ -270,12 +276,15 @@ def main() -> None:
                     f"  {k}: " + ", ".join(f"{s} {g:,}" for s, g in steps) + f"; lifecycle {sum(g for _, g in steps):,}"
                 )
 
-        source, _ = publish_source(c1, 1)
-        published = [publish_task(c1, source) for _ in range(3)]
+        source, _ = publish_source(client, 1)
+        published = [publish_task(client, source) for _ in range(3)]
         print(
             "publishTask x3 on a fresh source, the earlier ones left open: " + ", ".join(f"{g:,}" for _, g in published)
         )
-        print(f"register to a provider's second source: {register(p1, source):,} / {register(p2, source, 2):,}")
+        print(
+            f"register: a provider's second source {register(p1, source):,}, "
+            f"a provider's first source as its second registrant {register(p2, source, 2):,}"
+        )
         task = published[0][0]
         print(f"attempt: first attempter {attempt(p1, task, 0):,}, second attempter {attempt(p2, task, 0):,}")
     finally:

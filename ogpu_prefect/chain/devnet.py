@@ -76,8 +76,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_anvil(port: int, *, detach: bool = False, log_path: Path | None = None) -> subprocess.Popen[bytes]:
-    """Starts anvil on 127.0.0.1:port and waits until it answers."""
+def start_anvil(
+    port: int, *, detach: bool = False, log_path: Path | None = None, hardfork: str | None = None
+) -> subprocess.Popen[bytes]:
+    """Starts anvil on 127.0.0.1:port and waits until it answers. `hardfork`: e.g. "berlin" for a
+    chain whose blocks carry no base fee (legacy transactions)."""
     # A 300M block gas limit: a pipelined batch of a thousand tasks fits in a few blocks.
     cmd = [
         find_anvil(),
@@ -92,6 +95,8 @@ def start_anvil(port: int, *, detach: bool = False, log_path: Path | None = None
         "--gas-limit",
         "300000000",
     ]
+    if hardfork:
+        cmd += ["--hardfork", hardfork]
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115  (anvil keeps it)
     proc = subprocess.Popen(cmd, stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=detach)
     rpc = Rpc(f"http://127.0.0.1:{port}", timeout=2, outage_s=0)
@@ -275,10 +280,11 @@ def start(
     detach: bool = False,
     settings: DevnetSettings = DevnetSettings(),
     log_path: Path | None = None,
+    hardfork: str | None = None,
 ) -> Devnet:
     """Starts anvil, deploys, wires and funds. `detach` lets the devnet outlive this process."""
     port = port or free_port()
-    proc = start_anvil(port, detach=detach, log_path=log_path)
+    proc = start_anvil(port, detach=detach, log_path=log_path, hardfork=hardfork)
     try:
         rpc = Rpc(f"http://127.0.0.1:{port}")
         signers = {role: Signer(key) for role, key in zip(ROLES, DEV_KEYS)}

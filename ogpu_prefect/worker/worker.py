@@ -38,6 +38,7 @@ from .configuration import ProviderJobConfiguration, ProviderVariables
 from .execution import TaskRuns
 from .journal import FlowRunJournal
 from .provider import Provider
+from .resume import resume_left_open
 from .watcher import ChainWatcher
 
 DOCS = "https://github.com/ogpu-prefect/ogpu-prefect/blob/main/docs/worker.md"
@@ -208,69 +209,11 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
         return flow_id, deployment_id
 
     async def _resume_open_runs(self) -> None:
-        """Flow runs a killed predecessor left Running or Pending are executed again: a task we
-        already answered is only recorded (`Provider.execute` asks the chain first)."""
-        from prefect.client.schemas.filters import (
-            FlowRunFilter,
-            FlowRunFilterDeploymentId,
-            FlowRunFilterState,
-            FlowRunFilterStateType,
+        assert self.provider is not None and self.journal is not None and self.runs is not None
+        assert self._deployment_id is not None
+        self._resumed = await resume_left_open(
+            self.client, self._deployment_id, self.provider, self.journal, self.runs, self._logger
         )
-
-        flt = FlowRunFilter(
-            deployment_id=FlowRunFilterDeploymentId(any_=[self._deployment_id]),
-            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING])),
-        )
-        runs: list[FlowRun] = []
-        while True:  # 200: the server's page limit
-            page = await self.client.read_flow_runs(flow_run_filter=flt, limit=200, offset=len(runs))
-            runs += page
-            if len(page) < 200:
-                break
-        if not runs:
-            return
-        provider = self.provider
-        assert provider is not None and self.journal is not None and self.runs is not None
-        pairs = [(r.parameters["task"], _publication(r.idempotency_key)) for r in runs]
-        try:
-            live = await anyio.to_thread.run_sync(lambda: provider.live_attempts(pairs))
-        except Exception as e:  # resume them all: execute tells a lost task by its error
-            self._logger.warning("could not check the %d left-open task(s) on chain (%s)", len(runs), e)
-            live = [True] * len(runs)
-        resumed, stale, twins, seen = [], [], [], set()
-        for run, ok in zip(runs, live):
-            task = run.parameters["task"].lower()
-            if not ok:
-                stale.append(run)
-            elif task in seen:  # one run per task executes it
-                twins.append(run)
-            else:
-                resumed.append(run)
-                seen.add(task)
-        closing = [
-            (
-                stale,
-                "the task is not on this chain any more (reverted or reorganised), or this provider never attempted it",
-            ),
-            (twins, "another flow run of this deployment records this task"),
-        ]
-        for group, message in closing:
-            if not group:
-                continue
-            self._logger.info("closing %d left-open flow run(s): %s", len(group), message)
-            try:
-                await self.journal.close_runs([r.id for r in group], "CANCELLED", message)
-            except Exception as e:  # the next start closes them
-                self._logger.warning("could not close %d flow run(s): %s", len(group), e)
-        self._resumed = {r.parameters["task"].lower() for r in resumed}  # the first scan skips them
-        for run in resumed:
-            p = run.parameters
-            if self.runs.start(
-                p["task"], p["source"], int(p.get("payment") or 0), run_id=run.id, note="resumed after a worker restart"
-            ):
-                emit_provider_event("resumed", provider.address, p["task"], p["source"])
-        if resumed:
-            self._logger.info("resuming %d task(s) left open by an earlier worker", len(resumed))
 
     async def _warm_services(self) -> None:
         """Starts each source's service now: the first task then finds it warm (in a
@@ -418,9 +361,3 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
         provider.cancel(task)
         if source is not None and not [t for t in runs.running_of(source) if t != task]:
             await anyio.to_thread.run_sync(lambda: provider.stop_service(source))
-
-
-def _publication(key: str | None) -> str:
-    """The publishing tx hash in a flow run's idempotency key (`chain:provider:task:tx`), or ""."""
-    parts = (key or "").split(":")
-    return parts[3] if len(parts) == 4 and parts[3].startswith("0x") else ""

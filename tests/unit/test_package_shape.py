@@ -1,0 +1,61 @@
+"""The package's shape: no import cycles, modules of a readable size, and dependencies that tell
+the truth (everything imported is declared, everything declared is imported or says why not)."""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+import tomllib
+
+from .imports import PACKAGE, cycles, import_graph, package_files
+
+ROOT = PACKAGE.parent
+GENERATED = {"ogpu_prefect/chain/contracts.py"}
+MAX_LINES = 400
+# Declared for what they do, not imported by our code: Prefect's server breaks with newer fastapi.
+NOT_IMPORTED = {"fastapi"}
+IMPORT_NAMES = {
+    "pyyaml": "yaml",
+    "eth-abi": "eth_abi",
+    "eth-utils": "eth_utils",
+    "eth-hash": "eth_hash",
+    "ogpu": "ogpu",
+    "vadersentiment": "vaderSentiment",
+}
+
+
+def test_no_import_cycles() -> None:
+    assert cycles(import_graph()) == []
+
+
+def test_no_module_over_400_lines() -> None:
+    sizes = {str(p.relative_to(ROOT)): len(p.read_text().splitlines()) for p in package_files()}
+    big = {p: n for p, n in sizes.items() if n > MAX_LINES and p not in GENERATED}
+    assert big == {}
+
+
+def _requirement_name(req: str) -> str:
+    return re.split(r"[\[<>=!~ ;]", req, maxsplit=1)[0].lower()
+
+
+def _third_party_imports() -> set[str]:
+    """What the installed package imports: its modules and the sample sources it ships."""
+    found = set()
+    for path in [*package_files(), *(ROOT / "flows" / "sources").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found.add(node.module.split(".")[0])
+    return {m for m in found if m not in sys.stdlib_module_names and m != "ogpu_prefect"}
+
+
+def test_dependencies_tell_the_truth() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    runtime = {_requirement_name(r) for r in project["dependencies"]}
+    extras = {_requirement_name(r) for reqs in project["optional-dependencies"].values() for r in reqs}
+    declared = {IMPORT_NAMES.get(n, n.replace("-", "_")) for n in runtime | extras} - {"ogpu_prefect"}
+    imported = _third_party_imports()
+    assert imported - declared == set(), "imported, not declared"
+    assert declared - imported - NOT_IMPORTED == set(), "declared, never imported"
