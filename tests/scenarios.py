@@ -102,7 +102,10 @@ class Ctx:
         )
 
     @contextmanager
-    def providers(self, source: str, roles: tuple[str, ...] = ("provider1",), **options: Any) -> Iterator[list[Any]]:
+    def providers(
+        self, source: str, roles: tuple[str, ...] = ("provider1",), *, from_block: int | None = None, **options: Any
+    ) -> Iterator[list[Any]]:
+        """Stand-in providers serving `source`: tasks published from `from_block` (default: now)."""
         sims = []
         for role in roles:
             sender = self.chain.sender(self.devnet.key(role))
@@ -113,7 +116,7 @@ class Ctx:
                     self.devnet.key(role),
                     [source],
                     self.store,
-                    from_block=self.chain.block_number(),
+                    from_block=self.chain.block_number() if from_block is None else from_block,
                     **options.get(role, {}),
                 )
             )
@@ -235,7 +238,7 @@ def crash_and_rerun(ctx: Ctx, n: int, api_url: str) -> Outcome:
     finally:
         proc.wait()
     killed_at = ctx.chain.source(source).get_task_count()
-    with ctx.providers(source):
+    with ctx.providers(source, from_block=start):
         results = run_flow(ctx, source, n, batch_key=key).result()
     finalized(outcome, results, n)
     outcome.detail = f"{killed_at} task(s) on chain when killed"
@@ -299,16 +302,10 @@ def wallet_shared_by_processes(ctx: Ctx, processes: int, n: int) -> Outcome:
         out = p.communicate(timeout=600)[0].decode()
         if p.returncode != 0:
             outcome.problems.append(f"a publisher failed: {out[-500:]}")
-    audit(ctx, outcome, source, start)
-    # Nothing waits for these tasks: cancel them (the audit above already counted them).
-    ctx.client().cancel_tasks(
-        [
-            t.address
-            for ts in find_published(ctx.chain, ctx.devnet.address("client"), source, start).values()
-            for t in ts
-        ]
-    )
-    return outcome
+    # Nothing waits for these tasks: they are cancelled (what an unserved batch's settling does).
+    found = find_published(ctx.chain, ctx.devnet.address("client"), source, start)
+    ctx.client().cancel_tasks([t.address for ts in found.values() for t in ts])
+    return audit(ctx, outcome, source, start)
 
 
 def rpc_outage(ctx: Ctx, n: int, seconds: float, during: str) -> Outcome:
@@ -394,11 +391,11 @@ def key_in_wrong_fields(ctx: Ctx) -> Outcome:
     return outcome
 
 
-def _run_with(ctx: Ctx, source: str, **override: Any) -> Any:
+def _run_with(ctx: Ctx, default_source: str, **override: Any) -> Any:
     from ogpu_prefect.flows.run_batch import run_batch
 
     args = {
-        "source": source,
+        "source": default_source,
         "inputs": [{"i": 0}, {"i": 1}],
         "payment": PAYMENT,
         "network": ctx.network(),
