@@ -21,14 +21,20 @@ from prefect.runtime import flow_run
 
 from ogpu_prefect.batch import BatchIncompleteError, Ledger, check_delivery, live_ledger, open_batch
 from ogpu_prefect.batch_report import ProgressReporter, report_batch, report_escrow
-from ogpu_prefect.chain.errors import BudgetExceededError, ExpiryOutOfRangeError, InvalidInputError
-from ogpu_prefect.client import MIN_TTL, PartialPublishError
+from ogpu_prefect.chain.errors import (
+    BudgetExceededError,
+    ExpiryOutOfRangeError,
+    InvalidInputError,
+    PaymentOutOfRangeError,
+    UnknownSourceInputError,
+)
+from ogpu_prefect.client import MIN_TTL
 from ogpu_prefect.escrow import EscrowReport
 from ogpu_prefect.flowkit import redact_stored_parameters, redacting_flow, settle_on_exit
 from ogpu_prefect.models import TaskResult
-from ogpu_prefect.plugin_manager import PluginError, get_delivery_method
+from ogpu_prefect.publishing import PartialPublishError
 from ogpu_prefect.tasks import BlockOrName, coerce_inputs, make_client, publish_tasks, wait_for_results
-from ogpu_prefect.validation import check_address, check_int, check_name, check_number, refuse_secret
+from ogpu_prefect.validation import check_address, check_int, check_name, check_number, parse_delivery, refuse_secret
 
 DEADLINE_SLACK_S = 30
 """Seconds a round's wait runs past its tasks' expiry (their last events)."""
@@ -89,10 +95,7 @@ def run_batch(
         batch_key,
     )
     items = coerce_inputs(inputs, function_name)
-    try:
-        strategy = get_delivery_method(delivery, **(delivery_options or {}))
-    except (PluginError, TypeError, ValueError) as e:
-        raise InvalidInputError("delivery_options" if not isinstance(e, PluginError) else "delivery", str(e)) from None
+    strategy = parse_delivery(delivery, delivery_options)
     client = make_client(network, wallet, storage)
     terms = client.source_terms(source)
     check_delivery(strategy, terms.delivery_method)
@@ -231,10 +234,10 @@ def _check_parameters(
     batch_key: Any,
 ) -> int:
     """Every parameter that needs no chain, checked before anything else (the number of inputs)."""
-    check_address("source", source)
+    check_address("source", source, UnknownSourceInputError)
     if isinstance(inputs, (str, bytes, dict)) or not isinstance(inputs, Sequence) or not inputs:
         raise InvalidInputError("inputs", "a non-empty list of inputs")
-    check_int("payment", payment, minimum=0, maximum=2**96 - 1)
+    check_int("payment", payment, minimum=0, maximum=2**96 - 1, error=PaymentOutOfRangeError)
     check_name("delivery", delivery)
     refuse_secret("delivery_options", delivery_options)
     if delivery_options is not None and not isinstance(delivery_options, dict):

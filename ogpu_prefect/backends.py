@@ -45,8 +45,10 @@ class HardwareBackend(ABC):
 
     name: ClassVar[str]
 
-    def __init__(self, owner: str = "") -> None:
+    def __init__(self, owner: str = "", startup_timeout_s: float = 60.0) -> None:
         self.owner = owner.lower()
+        self.startup_timeout_s = startup_timeout_s
+        """How long a service may take to answer HTTP after its start (backend_options can set it)."""
 
     def reap(self) -> int:
         """Stops every service of this `owner` still running from an earlier process (one that
@@ -58,14 +60,6 @@ class HardwareBackend(ABC):
         """The environments (CPU / NVIDIA / AMD) this host can serve with this backend."""
 
     @abstractmethod
-    def start(
-        self,
-        compose: ComposeSpec,
-        environment: Environment,
-        *,
-        callback_url: str,
-        log: LogSink,
-        startup_timeout: float = 60.0,
-    ) -> RunningService:
-        """Brings the compose file's service up for `environment`, with CALLBACK_URL set, streaming
+    def start(self, compose: ComposeSpec, env: Environment, *, callback_url: str, log: LogSink) -> RunningService:
+        """Brings the compose file's service up for `env`, with CALLBACK_URL set, streaming
         its output lines to `log`; returns once it answers HTTP (or raises)."""

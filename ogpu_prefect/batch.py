@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .chain.errors import InvalidInputError, OGPUError
+from .chain.errors import EscrowHeldError, InvalidInputError, OGPUError
 from .client import OGPUClient
 from .escrow import EscrowReport, settle
 from .reconcile import find_published
@@ -42,13 +42,9 @@ class BatchKeyConflictError(InvalidInputError):
     """The batch_key is already a batch of another chain, client or source."""
 
 
-class BatchIncompleteError(OGPUError):
+class BatchIncompleteError(EscrowHeldError):
     """The batch ended with tasks whose escrow could not be settled (the node did not answer):
     `tasks` lists them; a run with the same batch_key settles them."""
-
-    def __init__(self, message: str, tasks: list[str]) -> None:
-        self.tasks = tasks
-        super().__init__(message)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,9 @@ from typing import Any, Literal
 from prefect.blocks.core import Block
 from pydantic import ConfigDict, Field, SecretStr, field_validator
 
+from .chain.errors import InvalidInputError
 from .chain.network import MAINNET, TESTNET, Network
+from .validation import check_address, check_name, check_url
 
 DOCS = "https://github.com/ogpu-prefect/ogpu-prefect/tree/main/docs"
 
@@ -24,19 +26,42 @@ class OGPUNetwork(Block):
         ```
     """
 
+    model_config = ConfigDict(hide_input_in_errors=True)  # a key pasted into a field is never echoed
     _block_type_name = "OpenGPU Network"
     _block_type_slug = "ogpu-network"
     _description = "An OpenGPU deployment: RPC URL, chain id and the Nexus, Controller, Terminal and Vault addresses."
-    _documentation_url = f"{DOCS}/blocks.md"
+    _documentation_url = f"{DOCS}/blocks.md#ogpunetwork"
 
     name: str = Field(default="devnet", description="A label for this network (devnet, mainnet, testnet, ...).")
     rpc_url: str = Field(description="JSON-RPC endpoint of the chain.")
-    chain_id: int = Field(description="EIP-155 chain id (31337 devnet, 1071 mainnet).")
+    chain_id: int = Field(gt=0, description="EIP-155 chain id (31337 devnet, 1071 mainnet).")
     nexus: str = Field(description="Nexus contract address.")
     controller: str = Field(description="Controller contract address.")
     terminal: str = Field(description="Terminal contract address.")
     vault: str = Field(description="Vault contract address.")
     manager: str | None = Field(default=None, description="Manager contract address, where known.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_name("name", v)
+
+    @field_validator("rpc_url")
+    @classmethod
+    def _rpc_url(cls, v: str) -> str:
+        return check_url("rpc_url", v, ("http", "https"))
+
+    @field_validator("chain_id", mode="before")
+    @classmethod
+    def _chain_id(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            raise ValueError("chain_id: expected an integer, not a bool")
+        return v
+
+    @field_validator("nexus", "controller", "terminal", "vault", "manager")
+    @classmethod
+    def _address(cls, v: str | None, info: Any) -> str | None:
+        return None if v is None else check_address(info.field_name, v)
 
     def to_network(self) -> Network:
         return Network(
@@ -98,7 +123,7 @@ class OGPUWallet(Block):
     _block_type_name = "OpenGPU Wallet"
     _block_type_slug = "ogpu-wallet"
     _description = "A private key that signs OpenGPU transactions (client, provider, master or agent)."
-    _documentation_url = f"{DOCS}/blocks.md"
+    _documentation_url = f"{DOCS}/blocks.md#ogpuwallet"
 
     model_config = ConfigDict(hide_input_in_errors=True)  # a rejected key must not appear in the error
 
@@ -155,8 +180,9 @@ class OGPUStorage(Block):
 
     _block_type_name = "OpenGPU Payload Storage"
     _block_type_slug = "ogpu-storage"
+    model_config = ConfigDict(hide_input_in_errors=True)  # a key pasted into a field is never echoed
     _description = "Content-addressed JSON storage for OpenGPU payloads: fsspec, or the IPFS upload API."
-    _documentation_url = f"{DOCS}/blocks.md"
+    _documentation_url = f"{DOCS}/blocks.md#ogpustorage"
 
     kind: Literal["fsspec", "ipfs"] = Field(default="fsspec", description="fsspec URL storage, or the IPFS upload API.")
     write_url: str | None = Field(default=None, description="fsspec URL to write under (kind fsspec).")
@@ -173,6 +199,28 @@ class OGPUStorage(Block):
         "(and, for ipfs, the network's IPFS gateway). Anything else is refused unread.",
     )
 
+    @field_validator("write_url")
+    @classmethod
+    def _write_url(cls, v: str | None) -> str | None:
+        from .storage import check_write_url
+
+        return None if v is None else check_write_url("write_url", v)
+
+    @field_validator("read_url")
+    @classmethod
+    def _read_url(cls, v: str | None) -> str | None:
+        return None if v is None else check_url("read_url", v)
+
+    @field_validator("ipfs_api_url")
+    @classmethod
+    def _ipfs_api_url(cls, v: str) -> str:
+        return check_url("ipfs_api_url", v, ("http", "https"))
+
+    @field_validator("result_origins")
+    @classmethod
+    def _origins(cls, v: list[str]) -> list[str]:
+        return [check_url(f"result_origins[{i}]", u) for i, u in enumerate(v)]
+
     def trusted_origins(self) -> list[str]:
         """The URL prefixes response payloads are read from (results elsewhere are refused)."""
         from .storage import IPFS_GATEWAY
@@ -187,5 +235,5 @@ class OGPUStorage(Block):
         if self.kind == "ipfs":
             return IpfsStore(self.ipfs_api_url)
         if not self.write_url:
-            raise ValueError("write_url: required for fsspec storage")
+            raise InvalidInputError("write_url", "required for fsspec storage")
         return FsspecStore(self.write_url, self.read_url, self.storage_options)

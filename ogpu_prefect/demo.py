@@ -112,7 +112,7 @@ class Demo:
         from prefect.client.orchestration import get_client
         from prefect.client.schemas.actions import WorkPoolCreate
 
-        from .worker.worker import OGPUProviderWorker
+        from .worker.worker import OGPUProviderWorker, worker_command
 
         template = OGPUProviderWorker.get_default_base_job_template()
         props = template["variables"]["properties"]
@@ -138,19 +138,7 @@ class Demo:
             log = open(self.home / f"worker-{role}.log", "ab")  # noqa: SIM115
             self.procs.append(
                 subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "prefect",
-                        "worker",
-                        "start",
-                        "--pool",
-                        POOL,
-                        "--type",
-                        "ogpu-provider",
-                        "--name",
-                        role,
-                    ],
+                    worker_command(POOL, role),
                     env=env,
                     stdout=log,
                     stderr=subprocess.STDOUT,

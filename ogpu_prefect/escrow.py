@@ -82,41 +82,39 @@ def settle(client: OGPUClient, tasks: Sequence[str]) -> EscrowReport:
         report.unreadable += tasks
         return report
     new = [t for t, s in zip(tasks, statuses) if s is TaskStatus.NEW]
-    if new:
-        for t, receipt in zip(new, client.cancel_tasks(new, check=False)):
-            (report.cancelled if receipt.status == 1 else report.unreadable).append(t)
-    reclaimable = []
-    for t, s, expiry in zip(tasks, statuses, expiries):
-        if s is TaskStatus.FINALIZED:
-            report.finalized.append(t)
-        elif s is TaskStatus.CANCELED:
-            report.cancelled.append(t)
-        elif s is TaskStatus.EXPIRED:
-            report.reclaimed.append(t)
-        elif s in (TaskStatus.ATTEMPTED, TaskStatus.RESPONDED):
-            if expiry <= now and chain.has_extensions():
-                reclaimable.append(t)
-            else:
-                report.waiting[t] = expiry
-    if reclaimable:
-        for t, receipt in zip(reclaimable, client.reclaim_expired(reclaimable, check=False)):
-            (report.reclaimed if receipt.status == 1 else report.unreadable).append(t)
+    reclaimable = [
+        t
+        for t, s, expiry in zip(tasks, statuses, expiries)
+        if s in (TaskStatus.ATTEMPTED, TaskStatus.RESPONDED) and expiry <= now
+    ]
+    if reclaimable and not chain.has_extensions():
+        reclaimable = []  # the real network: their escrow waits for its expiry handling
+    try:
+        for group, send, done in (
+            (new, client.cancel_tasks, report.cancelled),
+            (reclaimable, client.reclaim_expired, report.reclaimed),
+        ):
+            for t, receipt in zip(group, send(group, check=False) if group else []):
+                (done if receipt.status == 1 else report.unreadable).append(t)
+    except OGPUError as e:  # the node went away mid-way: what is not settled is read again below
+        log.warning("settling escrow failed (%s); reading the tasks again", e)
+        settled = {*report.cancelled, *report.reclaimed, *report.unreadable}
+        report.unreadable += [t for t in (*new, *reclaimable) if t not in settled]
+    acted = {*new, *reclaimable}
+    _classify(report, [(t, s, e) for t, s, e in zip(tasks, statuses, expiries) if t not in acted])
     if report.unreadable:  # a race (attempted while we cancelled, finalized while we reclaimed)
-        again = settle_again(client, report.unreadable)
-        report.unreadable = []
-        report.merge(again)
+        again, report.unreadable = report.unreadable, []
+        try:
+            statuses, expiries, _ = _read(client, again)
+            _classify(report, list(zip(again, statuses, expiries)))
+        except OGPUError:
+            report.unreadable += again
     return report
 
 
-def settle_again(client: OGPUClient, tasks: list[str]) -> EscrowReport:
-    """One more look at tasks whose settling failed: their state moved (or the node hiccuped)."""
-    report = EscrowReport()
-    try:
-        statuses, expiries, _ = _read(client, tasks)
-    except OGPUError:
-        report.unreadable += tasks
-        return report
-    for t, s, expiry in zip(tasks, statuses, expiries):
+def _classify(report: EscrowReport, tasks: list[tuple[str, TaskStatus, int]]) -> None:
+    """Files tasks by their status: final ones by how they ended, open ones as waiting."""
+    for t, s, expiry in tasks:
         if s is TaskStatus.FINALIZED:
             report.finalized.append(t)
         elif s is TaskStatus.CANCELED:
@@ -125,7 +123,6 @@ def settle_again(client: OGPUClient, tasks: list[str]) -> EscrowReport:
             report.reclaimed.append(t)
         else:
             report.waiting[t] = expiry
-    return report
 
 
 def _read(client: OGPUClient, tasks: Sequence[str]) -> tuple[list[TaskStatus], list[int], int]:

@@ -13,7 +13,8 @@ from prefect import Flow
 from prefect.client.schemas.objects import FlowRun
 from prefect.states import State
 
-from .validation import contains_secret, redact
+from .chain.errors import InvalidInputError
+from .validation import contains_secret, redact, refuse_secret
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,24 @@ class RedactingFlow(Flow[Any, Any]):
 
     def serialize_parameters(self, parameters: dict[str, Any]) -> dict[str, Any]:
         return redact(super().serialize_parameters(parameters))  # type: ignore[no-any-return]
+
+    def validate_parameters(self, parameters: dict[str, Any]) -> dict[str, Any]:
+        """Prefect's type check of the parameters, after refusing any key among them (Prefect logs
+        the values of parameters it refuses), and failing with an InvalidInputError naming the
+        parameter, like the flow's own checks."""
+        from prefect.exceptions import ParameterTypeError
+
+        for name, value in parameters.items():
+            if isinstance(value, (list, tuple)):
+                for i, item in enumerate(value):
+                    refuse_secret(f"{name}[{i}]", item)
+            else:
+                refuse_secret(name, value)
+        try:
+            return super().validate_parameters(parameters)
+        except ParameterTypeError as e:  # "...parameters:\n - payment: Input should be ..."
+            name, _, why = str(e).partition("\n - ")[2].partition("\n")[0].partition(": ")
+            raise InvalidInputError(name.split(".")[0] or "parameters", why or str(e)) from None
 
 
 def redacting_flow(**options: Any) -> Callable[[Callable[..., Any]], RedactingFlow]:

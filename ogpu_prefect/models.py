@@ -6,17 +6,25 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .chain.errors import InvalidInputError
 from .chain.types import DeliveryMethod, Environment, TaskStatus
+from .validation import check_list, check_name, check_url, refuse_secret
 
 
 class TaskInput(BaseModel):
     """One task's input, as the official SDK's `TaskInput`: the source's handler name and its input
     (`data`, passed to the handler as is), plus optional extra top-level keys."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", hide_input_in_errors=True)  # a rejected value may be a key
 
     function_name: str = Field(min_length=1)
     data: Any = Field(default_factory=dict)
+
+    @field_validator("function_name")
+    @classmethod
+    def _no_key(cls, v: str) -> str:
+        refuse_secret("function_name", v)
+        return v
 
     @classmethod
     def coerce(cls, value: TaskInput | dict[str, Any], default_function: str | None = None) -> TaskInput:
@@ -35,8 +43,24 @@ class TaskInput(BaseModel):
         return {**self.model_dump(), **marks}
 
 
+def coerce_inputs(inputs: Any, function_name: str | None) -> list[TaskInput]:
+    """Inputs as TaskInputs; typed errors name `inputs[i]` (a key among them is not echoed)."""
+    if function_name is not None:
+        check_name("function_name", function_name)
+    items = []
+    for i, x in enumerate(check_list("inputs", inputs)):
+        refuse_secret(f"inputs[{i}]", x)
+        try:
+            items.append(TaskInput.coerce(x, function_name))
+        except (TypeError, ValueError) as e:
+            raise InvalidInputError(f"inputs[{i}]", str(e).splitlines()[0]) from None
+    return items
+
+
 class SourceSpec(BaseModel):
     """What `publish_source` needs: the SDK's `SourceInfo`, with compose URLs per environment."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)  # a rejected value may be a key
 
     name: str
     description: str = ""
@@ -44,10 +68,21 @@ class SourceSpec(BaseModel):
     cpu: str = Field(default="", description="docker-compose URL for CPU providers")
     nvidia: str = Field(default="", description="docker-compose URL for NVIDIA providers")
     amd: str = Field(default="", description="docker-compose URL for AMD providers")
-    min_payment: int = Field(ge=0)
-    min_available_lockup: int = Field(default=0, ge=0)
-    max_expiry_duration: int = Field(default=3600, gt=0)
+    min_payment: int = Field(ge=0, le=2**96 - 1)  # a task's payment fits in 96 bits
+    min_available_lockup: int = Field(default=0, ge=0, le=2**256 - 1)
+    max_expiry_duration: int = Field(default=3600, gt=0, le=2**256 - 1)
     delivery_method: DeliveryMethod = DeliveryMethod.FIRST_RESPONSE
+
+    @field_validator("name", "description")
+    @classmethod
+    def _no_key(cls, v: str, info: Any) -> str:
+        refuse_secret(info.field_name, v)  # the metadata is public
+        return v
+
+    @field_validator("logo_url", "cpu", "nvidia", "amd")
+    @classmethod
+    def _url(cls, v: str, info: Any) -> str:
+        return check_url(info.field_name, v) if v else v
 
     @field_validator("delivery_method", mode="before")
     @classmethod

@@ -26,6 +26,7 @@ import requests
 
 from ._loopback import DirectoryServer
 from .chain.errors import InvalidInputError, OGPUError
+from .validation import check_int, check_number, check_url, refuse_secret
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,21 @@ def canonical_json(obj: Any, *, field: str = "data") -> bytes:
     if len(body) > MAX_PAYLOAD_BYTES:
         raise InvalidInputError(field, f"payload is {len(body):,} bytes, over the {MAX_PAYLOAD_BYTES:,}-byte limit")
     return body
+
+
+def check_write_url(field: str, value: Any) -> str:
+    """An fsspec URL (or local path) to write under: a protocol fsspec knows; a key refused unechoed."""
+    import fsspec
+
+    refuse_secret(field, value)
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInputError(field, f"expected an fsspec URL or a path, not {type(value).__name__} {value!r:.80}")
+    if "://" in value:
+        known = fsspec.available_protocols()
+        for protocol in value.split("://", 1)[0].split("::"):
+            if protocol not in known:
+                raise InvalidInputError(field, f"unknown fsspec protocol {protocol!r:.40}")
+    return value
 
 
 def content_name(body: bytes) -> str:
@@ -86,6 +102,11 @@ class FsspecStore:
     def __post_init__(self) -> None:
         import fsspec
 
+        check_write_url("write_url", self.write_url)
+        if self.read_url is not None:
+            check_url("read_url", self.read_url)
+        if not isinstance(self.storage_options, dict):
+            raise InvalidInputError("storage_options", f"a dict, not {type(self.storage_options).__name__}")
         self._fs, self._root = fsspec.core.url_to_fs(self.write_url, **self.storage_options)
         self._root = self._root.rstrip("/")
         self._fs.makedirs(self._root, exist_ok=True)
@@ -124,6 +145,12 @@ class IpfsStore:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     parallel = True
+
+    def __post_init__(self) -> None:
+        check_url("api_url", self.api_url, ("http", "https"))
+        check_number("timeout", self.timeout, exclusive_minimum=0)
+        check_int("retries", self.retries, minimum=1)
+        check_number("backoff", self.backoff, minimum=0)
 
     def put_json(self, obj: Any, *, field: str = "data") -> str:
         return self.put_body(canonical_json(obj, field=field))

@@ -15,13 +15,21 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from .blocks import OGPUNetwork, OGPUStorage, OGPUWallet
-from .chain.errors import InvalidInputError
+from .chain.errors import ExpiryOutOfRangeError, InvalidInputError
 from .client import OGPUClient
 from .delivery import DecisionKind
 from .events import emit_task_event
-from .models import PublishedTask, SourceSpec, TaskInput, TaskResult
-from .plugin_manager import get_delivery_method
-from .validation import check_address, check_int, check_name, check_number, parse_model, refuse_secret
+from .models import PublishedTask, SourceSpec, TaskInput, TaskResult, coerce_inputs
+from .validation import (
+    check_address,
+    check_int,
+    check_list,
+    check_name,
+    check_number,
+    parse_delivery,
+    parse_model,
+    parse_models,
+)
 from .waiting import Tracked
 
 BlockOrName = Any
@@ -67,7 +75,6 @@ def publish_source(
             network="devnet", wallet="client", storage="payloads")
         ```
     """
-    refuse_secret("spec", spec)
     client = make_client(network, wallet, storage)
     address = client.publish_source(parse_model(SourceSpec, spec, "spec"))
     get_run_logger().info("published source %s", address)
@@ -86,7 +93,6 @@ def update_source(
                       network="devnet", wallet="client", storage="payloads")
         ```
     """
-    refuse_secret("spec", spec)
     return make_client(network, wallet, storage).update_source(source, parse_model(SourceSpec, spec, "spec")).tx_hash
 
 
@@ -140,18 +146,23 @@ def publish_tasks(
     """
     items = coerce_inputs(inputs, function_name)
     check_int("ttl", ttl, minimum=1)
-    idx = list(indexes) if indexes is not None else list(range(len(items)))
+    check_name("batch_key", batch_key, optional=True)  # it goes into every task's public config
+    check_int("attempt", attempt, minimum=0)
+    idx = check_list("indexes", indexes) if indexes is not None else list(range(len(items)))
     client = make_client(network, wallet, storage)
     expiry = client.chain.now() + ttl
-    published = client.publish_tasks(
-        source,
-        items,
-        payment,
-        expiry,
-        marks=batch_marks(batch_key, idx, attempt),
-        indexes=idx,
-        reconcile_from_block=reconcile_from_block,
-    )
+    try:
+        published = client.publish_tasks(
+            source,
+            items,
+            payment,
+            expiry,
+            marks=batch_marks(batch_key, idx, attempt),
+            indexes=idx,
+            reconcile_from_block=reconcile_from_block,
+        )
+    except ExpiryOutOfRangeError as e:  # raised before any transaction; the caller gave a ttl
+        raise ExpiryOutOfRangeError("ttl", f"{ttl}s: {str(e).partition(': ')[2]}") from None
     for p in published:
         emit_task_event(
             "published",
@@ -161,22 +172,6 @@ def publish_tasks(
         )
     get_run_logger().info("published %d task(s) on source %s", len(published), source)
     return published
-
-
-def coerce_inputs(inputs: Any, function_name: str | None) -> list[TaskInput]:
-    """Inputs as TaskInputs; typed errors name `inputs[i]` (a key among them is not echoed)."""
-    if function_name is not None:
-        check_name("function_name", function_name)
-    if isinstance(inputs, (str, bytes, dict)) or not isinstance(inputs, Sequence):
-        raise InvalidInputError("inputs", f"a list of inputs, not {type(inputs).__name__}")
-    items = []
-    for i, x in enumerate(inputs):
-        refuse_secret(f"inputs[{i}]", x)
-        try:
-            items.append(TaskInput.coerce(x, function_name))
-        except (TypeError, ValueError) as e:
-            raise InvalidInputError(f"inputs[{i}]", str(e).splitlines()[0]) from None
-    return items
 
 
 def result_of(t: Tracked) -> TaskResult:
@@ -236,7 +231,12 @@ def wait_for_results(
         ```
     """
     check_number("poll_interval", poll_interval, exclusive_minimum=0, maximum=60)
-    strategy = get_delivery_method(delivery, **(delivery_options or {}))
+    published = parse_models(PublishedTask, published, "published")
+    check_number("deadline_s", deadline_s, minimum=0, optional=True)
+    check_int("from_block", from_block, minimum=0, optional=True)
+    if progress is not None and not callable(progress):
+        raise InvalidInputError("progress", f"expected a callable(done, total), not {type(progress).__name__}")
+    strategy = parse_delivery(delivery, delivery_options)
     client = make_client(network, wallet, storage)
     if not published:
         return []
@@ -275,26 +275,14 @@ def wait_for_results(
 
 @task(name="confirm_response", cache_policy=NO_CACHE)
 def confirm_response(response: str, network: BlockOrName, wallet: BlockOrName) -> str:
-    """Confirms a response of a MANUAL_CONFIRMATION task (pays it, refunds the rest); returns the tx hash.
-
-    Example:
-        ```python
-        confirm_response(response_address, network="devnet", wallet="client")
-        ```
-    """
+    """Confirms a response of a MANUAL_CONFIRMATION task (pays it, refunds the rest); returns the tx hash."""
     response = check_address("response", response)
     return make_client(network, wallet).confirm_responses([response])[0].tx_hash
 
 
 @task(name="cancel_task", cache_policy=NO_CACHE)
 def cancel_task(task_address: str, network: BlockOrName, wallet: BlockOrName) -> str:
-    """Cancels a task nobody attempted yet; its escrow returns. Returns the tx hash.
-
-    Example:
-        ```python
-        cancel_task(task_address, network="devnet", wallet="client")
-        ```
-    """
+    """Cancels a task nobody attempted yet; its escrow returns. Returns the tx hash."""
     task_address = check_address("task_address", task_address)
     return make_client(network, wallet).cancel_tasks([task_address])[0].tx_hash
 
@@ -302,98 +290,5 @@ def cancel_task(task_address: str, network: BlockOrName, wallet: BlockOrName) ->
 @task(name="reclaim_expired", cache_policy=NO_CACHE)
 def reclaim_expired(tasks: Sequence[str], network: BlockOrName, wallet: BlockOrName) -> list[str]:
     """Takes back the escrow of expired, unfinalized tasks (pipelined; the devnet's extension, see
-    docs/contracts.md); returns the tx hashes.
-
-    Example:
-        ```python
-        reclaim_expired([task_a, task_b], network="devnet", wallet="client")
-        ```
-    """
-    tasks = [check_address(f"tasks[{i}]", t) for i, t in enumerate(tasks)]
+    docs/contracts.md); returns the tx hashes."""
     return [r.tx_hash for r in make_client(network, wallet).reclaim_expired(tasks)]
-
-
-def _vault_call(network: BlockOrName, wallet: BlockOrName, build: Callable[[OGPUClient], Any]) -> str:
-    client = make_client(network, wallet)
-    return str(client.sender.transact(build(client)).tx_hash)
-
-
-def _amount(value: Any) -> int:
-    return check_int("amount", value, minimum=1, maximum=2**256 - 1)
-
-
-@task(name="deposit_to_vault", cache_policy=NO_CACHE)
-def deposit_to_vault(amount: int, network: BlockOrName, wallet: BlockOrName, account: str | None = None) -> str:
-    """Deposits `amount` wei into the Vault balance of `account` (default: the wallet's own).
-
-    Example:
-        ```python
-        deposit_to_vault(10**18, network="devnet", wallet="client")
-        ```
-    """
-    amount = _amount(amount)
-    target = check_address("account", account) if account is not None else None
-    return _vault_call(network, wallet, lambda c: c.chain.vault.deposit(target or c.address, value=amount))
-
-
-@task(name="withdraw_from_vault", cache_policy=NO_CACHE)
-def withdraw_from_vault(amount: int, network: BlockOrName, wallet: BlockOrName) -> str:
-    """Withdraws `amount` wei of the wallet's liquid Vault balance to the wallet.
-
-    Example:
-        ```python
-        withdraw_from_vault(10**18, network="devnet", wallet="client")
-        ```
-    """
-    amount = _amount(amount)
-    return _vault_call(network, wallet, lambda c: c.chain.vault.withdraw(amount))
-
-
-@task(name="lock_stake", cache_policy=NO_CACHE)
-def lock_stake(amount: int, network: BlockOrName, wallet: BlockOrName) -> str:
-    """Moves `amount` wei of the wallet's Vault balance into lockup (stake).
-
-    Example:
-        ```python
-        lock_stake(5 * 10**18, network="devnet", wallet="provider")
-        ```
-    """
-    amount = _amount(amount)
-    return _vault_call(network, wallet, lambda c: c.chain.vault.lock(amount))
-
-
-@task(name="unbond_stake", cache_policy=NO_CACHE)
-def unbond_stake(amount: int, network: BlockOrName, wallet: BlockOrName) -> str:
-    """Starts unbonding `amount` wei of lockup (claimable after the unbonding period).
-
-    Example:
-        ```python
-        unbond_stake(10**18, network="devnet", wallet="provider")
-        ```
-    """
-    amount = _amount(amount)
-    return _vault_call(network, wallet, lambda c: c.chain.vault.unbond(amount))
-
-
-@task(name="claim_unbonded", cache_policy=NO_CACHE)
-def claim_unbonded(network: BlockOrName, wallet: BlockOrName) -> str:
-    """Moves stake whose unbonding period has passed back to the liquid Vault balance (`Vault.claim`).
-
-    Example:
-        ```python
-        claim_unbonded(network="devnet", wallet="provider")
-        ```
-    """
-    return _vault_call(network, wallet, lambda c: c.chain.vault.claim())
-
-
-@task(name="cancel_unbonding", cache_policy=NO_CACHE)
-def cancel_unbonding(network: BlockOrName, wallet: BlockOrName) -> str:
-    """Puts stake that is unbonding back into lockup (`Vault.cancelUnbonding`, mainnet's Vault).
-
-    Example:
-        ```python
-        cancel_unbonding(network="devnet", wallet="provider")
-        ```
-    """
-    return _vault_call(network, wallet, lambda c: c.chain.vault.cancel_unbonding())

@@ -6,6 +6,7 @@ and states all show `<redacted>`)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -76,8 +77,12 @@ def check_int(
     minimum: int | None = None,
     maximum: int | None = None,
     error: type[E] = InvalidInputError,
+    optional: bool = False,
 ) -> int:  # type: ignore[assignment]
-    """An int (not a bool, not a float: amounts and times are exact) within the bounds."""
+    """An int (not a bool, not a float: amounts and times are exact) within the bounds (or, if
+    `optional`, None)."""
+    if optional and value is None:
+        return value  # type: ignore[no-any-return]
     if isinstance(value, bool) or not isinstance(value, int):
         raise error(field, f"expected an integer, got {type(value).__name__} {_show(value)}")
     if minimum is not None and value < minimum:
@@ -94,8 +99,11 @@ def check_number(
     minimum: float | None = None,
     exclusive_minimum: float | None = None,
     maximum: float | None = None,
+    optional: bool = False,
 ) -> float:
-    """A finite real number (int or float, not bool) within the bounds."""
+    """A finite real number (int or float, not bool) within the bounds (or, if `optional`, None)."""
+    if optional and value is None:
+        return value  # type: ignore[no-any-return]
     if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)) or not math.isfinite(float(value)):
         raise InvalidInputError(field, f"expected a finite number, got {type(value).__name__} {_show(value)}")
     number = float(value)
@@ -108,11 +116,65 @@ def check_number(
     return number
 
 
-def check_name(field: str, value: Any) -> str:
-    """A non-empty name (a block name, a function name); key-shaped values refused unechoed."""
+def check_name(field: str, value: Any, optional: bool = False) -> str:
+    """A non-empty name (a block name, a function name; if `optional`, or None); key-shaped values
+    refused unechoed."""
+    if optional and value is None:
+        return value  # type: ignore[no-any-return]
     refuse_secret(field, value)
     if not isinstance(value, str) or not value.strip():
         raise InvalidInputError(field, f"expected a non-empty name, got {_show(value)}")
+    return value
+
+
+def check_list(field: str, value: Any, length: int | None = None) -> list[Any]:
+    """A list (or tuple) of values, of `length` items if given; a string or a dict, which
+    iterate, is refused."""
+    if isinstance(value, (str, bytes, dict)) or not isinstance(value, Sequence):
+        raise InvalidInputError(field, f"expected a list, got {type(value).__name__} {_show(value)}")
+    if length is not None and len(value) != length:
+        raise InvalidInputError(field, f"{len(value)} item(s) given for {length} input(s): one per input")
+    return list(value)
+
+
+def check_signer(field: str, value: Any) -> Any:
+    """A TxSigner from a private key, a LocalAccount or a signer (chain/signing.py `as_signer`);
+    a bad key is refused without being echoed."""
+    from .chain.signing import as_signer
+
+    try:
+        return as_signer(value)
+    except (ValueError, TypeError):
+        raise InvalidInputError(field, "expected a 32-byte private key, a LocalAccount or a signer") from None
+
+
+def check_batch_shape(inputs: Any, marks: Any, indexes: Any) -> tuple[list[Any], list[Any], list[int]]:
+    """A batch's inputs (a list), marks (one dict per input, default `{}`) and indexes (one int >= 0
+    per input, default 0..n-1). A key in a mark is refused: marks go into public task configs."""
+    inputs = check_list("inputs", inputs)
+    indexes = check_list("indexes", indexes, len(inputs)) if indexes is not None else list(range(len(inputs)))
+    marks = check_list("marks", marks, len(inputs)) if marks is not None else [{} for _ in inputs]
+    for i, (mark, index) in enumerate(zip(marks, indexes)):
+        check_int(f"indexes[{i}]", index, minimum=0)
+        if not isinstance(mark, dict):
+            raise InvalidInputError(f"marks[{i}]", f"expected a dict, not {type(mark).__name__}")
+        refuse_secret(f"marks[{i}]", mark)
+    return inputs, marks, indexes
+
+
+def check_addresses(field: str, values: Any) -> list[str]:
+    """A list of addresses; typed errors name `field[i]`."""
+    return [check_address(f"{field}[{i}]", v) for i, v in enumerate(check_list(field, values))]
+
+
+def check_url(field: str, value: Any, schemes: Sequence[str] | None = None) -> str:
+    """A `scheme://...` URL (with `schemes`, one of those); key-shaped values refused unechoed."""
+    refuse_secret(field, value)
+    if not isinstance(value, str) or "://" not in value:
+        raise InvalidInputError(field, f"expected a URL (scheme://...), got {_show(value)}")
+    scheme = value.split("://", 1)[0].lower()
+    if schemes is not None and scheme not in schemes:
+        raise InvalidInputError(field, f"expected a {' or '.join(schemes)} URL, got {_show(value)}")
     return value
 
 
@@ -136,6 +198,62 @@ def parse_model(model: type[M], value: Any, field: str) -> M:
     except (TypeError, AttributeError):
         kind = model.__name__ if isinstance(model, type) and issubclass(model, BaseModel) else "model"
         raise InvalidInputError(field, f"expected a {kind} or a dict") from None
+
+
+def parse_delivery(delivery: Any, options: Any) -> Any:
+    """The delivery method `delivery` configured with `options`. Typed errors name `delivery` or
+    `delivery_options[.option]`: options are checked against the method's signature here, so that
+    a mistyped one fails before any task is published, not while tasks hold escrow."""
+    import inspect
+    from typing import get_type_hints
+
+    from pydantic import ConfigDict, TypeAdapter, ValidationError
+
+    from .delivery import DeliveryStrategy
+    from .plugin_manager import PluginError, delivery_methods
+
+    check_name("delivery", delivery)
+    refuse_secret("delivery_options", options)
+    if options is not None and not isinstance(options, dict):
+        raise InvalidInputError("delivery_options", f"a dict of options, not {type(options).__name__}")
+    options = options or {}
+    try:
+        cls = delivery_methods()[delivery]
+    except KeyError:
+        installed = ", ".join(sorted(delivery_methods()))
+        raise InvalidInputError("delivery", f"unknown delivery method {delivery!r}; installed: {installed}") from None
+    except PluginError as e:
+        raise InvalidInputError("delivery", str(e)) from None
+    # The base class's **options means "no options"; a plugin's own **options takes any.
+    params = {} if cls.__init__ is DeliveryStrategy.__init__ else dict(inspect.signature(cls).parameters)
+    any_name = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    named = [n for n, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    try:
+        hints = get_type_hints(cls.__init__)
+    except Exception:  # unresolvable annotations: the constructor alone checks
+        hints = {}
+    strict = ConfigDict(strict=True, allow_inf_nan=False, arbitrary_types_allowed=True)
+    for name, value in options.items():
+        if name not in named and not any_name:
+            raise InvalidInputError(
+                f"delivery_options.{name}", f"not an option of {delivery!r} (options: {', '.join(named) or 'none'})"
+            )
+        if name in hints:
+            try:
+                TypeAdapter(hints[name], config=strict).validate_python(value)
+            except ValidationError as e:
+                raise InvalidInputError(f"delivery_options.{name}", e.errors(include_input=False)[0]["msg"]) from None
+            except Exception:  # a type pydantic cannot check: the constructor alone checks
+                pass
+    try:
+        return cls(**options)
+    except (TypeError, ValueError) as e:
+        raise InvalidInputError("delivery_options", str(e)) from None
+
+
+def parse_models(model: type[M], values: Any, field: str) -> list[M]:
+    """A list of `model`s (each as parse_model); typed errors name `field[i]...`."""
+    return [parse_model(model, v, f"{field}[{i}]") for i, v in enumerate(check_list(field, values))]
 
 
 def _show(value: Any) -> str:

@@ -191,23 +191,6 @@ class Waiter:
                 )
 
 
-def wait_for(
-    client: OGPUClient,
-    published: Sequence[PublishedTask],
-    strategy: DeliveryStrategy,
-    *,
-    deadline: float,
-    from_block: int,
-    poll_interval: float = 0.1,
-    on_change: ChangeCallback | None = None,
-) -> dict[str, Tracked]:
-    """Follows `published` until each is decided, expired, or the wall-clock `deadline` passes."""
-    waiter = Waiter(
-        client, published, strategy, from_block=from_block, poll_interval=poll_interval, on_change=on_change
-    )
-    return waiter.run(deadline)
-
-
 def outcome_counts(tracked: Iterable[Tracked]) -> dict[str, int]:
     """How many tasks ended each way, for a round's log line (`expired: 3, rejected: 1`)."""
     counts: dict[str, int] = {}
@@ -222,4 +205,4 @@ def outcome_counts(tracked: Iterable[Tracked]) -> dict[str, int]:
     return counts
 
 
-__all__ = ["ChangeCallback", "Tracked", "Waiter", "outcome_counts", "wait_for"]
+__all__ = ["ChangeCallback", "Tracked", "Waiter", "outcome_counts"]

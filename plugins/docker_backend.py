@@ -184,8 +184,8 @@ class DockerService(RunningService):
 class DockerBackend(HardwareBackend):
     name = "docker"
 
-    def __init__(self, owner: str = "", build: bool = True) -> None:
-        super().__init__(owner)
+    def __init__(self, owner: str = "", build: bool = True, startup_timeout_s: float = 60.0) -> None:
+        super().__init__(owner, startup_timeout_s)
         self.build = build
         self._client: DockerClient | None = None
 
@@ -207,20 +207,12 @@ class DockerBackend(HardwareBackend):
             envs |= Environment.AMD
         return envs
 
-    def start(
-        self,
-        compose: ComposeSpec,
-        environment: Environment,
-        *,
-        callback_url: str,
-        log: LogSink,
-        startup_timeout: float = 60.0,
-    ) -> DockerService:
+    def start(self, compose: ComposeSpec, env: Environment, *, callback_url: str, log: LogSink) -> DockerService:
         client, cli = self.client, compose_command()  # both fail before anything starts
         port = free_port()
         project = f"ogpu-{(self.owner or 'anon')[2:10]}-{port}"
         relay = CallbackRelay(callback_url, bridge_gateway(client)).start()
-        override = {"services": {name: self._override(environment) for name in compose.services}}
+        override = {"services": {name: self._override(env) for name in compose.services}}
         path = Path(tempfile.mkdtemp(prefix="ogpu-docker-")) / "override.yml"
         path.write_text(yaml.safe_dump(override))
         env = {**os.environ, "PORT": str(port), "CALLBACK_URL": f"http://host.docker.internal:{relay.port}"}
@@ -229,17 +221,22 @@ class DockerBackend(HardwareBackend):
         )
         try:
             up = service._run(
-                "up", "-d", *(["--build"] if self.build else []), "--wait", "--wait-timeout", str(int(startup_timeout))
+                "up",
+                "-d",
+                *(["--build"] if self.build else []),
+                "--wait",
+                "--wait-timeout",
+                str(int(self.startup_timeout_s)),
             )
             service.follow(log)  # also when `up` failed: a container that exited says why
             if up.returncode != 0:
                 raise ServiceError(f"docker compose up failed: {(up.stderr or up.stdout)[-2000:]}")
-            ready, deadline = ServiceClient(service.base_url).ready, time.time() + startup_timeout
+            ready, deadline = ServiceClient(service.base_url).ready, time.time() + self.startup_timeout_s
             while not ready():
                 if not service.alive():  # `--wait` passes a container without healthcheck that then exits
                     raise ServiceError(f"{project} exited before serving (its output is in the service log)")
                 if time.time() > deadline:
-                    raise ServiceError(f"{project} did not serve on port {port} within {startup_timeout}s")
+                    raise ServiceError(f"{project} did not serve on port {port} within {self.startup_timeout_s}s")
                 time.sleep(0.1)
         except BaseException as e:
             service.stop()

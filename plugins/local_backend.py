@@ -60,17 +60,9 @@ class LocalBackend(HardwareBackend):
     def environments(self) -> Environment:
         return Environment.CPU  # no isolation from the host's GPUs is promised: CPU only
 
-    def start(
-        self,
-        compose: ComposeSpec,
-        environment: Environment,
-        *,
-        callback_url: str,
-        log: LogSink,
-        startup_timeout: float = 60.0,
-    ) -> LocalService:
-        if environment is not Environment.CPU:
-            raise ValueError(f"the local backend serves CPU only, not {environment!r}")
+    def start(self, compose: ComposeSpec, env: Environment, *, callback_url: str, log: LogSink) -> LocalService:
+        if env is not Environment.CPU:
+            raise ValueError(f"the local backend serves CPU only, not {env!r}")
         spec = compose.local_spec()
         port = free_port()
         env = {
@@ -97,14 +89,14 @@ class LocalBackend(HardwareBackend):
         pump.start()
         service = LocalService(proc, f"http://127.0.0.1:{port}", pump)
         client = ServiceClient(service.base_url)
-        deadline = time.time() + startup_timeout
+        deadline = time.time() + self.startup_timeout_s
         while not client.ready():
             if not service.alive():
                 service.stop()
                 raise ServiceError(f"{' '.join(argv)} exited with {proc.returncode} before serving")
             if time.time() > deadline:
                 service.stop()
-                raise ServiceError(f"{' '.join(argv)} did not serve on port {port} within {startup_timeout}s")
+                raise ServiceError(f"{' '.join(argv)} did not serve on port {port} within {self.startup_timeout_s}s")
             time.sleep(0.05)
         return service
 

@@ -43,3 +43,39 @@ def test_devnet_up_is_idempotent_and_down_stops_it(tmp_path: Path) -> None:
     assert down.returncode == 0 and "stopped" in down.stdout
     assert cli("devnet", "status", home=tmp_path).returncode == 1
     assert not (tmp_path / "devnet.json").exists()
+
+
+def test_up_refuses_a_port_that_answers_and_down_stops_only_its_own_anvil(tmp_path: Path) -> None:
+    """The old code deployed and funded on whatever answered the port, and `down` killed whatever
+    pid the profile named."""
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        up = cli("devnet", "up", "--port", str(port), home=tmp_path)
+    assert up.returncode == 2 and "--port" in up.stderr and "already answers" in up.stderr, up.stderr
+    assert "Traceback" not in up.stderr and not (tmp_path / "devnet.json").exists()
+
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        profile = {
+            "name": "devnet",
+            "rpc_url": "http://127.0.0.1:9",
+            "chain_id": 31337,
+            "anvil_pid": bystander.pid,
+            "contracts": {n: "0x" + "11" * 20 for n in ("Nexus", "Controller", "Terminal", "Vault")},
+            "accounts": {"client": {"address": "0x" + "22" * 20, "private_key": "0x" + "33" * 32}},
+        }
+        (tmp_path / "devnet.json").write_text(json.dumps(profile))
+        down = cli("devnet", "down", home=tmp_path)
+        assert down.returncode == 0 and "left alone" in down.stdout, down.stdout + down.stderr
+        assert bystander.poll() is None, "an unrelated process was killed"
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+    (tmp_path / "devnet.json").write_text("{not json")
+    corrupt = cli("devnet", "status", home=tmp_path)
+    assert corrupt.returncode == 2 and "profile" in corrupt.stderr and "Traceback" not in corrupt.stderr

@@ -101,8 +101,9 @@ def test_a_client_batch_through_a_faulty_rpc_finishes_with_nothing_doubled(devne
 def test_a_crash_after_broadcast_then_retry_publishes_nothing_twice(devnet, tmp_path, monkeypatch) -> None:
     """The process dies after its transactions left but before it saw the receipts; the retry (a
     new process: new sender, no memory) reconciles by TaskPublished and config URL."""
-    from ogpu_prefect.client import OGPUClient, PartialPublishError
+    from ogpu_prefect.client import OGPUClient
     from ogpu_prefect.models import TaskInput
+    from ogpu_prefect.publishing import PartialPublishError
     from ogpu_prefect.storage import FsspecStore
 
     chain = Chain(devnet.network)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +23,7 @@ from ogpu_prefect.client import OGPUClient
 from ogpu_prefect.models import SourceSpec, TaskInput
 from ogpu_prefect.plugins.local_backend import OWNER_VAR, LocalBackend, _processes_with
 from ogpu_prefect.storage import LocalStore, fetch_json
-from ogpu_prefect.worker.worker import OGPUProviderWorker
+from ogpu_prefect.worker.worker import OGPUProviderWorker, worker_command
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 ECHO = Path(__file__).resolve().parents[1] / "flows" / "sources" / "echo" / "docker-compose.cpu.yml"
@@ -88,19 +87,7 @@ class Fleet:
         }
         log = open(self.tmp / f"worker-{role}.log", "ab")  # noqa: SIM115
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "prefect",
-                "worker",
-                "start",
-                "--pool",
-                pool,
-                "--type",
-                "ogpu-provider",
-                "--name",
-                f"{self.name}-{role}",
-            ],
+            worker_command(pool, f"{self.name}-{role}"),
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

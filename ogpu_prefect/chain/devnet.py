@@ -81,20 +81,8 @@ def start_anvil(
 ) -> subprocess.Popen[bytes]:
     """Starts anvil on 127.0.0.1:port and waits until it answers. `hardfork`: e.g. "berlin" for a
     chain whose blocks carry no base fee (legacy transactions)."""
-    # A 300M block gas limit: a pipelined batch of a thousand tasks fits in a few blocks.
-    cmd = [
-        find_anvil(),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--silent",
-        "--prune-history",
-        "--chain-id",
-        str(CHAIN_ID),
-        "--gas-limit",
-        "300000000",
-    ]
+    cmd = [find_anvil(), "--host", "127.0.0.1", "--port", str(port), "--silent", "--prune-history"]
+    cmd += ["--chain-id", str(CHAIN_ID), "--gas-limit", "300000000"]  # a batch of a thousand tasks fits in a few blocks
     if hardfork:
         cmd += ["--hardfork", hardfork]
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115  (anvil keeps it)
@@ -245,28 +233,20 @@ def stop_pid(pid: int) -> bool:
 def fund_accounts(rpc: Rpc, accounts: dict[str, Signer], contracts: dict[str, str], settings: DevnetSettings) -> None:
     """The client gets a vault balance; each provider a locked stake. Pipelined per account."""
     vault = spec("Vault")
+
+    def call(fn: str, arg: object, value: int) -> Call:
+        return Call(contracts["Vault"], vault.fn(fn).encode((arg,)), value, f"Vault.{fn}")
+
     pending = []
     for role, signer in accounts.items():
         calls: list[Call] = []
         if role.startswith("client"):
-            calls.append(
-                Call(
-                    contracts["Vault"],
-                    vault.fn("deposit").encode((signer.address,)),
-                    settings.client_deposit,
-                    "Vault.deposit",
-                )
-            )
+            calls.append(call("deposit", signer.address, settings.client_deposit))
         elif role.startswith("provider"):
-            calls.append(
-                Call(
-                    contracts["Vault"],
-                    vault.fn("deposit").encode((signer.address,)),
-                    settings.provider_stake,
-                    "Vault.deposit",
-                )
-            )
-            calls.append(Call(contracts["Vault"], vault.fn("lock").encode((settings.provider_stake,)), 0, "Vault.lock"))
+            calls += [
+                call("deposit", signer.address, settings.provider_stake),
+                call("lock", settings.provider_stake, 0),
+            ]
         if calls:
             sender = TxSender(rpc, signer, CHAIN_ID)
             pending.append((sender, sender.send(calls, 120_000)))
@@ -312,17 +292,63 @@ def profile_path() -> Path:
     return state_dir() / "devnet.json"
 
 
+def load_profile(path: Path) -> dict[str, Any]:
+    """A devnet profile file, checked: a corrupt or foreign file is an InvalidInputError naming it."""
+    from .errors import InvalidInputError
+
+    try:
+        profile = json.loads(path.read_text())
+        Network.from_profile(profile)
+        int(profile["anvil_pid"])
+        profile["accounts"]["client"]["address"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise InvalidInputError(
+            "profile",
+            f"{path} is not a devnet profile ({type(e).__name__}); remove it, then run `ogpu-prefect devnet up`",
+        ) from None
+    return profile
+
+
 def read_profile() -> dict[str, Any] | None:
     """The profile of the devnet `up` started, if it is still answering."""
     path = profile_path()
     if not path.exists():
         return None
-    profile = json.loads(path.read_text())
+    profile = load_profile(path)
     try:
         Rpc(profile["rpc_url"], timeout=2, outage_s=0).call("eth_chainId")
     except Exception:
         return None
     return profile
+
+
+def port_answers(port: int) -> bool:
+    """Whether something listens on 127.0.0.1:`port`."""
+    with socket.socket() as s:
+        s.settimeout(1.0)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def stop_own_anvil(profile: dict[str, Any]) -> str:
+    """Stops the anvil a profile names, only if that pid is an anvil serving the profile's port
+    (a pid can be reused by any process after a reboot or a crash): "stopped", "not running" or
+    "foreign" (left alone)."""
+    pid = int(profile["anvil_pid"])
+    port = str(profile["rpc_url"]).rsplit(":", 1)[-1].strip("/")
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "not running"
+    args = [a.decode(errors="replace") for a in argv]
+    ours = (
+        bool(args)
+        and Path(args[0]).name == "anvil"
+        and "--port" in args
+        and args[args.index("--port") + 1 : args.index("--port") + 2] == [port]
+    )
+    if not ours:
+        return "foreign"
+    return "stopped" if stop_pid(pid) else "not running"
 
 
 def write_profile(devnet: Devnet) -> Path:

@@ -51,6 +51,15 @@ class BudgetExceededError(InvalidInputError):
     """Publishing would take the batch beyond its budget ceiling."""
 
 
+class EscrowHeldError(OGPUError):
+    """A client operation stopped with tasks on chain whose escrow it holds: `tasks` lists them
+    (what a retry, a re-run with the same batch_key, or a settling must account for)."""
+
+    def __init__(self, message: str, tasks: list[Any]) -> None:
+        self.tasks = tasks
+        super().__init__(message)
+
+
 # ---- on-chain reverts ----
 
 

@@ -49,25 +49,17 @@ class Network:
         )
 
 
-# PROTOCOL.md 1.1 (ogpu SDK 0.2.3 `ogpu/chain/config.py`).
-MAINNET = Network(
-    name="mainnet",
-    rpc_url="https://mainnet-rpc.ogpuscan.io",
-    chain_id=1071,
-    nexus="0x2b0cC6058313801D5feb184a539e3a0C5A87a6a1",
-    controller="0x8661F4B9c30e07A04d795A192478dfD905625a1D",
-    terminal="0xaEBC7b712D38Fc4d841f0732c21B8774339869D3",
-    vault="0xa5c582254AA313528898311362bc698b041580cC",
-)
-
-TESTNET = Network(
-    name="testnet",
-    rpc_url="https://testnetrpc.ogpuscan.io",
-    chain_id=200820172034,
-    nexus="0xF87bb2f3edB991a998992f14d35fE142e6Bb50b1",
-    controller="0x9fb6022074Fd7Bdb429de0776eb693cA0CB55E09",
-    terminal="0x1ea332Fc14a5AFD3AF3852B45C263Ab5b1Dd6f52",
-    vault="0x15905a2FbD3EF5d3532b931b5656BB9EB493Bb15",
-)
-
-PRESETS = {"mainnet": MAINNET, "testnet": TESTNET}
+# PROTOCOL.md 1.1 (ogpu SDK 0.2.3 `ogpu/chain/config.py`): name, RPC, chain id, Nexus, Controller,
+# Terminal, Vault.
+# fmt: off
+_REAL = {  # a table, kept one network to a few lines
+    "mainnet": ("https://mainnet-rpc.ogpuscan.io", 1071, "0x2b0cC6058313801D5feb184a539e3a0C5A87a6a1",
+                "0x8661F4B9c30e07A04d795A192478dfD905625a1D", "0xaEBC7b712D38Fc4d841f0732c21B8774339869D3",
+                "0xa5c582254AA313528898311362bc698b041580cC"),
+    "testnet": ("https://testnetrpc.ogpuscan.io", 200820172034, "0xF87bb2f3edB991a998992f14d35fE142e6Bb50b1",
+                "0x9fb6022074Fd7Bdb429de0776eb693cA0CB55E09", "0x1ea332Fc14a5AFD3AF3852B45C263Ab5b1Dd6f52",
+                "0x15905a2FbD3EF5d3532b931b5656BB9EB493Bb15"),
+}
+# fmt: on
+PRESETS = {name: Network(name, *values) for name, values in _REAL.items()}
+MAINNET, TESTNET = PRESETS["mainnet"], PRESETS["testnet"]

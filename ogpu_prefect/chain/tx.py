@@ -107,17 +107,12 @@ class TxSender:
         receipt_timeout: float = 120.0,
         poll_interval: float = 0.005,
     ) -> None:
-        self.rpc = rpc
-        self.signer = signer
-        self.chain_id = chain_id
-        self.gas_margin = gas_margin
-        self.receipt_timeout = receipt_timeout
-        self.poll_interval = poll_interval
+        self.rpc, self.signer, self.chain_id = rpc, signer, chain_id
+        self.gas_margin, self.receipt_timeout, self.poll_interval = gas_margin, receipt_timeout, poll_interval
         self._lock = threading.Lock()
         self._nonce: int | None = None
         self._wallet = wallet_lock(chain_id, signer.address)
         self._dev: bool | None = None
-        self._legacy: bool | None = None
 
     @property
     def address(self) -> str:

@@ -20,19 +20,10 @@ class TaskStatus(IntEnum):
         return self in (TaskStatus.CANCELED, TaskStatus.EXPIRED, TaskStatus.FINALIZED)
 
 
-class SourceStatus(IntEnum):
-    ACTIVE = 0
-    INACTIVE = 1
-
-
-class ResponseStatus(IntEnum):
-    SUBMITTED = 0
-    CONFIRMED = 1
-
-
-class DeliveryMethod(IntEnum):
-    MANUAL_CONFIRMATION = 0
-    FIRST_RESPONSE = 1
+SourceStatus = IntEnum("SourceStatus", {"ACTIVE": 0, "INACTIVE": 1})
+ResponseStatus = IntEnum("ResponseStatus", {"SUBMITTED": 0, "CONFIRMED": 1})
+DeliveryMethod = IntEnum("DeliveryMethod", {"MANUAL_CONFIRMATION": 0, "FIRST_RESPONSE": 1})
+"""How a source's tasks are paid: the client confirms a response, or the first valid one is paid."""
 
 
 class Environment(IntFlag):
@@ -88,6 +79,8 @@ class SourceParams(_Struct):
 
 @dataclass(frozen=True)
 class TaskParams(_Struct):
+    """A task as published: its source, config URL, expiry and payment."""
+
     source: str
     config: str
     expiryTime: int
@@ -96,6 +89,9 @@ class TaskParams(_Struct):
 
 @dataclass(frozen=True)
 class ResponseParams(_Struct):
+    """A response as submitted: its task and provider, the URL of its payload, and the payment
+    it asks for."""
+
     task: str
     provider: str
     data: str

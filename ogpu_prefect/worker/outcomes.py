@@ -12,13 +12,16 @@ class ProviderError(Exception):
     """A task could not be executed (no compose for our environment, service failure, deadline)."""
 
 
-class TakenReason(StrEnum):
-    """Why a task ended without our response, though nothing failed on our side."""
-
-    FINALIZED_ELSEWHERE = "finalized by another provider"
-    CANCELED = "cancelled by its client"
-    EXPIRED = "expired before our response"
-    LEFT_CHAIN = "the task is not on this chain any more (reverted or reorganised)"
+TakenReason = StrEnum(
+    "TakenReason",
+    {
+        "FINALIZED_ELSEWHERE": "finalized by another provider",
+        "CANCELED": "cancelled by its client",
+        "EXPIRED": "expired before our response",
+        "LEFT_CHAIN": "the task is not on this chain any more (reverted or reorganised)",
+    },
+)
+"""Why a task ended without our response, though nothing failed on our side."""
 
 
 class TaskTakenError(ProviderError):

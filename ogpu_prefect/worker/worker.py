@@ -23,6 +23,7 @@ cancelling a task's flow run stops its wait and its service.
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any
 from uuid import UUID
@@ -45,6 +46,23 @@ DOCS = "https://github.com/ogpu-prefect/ogpu-prefect/blob/main/docs/worker.md"
 FLOW_NAME = "ogpu-provider-task"
 TAKEN_CHECK_S = 2.0
 """Seconds between checks that the tasks we are running are still open (`Provider.give_up_taken`)."""
+
+
+def worker_command(pool: str, name: str) -> list[str]:
+    """The command that starts an `ogpu-provider` worker named `name` on `pool`."""
+    return [
+        sys.executable,
+        "-m",
+        "prefect",
+        "worker",
+        "start",
+        "--pool",
+        pool,
+        "--type",
+        "ogpu-provider",
+        "--name",
+        name,
+    ]
 
 
 class ProviderWorkerResult(BaseWorkerResult):

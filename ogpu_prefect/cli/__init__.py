@@ -1,0 +1,63 @@
+"""`ogpu-prefect`: the devnet, the demo, the protocol walk-through, and everyday source / task /
+vault / provider commands. Heavy packages are imported inside the commands, so `--help` stays
+instant. Bad input is one line on stderr naming the option, and a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import devnet_cmd
+
+GROUPS = (devnet_cmd,)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a whole number") from None  # the text is not echoed
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ogpu-prefect", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for group in GROUPS:
+        group.register(sub)
+    demo = sub.add_parser(
+        "demo", help="the main job end to end: devnet, Prefect server, two provider workers, a sentiment batch"
+    )
+    demo.add_argument("--tasks", type=positive_int, default=300, help="sentences to analyse (default 300, at most 300)")
+    demo.add_argument("--keep", action="store_true", help="leave everything running for exploring the UI")
+    demo.set_defaults(func=_demo)
+    life = sub.add_parser("lifecycle", help="one task through the raw protocol lifecycle, step by step, with gas")
+    life.set_defaults(func=_lifecycle)
+    return parser
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from ..demo import main
+
+    return main(tasks=args.tasks, keep=args.keep)
+
+
+def _lifecycle(args: argparse.Namespace) -> int:
+    from ..lifecycle import main
+
+    return main()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except Exception as e:  # one clear line, not a traceback: typed errors carry their field
+        from ..chain.errors import InvalidInputError, OGPUError
+
+        if not isinstance(e, OGPUError):
+            raise
+        print(f"ogpu-prefect: error: {e}", file=sys.stderr)
+        return 2 if isinstance(e, InvalidInputError) else 1

@@ -1,0 +1,94 @@
+"""`ogpu-prefect devnet up|down|status`: the local chain with the OpenGPU contracts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+
+def port_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a port number (1-65535)") from None  # never echoed: a pasted key
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1-65535, not {value}")
+    return value
+
+
+def register(sub: Any) -> None:
+    dev = sub.add_parser("devnet", help="the local chain with the OpenGPU contracts").add_subparsers(
+        dest="action", required=True
+    )
+    up = dev.add_parser("up", help="start anvil, deploy, wire and fund (idempotent)")
+    up.add_argument("--port", type=port_number, default=None, help="RPC port (default: a free one)")
+    up.add_argument("--json", action="store_true", help="print the profile as one JSON object")
+    up.set_defaults(func=_up)
+    down = dev.add_parser("down", help="stop the devnet started by `up` (only that anvil)")
+    down.set_defaults(func=_down)
+    status = dev.add_parser("status", help="is the devnet up?")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=_status)
+
+
+def _up(args: argparse.Namespace) -> int:
+    from ..chain import devnet
+
+    profile = devnet.read_profile()
+    fresh = profile is None
+    if profile is None:
+        if args.port is not None and devnet.port_answers(args.port):
+            from ..chain.errors import InvalidInputError
+
+            raise InvalidInputError(
+                "--port",
+                f"port {args.port} already answers (another process): pick another one, or omit --port for a free one",
+            )
+        log = devnet.state_dir() / "anvil.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        net = devnet.start(args.port, detach=True, log_path=log)
+        devnet.write_profile(net)
+        profile = net.profile
+    if args.json:
+        print(json.dumps(profile))
+        return 0
+    print(f"devnet {'started' if fresh else 'already running'}: {profile['rpc_url']} (chain id {profile['chain_id']})")
+    for name, addr in profile["contracts"].items():
+        print(f"  {name:<11} {addr}")
+    print("accounts (anvil's public test keys; never use them elsewhere):")
+    for role, acct in profile["accounts"].items():
+        print(f"  {role:<10} {acct['address']}")
+    print(f"profile: {devnet.profile_path()} (private keys there; --json prints them)")
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    from ..chain import devnet
+
+    path = devnet.profile_path()
+    if not path.exists():
+        print("no devnet profile; nothing to stop")
+        return 0
+    profile = devnet.load_profile(path)
+    outcome = devnet.stop_own_anvil(profile)
+    if outcome == "foreign":
+        print(
+            f"pid {profile['anvil_pid']} is not the anvil this profile started (it is another process): "
+            f"left alone; profile removed"
+        )
+    else:
+        print("devnet stopped" if outcome == "stopped" else "devnet was not running; profile removed")
+    path.unlink()
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from ..chain import devnet
+
+    profile = devnet.read_profile()
+    if args.json:
+        print(json.dumps(profile))
+    else:
+        print(f"devnet running at {profile['rpc_url']}" if profile else "devnet not running")
+    return 0 if profile else 1

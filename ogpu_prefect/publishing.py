@@ -1,0 +1,173 @@
+"""One pipelined publication of tasks (`OGPUClient.publish_tasks` checks, then runs one).
+
+This thread writes the configs and signs a chunk's transactions while a second thread sends, in
+nonce order, everything signed since its last send (bigger batches when the node is the
+bottleneck: anvil mines fewer, fuller blocks); then receipts are read in bulk. Whatever was sent is
+awaited even when a later step fails, and such a failure names what landed (PartialPublishError).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from .chain.errors import EscrowHeldError
+from .chain.logs import created_address
+from .chain.tx import PendingTx, Receipt
+from .chain.types import TaskParams
+from .models import PublishedTask
+from .storage import put_many
+
+if TYPE_CHECKING:
+    from .client import OGPUClient
+
+PUBLISH_CHUNK = 128
+"""Tasks whose transactions are signed together, and whose configs a network store writes
+together, while the previous chunk is sent (a local store writes every config first)."""
+AWAIT_SLICE = 1000
+"""Published tasks whose receipts are awaited and read together."""
+
+
+class PartialPublishError(EscrowHeldError):
+    """Publishing stopped after some tasks were on chain: `published` (= `tasks`) lists them,
+    `__cause__` says why it stopped."""
+
+    @property
+    def published(self) -> list[PublishedTask]:
+        return self.tasks
+
+
+class Publication:
+    def __init__(self, client: OGPUClient, source: str, payment: int, expiry_time: int, indexes: Sequence[int]) -> None:
+        self.client, self.source, self.payment, self.expiry_time = client, source, payment, expiry_time
+        self.indexes = indexes
+
+    def run(self, bodies: list[bytes], existing: dict[str, Any]) -> list[PublishedTask]:
+        """Publishes one task per config body (reusing `existing`: config URL -> its task on
+        chain); returns them in order."""
+        store = self.client._store()
+        out: dict[int, PublishedTask] = {}
+        sent: list[tuple[int, str, float, PendingTx]] = []
+        # Pipelined: this thread signs a chunk's transactions (and writes its configs, for a
+        # network store) while a second thread sends, in nonce order, everything signed since its
+        # last send (bigger batches when the node is the bottleneck: anvil mines fewer, fuller
+        # blocks). Writes stay on this thread: a third (writer) thread measured no faster here.
+        sending = ThreadPoolExecutor(1, thread_name_prefix="ogpu-send")
+        ready: list[tuple[int, str, PendingTx]] = []
+        in_flight: tuple[Future[None], list[tuple[int, str, float, PendingTx]]] | None = None
+
+        def flush(block: bool) -> None:  # sends what is ready unless a send is under way
+            nonlocal in_flight
+            if in_flight is not None and (block or in_flight[0].done()):
+                future, batch = in_flight
+                in_flight = None
+                future.result()
+                sent.extend(batch)
+            if in_flight is None and ready:
+                sent_at = time.time()
+                batch = [(i, url, sent_at, p) for i, url, p in ready]
+                ready.clear()
+                in_flight = (sending.submit(self.client.sender.broadcast, [p for *_, p in batch]), batch)
+
+        # Local files are all written before the send thread starts (~15 us each): a file create
+        # releases the GIL, and getting it back from a busy send thread costs up to a switch
+        # interval (5 ms). Network stores write a chunk at a time, in parallel with the sends.
+        write_ahead = len(bodies) if not getattr(store, "parallel", True) else PUBLISH_CHUNK
+        urls: list[str] = []
+        gas: int | None = None
+        failure: BaseException | None = None
+        try:
+            # The key's lock from the first nonce to the last broadcast: no other sender of this
+            # key on this machine takes our nonces meanwhile (chain/nonces.py).
+            with self.client.sender.exclusive():
+                for start in range(0, len(bodies), PUBLISH_CHUNK):
+                    span = range(start, min(start + PUBLISH_CHUNK, len(bodies)))
+                    if len(urls) < span.stop:
+                        urls += put_many(store, bodies[len(urls) : len(urls) + write_ahead])
+                    todo = []
+                    for i in span:
+                        found = existing.get(urls[i])
+                        if found is not None:
+                            out[i] = PublishedTask(
+                                index=self.indexes[i],
+                                address=found.address,
+                                source=self.source,
+                                payment=found.payment,
+                                expiry_time=found.expiry_time,
+                                config_url=urls[i],
+                                tx_hash=found.tx_hash,
+                                published_at=time.time(),
+                            )
+                        else:
+                            todo.append((i, urls[i]))
+                    if not todo:
+                        continue
+                    calls = [
+                        self.client.chain.controller.publish_task(
+                            TaskParams(self.source, url, self.expiry_time, self.payment)
+                        )
+                        for _, url in todo
+                    ]
+                    if gas is None:
+                        gas = self.client.sender.estimate(calls[:1])[0]  # same shape for all: one estimate serves
+                    ready += [(i, url, p) for (i, url), p in zip(todo, self.client.sender.sign(calls, gas))]
+                    flush(block=False)
+                while ready or in_flight is not None:
+                    flush(block=True)
+        except BaseException as e:
+            failure = e
+            self.client.sender.resync_nonce()  # transactions signed but never sent leave a gap in the local nonces
+        finally:  # even when a later step fails, what was sent is awaited: nothing left in flight
+            if in_flight is not None and in_flight[0].exception() is None:
+                sent.extend(in_flight[1])
+            sending.shutdown()
+        try:
+            reverted = self._await(sent, out)
+        except Exception as e:  # sent, but their outcome unknown: a reconciling retry finds them
+            landed = [out[i] for i in sorted(out)]
+            raise PartialPublishError(
+                f"{len(sent)} publishTask transaction(s) were sent but their receipts could "
+                f"not be read ({e}); a retry with the same marks finds what landed",
+                landed,
+            ) from (failure or e)
+        landed = [out[i] for i in sorted(out)]
+        if failure is not None:
+            if landed and isinstance(failure, Exception):
+                raise PartialPublishError(
+                    f"publishing stopped after {len(landed)} of {len(bodies)} task(s) were published: {failure}", landed
+                ) from failure
+            raise failure
+        if reverted is not None:
+            error = self.client.sender.explain(reverted)
+            if landed:
+                raise PartialPublishError(
+                    f"{error} ({len(landed)} of {len(bodies)} task(s) published)", landed
+                ) from error
+            raise error
+        return [out[i] for i in range(len(bodies))]
+
+    def _await(self, sent: list[tuple[int, str, float, PendingTx]], out: dict[int, PublishedTask]) -> Receipt | None:
+        """Waits for every sent publishTask, a slice at a time (a receipt is kept only until its
+        task address is read: 10,000 receipts with their logs are ~30 MB), into `out`. Returns
+        the first reverted receipt, once all are in: nothing is left unaccounted for."""
+        reverted = None
+        for start in range(0, len(sent), AWAIT_SLICE):
+            part = sent[start : start + AWAIT_SLICE]
+            for (i, url, sent_at, _), receipt in zip(part, self.client.sender.wait([p for *_, p in part], check=False)):
+                if receipt.status != 1:
+                    reverted = reverted or receipt
+                    continue
+                task = created_address(receipt, "TaskPublished", "task", self.client.chain.network.nexus)
+                out[i] = PublishedTask(
+                    index=self.indexes[i],
+                    address=task,
+                    source=self.source,
+                    payment=self.payment,
+                    expiry_time=self.expiry_time,
+                    config_url=url,
+                    tx_hash=receipt.tx_hash,
+                    published_at=sent_at,
+                )
+        return reverted
