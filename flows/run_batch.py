@@ -10,8 +10,6 @@ the escrow of what it leaves (ogpu_prefect/batch.py). Results come back in input
 progress artifact while it runs and results, cost and escrow artifacts at the end.
 """
 
-from __future__ import annotations
-
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -19,6 +17,7 @@ from typing import Any
 from prefect import get_run_logger
 from prefect.runtime import flow_run
 
+from ogpu_prefect.amounts import Amount, format_ogpu
 from ogpu_prefect.batch import BatchIncompleteError, Ledger, check_delivery, live_ledger, open_batch
 from ogpu_prefect.batch_report import ProgressReporter, report_batch, report_escrow
 from ogpu_prefect.chain.errors import (
@@ -30,18 +29,45 @@ from ogpu_prefect.chain.errors import (
 )
 from ogpu_prefect.client import MIN_TTL
 from ogpu_prefect.escrow import EscrowReport
-from ogpu_prefect.flowkit import redact_stored_parameters, redacting_flow, settle_on_exit
+from ogpu_prefect.flowkit import (
+    DeliveryName,
+    DeliveryOptions,
+    Network,
+    OptionalAmount,
+    OptionalName,
+    OptionalSeconds,
+    Storage,
+    Wallet,
+    redact_stored_parameters,
+    redacting_flow,
+    settle_on_exit,
+    tag_run,
+)
 from ogpu_prefect.models import TaskResult
 from ogpu_prefect.publishing import PartialPublishError
-from ogpu_prefect.tasks import BlockOrName, coerce_inputs, make_client, publish_tasks, wait_for_results
+from ogpu_prefect.tasks import coerce_inputs, make_client, publish_tasks, wait_for_results
 from ogpu_prefect.validation import check_address, check_int, check_name, check_number, parse_delivery, refuse_secret
+
+# No `from __future__ import annotations` here: a served flow is pickled by value into its run's
+# process, and a name used only in a string annotation would not be there to resolve it.
 
 DEADLINE_SLACK_S = 30
 """Seconds a round's wait runs past its tasks' expiry (their last events)."""
+RUN_TAGS = ("ogpu", "ogpu-batch")
+"""Every batch's flow run carries these tags (Runs -> filter by tag)."""
+
+
+def batch_run_name() -> str:
+    """The batch's flow run name, `ogpu-batch-<n>-tasks`, from its (validated) inputs."""
+    inputs = flow_run.parameters.get("inputs")
+    n = len(inputs) if isinstance(inputs, Sequence) and not isinstance(inputs, (str, bytes)) else 0
+    return f"ogpu-batch-{n}-tasks"
 
 
 @redacting_flow(
     name="ogpu-run-batch",
+    flow_run_name=batch_run_name,
+    run_tags=RUN_TAGS,
     log_prints=True,
     on_failure=[settle_on_exit],
     on_crashed=[settle_on_exit],
@@ -50,35 +76,62 @@ DEADLINE_SLACK_S = 30
 def run_batch(
     source: str,
     inputs: Sequence[Any],
-    payment: int,
-    network: BlockOrName,
-    wallet: BlockOrName,
-    storage: BlockOrName,
+    payment: Amount,
+    network: Network,
+    wallet: Wallet,
+    storage: Storage,
     *,
-    function_name: str | None = None,
-    delivery: str = "first_response",
-    delivery_options: dict[str, Any] | None = None,
+    function_name: OptionalName = None,
+    delivery: DeliveryName = "first_response",
+    delivery_options: DeliveryOptions = None,
     task_timeout: int = 300,
-    batch_deadline: int | None = None,
+    batch_deadline: OptionalSeconds = None,
     max_republish: int = 1,
-    budget: int | None = None,
+    budget: OptionalAmount = None,
     poll_interval: float = 0.1,
-    batch_key: str | None = None,
+    batch_key: OptionalName = None,
 ) -> list[TaskResult]:
-    """Runs `inputs` on `source`, one task each, paying `payment` wei per task.
+    """Runs every input as one OpenGPU task on a source, pays the results the delivery method
+    chooses, and returns them in input order.
 
-    - `task_timeout`: seconds a task may run; it is the task's on-chain expiry, after which its
-      escrow is settled and the input re-published (up to `max_republish` times).
-    - `batch_deadline`: seconds for the whole batch (default: enough for every republish round).
-    - `budget`: a ceiling, in wei, on what the batch may have in escrow at once, counting every
-      publication; the flow refuses to publish beyond it (the first round raises
-      `BudgetExceededError` before any transaction; later rounds mark what does not fit
-      `over_budget`).
-    - `batch_key`: the batch's identity (default: this flow run's id). A retry of the flow run, or
-      any run with the same key, finds what the key already published and publishes only the rest.
+    Each task's escrow is held from the wallet's Vault balance until its result is paid; what
+    gives no result (expired, rejected, past the deadline) is settled (cancelled or reclaimed) and
+    re-published as a new task, up to `max_republish` times, never beyond `budget`. Every
+    parameter is checked before the first transaction. A retry, a re-run or a new run with the
+    same `batch_key` publishes only what is missing; a failure, crash or cancellation settles the
+    escrow of what it leaves.
+
+    Args:
+        source: The source's address (0x...): the service the tasks run on.
+        inputs: One task per item: `{"function_name": ..., "data": ...}`, or any JSON value (then
+            `function_name` says which function of the service runs it).
+        payment: What each task pays, with its unit: "0.01 OGPU", "10 gwei" or
+            "10000000000000000 wei" (from Python: an int of wei, or a Decimal of OGPU).
+        network: The OpenGPU network: a saved OGPUNetwork block (or its name).
+        wallet: The client wallet that signs and pays: a saved OGPUWallet block (or its name).
+        storage: Where task inputs are written and results read from: a saved OGPUStorage block
+            (or its name).
+        function_name: The service function for inputs that do not name one.
+        delivery: The delivery method that chooses and pays results; it must fit the source's
+            (first_response for FIRST_RESPONSE sources, the others for MANUAL_CONFIRMATION).
+        delivery_options: The delivery method's options: manual (policy, window, enough),
+            consensus (k), auction (window), or a plugin's own.
+        task_timeout: Seconds a task may take: its on-chain expiry, after which its escrow is
+            settled and the input re-published.
+        batch_deadline: Seconds for the whole batch (empty: enough for every republish round).
+        max_republish: Rounds of re-publishing the inputs that gave no result (0 to 100).
+        budget: The most the batch may hold in escrow at once, with its unit ("1 OGPU"); empty for
+            no ceiling. The first round is refused before any transaction if it does not fit.
+        poll_interval: Seconds between chain polls while waiting (0 < s <= 60).
+        batch_key: The batch's identity (empty: this flow run's id). A run with the key of an
+            earlier one publishes only what that one has not.
+
+    Returns:
+        A TaskResult per input, in input order.
     """
     log = get_run_logger()
     redact_stored_parameters()
+    tag_run(RUN_TAGS)
     started = time.time()
     n = _check_parameters(
         source,
@@ -116,7 +169,10 @@ def run_batch(
     history: dict[int, list[str]] = {i: [] for i in range(n)}
     held = 0  # wei of this batch in escrow right now
     pending = list(range(n))
-    reporter = ProgressReporter(n, f"OpenGPU batch of {n} task(s) on {terms.address}")
+    chain_id = client.chain.network.chain_id
+    reporter = ProgressReporter(
+        n, f"OpenGPU batch of {n} task(s) on {terms.address}", chain_id=chain_id, key=key, source=terms.address
+    )
     escrow = EscrowReport()
     try:
         for round_no in range(max_republish + 1):
@@ -129,7 +185,7 @@ def run_batch(
                     status="over_budget",
                     tasks=history[i],
                     republished=round_no - 1,
-                    error=f"re-publishing would exceed the budget of {budget} wei",
+                    error=f"re-publishing would exceed the budget of {format_ogpu(budget)}",
                 )
             if not room:
                 break
@@ -197,7 +253,7 @@ def run_batch(
         r.model_copy(update={"open_escrow": {t: escrow.waiting[t] for t in r.tasks if t in escrow.waiting}})
         for r in ordered
     ]
-    report_batch(ordered, payment, time.time() - started, terms.address)
+    report_batch(ordered, payment, time.time() - started, terms.address, chain_id=chain_id, key=key)
     if escrow.open_escrow:
         log.warning("escrow of %d task(s) is still held: %s", len(escrow.open_escrow), escrow.summary())
         report_escrow(escrow, key)
@@ -251,8 +307,8 @@ def _check_parameters(
         if len(inputs) * payment > budget:
             raise BudgetExceededError(
                 "budget",
-                f"{len(inputs)} tasks x {payment} wei = {len(inputs) * payment} wei "
-                f"exceeds the budget of {budget} wei; nothing was published",
+                f"{len(inputs)} tasks x {format_ogpu(payment)} = {format_ogpu(len(inputs) * payment)} "
+                f"exceeds the budget of {format_ogpu(budget)}; nothing was published",
             )
     check_number("poll_interval", poll_interval, exclusive_minimum=0, maximum=60)
     if batch_key is not None:

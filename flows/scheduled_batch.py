@@ -2,42 +2,87 @@
 landed in an inbox folder (any fsspec URL), runs them all as one `run_batch`, writes each file's
 results next to it in an outbox, and moves the file to `done/`, so a file is processed once.
 
-An input file is JSON: a list of inputs, or one input. Serve it on a cron schedule:
+An input file is JSON: a list of inputs, or one input. Deploy it from the repository's prefect.yaml
+(`prefect deploy --name nightly`), or serve it on a cron schedule:
 
-    uv run python flows/scheduled_batch.py   # serves the deployment "nightly" (02:00 every day)
+    OGPU_SOURCE=0x... uv run python flows/scheduled_batch.py   # serves "nightly" (02:00 every day)
 """
-
-from __future__ import annotations
 
 import json
 from typing import Any
 
 import fsspec
-from prefect import flow, get_run_logger
+from prefect import get_run_logger
+from prefect.runtime import flow_run
 
+from ogpu_prefect.amounts import Amount
+from ogpu_prefect.flowkit import (
+    DeliveryName,
+    DeliveryOptions,
+    Network,
+    OptionalAmount,
+    OptionalName,
+    Storage,
+    Wallet,
+    redacting_flow,
+    tag_run,
+)
 from ogpu_prefect.flows.run_batch import run_batch
-from ogpu_prefect.tasks import BlockOrName
+
+# No `from __future__ import annotations` here: a served flow is pickled by value into its run's
+# process, and a name used only in a string annotation would not be there to resolve it.
+
+RUN_TAGS = ("ogpu", "ogpu-scheduled-batch")
 
 
-@flow(name="ogpu-scheduled-batch", log_prints=True)
+def inbox_run_name() -> str:
+    """The run's name, `ogpu-inbox-<folder>`."""
+    inbox = str(flow_run.parameters.get("inbox") or "")
+    return f"ogpu-inbox-{inbox.rstrip('/').rsplit('/', 1)[-1] or 'root'}"
+
+
+@redacting_flow(name="ogpu-scheduled-batch", flow_run_name=inbox_run_name, run_tags=RUN_TAGS, log_prints=True)
 def scheduled_batch(
     inbox: str,
     source: str,
-    payment: int,
-    network: BlockOrName,
-    wallet: BlockOrName,
-    storage: BlockOrName,
+    payment: Amount,
+    network: Network,
+    wallet: Wallet,
+    storage: Storage,
     *,
-    outbox: str | None = None,
+    outbox: OptionalName = None,
     pattern: str = "*.json",
-    function_name: str | None = None,
-    delivery: str = "first_response",
-    delivery_options: dict[str, Any] | None = None,
+    function_name: OptionalName = None,
+    delivery: DeliveryName = "first_response",
+    delivery_options: DeliveryOptions = None,
     task_timeout: int = 300,
-    budget: int | None = None,
+    budget: OptionalAmount = None,
 ) -> dict[str, str]:
-    """Runs every `pattern` file in `inbox` as one batch; returns {input file: results file}."""
+    """Runs every input file in an inbox folder as one OpenGPU batch (run_batch), writes each
+    file's results to the outbox and moves the file to `done/`.
+
+    Args:
+        inbox: The inbox folder, as an fsspec URL (file:///data/inbox, s3://bucket/inbox, ...).
+        source: The source's address (0x...): the service the tasks run on.
+        payment: What each task pays, with its unit: "0.01 OGPU", "10 gwei" or
+            "10000000000000000 wei" (from Python: an int of wei, or a Decimal of OGPU).
+        network: The OpenGPU network: a saved OGPUNetwork block (or its name).
+        wallet: The client wallet that signs and pays: a saved OGPUWallet block (or its name).
+        storage: Where task inputs are written and results read from: a saved OGPUStorage block
+            (or its name).
+        outbox: Where `<file>.results.json` goes (empty: `<inbox>/results`).
+        pattern: Which files of the inbox are inputs (a glob).
+        function_name: The service function for inputs that do not name one.
+        delivery: The delivery method that chooses and pays results (see run_batch).
+        delivery_options: The delivery method's options (see run_batch).
+        task_timeout: Seconds a task may take (its on-chain expiry).
+        budget: The most the batch may hold in escrow at once, with its unit; empty for no ceiling.
+
+    Returns:
+        {input file: results file} for every file processed.
+    """
     log = get_run_logger()
+    tag_run(RUN_TAGS)
     fs, root = fsspec.core.url_to_fs(inbox)
     root = root.rstrip("/")
     out_fs, out_root = fsspec.core.url_to_fs(outbox or f"{inbox.rstrip('/')}/results")
@@ -79,18 +124,28 @@ def scheduled_batch(
     return written
 
 
-if __name__ == "__main__":
+def serve_nightly() -> None:
+    """`python flows/scheduled_batch.py`: serves the deployment "nightly" on a cron schedule
+    (`OGPU_BATCH_CRON`, default 02:00 every day) with its parameters from the environment."""
     import os
 
+    payment = os.environ.get("OGPU_PAYMENT", "")
+    if not payment and os.environ.get("OGPU_PAYMENT_WEI"):
+        payment = f"{int(os.environ['OGPU_PAYMENT_WEI'])} wei"
     scheduled_batch.serve(
         name="nightly",
         cron=os.environ.get("OGPU_BATCH_CRON", "0 2 * * *"),
+        tags=list(RUN_TAGS),
         parameters={
             "inbox": os.environ.get("OGPU_BATCH_INBOX", "file://./inbox"),
             "source": os.environ["OGPU_SOURCE"],
-            "payment": int(os.environ.get("OGPU_PAYMENT_WEI", str(10**16))),
+            "payment": payment or "0.01 OGPU",
             "network": os.environ.get("OGPU_NETWORK_BLOCK", "devnet"),
             "wallet": os.environ.get("OGPU_WALLET_BLOCK", "client"),
             "storage": os.environ.get("OGPU_STORAGE_BLOCK", "payloads"),
         },
     )
+
+
+if __name__ == "__main__":
+    serve_nightly()

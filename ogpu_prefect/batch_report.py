@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .escrow import EscrowReport
+from .events import emit_batch_event
 from .models import TaskResult
 
 ETHER = 10**18
@@ -21,15 +22,21 @@ def ogpu(wei: int) -> str:
 
 
 class ProgressReporter:
-    """The progress artifact, updated from a thread: the wait loop never blocks on the API (a
-    server on SQLite under load can hold a write for seconds). Only the latest value is sent."""
+    """The progress artifact and the `ogpu.batch.started` / `.progress` events, updated from a
+    thread every few seconds: the wait loop never blocks on the API (a server on SQLite under load
+    can hold a write for seconds). Only the latest value is sent."""
 
-    def __init__(self, total: int, description: str, every_s: float = 2.0) -> None:
+    def __init__(
+        self, total: int, description: str, *, chain_id: int, key: str, source: str, every_s: float = 2.0
+    ) -> None:
         from prefect.artifacts import create_progress_artifact
 
         self.total, self.every_s = max(total, 1), every_s
+        self.identity = (chain_id, key, source)
         self.artifact_id = create_progress_artifact(progress=0.0, key="ogpu-batch-progress", description=description)
+        emit_batch_event("started", *self.identity, {"inputs": total})
         self._value: float | None = None
+        self._done = 0
         self._changed = threading.Event()
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="ogpu-batch-progress", daemon=True)
@@ -37,10 +44,11 @@ class ProgressReporter:
 
     def round_progress(self, done_before: int) -> Callable[[int, int], None]:
         """The callback for one round's wait: (done in the round, its size) -> overall progress."""
-        return lambda done, _: self.set(100.0 * min(done_before + done, self.total) / self.total)
+        return lambda done, _: self.set(min(done_before + done, self.total))
 
-    def set(self, value: float) -> None:
-        self._value = value
+    def set(self, done: int) -> None:
+        self._done = done
+        self._value = 100.0 * done / self.total
         self._changed.set()
 
     def close(self) -> None:
@@ -66,6 +74,9 @@ class ProgressReporter:
                 update_progress_artifact(self.artifact_id, progress=self._value)
             except Exception:  # progress is cosmetic; the final update happens in close()
                 pass
+            emit_batch_event(
+                "progress", *self.identity, {"done": self._done, "inputs": self.total, "percent": round(self._value, 1)}
+            )
             time.sleep(self.every_s)
 
 
@@ -79,7 +90,8 @@ def preview(result: Any) -> str:
     return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
 
 
-def report_batch(results: list[TaskResult], payment: int, wall: float, source: str) -> None:
+def report_batch(results: list[TaskResult], payment: int, wall: float, source: str, *, chain_id: int, key: str) -> None:
+    """The results table and cost summary artifacts, and the `ogpu.batch.completed` event."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     # Columns, not a dict per row: half the JSON and half the peak memory at 10,000 tasks.
@@ -121,6 +133,21 @@ def report_batch(results: list[TaskResult], payment: int, wall: float, source: s
             ]
         ),
         description="Cost summary",
+    )
+    emit_batch_event(
+        "completed",
+        chain_id,
+        key,
+        source,
+        {
+            "inputs": len(results),
+            "finalized": len(done),
+            "statuses": by_status,
+            "spent": str(spent),
+            "wall_s": round(wall, 1),
+            "latency_p50_s": round(p50, 3),
+            "latency_p95_s": round(p95, 3),
+        },
     )
     print(f"{len(done)}/{len(results)} finalized, spent {ogpu(spent)} OGPU in {wall:.1f}s")
 

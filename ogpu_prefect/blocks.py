@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from prefect.blocks.core import Block
+from prefect.types import SecretDict
 from pydantic import ConfigDict, Field, SecretStr, field_validator
 
 from .chain.errors import InvalidInputError
@@ -192,7 +193,11 @@ class OGPUStorage(Block):
     ipfs_api_url: str = Field(
         default="https://capi.ogpuscan.io/file/create", description="The IPFS upload endpoint (kind ipfs)."
     )
-    storage_options: dict[str, Any] = Field(default_factory=dict, description="Extra fsspec options (credentials).")
+    storage_options: SecretDict = Field(
+        default_factory=lambda: SecretDict({}),
+        description="Extra fsspec options, credentials included (e.g. s3: `key`, `secret`): stored as a secret, "
+        "never shown.",
+    )
     result_origins: list[str] = Field(
         default_factory=list,
         description="URL prefixes providers' results may be read from, besides this storage's own read URL "
@@ -236,4 +241,4 @@ class OGPUStorage(Block):
             return IpfsStore(self.ipfs_api_url)
         if not self.write_url:
             raise InvalidInputError("write_url", "required for fsspec storage")
-        return FsspecStore(self.write_url, self.read_url, self.storage_options)
+        return FsspecStore(self.write_url, self.read_url, self.storage_options.get_secret_value())

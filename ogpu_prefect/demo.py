@@ -158,10 +158,11 @@ class Demo:
         """Waits until every worker reported its service started (event `ogpu.provider.service.started`,
         emitted once it answers): a batch sent earlier is raced by whichever worker is warm first.
         Returns the roles still not ready at `timeout` (the batch then runs without them)."""
-        from .events import provider_resource, stored_events
+        from .events import resource, stored_events
 
         assert self.net is not None
-        wanted = {provider_resource(self.net.address(role))["prefect.resource.id"]: role for role in PROVIDERS}
+        chain_id = self.net.network.chain_id
+        wanted = {resource(chain_id, "provider", self.net.address(role))["prefect.resource.id"]: role for role in PROVIDERS}
         deadline = time.time() + timeout
         while wanted and time.time() < deadline:
             for e in stored_events("ogpu.provider.service.started", since):

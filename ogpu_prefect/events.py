@@ -1,8 +1,15 @@
-"""Prefect events for OpenGPU lifecycle changes, so automations can react to them.
+"""Prefect events for OpenGPU, chosen for what an automation can act on (docs/production.md):
 
-Client side `ogpu.task.<kind>` (published, attempted, responded, finalized, expired, failed);
-provider side `ogpu.provider.task.<kind>` and `ogpu.provider.service.started|stopped`. Each is
-related to the flow run it happened in (flow, deployment, tags), read from `prefect.runtime`.
+- a batch: `ogpu.batch.started`, `.progress` (every few seconds while it runs), `.completed`,
+  `.failed`, resource `ogpu.<chain id>.batch.<key>`;
+- a task of a batch: only its end, `ogpu.task.finalized` (provider, payment, result URL, latency)
+  or `ogpu.task.failed` (reason), resource `ogpu.<chain id>.task.<address>`; publication, attempts
+  and responses are on chain and in the batch's progress, not one event each;
+- a provider: `ogpu.provider.task.responded` (earnings) / `.failed` / `.resumed`, and
+  `ogpu.provider.service.started` / `.stopped`, resource `ogpu.<chain id>.provider.<address>`.
+
+Every event is related to the flow run it happened in (flow, deployment, tags, read from
+`prefect.runtime`), or, from a worker, to the worker, its work pool and the task's flow run.
 
 Events are sent by this module's own sender (`EventSender`): a thread with Prefect's public events
 client (`prefect.events.clients.get_events_client`) and a bounded queue. A burst fills the queue
@@ -25,8 +32,9 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-TASK_EVENTS = ("published", "attempted", "responded", "finalized", "expired", "failed")
-PROVIDER_EVENTS = ("attempted", "responded", "failed", "resumed")
+BATCH_EVENTS = ("started", "progress", "completed", "failed")
+TASK_EVENTS = ("finalized", "failed")
+PROVIDER_EVENTS = ("responded", "failed", "resumed")
 SERVICE_EVENTS = ("started", "stopped")
 MAX_BACKLOG = 500
 """Events queued in this process before an emitter waits for the sender to catch up."""
@@ -34,20 +42,12 @@ STALL_S = 5.0
 """Seconds without progress after which the sender is considered gone (events are dropped)."""
 
 
-def task_resource(task: str) -> dict[str, str]:
-    return {"prefect.resource.id": f"ogpu.task.{task.lower()}", "prefect.resource.name": task}
-
-
-def provider_resource(provider: str) -> dict[str, str]:
-    return {"prefect.resource.id": f"ogpu.provider.{provider.lower()}", "prefect.resource.name": provider}
-
-
-def _related_source(source: str) -> dict[str, str]:
-    return {
-        "prefect.resource.id": f"ogpu.source.{source.lower()}",
-        "prefect.resource.role": "source",
-        "prefect.resource.name": source,
-    }
+def resource(chain_id: int, kind: str, key: str, role: str | None = None) -> dict[str, str]:
+    """`ogpu.<chain id>.<kind>.<key>`: the same address on two chains is two resources."""
+    found = {"prefect.resource.id": f"ogpu.{chain_id}.{kind}.{key.lower()}", "prefect.resource.name": key}
+    if role:
+        found["prefect.resource.role"] = role
+    return found
 
 
 _related_of_run: dict[str, list[dict[str, str]]] = {}
@@ -172,27 +172,51 @@ def emit(event: str, resource: dict[str, str], related: list[dict[str, str]], pa
     sender().put(Event(event=event, resource=resource, related=[*related, *run_context_related()], payload=payload))
 
 
-def emit_task_event(kind: str, task: str, source: str, payload: dict[str, Any] | None = None) -> None:
-    """Emits `ogpu.task.<kind>` about `task`, related to its source."""
-    emit(f"ogpu.task.{kind}", task_resource(task), [_related_source(source)], payload or {})
+def emit_batch_event(kind: str, chain_id: int, key: str, source: str, payload: dict[str, Any]) -> None:
+    """`ogpu.batch.<kind>` (started, progress, completed, failed) about batch `key`."""
+    emit(
+        f"ogpu.batch.{kind}",
+        resource(chain_id, "batch", key),
+        [resource(chain_id, "source", source, "source")],
+        payload,
+    )
 
 
-def emit_service_event(kind: str, provider: str, source: str, payload: dict[str, Any] | None = None) -> None:
-    """Emits `ogpu.provider.service.<kind>`: a provider's service for `source` started (it can take
+def emit_task_event(kind: str, chain_id: int, task: str, source: str, payload: dict[str, Any]) -> None:
+    """`ogpu.task.<kind>` (finalized, failed) about one task of a batch, related to its source."""
+    emit(
+        f"ogpu.task.{kind}", resource(chain_id, "task", task), [resource(chain_id, "source", source, "source")], payload
+    )
+
+
+def emit_service_event(
+    kind: str, chain_id: int, provider: str, source: str, related: list[dict[str, str]] | None = None
+) -> None:
+    """`ogpu.provider.service.<kind>`: a provider's service for `source` started (it can take
     tasks at once) or stopped."""
-    emit(f"ogpu.provider.service.{kind}", provider_resource(provider), [_related_source(source)], payload or {})
+    emit(
+        f"ogpu.provider.service.{kind}",
+        resource(chain_id, "provider", provider),
+        [resource(chain_id, "source", source, "source"), *(related or [])],
+        {},
+    )
 
 
 def emit_provider_event(
-    kind: str, provider: str, task: str, source: str, payload: dict[str, Any] | None = None
+    kind: str,
+    chain_id: int,
+    provider: str,
+    task: str,
+    source: str,
+    payload: dict[str, Any],
+    related: list[dict[str, str]] | None = None,
 ) -> None:
-    """Emits `ogpu.provider.task.<kind>` about a provider's work on `task` (the worker's side of the
-    lifecycle; the client side emits `ogpu.task.*`)."""
+    """`ogpu.provider.task.<kind>` (responded, failed, resumed) about a provider's work on `task`."""
     emit(
         f"ogpu.provider.task.{kind}",
-        provider_resource(provider),
-        [{**task_resource(task), "prefect.resource.role": "task"}, _related_source(source)],
-        payload or {},
+        resource(chain_id, "provider", provider),
+        [resource(chain_id, "task", task, "task"), resource(chain_id, "source", source, "source"), *(related or [])],
+        payload,
     )
 
 

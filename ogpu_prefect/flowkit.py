@@ -1,31 +1,171 @@
 """Prefect-side pieces of the money-safe flows: a flow whose parameters never carry a key into
-Prefect's database, and the hook that settles a batch's escrow when its flow run fails, crashes or
-is cancelled (batch.py)."""
+Prefect's database (and whose amounts are stored in OGPU), the parameter types that make its run
+form (block pickers, amounts with a unit, the installed delivery methods, the manual policies), and
+the hook that settles a batch's escrow when its flow run fails, crashes or is cancelled (batch.py).
+
+The flows' annotations are evaluated at import (no `from __future__ import annotations` there): a
+served flow is pickled by value into its run's process, and names used only in string annotations
+would not travel with it."""
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from enum import StrEnum
+from typing import Annotated, Any
 
 from prefect import Flow
 from prefect.client.schemas.objects import FlowRun
 from prefect.states import State
 
+from .amounts import Amount, amount_problem, format_ogpu, is_amount
+from .blocks import OGPUNetwork, OGPUStorage, OGPUWallet
 from .chain.errors import InvalidInputError
 from .validation import contains_secret, redact, refuse_secret
 
 log = logging.getLogger(__name__)
 
 
+# ---- parameter types: what the run form shows ----
+
+
+class _OrBlockName:
+    """`X | str` where X is a block: the form offers the block picker first, then a saved block's name."""
+
+    def __get_pydantic_json_schema__(self, core: Any, handler: Any) -> dict[str, Any]:
+        schema = handler(core)
+        for member in schema.get("anyOf", []):
+            if member.get("type") == "string":
+                member.update(title="name of a saved block", minLength=1)
+        return schema  # type: ignore[no-any-return]
+
+
+class _EmptyIsNone:
+    """`X | None`: the form shows X alone (left empty, it is None) instead of a type switch."""
+
+    def __get_pydantic_json_schema__(self, core: Any, handler: Any) -> dict[str, Any]:
+        schema = handler(core)
+        members = [m for m in schema.get("anyOf", []) if m.get("type") != "null"]
+        if len(members) == 1:
+            schema = {**{k: v for k, v in schema.items() if k != "anyOf"}, **members[0]}
+        return schema  # type: ignore[no-any-return]
+
+
+class _InstalledDeliveryMethods:
+    """A delivery method's name; the form lists the delivery methods installed where the
+    deployment was made (plugins.md). Any name is checked against those installed at run time."""
+
+    def __get_pydantic_json_schema__(self, core: Any, handler: Any) -> dict[str, Any]:
+        from .plugin_manager import PluginError, delivery_methods
+
+        schema = handler(core)
+        try:
+            schema["enum"] = sorted(delivery_methods())
+        except PluginError:
+            pass
+        return schema  # type: ignore[no-any-return]
+
+
+class ManualPolicy(StrEnum):
+    """How the `manual` delivery method picks the response it confirms."""
+
+    FIRST = "first"
+    LOWEST_PRICE = "lowest_price"
+
+
+DELIVERY_OPTIONS_FORM = {
+    "type": "object",
+    "additionalProperties": True,
+    "properties": {
+        "policy": {
+            "title": "policy",
+            "type": "string",
+            "enum": [p.value for p in ManualPolicy],
+            "description": "manual: confirm the first valid response, or the cheapest after `window` seconds",
+        },
+        "window": {
+            "title": "window",
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "description": "manual (lowest_price), auction: seconds to collect responses (default 5)",
+        },
+        "enough": {
+            "title": "enough",
+            "type": "integer",
+            "minimum": 1,
+            "description": "manual (lowest_price): confirm as soon as this many valid responses are in",
+        },
+        "k": {"title": "k", "type": "integer", "minimum": 1, "description": "consensus: agreeing providers needed"},
+    },
+}
+
+
+class _DeliveryOptionsForm:
+    def __get_pydantic_json_schema__(self, core: Any, handler: Any) -> dict[str, Any]:
+        return copy.deepcopy(DELIVERY_OPTIONS_FORM)
+
+
+Network = Annotated[OGPUNetwork | str, _OrBlockName()]
+"""An OGPUNetwork block, or the name of a saved one (a block picker in the run form)."""
+Wallet = Annotated[OGPUWallet | str, _OrBlockName()]
+"""An OGPUWallet block, or the name of a saved one (a block picker in the run form)."""
+Storage = Annotated[OGPUStorage | str, _OrBlockName()]
+"""An OGPUStorage block, or the name of a saved one (a block picker in the run form)."""
+DeliveryName = Annotated[str, _InstalledDeliveryMethods()]
+"""The name of an installed delivery method (a drop-down in the run form)."""
+DeliveryOptions = Annotated[dict[str, Any] | None, _DeliveryOptionsForm()]
+"""The delivery method's options: a dict (the form has fields for the built-in methods' options)."""
+
+
+OptionalAmount = Annotated[Amount | None, _EmptyIsNone()]
+"""An Amount, or None (an empty field in the run form)."""
+OptionalName = Annotated[str | None, _EmptyIsNone()]
+"""A name, or None (an empty field in the run form)."""
+OptionalSeconds = Annotated[int | None, _EmptyIsNone()]
+"""Whole seconds, or None (an empty field in the run form)."""
+
+
 class RedactingFlow(Flow[Any, Any]):
     """A Flow whose stored parameters have every key-shaped string replaced (a key passed where a
-    block name or address belongs must not reach the API's database, logs or UI); the flow itself
-    then refuses the value with a typed error."""
+    block name or address belongs must not reach the API's database, logs or UI; the flow itself
+    then refuses the value with a typed error) and its `Amount` parameters written in OGPU. A run
+    it starts from Python carries `run_tags` (deployments carry their own tags; tag_run adds them
+    where missing)."""
+
+    def __init__(self, *args: Any, run_tags: Iterable[str] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.run_tags = tuple(run_tags)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from prefect import tags
+
+        with tags(*self.run_tags):
+            return super().__call__(*args, **kwargs)
+
+    def with_options(self, *args: Any, **kwargs: Any) -> RedactingFlow:
+        new = super().with_options(*args, **kwargs)
+        new.__class__ = type(self)
+        new.run_tags = self.run_tags  # type: ignore[attr-defined]
+        return new  # type: ignore[return-value]
 
     def serialize_parameters(self, parameters: dict[str, Any]) -> dict[str, Any]:
-        return redact(super().serialize_parameters(parameters))  # type: ignore[no-any-return]
+        shown = dict(parameters)
+        for name in self._amount_parameters():
+            wei, _ = amount_problem(shown.get(name))
+            if wei is not None and name in shown:
+                shown[name] = format_ogpu(wei)  # "0.01 OGPU": exact, and what the run form takes back
+        return redact(super().serialize_parameters(shown))  # type: ignore[no-any-return]
+
+    def _amount_parameters(self) -> list[str]:
+        import typing
+
+        try:
+            hints = typing.get_type_hints(self.fn, include_extras=True)
+        except Exception:  # an annotation that does not resolve: nothing is shown in OGPU
+            return []
+        return [name for name, hint in hints.items() if name != "return" and is_amount(hint)]
 
     def validate_parameters(self, parameters: dict[str, Any]) -> dict[str, Any]:
         """Prefect's type check of the parameters, after refusing any key among them (Prefect logs
@@ -43,16 +183,34 @@ class RedactingFlow(Flow[Any, Any]):
             return super().validate_parameters(parameters)
         except ParameterTypeError as e:  # "...parameters:\n - payment: Input should be ..."
             name, _, why = str(e).partition("\n - ")[2].partition("\n")[0].partition(": ")
-            raise InvalidInputError(name.split(".")[0] or "parameters", why or str(e)) from None
+            raise InvalidInputError(name.split(".")[0] or "parameters", why.removeprefix("Value error, ") or str(e)) from None
 
 
 def redacting_flow(**options: Any) -> Callable[[Callable[..., Any]], RedactingFlow]:
-    """`@flow(**options)`, as a RedactingFlow."""
+    """`@flow(**options)`, as a RedactingFlow (`run_tags=`: the tags of the runs it starts)."""
 
     def decorate(fn: Callable[..., Any]) -> RedactingFlow:
         return RedactingFlow(fn=fn, **options)
 
     return decorate
+
+
+def tag_run(wanted: Iterable[str]) -> None:
+    """Adds the tags in `wanted` that this flow run lacks (a deployment's run has the deployment's
+    tags; one without ours still gets them, so every batch is found by the same tags)."""
+    from prefect.runtime import flow_run
+
+    run_id, have = flow_run.get_id(), list(flow_run.get_tags() or [])
+    missing = [t for t in wanted if t not in have]
+    if not run_id or not missing:
+        return
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(run_id, tags=[*have, *missing])
+    except Exception as e:  # a label is not worth failing a batch over
+        log.warning("could not tag flow run %s: %s", run_id, e)
 
 
 def redact_stored_parameters() -> None:
@@ -83,11 +241,12 @@ def settle_on_exit(flow: Flow[Any, Any], flow_run: FlowRun, state: State[Any]) -
     try:
         ledger = live_ledger(key, drop=True)
         if ledger is not None:
-            report = ledger.settle()
+            record, report = ledger.record, ledger.settle()
         else:
-            record = find_batch(key)
-            if record is None:
+            found = find_batch(key)
+            if found is None:
                 return  # it never got as far as publishing
+            record = found
             client = make_client(params.get("network"), params.get("wallet"), params.get("storage"))
             tasks, _ = batch_tasks_on_chain(client, record)
             report = settle(client, tasks)
@@ -101,6 +260,20 @@ def settle_on_exit(flow: Flow[Any, Any], flow_run: FlowRun, state: State[Any]) -
         )
         return
     log.warning("batch %s %s; escrow settled: %s", key, state.type.value.lower(), report.summary())
+    from .events import emit_batch_event
+
+    emit_batch_event(
+        "failed",
+        record.chain_id,
+        key,
+        record.source,
+        {
+            "state": state.type.value,
+            "message": redact(state.message or "")[:500],
+            "escrow": report.summary(),
+            "open_escrow": len(report.open_escrow),
+        },
+    )
     from .batch_report import escrow_markdown
 
     _artifact(flow_run, escrow_markdown(report, key))

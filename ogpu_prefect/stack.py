@@ -133,12 +133,12 @@ class PrefectStack:
         for proc in sorted(state["procs"], key=lambda p: {"redis": 1, "postgres": 2}.get(p["name"], 0)):
             if not _ours(proc):
                 continue
-            for gently in (True, False):
+            for pg_mode, sig in (("fast", signal.SIGTERM), ("immediate", signal.SIGKILL)):  # gently, then not
                 if proc["name"] == "postgres":
-                    mode = "fast" if gently else "immediate"
-                    self._pg(["pg_ctl", "stop", "-m", mode, "-D", proc["cwd"]], check=False)
-                else:  # each leads its own session: signal the group
-                    os.killpg(proc["pid"], signal.SIGTERM if gently else signal.SIGKILL)
+                    self._pg(["pg_ctl", "stop", "-m", pg_mode, "-D", proc["cwd"]], check=False)
+                else:
+                    with contextlib.suppress(ProcessLookupError):  # each leads its own session: signal the group
+                        os.killpg(proc["pid"], sig)
                 if self._wait_gone(proc["pid"], 20.0):
                     break
             stopped.append(proc["name"])

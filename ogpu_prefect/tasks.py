@@ -29,6 +29,7 @@ from .validation import (
     parse_delivery,
     parse_model,
     parse_models,
+    refuse_secret,
 )
 from .waiting import Tracked
 
@@ -38,11 +39,18 @@ B = TypeVar("B", OGPUNetwork, OGPUWallet, OGPUStorage)
 
 
 def load_block(cls: type[B], value: Any, field: str) -> B:
-    """`value` if it is a `cls` block; the saved block of that name if it is a name. Anything else,
+    """`value` if it is a `cls` block; the saved block of that name if it is a name (or a block
+    reference `{"$ref": {"block_document_id": ...}}`, as the run form stores it). Anything else,
     or a name nothing is saved under, raises InvalidInputError naming `field` (a key given here
     is refused without being echoed)."""
     if isinstance(value, cls):
         return value
+    if isinstance(value, dict) and set(value) == {"$ref"}:  # a run form's block, as stored with the run
+        refuse_secret(field, value)
+        try:
+            return cls.load_from_ref(value["$ref"])  # type: ignore[return-value]
+        except (ValueError, TypeError):
+            raise InvalidInputError(field, f"no {cls.__name__} block saved under {value['$ref']!r}") from None
     name = check_name(field, value)
     try:
         return cls.load(name)  # type: ignore[return-value]
@@ -163,15 +171,27 @@ def publish_tasks(
         )
     except ExpiryOutOfRangeError as e:  # raised before any transaction; the caller gave a ttl
         raise ExpiryOutOfRangeError("ttl", f"{ttl}s: {str(e).partition(': ')[2]}") from None
-    for p in published:
-        emit_task_event(
-            "published",
-            p.address,
-            p.source,
-            {"index": p.index, "payment": str(p.payment), "expiry_time": p.expiry_time},
-        )
     get_run_logger().info("published %d task(s) on source %s", len(published), source)
     return published
+
+
+def task_event(chain_id: int, t: Tracked) -> tuple[str, int, str, str, dict[str, Any]]:
+    """(kind, chain id, task, source, payload) of a decided task's event: what an automation
+    needs, the winner, its payment, the result's URL and the latency; or why it failed."""
+    p, decision = t.published, t.outcome
+    payload: dict[str, Any] = {"index": p.index, "status": t.status.name}
+    if decision is not None and decision.kind is DecisionKind.ACCEPT and decision.response is not None:
+        r = decision.response
+        payload.update(
+            provider=r.provider,
+            payment=str(r.payment),
+            response=r.address,
+            result_url=r.data_url,
+            latency_s=round((t.decided_at or time.time()) - p.published_at, 3),
+        )
+        return "finalized", chain_id, p.address, p.source, payload
+    payload["reason"] = decision.fail_reason.value if decision is not None and decision.fail_reason else "expired"
+    return "failed", chain_id, p.address, p.source, payload
 
 
 def result_of(t: Tracked) -> TaskResult:
@@ -246,16 +266,14 @@ def wait_for_results(
     done = 0
     last_progress = 0.0
 
+    chain_id = client.chain.network.chain_id
+
     def on_change(kind: str, t: Tracked) -> None:
         nonlocal done, last_progress
-        if kind == "decided":  # the "finalized" event was already emitted for it
-            done += 1
-            return
-        if kind in ("failed", "expired"):
-            done += 1
-        emit_task_event(
-            kind, t.published.address, t.published.source, {"index": t.published.index, "status": t.status.name}
-        )
+        if kind not in ("decided", "failed", "expired"):
+            return  # attempts and responses are on chain and in the batch's progress: no event each
+        done += 1
+        emit_task_event(*task_event(chain_id, t))
         if progress is not None and time.time() - last_progress > 0.5:
             last_progress = time.time()
             progress(done, len(published))

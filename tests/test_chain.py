@@ -401,3 +401,24 @@ def test_a_view_of_an_address_without_code_raises_no_contract(devnet) -> None:
     assert isinstance(one.value, errors.NotFoundError) and "Task.getStatus" in str(one.value)
     with pytest.raises(errors.NoContractError):
         chain.read_many([chain.nexus.read.get_source_count(), chain.task(nowhere).read.get_payment()])
+
+
+def test_a_lost_nonce_found_by_the_send_thread_of_a_pipelined_publish_is_signed_again(devnet) -> None:
+    """publish_tasks holds the key's lock while its send thread broadcasts; a nonce lost to another
+    machine is signed again from that thread. The first version deadlocked there (the lock was
+    per thread), found by bench/reliability.py's crash scenario."""
+    import threading
+
+    chain = Chain(devnet.network)
+    a = chain.sender(devnet.key("client"))
+    before = chain.vault.balance_of(a.address)
+    done = threading.Event()
+    with a.exclusive():
+        [pending] = a.sign([chain.vault.deposit(a.address, value=1)], 100_000)
+        chain.rpc.call("eth_sendRawTransaction", [foreign_tx(chain, devnet.key("client"), pending.nonce, 2)])
+        sender = threading.Thread(target=lambda: (a.broadcast([pending]), done.set()), daemon=True)
+        sender.start()
+        assert done.wait(30), "the send thread could not take the lock its caller holds"
+    [receipt] = a.wait([pending])
+    assert receipt.status == 1 and pending.replaced
+    assert chain.vault.balance_of(a.address) == before + 3

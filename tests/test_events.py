@@ -47,11 +47,11 @@ def test_a_burst_waits_for_room_and_every_event_is_sent(slow_sender: Any) -> Non
     n = 300
     sizes = []
     for i in range(n):
-        emit_task_event("published", TASK, SOURCE, {"index": i})
+        emit_task_event("finalized", 31337, TASK, SOURCE, {"index": i})
         sizes.append(slow_sender.queue.qsize())
     assert max(sizes) <= 50  # bounded by the backlog: the emitter waited for room
     assert slow_sender.flush()
-    sent = [e for e in slow_sender.sent_events if e.event == "ogpu.task.published"]
+    sent = [e for e in slow_sender.sent_events if e.event == "ogpu.task.finalized"]
     assert sorted(e.payload["index"] for e in sent) == list(range(n))
     assert slow_sender.dropped == 0
 
@@ -60,7 +60,7 @@ def test_a_stalled_sender_does_not_stop_the_batch(slow_sender: Any) -> None:
     slow_sender.stuck.set()
     t0 = time.monotonic()
     for i in range(120):
-        emit_task_event("published", TASK, SOURCE, {"index": i})
+        emit_task_event("finalized", 31337, TASK, SOURCE, {"index": i})
     assert time.monotonic() - t0 < 5  # gave up waiting once the sender made no progress
     assert slow_sender.dropped > 0, "events beyond the backlog are dropped, and counted"
     slow_sender.stuck.clear()
@@ -75,12 +75,12 @@ def test_events_name_the_flow_run_they_happened_in(prefect_harness: None, events
     def emits() -> str:
         from prefect.runtime import flow_run
 
-        emit_task_event("published", TASK, SOURCE, {"index": 0})
+        emit_task_event("finalized", 31337, TASK, SOURCE, {"index": 0})
         return str(flow_run.get_id())
 
     run_id = emits()
-    [event] = [e for e in events_sink.events() if e.event == "ogpu.task.published"]
-    assert event.resource.id == f"ogpu.task.{TASK}"
+    [event] = [e for e in events_sink.events() if e.event == "ogpu.task.finalized"]
+    assert event.resource.id == f"ogpu.31337.task.{TASK}", "the chain id is part of the resource id"
     related = {r.role: r.id for r in event.related}
-    assert related["source"] == f"ogpu.source.{SOURCE}"
+    assert related["source"] == f"ogpu.31337.source.{SOURCE}"
     assert related["flow-run"] == f"prefect.flow-run.{run_id}"

@@ -150,9 +150,16 @@ def test_a_50_task_batch_completes(env, delivery, method, options, roles, events
     assert {"ogpu-batch-results", "ogpu-batch-cost", "progress"} <= set(arts) or "ogpu-batch-progress" in arts
     table = arts["ogpu-batch-results"]
     assert "finalized" in str(table.data)
-    names = events_sink.names()
-    for kind in ("published", "attempted", "responded", "finalized"):
-        assert names.count(f"ogpu.task.{kind}") >= 50, (kind, names.count(f"ogpu.task.{kind}"))
+    events = events_sink.events()
+    names = [e.event for e in events]
+    assert names.count("ogpu.task.finalized") == 50, "one event per task, at its end"
+    assert not {"ogpu.task.published", "ogpu.task.attempted", "ogpu.task.responded"} & set(names), "no noise"
+    assert names.count("ogpu.batch.started") == 1 and names.count("ogpu.batch.completed") == 1
+    done = next(e for e in events if e.event == "ogpu.task.finalized")
+    assert {"provider", "payment", "result_url", "latency_s", "response"} <= set(done.payload), done.payload
+    related = {r.role: r.id for r in done.related}
+    assert related["flow-run"] == f"prefect.flow-run.{state.state_details.flow_run_id}"
+    assert done.resource.id.startswith(f"ogpu.{chain.network.chain_id}.task.")
 
 
 def test_expired_tasks_are_reclaimed_and_republished_once(env, events_sink) -> None:
@@ -180,7 +187,8 @@ def test_expired_tasks_are_reclaimed_and_republished_once(env, events_sink) -> N
     assert chain.vault.frozen_payment(devnet.address("client")) == 0, "expired escrow reclaimed"
     spent = sum(r.payment for r in results)
     assert chain.vault.balance_of(devnet.address("client")) == balance0 - spent
-    assert events_sink.names().count("ogpu.task.expired") >= 5
+    failed = [e for e in events_sink.events() if e.event == "ogpu.task.failed"]
+    assert len(failed) >= 5 and all(e.payload["reason"] == "expired" for e in failed)
 
 
 def test_bad_input_gets_typed_errors_and_moves_no_wei(env) -> None:

@@ -154,9 +154,10 @@ def logs_of(flow_run_ids: list[Any]) -> list[str]:
 def provider_events(provider: str, since: float, prefix: str = "ogpu.provider.task.") -> list[str]:
     """Names of the events named `prefix...` about `provider` that the Prefect server stored, of
     those that occurred after `since` (a wall-clock time)."""
-    from ogpu_prefect.events import provider_resource, stored_events
+    from ogpu_prefect.chain.devnet import CHAIN_ID
+    from ogpu_prefect.events import resource, stored_events
 
-    return [e.event for e in stored_events(prefix, since, provider_resource(provider)["prefect.resource.id"])]
+    return [e.event for e in stored_events(prefix, since, resource(CHAIN_ID, "provider", provider)["prefect.resource.id"])]
 
 
 def responses_since(chain: Any, from_block: int) -> list[tuple[str, str]]:

@@ -111,7 +111,7 @@ class TxSender:
         self.gas_margin, self.receipt_timeout, self.poll_interval = gas_margin, receipt_timeout, poll_interval
         self._lock = threading.Lock()
         self._nonce: int | None = None
-        self._wallet = wallet_lock(chain_id, signer.address)
+        self._wallet = wallet_lock(chain_id, signer.address, rpc.url)
         self._dev: bool | None = None
 
     @property
@@ -127,7 +127,7 @@ class TxSender:
     def exclusive(self) -> Iterator[None]:
         """Holds the key's lock: sign and broadcast inside it, so that no other sender of this key
         on this machine takes the same nonces. Taking it re-reads the node's pending count."""
-        with self._wallet.held() as outermost:
+        with self._wallet.held(self) as outermost:
             if outermost:
                 pending = int(self.rpc.call("eth_getTransactionCount", [self.address, "pending"]), 16)
                 with self._lock:  # the node's count covers our own sent ones too

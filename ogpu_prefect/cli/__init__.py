@@ -5,11 +5,22 @@ instant. Bad input is one line on stderr naming the option, and a non-zero exit.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+from typing import NoReturn
 
-from . import devnet_cmd
+from . import devnet_cmd, provider_cmd, server_cmd, source_cmd, task_cmd, vault_cmd
 
-GROUPS = (devnet_cmd,)
+GROUPS = (devnet_cmd, server_cmd, source_cmd, task_cmd, vault_cmd, provider_cmd)
+_KEY_SHAPED = re.compile(r"(0x)?[0-9a-fA-F]{64}")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse echoes what it refuses (`unrecognized arguments: --key 0x...`): a key pasted on
+    the command line is not printed back."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(_KEY_SHAPED.sub("<redacted>", message))
 
 
 def positive_int(text: str) -> int:
@@ -23,7 +34,7 @@ def positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ogpu-prefect", description=__doc__)
+    parser = Parser(prog="ogpu-prefect", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for group in GROUPS:
         group.register(sub)

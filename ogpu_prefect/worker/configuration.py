@@ -1,8 +1,15 @@
 """The `ogpu-provider` work pool's job variables: what a provider worker runs with.
 
-Bounds, address patterns and the installed backends and task policies are part of the variables'
-JSON schema, so Prefect's UI and API check a pool's values when it is created or edited, and the
-worker checks them again when it loads them (typed errors naming the variable)."""
+The wallet, network and storage are block-typed, so the pool's form shows a block picker for each
+(the pool stores a `{"$ref": {"block_document_id": ...}}` reference, which the worker resolves). A
+fresh pool has none set: the worker refuses to start until they are, with one line naming the
+variable (`JobVariableError`). Bounds, address patterns and the installed backends and task policies
+are part of the variables' JSON schema, so Prefect's server refuses a pool whose defaults break them
+(on `work-pool create` and on every update) and the worker checks them again when it loads them.
+
+Prefect's base fields (`command`, `env`, `labels`, `name`) have no use in a provider worker (it runs
+no flow-run command) and are left out of the pool's form. Pools created before the block-typed
+variables name their blocks (`network_block`, `wallet_block`, `storage_block`): still accepted."""
 
 from __future__ import annotations
 
@@ -10,11 +17,29 @@ from typing import Any, Literal
 
 from prefect.workers.base import BaseJobConfiguration, BaseVariables
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
+from ..blocks import OGPUNetwork, OGPUStorage, OGPUWallet
+from ..chain.errors import InvalidInputError
 from ..validation import check_address, check_name, refuse_secret
 
 ADDRESS_PATTERN = r"^0x[0-9a-fA-F]{40}$"
 ADDRESS_LIST = {"items": {"type": "string", "pattern": ADDRESS_PATTERN}}
+EXAMPLE_SOURCE = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+BLOCKS = {"wallet": OGPUWallet, "network": OGPUNetwork, "storage": OGPUStorage}
+"""The block-typed variables, in the order a worker needs them."""
+
+
+class JobVariableError(InvalidInputError, SystemExit):
+    """A job variable a provider worker cannot start without is not set (or names no saved block).
+
+    An `InvalidInputError` naming the variable, and a `SystemExit` too: Prefect's CLI prints a
+    traceback for any other exception, so `prefect worker start` ends with this one line instead
+    (exit code 1)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(field, message)
+        self.code = f"ogpu-provider worker: {self}"
 
 
 def _installed(kind: str) -> list[str]:
@@ -52,8 +77,8 @@ class _Checks(BaseModel):
 
     @field_validator("network_block", "wallet_block", "storage_block", check_fields=False)
     @classmethod
-    def _block_name(cls, value: str, info: Any) -> str:
-        return check_name(info.field_name, value)
+    def _block_name(cls, value: str | None, info: Any) -> str | None:
+        return check_name(info.field_name, value, optional=True)
 
     @field_validator("backend_options", "task_policy_options", check_fields=False)
     @classmethod
@@ -75,43 +100,108 @@ class _Fields(_Checks):
 
     model_config = ConfigDict(hide_input_in_errors=True, use_attribute_docstrings=True)
 
-    network_block: str = Field("devnet", title="Network block")
-    """Name of the OGPUNetwork block (chain and contracts)."""
-    wallet_block: str = Field("provider", title="Wallet block")
-    """Name of the OGPUWallet block: the provider's key."""
-    storage_block: str = Field("devnet", title="Storage block")
-    """Name of the OGPUStorage block where results are written."""
-    sources: list[str] = Field(default_factory=list, json_schema_extra=ADDRESS_LIST)
-    """Addresses of the sources this fleet serves."""
-    environment: Literal["cpu", "nvidia", "amd"] = Field("cpu", title="Environment")
-    """Hardware environment registered on chain and used to pick the compose file."""
-    backend: str = Field("local", title="Hardware backend", json_schema_extra=_enum("backend"))
-    """Hardware backend plugin that runs the services (local, docker, ...)."""
-    backend_options: dict[str, Any] = Field(default_factory=dict, title="Backend options")
-    """Options for the hardware backend (e.g. docker: `{"build": false}`; any: `startup_timeout_s`)."""
-    max_concurrent_tasks: int = Field(8, ge=1, le=1024, title="Concurrent tasks")
-    """Tasks this worker runs at once."""
-    task_policy: str = Field("take_all", title="Task policy", json_schema_extra=_enum("policy"))
+    # Prefect's base fields: a provider worker runs no flow-run command, so they stay out of the form.
+    command: SkipJsonSchema[str | None] = None
+    env: SkipJsonSchema[dict[str, str | None]] = Field(default_factory=dict)
+    labels: SkipJsonSchema[dict[str, str]] = Field(default_factory=dict)
+    name: SkipJsonSchema[str | None] = None
+
+    wallet: OGPUWallet | None = Field(None, title="Wallet")
+    """The provider's key (an OpenGPU Wallet block): it locks the stake, registers to the sources,
+    attempts tasks and signs their responses. Required. One key runs in one worker at a time; a
+    machine can use its own with PREFECT_INTEGRATIONS_OGPU_PROVIDER_WALLET_BLOCK."""
+    network: OGPUNetwork | None = Field(None, title="Network")
+    """The OpenGPU network to serve (an OpenGPU Network block: RPC URL, chain id, contract
+    addresses). Required."""
+    storage: OGPUStorage | None = Field(None, title="Result storage")
+    """Where responses are written (an OpenGPU Payload Storage block), readable by the tasks'
+    clients. Required."""
+    sources: list[str] = Field(
+        default_factory=list, title="Sources", examples=[[EXAMPLE_SOURCE]], json_schema_extra=ADDRESS_LIST
+    )
+    """Addresses of the sources this fleet serves (0x-prefixed, 20 bytes)."""
+    environment: Literal["cpu", "nvidia", "amd"] = Field("cpu", title="Environment", examples=["nvidia"])
+    """Hardware environment registered on chain and used to pick each source's compose file."""
+    backend: str = Field("local", title="Hardware backend", examples=["docker"], json_schema_extra=_enum("backend"))
+    """Hardware backend plugin that runs the sources' services: `local` (processes), `docker`, or
+    any installed one."""
+    backend_options: dict[str, Any] = Field(
+        default_factory=dict, title="Backend options", examples=[{"build": False, "startup_timeout_s": 300}]
+    )
+    """Options for the hardware backend (docker: `build`; any: `startup_timeout_s`). No secrets."""
+    max_concurrent_tasks: int = Field(8, ge=1, le=1024, title="Concurrent tasks", examples=[16])
+    """Tasks this worker attempts and runs at once (1 to 1024)."""
+    task_policy: str = Field("take_all", title="Task policy", examples=["threshold"], json_schema_extra=_enum("policy"))
     """Task policy plugin: which tasks to take, at what price."""
-    task_policy_options: dict[str, Any] = Field(default_factory=dict, title="Task policy options")
+    task_policy_options: dict[str, Any] = Field(
+        default_factory=dict, title="Task policy options", examples=[{"min_payment": 10**16, "min_seconds_left": 30}]
+    )
     """Options for the task policy (threshold: `min_payment`, `min_seconds_left`, `price_fraction`)."""
-    stake_wei: int | None = Field(None, ge=0, title="Stake (wei)")
-    """Stake to keep locked (default: what the sources require)."""
-    max_runtime_s: float | None = Field(None, gt=0, allow_inf_nan=False, title="Longest run (s)")
-    """Longest a task may run (it never runs past the task's expiry)."""
-    idle_timeout_s: float = Field(300.0, gt=0, allow_inf_nan=False, title="Idle timeout (s)")
-    """Seconds a source's service stays warm without tasks."""
+    stake_wei: int | None = Field(None, ge=0, title="Stake (wei)", examples=[10**18])
+    """Stake kept locked in the Vault, in wei. Empty: what the sources require."""
+    max_runtime_s: float | None = Field(None, gt=0, allow_inf_nan=False, title="Longest run (s)", examples=[600])
+    """Longest a task may run, in seconds (never past the task's expiry). Empty: until the expiry."""
+    idle_timeout_s: float = Field(300.0, gt=0, allow_inf_nan=False, title="Idle timeout (s)", examples=[900])
+    """Seconds a source's service stays warm without tasks before it is stopped."""
     warm_on_start: bool = Field(True, title="Warm on start")
-    """Start the sources' services when the worker starts, not on their first task."""
-    poll_interval_s: float = Field(0.25, gt=0, le=60, allow_inf_nan=False, title="Chain poll interval (s)")
-    """Seconds between chain polls for new tasks."""
-    lookback_blocks: int = Field(10_000, ge=0, title="Lookback (blocks)")
+    """Start the sources' services when the worker starts (the first task finds them warm), not on
+    their first task."""
+    poll_interval_s: float = Field(
+        0.25, gt=0, le=60, allow_inf_nan=False, title="Chain poll interval (s)", examples=[1.0]
+    )
+    """Seconds between chain polls for new tasks (above 0, at most 60)."""
+    lookback_blocks: int = Field(10_000, ge=0, title="Lookback (blocks)", examples=[50_000])
     """Blocks scanned back on start, for tasks published while the worker was down."""
+
+    # Pools created before the block-typed variables name their blocks; the wallet's name can also
+    # come from the PREFECT_INTEGRATIONS_OGPU_PROVIDER_WALLET_BLOCK setting. A name wins over a block.
+    network_block: SkipJsonSchema[str | None] = None
+    wallet_block: SkipJsonSchema[str | None] = None
+    storage_block: SkipJsonSchema[str | None] = None
 
 
 class ProviderJobConfiguration(_Fields, BaseJobConfiguration):
     """What an `ogpu-provider` worker runs with (its pool's job variables)."""
 
+    def blocks(self) -> tuple[OGPUWallet, OGPUNetwork, OGPUStorage]:
+        """The wallet, network and storage blocks: a name (`wallet_block`, ...) is loaded, a block
+        the pool references is used as it is. Blocking (loads by name): call it from a thread.
+        Raises JobVariableError naming the variable when one is not set or names no saved block."""
+        from ..tasks import load_block
+
+        found: list[Any] = []
+        for variable, cls in BLOCKS.items():
+            name = getattr(self, f"{variable}_block")
+            if name is not None:
+                try:
+                    found.append(load_block(cls, name, f"{variable}_block"))
+                except InvalidInputError as e:
+                    raise JobVariableError(e.field, str(e).partition(": ")[2]) from None
+            elif getattr(self, variable) is not None:
+                found.append(getattr(self, variable))
+            else:
+                raise JobVariableError(
+                    variable, f"set the work pool's `{variable}` job variable to an {cls.__name__} block"
+                )
+        return found[0], found[1], found[2]
+
 
 class ProviderVariables(_Fields, BaseVariables):
     """The job variables of an `ogpu-provider` work pool, shown in its form in the UI."""
+
+
+def with_defaults(template: dict[str, Any], **values: Any) -> dict[str, Any]:
+    """`template` (a pool's base job template, e.g. `OGPUProviderWorker.get_default_base_job_template()`)
+    with `values` as its variables' defaults, checked as the pool's form would; a saved block
+    becomes the reference the form's block picker shows (`{"$ref": {"block_document_id": ...}}`)."""
+    ProviderVariables(**values)
+    props = template["variables"]["properties"]
+    for key, value in values.items():
+        if key not in props:
+            raise InvalidInputError(key, f"not a job variable of this template ({', '.join(props)})")
+        if isinstance(value, tuple(BLOCKS.values())):
+            if value._block_document_id is None:
+                raise InvalidInputError(key, "save the block first: a pool references saved blocks")
+            value = {"$ref": {"block_document_id": str(value._block_document_id)}}
+        props[key]["default"] = value
+    return template

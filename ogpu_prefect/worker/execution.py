@@ -34,10 +34,12 @@ class TaskRuns:
         *,
         max_runtime_s: float | None,
         freed: Callable[[], None],
+        related: Callable[[], list[dict[str, str]]] = list,
     ) -> None:
         self.provider, self.journal, self.task_group, self.logger = provider, journal, task_group, logger
         self.max_runtime_s = max_runtime_s
         self.freed = freed
+        self.related = related  # the worker and its work pool, as related resources of our events
         self.inflight: dict[str, str] = {}  # task -> source, while executing
         self.ended: dict[str, tuple[str, float]] = {}  # recently ended task -> (source, when)
 
@@ -99,7 +101,7 @@ class TaskRuns:
         except (ProviderError, ServiceError, OGPUError) as e:
             journal.log(task, logging.ERROR, f"task {task}: {e}")
             journal.end(task, "FAILED", str(e)[:1000])
-            emit_provider_event("failed", provider.address, task, source, {"error": str(e)[:500]})
+            self.event("failed", task, source, {"error": str(e)[:500]})
             return
         except Exception as e:
             self.logger.exception("task %s failed unexpectedly", task)
@@ -114,12 +116,16 @@ class TaskRuns:
         latency = time.time() - started
         note = "its response was already on chain" if done.resumed else f"answered in {latency:.2f}s"
         journal.log(task, logging.INFO, f"response {done.response} submitted ({note}); result at {done.data_url}")
-        emit_provider_event(
+        self.event(
             "responded",
-            provider.address,
             task,
             source,
-            {"response": done.response, "data_url": done.data_url, "payment": str(done.payment)},
+            {
+                "response": done.response,
+                "result_url": done.data_url,
+                "payment": str(done.payment),
+                "latency_s": round(latency, 3),
+            },
         )
         journal.end(
             task,
@@ -130,6 +136,19 @@ class TaskRuns:
                 f"| response | `{done.response}` |\n| result | {done.data_url} |\n"
                 f"| payment (wei) | {done.payment} |\n| run time | {latency:.2f} s |\n"
             ),
+        )
+
+    def event(self, kind: str, task: str, source: str, payload: dict[str, Any]) -> None:
+        """`ogpu.provider.task.<kind>`, related to the worker, its pool and the task's flow run."""
+        related = self.related()
+        run_id = self.journal.run_of(task)
+        if run_id is not None:
+            related = [
+                *related,
+                {"prefect.resource.id": f"prefect.flow-run.{run_id}", "prefect.resource.role": "flow-run"},
+            ]
+        emit_provider_event(
+            kind, self.provider.chain.network.chain_id, self.provider.address, task, source, payload, related
         )
 
     def route_log(self, source: str, line: str) -> None:

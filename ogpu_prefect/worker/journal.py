@@ -125,6 +125,11 @@ class FlowRunJournal:
         for i in range(0, len(ids), BULK_STATE):
             await self._force_state(ids[i : i + BULK_STATE], state_type, message)
 
+    def run_of(self, task: str) -> UUID | None:
+        """The flow run recording `task`, once it exists."""
+        entry = self._entries.get(task)
+        return entry.run_id if entry is not None else None
+
     def open_runs(self) -> dict[UUID, str]:
         """Flow run -> task, for recorded tasks that have not ended."""
         return {e.run_id: t for t, e in self._entries.items() if e.run_id is not None and e.end is None}

@@ -1,4 +1,6 @@
-"""A worker's start: flow runs a killed predecessor left Running or Pending are executed again
+"""A worker's start: its provider's deployment (one per provider in the pool, in the provider's
+own work queue: two providers' workers in one pool never pick up each other's tasks); and the flow
+runs a killed predecessor left Running or Pending, executed again
 (a task already answered is only recorded: `Provider.execute` asks the chain first); those whose
 task left the chain, or that record a task another run records, are closed with the reason."""
 
@@ -10,10 +12,40 @@ from uuid import UUID
 import anyio
 from prefect.client.schemas.objects import FlowRun, StateType
 
-from ..events import emit_provider_event
 from .execution import TaskRuns
 from .journal import FlowRunJournal
 from .provider import Provider
+
+FLOW_NAME = "ogpu-provider-task"
+
+
+async def ensure_deployment(client: Any, pool: str, queue: str, provider: str) -> tuple[UUID, UUID]:
+    """(flow id, deployment id) of `provider`'s deployment in `pool`, made if missing."""
+    from prefect.exceptions import ObjectAlreadyExists
+
+    try:
+        await client.create_work_queue(name=queue, work_pool_name=pool)
+    except ObjectAlreadyExists:
+        pass
+    flow_id = await client.create_flow_from_name(FLOW_NAME)
+    schema = {
+        "type": "object",
+        "properties": {
+            "task": {"type": "string"},
+            "source": {"type": "string"},
+            "payment": {"type": "string", "description": "asked payment, in wei"},
+        },
+    }
+    deployment_id = await client.create_deployment(
+        flow_id=flow_id,
+        name=provider,
+        work_pool_name=pool,
+        work_queue_name=queue,
+        tags=["ogpu-provider"],
+        description=f"OpenGPU tasks executed by provider {provider}",
+        parameter_openapi_schema=schema,
+    )
+    return flow_id, deployment_id
 
 
 async def resume_left_open(
@@ -77,7 +109,7 @@ async def resume_left_open(
         if runs_.start(
             p["task"], p["source"], int(p.get("payment") or 0), run_id=run.id, note="resumed after a worker restart"
         ):
-            emit_provider_event("resumed", provider.address, p["task"], p["source"])
+            runs_.event("resumed", p["task"], p["source"], {"note": "resumed after a worker restart"})
     if resumed:
         logger.info("resuming %d task(s) left open by an earlier worker", len(resumed))
     return done

@@ -33,17 +33,16 @@ from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.workers.base import BaseWorker, BaseWorkerResult
 
 from ..chain.types import Environment
-from ..events import emit_provider_event, emit_service_event
+from ..events import emit_service_event
 from ..settings import get_settings
 from .configuration import ProviderJobConfiguration, ProviderVariables
 from .execution import TaskRuns
 from .journal import FlowRunJournal
 from .provider import Provider
-from .resume import resume_left_open
+from .resume import ensure_deployment, resume_left_open
 from .watcher import ChainWatcher
 
 DOCS = "https://github.com/ogpu-prefect/ogpu-prefect/blob/main/docs/worker.md"
-FLOW_NAME = "ogpu-provider-task"
 TAKEN_CHECK_S = 2.0
 """Seconds between checks that the tasks we are running are still open (`Provider.give_up_taken`)."""
 
@@ -73,7 +72,11 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
     type = "ogpu-provider"
     job_configuration = ProviderJobConfiguration
     job_configuration_variables = ProviderVariables
-    _description = "Earn on OpenGPU: attempt the tasks of your sources and run them through their compose services."
+    _display_name = "OpenGPU provider"
+    _description = (
+        "Earn on the OpenGPU network: serve your sources' tasks on this machine (processes or Docker, CPU or "
+        "GPU), each task a flow run, its response signed by your wallet."
+    )
     _documentation_url = DOCS
     _logo_url = "https://avatars.githubusercontent.com/u/39270919?s=200&v=4"
 
@@ -88,6 +91,25 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
         self._wake = anyio.Event()  # a slot freed: poll now
         self._policy: Any = None
         self._resumed: set[str] = set()  # tasks whose left-open flow runs this start resumed
+
+    def _related_resources(self) -> list[dict[str, str]]:
+        """This worker and its work pool, as related resources of its events (as prefect-docker's)."""
+        related = [
+            {
+                "prefect.resource.id": f"prefect.worker.{self.type}.{self.name}",
+                "prefect.resource.role": "worker",
+                "prefect.resource.name": self.name,
+            }
+        ]
+        if self._work_pool is not None:
+            related.append(
+                {
+                    "prefect.resource.id": f"prefect.work-pool.{self._work_pool.id}",
+                    "prefect.resource.role": "work-pool",
+                    "prefect.resource.name": self._work_pool.name,
+                }
+            )
+        return related
 
     # ---- start and stop ----
 
@@ -110,6 +132,7 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
             self._logger,
             max_runtime_s=self.config.max_runtime_s,
             freed=self._wake.set,
+            related=self._related_resources,
         )
         self._runs_task_group.start_soon(self.journal.run, self._stop)
         await self._resume_open_runs()
@@ -138,13 +161,11 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
         await super().teardown(*exc_info)
 
     async def _start_provider(self, config: ProviderJobConfiguration) -> None:
-        from ..blocks import OGPUNetwork, OGPUStorage, OGPUWallet
         from ..plugin_manager import get_hardware_backend, get_task_policy
-        from ..tasks import load_block
 
-        network = await anyio.to_thread.run_sync(lambda: load_block(OGPUNetwork, config.network_block, "network_block"))
-        wallet = await anyio.to_thread.run_sync(lambda: load_block(OGPUWallet, config.wallet_block, "wallet_block"))
-        storage = await anyio.to_thread.run_sync(lambda: load_block(OGPUStorage, config.storage_block, "storage_block"))
+        # Blocks the pool references, or names (older pools; the per-machine wallet setting). One
+        # not set stops `prefect worker start` with one line naming it (JobVariableError).
+        wallet, network, storage = await anyio.to_thread.run_sync(config.blocks)
         self._policy = get_task_policy(config.task_policy, **config.task_policy_options)
         backend = get_hardware_backend(config.backend, owner=wallet.address, **config.backend_options)
         environment = Environment[config.environment.upper()]
@@ -166,13 +187,17 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
                 backend,
                 environment,
                 service_log=route,
-                on_service=lambda change, source: emit_service_event(change, wallet.address, source),
+                on_service=lambda change, source: emit_service_event(
+                    change, network.chain_id, wallet.address, source, self._related_resources()
+                ),
             )
             provider.ensure_standing(config.sources, stake=config.stake_wei)
             return provider
 
         self.provider = await anyio.to_thread.run_sync(start)
-        flow_id, self._deployment_id = await self._ensure_deployment()
+        flow_id, self._deployment_id = await ensure_deployment(
+            self.client, self._work_pool_name, self._queue_name, self.provider.address
+        )
         self._work_queues.add(self._queue_name)
         self.journal = FlowRunJournal(
             self.client,
@@ -196,35 +221,6 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
     def _queue_name(self) -> str:
         assert self.provider is not None
         return f"provider-{self.provider.address.lower()}"
-
-    async def _ensure_deployment(self) -> tuple[UUID, UUID]:
-        """One deployment per provider in the pool, in the provider's own queue: two providers'
-        workers in one pool never pick up each other's tasks."""
-        from prefect.exceptions import ObjectAlreadyExists
-
-        assert self.provider is not None
-        try:
-            await self.client.create_work_queue(name=self._queue_name, work_pool_name=self._work_pool_name)
-        except ObjectAlreadyExists:
-            pass
-        flow_id = await self.client.create_flow_from_name(FLOW_NAME)
-        deployment_id = await self.client.create_deployment(
-            flow_id=flow_id,
-            name=self.provider.address,
-            work_pool_name=self._work_pool_name,
-            work_queue_name=self._queue_name,
-            tags=["ogpu-provider"],
-            description=f"OpenGPU tasks executed by provider {self.provider.address}",
-            parameter_openapi_schema={
-                "type": "object",
-                "properties": {
-                    "task": {"type": "string"},
-                    "source": {"type": "string"},
-                    "payment": {"type": "string", "description": "asked payment, in wei"},
-                },
-            },
-        )
-        return flow_id, deployment_id
 
     async def _resume_open_runs(self) -> None:
         assert self.provider is not None and self.journal is not None and self.runs is not None
@@ -260,7 +256,7 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
                 provider.clock.set(now)
                 for r in polled.resume:
                     if runs.start(r.task, r.source, r.payment, publication=watcher.publication(r.task), resumed=True):
-                        emit_provider_event("resumed", provider.address, r.task, r.source)
+                        runs.event("resumed", r.task, r.source, {"note": "attempted before a worker restart"})
                 await self._take(watcher)
                 if runs.inflight and time.monotonic() - checked > TAKEN_CHECK_S:
                     checked = time.monotonic()
@@ -295,7 +291,6 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
                 runs.inflight.pop(offer.task, None)
         for offer, price in chosen:
             if offer.task in attempted:
-                emit_provider_event("attempted", provider.address, offer.task, offer.source, {"payment": str(price)})
                 runs.start(offer.task, offer.source, price, publication=watcher.publication(offer.task))
             else:
                 watcher.forget(offer.task)

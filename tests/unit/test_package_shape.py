@@ -13,8 +13,9 @@ from .imports import PACKAGE, cycles, import_graph, package_files
 ROOT = PACKAGE.parent
 GENERATED = {"ogpu_prefect/chain/contracts.py"}
 MAX_LINES = 400
-# Declared for what they do, not imported by our code: Prefect's server breaks with newer fastapi.
-NOT_IMPORTED = {"fastapi"}
+# Declared for what they do, not imported by our code: Prefect's server breaks with newer fastapi;
+# the production stack's Prefect server loads prefect_redis and asyncpg by its settings.
+NOT_IMPORTED = {"fastapi", "prefect_redis", "asyncpg"}
 IMPORT_NAMES = {
     "pyyaml": "yaml",
     "eth-abi": "eth_abi",

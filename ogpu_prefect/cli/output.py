@@ -1,0 +1,152 @@
+"""What the everyday commands share about values and output: amounts (`1.5ogpu`, `0.01 OGPU`,
+`10000 wei`, a bare integer of wei) parsed and printed in both units, `--json` as exactly one
+object on stdout, a readable rendering otherwise, and a progress bar on stderr when it is a TTY.
+Light on purpose: imported by `--help`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from decimal import Decimal, InvalidOperation
+from typing import Any, TextIO
+
+WEI_PER_OGPU = 10**18
+MAX_AMOUNT = 2**256 - 1
+_AMOUNT = re.compile(r"(?P<number>\d+(?:\.\d*)?|\.\d+)\s*(?P<unit>ogpu|wei)?", re.IGNORECASE)
+AMOUNT_HELP = "1.5ogpu, 0.01 OGPU, 10000 wei, or a whole number of wei"
+
+
+def parse_amount(text: str) -> int:
+    """An amount in wei. Raises ValueError without echoing the text (it may be a pasted key)."""
+    m = _AMOUNT.fullmatch(text.strip()) if isinstance(text, str) else None
+    if m is None:
+        raise ValueError(f"expected an amount: {AMOUNT_HELP}")
+    unit = (m["unit"] or "wei").lower()
+    try:
+        number = Decimal(m["number"])
+    except InvalidOperation:
+        raise ValueError(f"expected an amount: {AMOUNT_HELP}") from None
+    wei = number * WEI_PER_OGPU if unit == "ogpu" else number
+    if wei != wei.to_integral_value():
+        raise ValueError("not a whole number of wei (1 OGPU = 10^18 wei; at most 18 decimals)")
+    if wei > MAX_AMOUNT:
+        raise ValueError("too large (above 2^256 - 1 wei)")
+    return int(wei)
+
+
+def amount(text: str) -> int:
+    """parse_amount as an argparse type: its error names the option ("argument --amount: ...")."""
+    try:
+        return parse_amount(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def seconds(text: str) -> int:
+    """A positive whole number of seconds (argparse type; the text is not echoed)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a whole number of seconds") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1 second, got {value}")
+    return value
+
+
+def ogpu_text(wei: int) -> str:
+    """`1500000000000000000` -> `"1.5"` (exact, no exponent)."""
+    whole, frac = divmod(abs(wei), WEI_PER_OGPU)
+    digits = f"{frac:018d}".rstrip("0")
+    return ("-" if wei < 0 else "") + (f"{whole}.{digits}" if digits else str(whole))
+
+
+def money(wei: int) -> dict[str, Any]:
+    """An amount for output: `{"wei": 1500000000000000000, "ogpu": "1.5"}`."""
+    return {"wei": int(wei), "ogpu": ogpu_text(int(wei))}
+
+
+def _is_money(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {"wei", "ogpu"}
+
+
+def render(obj: Any, indent: int = 0) -> list[str]:
+    """A JSON-able value as indented `key: value` lines; amounts as `1.5 OGPU (1500... wei)`."""
+    pad = "  " * indent
+    if isinstance(obj, dict):
+        lines = []
+        for key, value in obj.items():
+            if _is_money(value):
+                lines.append(f"{pad}{key}: {value['ogpu']} OGPU ({value['wei']} wei)")
+            elif isinstance(value, dict):
+                lines += [f"{pad}{key}:", *render(value, indent + 1)] if value else [f"{pad}{key}: -"]
+            elif isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):
+                lines.append(f"{pad}{key}:")
+                for item in value:
+                    sub = render(item, indent + 2)
+                    lines += [f"{pad}  - {sub[0].strip()}", *sub[1:]] if sub else [f"{pad}  -"]
+            elif isinstance(value, list):
+                lines.append(f"{pad}{key}: {', '.join(map(str, value)) or '-'}")
+            else:
+                lines.append(f"{pad}{key}: {'-' if value is None else value}")
+        return lines
+    if isinstance(obj, list):
+        return [line for item in obj for line in render(item, indent)]
+    return [f"{pad}{obj}"]
+
+
+def emit(args: argparse.Namespace, obj: dict[str, Any], title: str | None = None) -> None:
+    """`--json`: exactly one JSON object on stdout; otherwise a title and the rendered lines."""
+    if getattr(args, "json", False):
+        print(json.dumps(obj))
+        return
+    if title:
+        print(title)
+    print("\n".join(render(obj, 1 if title else 0)))
+
+
+def note(text: str) -> None:
+    """A line for the person at the terminal: stderr, so `--json` stdout stays one object."""
+    print(text, file=sys.stderr)
+
+
+class Progress:
+    """`label [#####.....] done/total` redrawn in place on stderr, only when it is a terminal (a
+    pipe or a log gets nothing)."""
+
+    WIDTH = 30
+
+    def __init__(self, total: int, label: str, stream: TextIO | None = None) -> None:
+        self.total, self.label = total, label
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = total > 0 and bool(getattr(self.stream, "isatty", lambda: False)())
+        self.done = 0
+        self._drawn = 0.0
+
+    def __enter__(self) -> Progress:
+        self.update(0)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def update(self, done: int) -> None:
+        self.done = min(done, self.total)
+        now = time.monotonic()
+        if not self.enabled or (now - self._drawn < 0.1 and self.done < self.total):
+            return  # a redraw at most every 0.1 s: a fast loop must not flood the terminal
+        self._drawn = now
+        filled = self.WIDTH * self.done // self.total
+        bar = "#" * filled + "." * (self.WIDTH - filled)
+        self.stream.write(f"\r{self.label} [{bar}] {self.done}/{self.total}")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self._drawn = 0.0
+            self.update(self.done)
+            self.stream.write("\n")
+            self.stream.flush()
+            self.enabled = False

@@ -1,0 +1,130 @@
+"""`ogpu-prefect provider register|status`: a provider's stake and registrations (what the
+`ogpu-provider` worker does on start, without a worker or a hardware backend)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from .context import add_options, context
+from .output import AMOUNT_HELP, amount, emit, money
+from .vault_cmd import vault_state
+
+ENVIRONMENTS = ("cpu", "nvidia", "amd")
+
+
+def register(sub: Any) -> None:
+    prov = sub.add_parser("provider", help="a provider's stake and registrations").add_subparsers(
+        dest="action", required=True
+    )
+    reg = prov.add_parser("register", help="lock enough stake and register to sources (idempotent)")
+    reg.add_argument("sources", metavar="SOURCE", nargs="+")
+    reg.add_argument("--environment", choices=ENVIRONMENTS, default="cpu", help="the hardware offered (default cpu)")
+    reg.add_argument("--stake", type=amount, metavar="AMOUNT", help=f"lock at least this much in all; {AMOUNT_HELP}")
+    add_options(reg, role="provider1")
+    reg.set_defaults(func=_register)
+    status = prov.add_parser("status", help="a provider's stake, earnings and registrations")
+    status.add_argument("address", metavar="ADDRESS", nargs="?", help="default: the signer's address")
+    status.add_argument("--source", dest="sources", metavar="SOURCE", action="append", default=[], help="repeatable")
+    add_options(status, role="provider1")
+    status.set_defaults(func=_status)
+
+
+def registrations(chain: Any, provider: str, sources: list[str]) -> list[dict[str, Any]]:
+    """Whether `provider` is registered to each source, and with which environment."""
+    from ..chain.types import Environment
+
+    reads: list[Any] = []
+    for s in sources:
+        src = chain.source(s).read
+        reads += [src.get_registrant_id(provider), src.preferred_environment_of(provider)]
+    values = chain.read_many(reads)
+    rows = []
+    for i, s in enumerate(sources):
+        rid, env = values[2 * i], values[2 * i + 1]
+        name = Environment(env).name.lower() if rid and env in (1, 2, 4) else None
+        rows.append({"source": s, "registered": bool(rid), "registrant_id": rid, "environment": name})
+    return rows
+
+
+def _register(args: argparse.Namespace) -> int:
+    from ..chain.errors import InvalidInputError
+    from ..chain.types import Environment
+    from ..inspect import snapshot_sources
+
+    ctx = context(args)
+    chain = ctx.chain
+    sender = chain.sender(ctx.signer())
+    me = sender.address
+    env = Environment.parse(args.environment)
+    snaps = snapshot_sources(chain, args.sources, field="SOURCE")
+    for i, snap in enumerate(snaps):
+        if not env & snap.environments:
+            offered = ", ".join(e.name.lower() for e in Environment if e in snap.environments)
+            raise InvalidInputError("--environment", f"SOURCE[{i}] {snap.address} offers {offered} only")
+        if snap.status.name != "ACTIVE":
+            raise InvalidInputError(f"SOURCE[{i}]", f"{snap.address} is inactive")
+    # The lockup the Nexus asks: the protocol's per-source floor for each source, and at least
+    # each source's own minimum (Provider.ensure_standing's rule), or --stake if higher.
+    vault = chain.vault
+    per_source, locked, free = chain.read_many(
+        [vault.read.MIN_LOCKUP_PER_SOURCE(), vault.read.lockup_of(me), vault.read.balance_of(me)]
+    )
+    need = max([per_source * len(snaps), *(s.min_available_lockup for s in snaps), args.stake or 0])
+    steps: list[dict[str, Any]] = []
+    if locked < need:
+        short = need - locked
+        if free < short:
+            top_up = short - free
+            if chain.balance(me) < top_up:
+                raise InvalidInputError(
+                    "--stake", f"{me} needs {money(top_up)['ogpu']} OGPU more than its wallet and Vault hold"
+                )
+            r = sender.transact(vault.deposit(me, value=top_up))
+            steps.append({"step": "deposit", "amount": money(top_up), "tx_hash": r.tx_hash})
+        r = sender.transact(vault.lock(short))
+        steps.append({"step": "lock", "amount": money(short), "tx_hash": r.tx_hash})
+    current = registrations(chain, me, [s.address for s in snaps])
+    todo = [row["source"] for row in current if not row["registered"] or row["environment"] != args.environment]
+    if todo:
+        calls = [chain.nexus.register(s, me, int(env)) for s in todo]
+        for s, r in zip(todo, sender.wait(sender.send(calls))):
+            steps.append({"step": "register", "source": s, "tx_hash": r.tx_hash})
+    out = {
+        "provider": me,
+        "environment": args.environment,
+        "registered": todo,
+        "already_registered": [row["source"] for row in current if row["source"] not in todo],
+        "lockup": money(vault.lockup_of(me)),
+        "transactions": steps,
+    }
+    emit(args, out, f"provider {me}: registered to {len(todo)} source(s), {len(out['already_registered'])} already")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from ..inspect import snapshot_sources
+    from ..validation import check_address
+
+    ctx = context(args)
+    chain = ctx.chain
+    address = check_address("ADDRESS", args.address) if args.address is not None else ctx.address()
+    sources = [s.address for s in snapshot_sources(chain, args.sources, field="--source")]
+    t = chain.terminal.read
+    is_provider, master = chain.read_many([t.is_provider(address), t.master_of(address)])
+    state = vault_state(chain, address)
+    out = {
+        "address": address,
+        "network": chain.network.name,
+        "is_provider": is_provider,
+        "master": None if int(master, 16) == 0 else master,
+        "lockup": state["lockup"],
+        "unbonding": state["unbonding"],
+        "total_earnings": state["total_earnings"],
+        "balance": state["balance"],
+        "eligible": state["eligible"],
+        "sanction": state["sanction"],
+        "registrations": registrations(chain, address, sources),
+    }
+    emit(args, out, f"provider {address} on {chain.network.name}")
+    return 0

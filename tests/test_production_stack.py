@@ -1,0 +1,212 @@
+"""The production stack as Prefect's self-hosting guide lays it out: two API servers and one
+background-services process on one PostgreSQL + Redis, with a worker on each API server. Real
+processes: `postgres` (Debian's 15), `redis-server` (installed by the stack where missing), Prefect."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from ogpu_prefect.stack import PrefectStack, StackUnavailableError, ensure_production
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
+
+NUL = b"\0"
+FLOW = """from prefect import flow
+
+
+@flow
+def probe(x: int) -> int:
+    return x + 1
+"""
+
+
+def cli(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PREFECT_INTEGRATIONS_OGPU_HOME": str(home)}
+    return subprocess.run(
+        [sys.executable, "-m", "ogpu_prefect.cli", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.fixture
+def home() -> Iterator[Path]:
+    # Not tmp_path: pytest's base folder is 0700, and the postgres user must reach its data folder.
+    path = Path(tempfile.mkdtemp(prefix="ogpu-stack-"))
+    path.chmod(0o711)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def processes_under(folder: Path) -> list[str]:
+    """Live (non-zombie) processes whose cwd is inside `folder`: postgres and its backends, redis,
+    the Prefect servers, flow-run children."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if not entry.name.isdigit() or (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue
+            if os.readlink(entry / "cwd").startswith(str(folder)):
+                found.append(f"{entry.name}: {(entry / 'cmdline').read_bytes().replace(NUL, b' ').decode()}")
+        except OSError:
+            continue
+    return found
+
+
+def port_free(port: int) -> bool:
+    try:
+        socket.create_server(("127.0.0.1", port)).close()
+        return True
+    except OSError:
+        return False
+
+
+def test_sqlite_refuses_several_servers(tmp_path: Path) -> None:
+    out = cli("server", "up", "--stack", "sqlite", "--servers", "2", home=tmp_path)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert "--servers" in out.stderr and "production" in out.stderr
+    assert cli("server", "status", home=tmp_path).returncode == 1
+
+
+def test_two_api_servers_share_postgres_and_redis_with_a_worker_on_each(home: Path) -> None:
+    try:
+        ensure_production()  # installs redis-server (and PostgreSQL 15) where missing
+    except StackUnavailableError as e:
+        pytest.skip(f"the production stack cannot run here: {e}")
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    t0 = time.monotonic()
+    stack = PrefectStack(home, stack="production", servers=2)
+    with stack as info:
+        started = time.monotonic() - t0
+        a, b = info.api_urls
+        state = stack.read_state()
+        assert state is not None
+        procs = {p["name"]: p for p in state["procs"]}
+        assert set(procs) == {"postgres", "redis", "api-1", "api-2", "services"}
+        assert info.database_url.startswith("postgresql+asyncpg://") and info.redis is not None
+        assert info.settings["PREFECT_MESSAGING_BROKER"] == "prefect_redis.messaging"
+        for url in (a, b):
+            assert httpx.get(f"{url}/health", timeout=5).json() is True
+        assert a != b and stack.status()["running"]
+
+        status = cli("server", "status", "--json", home=home)
+        assert status.returncode == 0 and json.loads(status.stdout)["api_urls"] == [a, b], status.stderr
+
+        # One database: what server A writes, server B reads.
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.actions import VariableCreate
+
+        name = f"stack-{uuid.uuid4().hex[:8]}"
+        with temporary_settings({PREFECT_API_URL: a}), get_client(sync_client=True) as client:
+            client.create_variable(VariableCreate(name=name, value={"written": "through A"}))
+        with temporary_settings({PREFECT_API_URL: b}), get_client(sync_client=True) as client:
+            variable = client.read_variable_by_name(name)
+            assert variable is not None and variable.value == {"written": "through A"}
+
+        check_events_cross_servers(a, b, info.redis[1])
+        check_a_worker_on_each_server(a, b, home, name)
+
+        # `down` from another process stops what this one started.
+        down = cli("server", "down", "--json", home=home)
+        assert down.returncode == 0, down.stderr
+        assert sorted(json.loads(down.stdout)["stopped"]) == sorted(procs)
+    ports = [int(u.rsplit(":", 1)[1].split("/")[0]) for u in (a, b)] + [info.redis[1]]
+    ports.append(int(info.database_url.rsplit(":", 1)[1].split("/")[0]))
+    deadline = time.monotonic() + 15
+    while processes_under(home) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert processes_under(home) == [], "every process of the stack has exited"
+    assert all(port_free(p) for p in ports), f"ports {ports} are free again"
+    assert not stack.state_path.exists() and not stack.status()["running"]
+    print(f"production stack with 2 API servers healthy in {started:.1f} s; test {time.monotonic() - t0:.1f} s")
+
+
+def check_events_cross_servers(a: str, b: str, redis_port: int) -> None:
+    """An event sent to server A reaches a subscriber of server B's live feed (through Redis), and the
+    services process persists it in PostgreSQL, where server B's event query finds it."""
+    import redis
+    from prefect.events import Event
+    from prefect.events.clients import PrefectEventsClient, PrefectEventSubscriber
+    from prefect.events.filters import EventFilter, EventNameFilter
+
+    name = f"ogpu.stack.probe.{uuid.uuid4().hex[:8]}"
+
+    async def roundtrip() -> Any:
+        async with PrefectEventSubscriber(api_url=b, filter=EventFilter(event=EventNameFilter(name=[name]))) as feed:
+            async with PrefectEventsClient(api_url=a) as events:
+                # The subscriber does not wait for B to confirm its filter: an event that beats the
+                # filter to B is not in B's feed, so send again until one arrives.
+                for _ in range(10):
+                    await events.emit(Event(event=name, resource={"prefect.resource.id": "ogpu.stack.test"}))
+                    try:
+                        return await asyncio.wait_for(feed.__anext__(), 3)
+                    except TimeoutError:
+                        continue
+            raise AssertionError("no event sent through server A reached server B's feed in 30 s")
+
+    received = asyncio.run(roundtrip())
+    assert received.event == name and received.resource.id == "ogpu.stack.test"
+    assert redis.Redis(host="127.0.0.1", port=redis_port).xlen("events") > 0, "events travel on a Redis stream"
+
+    deadline = time.monotonic() + 60
+    while True:
+        found = httpx.post(f"{b}/events/filter", json={"filter": {"event": {"name": [name]}}}, timeout=10)
+        assert found.status_code == 200, found.text
+        if name in [e["event"] for e in found.json()["events"]]:
+            break
+        assert time.monotonic() < deadline, "the services process persisted the event"
+        time.sleep(1)
+
+
+def check_a_worker_on_each_server(a: str, b: str, home: Path, tag: str) -> None:
+    """A process worker polls each API server; the flow run created through one server is picked up
+    and run by the worker on the other, and both finish Completed."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.workers.process import ProcessWorker
+
+    src = home / "flows"
+    src.mkdir()
+    (src / "probe_flow.py").write_text(FLOW)
+    pool = f"pool-{tag}"
+    with temporary_settings({PREFECT_API_URL: a}), get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+        flow_id = client.create_flow_from_name("probe")
+        deployment = client.create_deployment(
+            flow_id=flow_id, name="probe", work_pool_name=pool, entrypoint="probe_flow.py:probe", path=str(src)
+        )
+        for_b = client.create_flow_run_from_deployment(deployment, parameters={"x": 1}, work_queue_name="b").id
+    with temporary_settings({PREFECT_API_URL: b}), get_client(sync_client=True) as client:
+        for_a = client.create_flow_run_from_deployment(deployment, parameters={"x": 2}, work_queue_name="a").id
+
+    async def work(url: str, queue: str) -> list[Any]:
+        with temporary_settings({PREFECT_API_URL: url}):
+            async with ProcessWorker(work_pool_name=pool, work_queues=[queue], name=f"worker-{queue}") as worker:
+                runs = await worker.get_and_submit_flow_runs()
+            return [run.id for run in runs]  # leaving `async with` waits for the runs to finish
+
+    async def both() -> list[list[Any]]:
+        return list(await asyncio.gather(work(a, "a"), work(b, "b")))
+
+    assert asyncio.run(both()) == [[for_a], [for_b]]
+    for url, run_id in ((b, for_a), (a, for_b)):  # read through the server that did not run it
+        with temporary_settings({PREFECT_API_URL: url}), get_client(sync_client=True) as client:
+            run = client.read_flow_run(run_id)
+            assert run.state is not None and run.state.is_completed(), run.state
+            workers = {w.name for w in client.read_workers_for_work_pool(pool)}
+            assert workers == {"worker-a", "worker-b"}
