@@ -1,79 +1,130 @@
 """End to end: N FIRST_RESPONSE tasks on the echo source, published and awaited by the `run_batch`
-flow, served by two `ogpu-provider` workers (real `prefect worker start` processes, local backend,
-real HTTP to the service), under a Prefect test-harness server (SQLite), on the devnet.
+flow, served by W `ogpu-provider` workers in one work pool (real `prefect worker start` processes,
+one provider key each, local backend, real HTTP to the official `ogpu.service`), on the devnet,
+under a Prefect server stack (ogpu_prefect/stack.py): `sqlite` (one `prefect server start`) or
+`production` (PostgreSQL + Redis + API server(s) + one services process).
 
-After the batch, it also waits for the workers' flow runs to record every task (Completed, none
-left Running) and reports that lag: the records are written off the critical path.
+Measured in the same run, on the same devnet (bench/_floors.py):
+- the chain floor: the same transactions through the chain layer, no Prefect, no service;
+- the service floor: the same transactions plus, per task, the config fetch, the call to warm
+  instances of the same official `ogpu.service` echo source (local backend, one per provider) and
+  its callback, the result stored, driven by a minimal loop with no Prefect: the job's physical
+  limit on this machine;
+- both at one task too (medians of --idle-runs), beside our idle latency: one task on an idle
+  devnet with warm workers, publish to result (TaskResult.latency_s), with where its seconds go
+  (chain events seen by a 2 ms poller, the worker's flow-run log lines with their own times, the
+  client's decision time).
 
-The floor, measured in the same run on the same devnet: the same transactions sent directly
-through the chain layer, with no Prefect and no service: the client publishes the batch
-(pipelined, configs written), two provider accounts attempt their halves (pipelined) and submit
-responses (results stored, pipelined) in two threads.
+After the batch it waits for the workers' flow runs to record every task (Completed, none left
+Running; the journal writes off the critical path) and reports that lag; then it stops the
+workers and compares the `ogpu.` events the client and workers emitted (their senders' counters;
+workers run through bench/_counted_worker.py) with those the server stored.
 
-    .venv/bin/python bench/e2e.py --tasks 1000
+    .venv/bin/python bench/e2e.py --tasks 1000 --workers 2 --stack production [--profile]
 
-Ends with `floor_ratio=<ours / floor> p95_s=<publish-to-result p95 of ours>`.
+Ends with `floor_ratio=<ours / chain floor> service_floor_ratio=<ours / service floor>
+records_lag_s=<s> events_dropped=<n> p95_s=<s> idle_latency_s=<s>` (one line).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import signal
 import statistics
+import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
-
-from ogpu_prefect.chain.connection import Chain
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _floors import ServiceRig, chain_floor, service_floor, stand_providers  # noqa: E402
+from _prefect_api import (  # noqa: E402
+    cpu_by_part,
+    cpu_seconds,
+    postmaster_pid,
+    prefect_api,
+    queue_full_lines,
+    sender_counts,
+    wait_stored,
+)
 from _workdir import workdir  # noqa: E402
 
+from ogpu_prefect.chain.connection import Chain  # noqa: E402
+
 PAY = 10**16
+PROVIDERS = ("provider1", "provider2", "provider3", "client2")
+"""The devnet's keys that serve as providers: its three provider accounts, and `client2` as the
+fourth (the devnet has no `provider4`; a worker deposits and locks the stake it needs)."""
+BENCH = Path(__file__).resolve().parent
 
 
-def floor(net, store, client, source: str, n: int) -> float:  # type: ignore[no-untyped-def]
-    from ogpu_prefect.chain.types import ResponseParams
-    from ogpu_prefect.models import TaskInput
+def median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
 
-    chain = client.chain
-    t0 = time.perf_counter()
-    published = client.publish_tasks(
-        source, [TaskInput(function_name="echo", data={"text": f"f{i}"}) for i in range(n)], PAY, chain.now() + 900
-    )
-    tasks = [p.address for p in published]
 
-    def serve(role: str, mine: list[str]) -> None:
-        c = Chain(net.network)
-        sender = c.sender(net.key(role))
-        sender.wait(sender.send([c.nexus.attempt(t, sender.address, PAY) for t in mine], 300_000))
-        urls = [
-            store.put_json({"task": t, "provider": sender.address, "result": {"echo": {}}}, field="result")
-            for t in mine
-        ]
-        sender.wait(
-            sender.send(
-                [c.nexus.submit_response(ResponseParams(t, sender.address, u, PAY)) for t, u in zip(mine, urls)],
-                600_000,
+# ---- the workers ----
+
+
+def bench_fleet(net: Any, store: Any, tmp: Path) -> Any:
+    from tests.test_worker import Fleet
+
+    class BenchFleet(Fleet):
+        """The tests' Fleet, with every worker in one pool (its key from the per-machine wallet
+        setting) and run through bench/_counted_worker.py (its event counters in a file)."""
+
+        def start_worker(self, pool: str, role: str) -> subprocess.Popen[bytes]:
+            from prefect.settings import PREFECT_API_URL
+
+            from ogpu_prefect.worker.worker import worker_command
+
+            self.wallet(role)
+            env = {
+                **os.environ,
+                "PREFECT_API_URL": PREFECT_API_URL.value(),
+                "PREFECT_WORKER_QUERY_SECONDS": "2",
+                "PREFECT_HOME": str(self.tmp / f"home-{role}"),
+                "PREFECT_INTEGRATIONS_OGPU_PROVIDER_WALLET_BLOCK": f"{self.name}-{role}",
+                "OGPU_BENCH_EVENTS_FILE": str(self.tmp / f"events-{role}.json"),
+            }
+            log = open(self.tmp / f"worker-{role}.log", "ab")  # noqa: SIM115
+            cmd = worker_command(pool, f"{self.name}-{role}")
+            assert cmd[1:3] == ["-m", "prefect"], cmd
+            proc = subprocess.Popen(
+                [sys.executable, str(BENCH / "_counted_worker.py"), *cmd[3:]],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
-        )
+            self.procs[role] = proc
+            return proc
 
-    threads = [
-        threading.Thread(target=serve, args=(role, tasks[i::2])) for i, role in enumerate(("provider1", "provider2"))
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return time.perf_counter() - t0
+    return BenchFleet(net, store, tmp, "e2e")
 
 
-def records_lag(finalized: int, timeout: float = 480) -> float:
+def wait_services(net: Any, roles: tuple[str, ...], timeout: float = 120) -> None:
+    """Until each provider's warm service process exists (workers start them with the watcher)."""
+    from tests.test_worker import service_processes
+
+    deadline = time.time() + timeout
+    while not all(service_processes(net.address(r)) for r in roles):
+        if time.time() > deadline:
+            raise RuntimeError("the workers' services did not start")
+        time.sleep(0.2)
+    time.sleep(1.0)
+
+
+def records_lag(expected: int, timeout: float) -> tuple[float, dict[str, int]]:
     """Seconds after the batch until the workers' flow runs record it: none still Running, and
-    one Completed per finalized task (the journal writes off the critical path)."""
+    one Completed per finalized task (the journal writes off the critical path); with the counts
+    by state at that moment (or at `timeout`: then the lag is inf)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         FlowRunFilter,
@@ -83,119 +134,427 @@ def records_lag(finalized: int, timeout: float = 480) -> float:
     )
     from prefect.client.schemas.objects import StateType
 
-    def count(*types: StateType) -> int:
-        with get_client(sync_client=True) as c:
-            return c.count_flow_runs(
-                flow_run_filter=FlowRunFilter(
-                    tags=FlowRunFilterTags(all_=["ogpu-provider"]),
-                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=list(types))),
-                )
+    def count(c: Any, *types: StateType) -> int:
+        return c.count_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                tags=FlowRunFilterTags(all_=["ogpu-provider"]),
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=list(types))),
             )
+        )
+
+    def counts() -> dict[str, int]:
+        with get_client(sync_client=True) as c:
+            return {
+                s.value.lower(): count(c, s)
+                for s in (StateType.COMPLETED, StateType.RUNNING, StateType.CANCELLED, StateType.FAILED)
+            }
 
     t0 = time.perf_counter()
     shown = t0
-    while time.perf_counter() - t0 < timeout:
-        completed, running = count(StateType.COMPLETED), count(StateType.RUNNING)
-        if completed >= finalized and running == 0:
+    while True:
+        now = counts()
+        if now["completed"] >= expected and now["running"] == 0:
             lag = time.perf_counter() - t0
-            with get_client(sync_client=True) as c:  # why any failed: the workdir and its logs go
-                failed = c.read_flow_runs(
-                    limit=10,
-                    flow_run_filter=FlowRunFilter(
-                        tags=FlowRunFilterTags(all_=["ogpu-provider"]),
-                        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.FAILED])),
-                    ),
-                )
-            for run in failed:
-                print(f"  failed: {run.parameters.get('task')}: {run.state.message if run.state else ''}")
-            return lag
-        if time.perf_counter() - shown > 30:
+            break
+        if time.perf_counter() - t0 > timeout:
+            lag = float("inf")
+            break
+        if time.perf_counter() - shown > 15:
             shown = time.perf_counter()
-            print(
-                f"  records after {shown - t0:.0f}s: {completed}/{finalized} Completed, {running} Running, "
-                f"{count(StateType.CANCELLED)} Cancelled, {count(StateType.FAILED)} Failed",
-                flush=True,
-            )
+            print(f"  records after {shown - t0:.0f}s: {now} (expecting {expected} completed)", flush=True)
         time.sleep(0.5)
-    return float("inf")
+    with get_client(sync_client=True) as c:  # why any failed: the workdir and its logs go
+        failed = c.read_flow_runs(
+            limit=10,
+            flow_run_filter=FlowRunFilter(
+                tags=FlowRunFilterTags(all_=["ogpu-provider"]),
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.FAILED])),
+            ),
+        )
+    for run in failed:
+        print(f"  failed: {run.parameters.get('task')}: {run.state.message if run.state else ''}")
+    return lag, now
 
 
-ROLES = (
-    ("prefect.server", "Prefect server"),
-    ("prefect worker start", "2 workers"),
-    ("worker.runner", "2 services"),
-    ("anvil", "anvil"),
+def completed_by_queue() -> Counter[str]:
+    """Completed provider flow runs by work queue (one queue per provider)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        FlowRunFilterTags,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    out: Counter[str] = Counter()
+    with get_client(sync_client=True) as c:
+        offset = 0
+        while True:
+            runs = c.read_flow_runs(
+                limit=200,
+                offset=offset,
+                flow_run_filter=FlowRunFilter(
+                    tags=FlowRunFilterTags(all_=["ogpu-provider"]),
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.COMPLETED])),
+                ),
+            )
+            out.update(r.work_queue_name or "?" for r in runs)
+            if len(runs) < 200:
+                return out
+            offset += 200
+
+
+# ---- the idle latency and where it goes ----
+
+
+class ChainWatch(threading.Thread):
+    """First-seen wall-clock time of each Nexus lifecycle event, polled every 2 ms: when each
+    transaction was mined, within a few ms."""
+
+    def __init__(self, network: Any) -> None:
+        super().__init__(daemon=True, name="bench-chain-watch")
+        self.chain = Chain(network)
+        self.cursor = self.chain.cursor(
+            ("TaskPublished", "Attempted", "ResponseSubmitted", "TaskStatusChanged"), self.chain.block_number() + 1
+        )
+        self.seen: dict[tuple[str, ...], float] = {}
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            try:
+                events = self.cursor.poll()
+            except Exception:  # noqa: BLE001 - a missed poll only blurs a time
+                events = []
+            now = time.time()
+            for e in events:
+                if "task" not in e.args:
+                    continue
+                task = e["task"].lower()
+                self.seen.setdefault((e.name, task), now)
+                if "provider" in e.args:
+                    self.seen.setdefault((e.name, task, e["provider"].lower()), now)
+            time.sleep(0.002)
+
+
+class ClientMarks:
+    """Instrumentation of this process' waiting loop, the calls themselves unchanged: when each
+    task was decided and when the wait for it began."""
+
+    def __init__(self) -> None:
+        from ogpu_prefect.waiting import Waiter
+
+        self.decided: dict[str, tuple[float, float]] = {}  # task -> (published_at, decided_at)
+        self.waiting: dict[str, float] = {}  # task -> when its Waiter.run began
+        settle, run = Waiter._settle, Waiter.run
+        marks = self
+
+        def _settle(self: Any, t: Any, decision: Any, kind: str | None = None) -> None:
+            settle(self, t, decision, kind)
+            marks.decided[t.published.address.lower()] = (t.published.published_at, t.decided_at or time.time())
+
+        def _run(self: Any, deadline: float) -> Any:
+            began = time.time()
+            for address in self.tracked:
+                marks.waiting[address.lower()] = began
+            return run(self, deadline)
+
+        Waiter._settle, Waiter.run = _settle, _run  # type: ignore[method-assign]
+
+
+WORKER_LINES = (
+    ("exec", "running task "),  # execution.py: the task is handed to Provider.execute
+    ("handler", "[service] echo:"),  # the echo handler's print, as the worker's pump read it
+    ("returned", "completed successfully"),  # ogpu.service logs it after the handler returned
+    ("callback", "Callback sent to"),  # ogpu.service logs it once our receiver answered the POST
+    ("responded", "submitted ("),  # execution.py: the response's receipt is in
 )
 
 
-def cpu_seconds() -> dict[int, tuple[str, float]]:
-    """CPU seconds used so far by each process of the run, by pid, with its part: the client
-    (this process: the run_batch flow and the payload server), the Prefect server, the workers,
-    the services, anvil. From /proc (Linux)."""
-    import os
+def worker_lines(tasks: list[str], timeout: float = 30.0) -> dict[str, dict[str, float]]:
+    """task -> {mark: wall-clock time} from the Completed flow run of each task (the winner's):
+    its log lines carry the time they were written in the worker."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterName,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+    from prefect.client.schemas.objects import StateType
 
-    tick = os.sysconf("SC_CLK_TCK")
-    out: dict[int, tuple[str, float]] = {}
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
+    names = {f"task-{t[2:10].lower()}": t.lower() for t in tasks}
+    deadline = time.time() + timeout
+    out: dict[str, dict[str, float]] = {}
+    while True:
+        with get_client(sync_client=True) as c:
+            runs = c.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    name=FlowRunFilterName(any_=list(names)),
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.COMPLETED])),
+                )
+            )
+            by_run = {r.id: r.parameters.get("task", "").lower() for r in runs}
+            logs = (
+                c.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=list(by_run))), limit=200)
+                if by_run
+                else []
+            )
+        out = {}
+        for entry in logs:
+            task = by_run.get(entry.flow_run_id)
+            for mark, text in WORKER_LINES:
+                if task and text in entry.message:
+                    out.setdefault(task, {}).setdefault(mark, entry.timestamp.timestamp())
+        if all(len(out.get(t.lower(), {})) == len(WORKER_LINES) for t in tasks) or time.time() > deadline:
+            return out
+        time.sleep(1.0)
+
+
+SEGMENTS = (
+    ("flow start -> publish sent (client: flow run, blocks, checks, batch variable, publish task)", "t0", "sent"),
+    ("publish sent -> TaskPublished mined", "sent", "published"),
+    ("TaskPublished -> Attempted mined (worker: chain poll wait, reads, attempt tx)", "published", "attempted"),
+    ("Attempted mined -> execution starts (worker: receipt poll, runs.start)", "attempted", "exec"),
+    ("execution -> handler runs (task reads, config fetch, POST /run, service)", "exec", "handler"),
+    ("handler -> handler returned (service)", "handler", "returned"),
+    ("handler returned -> callback answered (service's callback POST)", "returned", "callback"),
+    ("callback -> ResponseSubmitted mined (result stored, responder, tx)", "callback", "response"),
+    ("ResponseSubmitted mined -> worker sees receipt", "response", "responded"),
+    ("ResponseSubmitted mined -> client decided (client poll, reads, result fetch)", "response", "decided"),
+    ("client decided -> run_batch returned (reports, artifacts, flow end)", "decided", "t1"),
+)
+
+
+def idle_latency(
+    net: Any, source: str, runs: int, pause: float
+) -> tuple[list[float], list[float], list[dict[str, float]]]:
+    """Runs `runs` one-task batches (after one warm-up), each after `pause` seconds of idle; returns
+    their publish-to-result latencies, run_batch walls, and timelines (see SEGMENTS)."""
+    from ogpu_prefect.flows.run_batch import run_batch
+
+    marks = ClientMarks()
+    watch = ChainWatch(net.network)
+    watch.start()
+    done: list[tuple[Any, float, float]] = []
+    try:
+        for k in range(runs + 1):
+            time.sleep(pause)
+            t0 = time.time()
+            result = run_batch(
+                source,
+                [{"text": f"idle {k}"}],
+                PAY,
+                "e2e-net",
+                "e2e-client",
+                "e2e-store",
+                function_name="echo",
+                task_timeout=300,
+                poll_interval=0.1,
+            )[0]
+            t1 = time.time()
+            if k:  # the first one warms up the client's flow machinery
+                done.append((result, t0, t1))
+            print(
+                f"  idle run {k}{' (warm-up)' if not k else ''}: {result.status}, publish to result "
+                f"{result.latency_s or float('nan'):.2f}s, run_batch {t1 - t0:.2f}s",
+                flush=True,
+            )
+    finally:
+        watch.halt.set()
+        watch.join(timeout=5)
+    tasks = [r.task for r, _, _ in done if r.task]
+    lines = worker_lines(tasks)
+    timelines = []
+    for r, t0, t1 in done:
+        if r.status != "finalized" or not r.task:
             continue
-        role = "client" if int(pid) == os.getpid() else next((r for key, r in ROLES if key in cmd), None)
-        if role is not None:
-            out[int(pid)] = (role, (int(fields[11]) + int(fields[12])) / tick)
-    return out
+        task, winner = r.task.lower(), (r.provider or "").lower()
+        sent, decided = marks.decided.get(task, (float("nan"), float("nan")))
+        marks_of = {
+            "t0": t0,
+            "sent": sent,
+            "published": watch.seen.get(("TaskPublished", task), float("nan")),
+            "attempted": watch.seen.get(("Attempted", task, winner), float("nan")),
+            "response": watch.seen.get(("ResponseSubmitted", task), float("nan")),  # FIRST_RESPONSE: the one
+            "decided": decided,
+            "waiting": marks.waiting.get(task, float("nan")),
+            "t1": t1,
+            **lines.get(task, {}),
+        }
+        timelines.append(marks_of)
+    latencies = [r.latency_s for r, _, _ in done if r.status == "finalized" and r.latency_s is not None]
+    walls = [t1 - t0 for _, t0, t1 in done]
+    return latencies, walls, timelines
 
 
-def cpu_by_part(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
-    parts: dict[str, float] = {}
-    for pid, (role, secs) in after.items():
-        parts[role] = parts.get(role, 0.0) + secs - before.get(pid, (role, 0.0))[1]
-    return parts
+def print_timelines(timelines: list[dict[str, float]]) -> None:
+    if not timelines:
+        return
+    print("where one idle task's seconds go (medians over the idle runs; each run's in brackets):")
+    for label, a, b in SEGMENTS:
+        values = [t.get(b, float("nan")) - t.get(a, float("nan")) for t in timelines]
+        ok = [v for v in values if v == v]
+        each = ", ".join(f"{v:.3f}" for v in values)
+        print(f"  {median(ok):7.3f}s  {label}  [{each}]")
+    waits = [t["waiting"] - t["sent"] for t in timelines if t.get("waiting") == t.get("waiting")]
+    resp = [t["response"] - t["sent"] for t in timelines if t.get("response") == t.get("response")]
+    print(
+        f"  (the client's waiting loop began {median(waits):.3f}s after the publish was sent; "
+        f"the response was mined {median(resp):.3f}s after it)"
+    )
+
+
+# ---- py-spy ----
+
+
+def start_profilers(targets: dict[str, int], out: Path, rate: int) -> list[tuple[str, subprocess.Popen[bytes], Path]]:
+    profs = []
+    for name, pid in targets.items():
+        path = out / f"pyspy-{name}.txt"
+        cmd = ["uvx", "py-spy", "record", "--nonblocking", "--rate", str(rate), "--format", "raw"]
+        proc = subprocess.Popen(
+            [*cmd, "-o", str(path), "-p", str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        profs.append((name, proc, path))
+    return profs
+
+
+def stop_profilers(profs: list[tuple[str, subprocess.Popen[bytes], Path]], top: int = 14) -> None:
+    for _, proc, _ in profs:
+        proc.send_signal(signal.SIGINT)
+    for name, proc, path in profs:
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if not path.exists():
+            print(f"py-spy {name}: no profile written")
+            continue
+        inclusive: Counter[str] = Counter()
+        leaf: Counter[str] = Counter()
+        total = 0
+        for line in path.read_text(errors="replace").splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not count.isdigit():
+                continue
+            n = int(count)
+            total += n
+            frames = [_frame(f) for f in stack.split(";")]
+            for f in set(frames):
+                inclusive[f] += n
+            leaf[frames[-1]] += n
+        print(f"py-spy {name}: {total} samples (threads not idle)")
+        print("  inclusive: " + "; ".join(f"{f} {100 * c / total:.0f}%" for f, c in _interesting(inclusive, top)))
+        print("  self:      " + "; ".join(f"{f} {100 * c / total:.0f}%" for f, c in leaf.most_common(top)))
+
+
+def _frame(f: str) -> str:
+    """`function (path/file.py:line)` -> `function (file.py)`: one entry per function."""
+    m = re.match(r"(.*) \((.*?):\d+\)$", f)
+    return f"{m.group(1)} ({Path(m.group(2)).name})" if m else f
+
+
+def _interesting(inclusive: Counter[str], top: int) -> list[tuple[str, int]]:
+    boring = ("<module>", "run (threading.py)", "_bootstrap", "worker (thread.py)", "run (thread.py)")
+    return [(f, c) for f, c in inclusive.most_common(top * 4) if not any(b in f for b in boring)][:top]
+
+
+# ---- main ----
 
 
 def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `timeout` still stops what we started
     ap = argparse.ArgumentParser()
     ap.add_argument("--tasks", type=int, default=1000)
+    ap.add_argument("--workers", type=int, default=2, choices=range(1, len(PROVIDERS) + 1))
+    ap.add_argument("--stack", choices=("sqlite", "production"), default="production")
+    ap.add_argument("--servers", type=int, default=1, help="API servers of the production stack")
+    ap.add_argument("--idle-runs", type=int, default=5, help="one-task runs for the idle latency (and floors)")
+    ap.add_argument("--idle-pause", type=float, default=2.0, help="seconds of idle before each one-task run")
+    ap.add_argument("--records-timeout", type=float, default=300.0)
+    ap.add_argument("--profile", action="store_true", help="py-spy the client, workers and servers in the batch")
+    ap.add_argument("--profile-rate", type=int, default=50)
     args = ap.parse_args()
-    from prefect.testing.utilities import prefect_test_harness
-
     from ogpu_prefect.blocks import OGPUWallet
     from ogpu_prefect.chain import devnet as devnet_mod
     from ogpu_prefect.flows.run_batch import run_batch
     from ogpu_prefect.storage import LocalStore
-    from tests.test_worker import Fleet
 
+    roles = PROVIDERS[: args.workers]
     with workdir("bench-e2e-") as tmp:
         net = devnet_mod.start()
-        fleet = None
+        fleet = rig = None
         try:
-            with prefect_test_harness(server_startup_timeout=90), LocalStore(tmp / "payloads") as store:
-                fleet = Fleet(net, store, tmp, "e2e")
+            with prefect_api(tmp, args.stack, args.servers) as info, LocalStore(tmp / "payloads") as store:
+                print(f"stack {args.stack}: API {', '.join(info.api_urls)}; {args.workers} worker(s)", flush=True)
+                fleet = bench_fleet(net, store, tmp)
+                keys = [net.key(r) for r in roles]
+                client_key = net.key("client")
                 floor_source = fleet.publish_source()
-                chain = Chain(net.network)
-                for role in ("provider1", "provider2"):
-                    s = chain.sender(net.key(role))
-                    s.transact(chain.vault.deposit(s.address, value=10**18))
-                    s.transact(chain.vault.lock(10**18))
-                    s.transact(chain.nexus.register(floor_source, s.address, 1))
-                floor_s = floor(net, store, fleet.client, floor_source, args.tasks)
-                print(f"floor (chain layer only): {args.tasks} tasks in {floor_s:.1f}s", flush=True)
+                stand_providers(net.network, dict(zip(roles, keys)), floor_source)
+
+                rig = ServiceRig(keys)
+                one_chain = [
+                    chain_floor(net.network, client_key, keys[:1], store, floor_source, 1)
+                    for _ in range(args.idle_runs)
+                ]
+                one_service = [
+                    service_floor(net.network, client_key, keys[:1], store, floor_source, 1, rig)
+                    for _ in range(args.idle_runs)
+                ]
+                print(
+                    f"one task, publish to response mined: chain floor {median(one_chain):.3f}s, "
+                    f"service floor {median(one_service):.3f}s (medians of {args.idle_runs})",
+                    flush=True,
+                )
+                cpu0 = cpu_seconds()
+                chain_s = chain_floor(net.network, client_key, keys, store, floor_source, args.tasks)
+                cpu1 = cpu_seconds()
+                print(f"chain floor: {args.tasks} tasks in {chain_s:.2f}s", flush=True)
+                service_s = service_floor(net.network, client_key, keys, store, floor_source, args.tasks, rig)
+                cpu_chain, cpu_service = cpu_by_part(cpu0, cpu1), cpu_by_part(cpu1, cpu_seconds())
+                print(f"service floor: {args.tasks} tasks in {service_s:.2f}s", flush=True)
+                rig.close()
+                rig = None
 
                 source = fleet.publish_source()
-                for role in ("provider1", "provider2"):
-                    fleet.create_pool(f"e2e-{role}", [source], wallet_block=f"e2e-{role}", max_concurrent_tasks=64)
-                    fleet.start_worker(f"e2e-{role}", role)
-                for role in ("provider1", "provider2"):
-                    fleet.wait_registered(source, role)
-                OGPUWallet(private_key=net.key("client")).save("e2e-client", overwrite=True)
-                cpu0, t0 = cpu_seconds(), time.perf_counter()
-                inputs = [{"text": f"t{i}"} for i in range(args.tasks)]
+                began = time.time()
+                fleet.create_pool("e2e", [source], wallet_block=f"e2e-{roles[0]}", max_concurrent_tasks=64)
+                for role in roles:
+                    fleet.start_worker("e2e", role)
+                for role in roles:
+                    fleet.wait_registered(source, role, timeout=180)
+                wait_services(net, roles)
+                OGPUWallet(private_key=client_key).save("e2e-client", overwrite=True)
+
+                latencies, walls, timelines = idle_latency(net, source, args.idle_runs, args.idle_pause)
+                idle_s = median(latencies)
+                print(
+                    f"idle latency (publish to result, warm workers): median {idle_s:.3f}s of "
+                    f"{', '.join(f'{x:.2f}' for x in latencies)}; run_batch wall median {median(walls):.2f}s",
+                    flush=True,
+                )
+                print_timelines(timelines)
+
+                pg = postmaster_pid(tmp)
+                profs = []
+                if args.profile:
+                    targets = {"client": os.getpid()}
+                    targets.update({f"worker-{r}": p.pid for r, p in fleet.procs.items()})
+                    for pid, (role, _) in cpu_seconds().items():
+                        if role in ("Prefect API", "Prefect services"):
+                            targets[f"{role.replace(' ', '-')}-{pid}"] = pid
+                    profs = start_profilers(targets, tmp, args.profile_rate)
+                    time.sleep(2.0)  # py-spy attaches
+                cpu0, t0 = cpu_seconds(pg), time.perf_counter()
                 results = run_batch(
                     source,
-                    inputs,
+                    [{"text": f"t{i}"} for i in range(args.tasks)],
                     PAY,
                     "e2e-net",
                     "e2e-client",
@@ -205,14 +564,29 @@ def main() -> None:
                     poll_interval=0.1,
                 )
                 ours = time.perf_counter() - t0
-                cpu = cpu_by_part(cpu0, cpu_seconds())
+                cpu = cpu_by_part(cpu0, cpu_seconds(pg))
+                if profs:
+                    stop_profilers(profs)
                 finalized = sum(r.status == "finalized" for r in results)
-                lag = records_lag(finalized)
+                expected = finalized + len(latencies) + 1  # the idle runs' tasks and the warm-up's
+                lag, states = records_lag(expected, args.records_timeout)
+                by_queue = completed_by_queue()
+
+                for role in roles:  # workers flush their events on a clean stop
+                    fleet.stop(role)
+                events_mod_flush()
+                mine = sender_counts()
+                workers = {r: json.loads((tmp / f"events-{r}.json").read_text()) for r in roles}
+                emitted = sum(c["sent"] + c["dropped"] + c["unsent"] for c in [mine, *workers.values()])
+                stored = wait_stored(began, emitted)
+                queue_full = queue_full_lines(tmp)
         finally:
+            if rig is not None:
+                rig.close()
             for role in list(fleet.procs) if fleet is not None else []:  # also on Ctrl-C / SIGTERM
                 fleet.stop(role)
             net.stop()
-        for role in ("provider1", "provider2"):  # what the workers' logs say, before the workdir goes
+        for role in roles:  # what the workers' logs say, before the workdir goes
             text = (tmp / f"worker-{role}.log").read_text(errors="replace")
             notable = {
                 k: text.count(k)
@@ -221,27 +595,61 @@ def main() -> None:
                     "closed without our response",
                     "failed unexpectedly",
                     "chain watch failed",
+                    "recording flow runs failed",
                     "ERROR",
                 )
             }
             print(f"worker {role} log: " + ", ".join(f"{k!r} x{v}" for k, v in notable.items()))
-        done = [r for r in results if r.status == "finalized"]
-        lat = sorted(r.latency_s for r in done if r.latency_s is not None)
-        p50 = statistics.median(lat) if lat else float("nan")
-        p95 = lat[min(len(lat) - 1, int(0.95 * len(lat)))] if lat else float("nan")
+
+    done = [r for r in results if r.status == "finalized"]
+    lat = sorted(r.latency_s for r in done if r.latency_s is not None)
+    p50 = median(lat)
+    p95 = lat[min(len(lat) - 1, int(0.95 * len(lat)))] if lat else float("nan")
+    print(
+        f"ours (run_batch + {args.workers} workers, {args.stack}): {len(done)}/{args.tasks} finalized in {ours:.2f}s; "
+        f"latency p50 {p50:.2f}s p95 {p95:.2f}s"
+    )
+    if lat:
+        deciles = " ".join(f"{lat[min(len(lat) - 1, len(lat) * k // 10)]:.2f}" for k in range(11))
+        print(f"latency deciles (min..max): {deciles}")
+    winners = Counter((r.provider or "?").lower() for r in done)
+    print("tasks won by provider: " + ", ".join(f"{p[:10]} {n}" for p, n in winners.most_common()))
+    print("Completed provider flow runs by queue: " + ", ".join(f"{q[:19]} {n}" for q, n in by_queue.most_common()))
+    print(f"provider flow runs at the end: {states}")
+
+    def show(title: str, parts: dict[str, float], wall: float) -> None:
+        total = sum(parts.values())
         print(
-            f"ours (run_batch + 2 workers): {len(done)}/{args.tasks} finalized in {ours:.1f}s; "
-            f"latency p50 {p50:.2f}s p95 {p95:.2f}s"
+            f"CPU seconds, {title} ({wall:.1f}s of wall on {os.cpu_count()} CPUs, {total:.1f} CPU-s used): "
+            + ", ".join(f"{k} {v:.1f}" for k, v in sorted(parts.items(), key=lambda kv: -kv[1]) if v >= 0.05)
         )
-        if lat:
-            deciles = " ".join(f"{lat[min(len(lat) - 1, len(lat) * k // 10)]:.2f}" for k in range(11))
-            print(f"latency deciles (min..max): {deciles}")
-        print(
-            f"CPU seconds during the batch ({ours:.1f}s of wall on {os.cpu_count()} CPUs): "
-            + ", ".join(f"{k} {v:.1f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]))
-        )
-        print(f"provider flow runs recorded {lag:.1f}s after the batch returned (the journal is off the critical path)")
-        print(f"floor_ratio={ours / floor_s:.2f} p95_s={p95:.2f}")
+
+    show("chain floor", cpu_chain, chain_s)
+    show("service floor", cpu_service, service_s)
+    show("ours", cpu, ours)
+    print(f"chain floor {chain_s:.2f}s, service floor {service_s:.2f}s, ours {ours:.2f}s")
+    print(
+        f"one task: chain floor {median(one_chain):.3f}s, service floor {median(one_service):.3f}s, "
+        f"ours (publish to result) {idle_s:.3f}s"
+    )
+    lag_text = f"{lag:.1f}s" if lag != float("inf") else f"not within {args.records_timeout:.0f}s"
+    print(f"provider flow runs recorded {lag_text} after the batch returned")
+    stored_total = sum(stored.values())
+    dropped = emitted - stored_total + queue_full
+    print(
+        f"events: emitted {emitted} (client {mine}; workers {workers}); stored {stored_total} "
+        f"({dict(sorted(stored.items()))}); 'Subscription queue is full' lines {queue_full}"
+    )
+    print(
+        f"floor_ratio={ours / chain_s:.2f} service_floor_ratio={ours / service_s:.2f} "
+        f"records_lag_s={lag:.1f} events_dropped={dropped} p95_s={p95:.2f} idle_latency_s={idle_s:.3f}"
+    )
+
+
+def events_mod_flush() -> None:
+    from ogpu_prefect import events
+
+    events.sender().flush(30.0)
 
 
 if __name__ == "__main__":

@@ -316,3 +316,20 @@ def _check_parameters(
     if function_name is not None:
         check_name("function_name", function_name)
     return len(inputs)
+
+
+if __name__ == "__main__":
+    # `python flows/run_batch.py`: serves the deployment "ogpu-run-batch/run-batch" (run it from the
+    # UI's form or `prefect deployment run`); the defaults name the blocks `./dev demo` saves.
+    import os
+
+    run_batch.serve(
+        name="run-batch",
+        tags=list(RUN_TAGS),
+        parameters={
+            "payment": os.environ.get("OGPU_PAYMENT", "0.01 OGPU"),
+            "network": os.environ.get("OGPU_NETWORK_BLOCK", "devnet"),
+            "wallet": os.environ.get("OGPU_WALLET_BLOCK", "client"),
+            "storage": os.environ.get("OGPU_STORAGE_BLOCK", "devnet"),
+        },
+    )

@@ -142,7 +142,7 @@ def serve_nightly() -> None:
             "payment": payment or "0.01 OGPU",
             "network": os.environ.get("OGPU_NETWORK_BLOCK", "devnet"),
             "wallet": os.environ.get("OGPU_WALLET_BLOCK", "client"),
-            "storage": os.environ.get("OGPU_STORAGE_BLOCK", "payloads"),
+            "storage": os.environ.get("OGPU_STORAGE_BLOCK", "devnet"),
         },
     )
 

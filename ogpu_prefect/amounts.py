@@ -36,7 +36,8 @@ def amount_problem(value: Any) -> tuple[int | None, str]:
     if isinstance(value, int):
         return value, ""
     if isinstance(value, float):
-        return None, f"expected {_HOW}; a float ({value!r}) is not exact: write '{value!r} OGPU' or Decimal('{value!r}')"
+        exact = f"'{value!r} OGPU' or Decimal('{value!r}')"
+        return None, f"expected {_HOW}; a float ({value!r}) is not exact: write {exact}"
     if isinstance(value, Decimal):
         return _scaled(value, WEI_PER_OGPU, f"Decimal('{value}') OGPU")
     if isinstance(value, str):

@@ -112,19 +112,21 @@ class Demo:
         from prefect.client.orchestration import get_client
         from prefect.client.schemas.actions import WorkPoolCreate
 
+        from .blocks import OGPUNetwork, OGPUStorage, OGPUWallet
+        from .worker.configuration import with_defaults
         from .worker.worker import OGPUProviderWorker, worker_command
 
-        template = OGPUProviderWorker.get_default_base_job_template()
-        props = template["variables"]["properties"]
-        for key, value in {
-            "network_block": "devnet",
-            "storage_block": "devnet",
-            "wallet_block": PROVIDERS[0],
-            "sources": [source],
-            "max_concurrent_tasks": 16,
-            "poll_interval_s": 0.1,
-        }.items():
-            props[key]["default"] = value
+        # The pool references the saved blocks (its form shows them in its block pickers); each
+        # worker signs with its own wallet (PREFECT_INTEGRATIONS_OGPU_PROVIDER_WALLET_BLOCK below).
+        template = with_defaults(
+            OGPUProviderWorker.get_default_base_job_template(),
+            network=OGPUNetwork.load("devnet"),
+            storage=OGPUStorage.load("devnet"),
+            wallet=OGPUWallet.load(PROVIDERS[0]),
+            sources=[source],
+            max_concurrent_tasks=16,
+            poll_interval_s=0.1,
+        )
         with get_client(sync_client=True) as c:
             c.create_work_pool(
                 WorkPoolCreate(name=POOL, type="ogpu-provider", base_job_template=template), overwrite=True
@@ -162,7 +164,10 @@ class Demo:
 
         assert self.net is not None
         chain_id = self.net.network.chain_id
-        wanted = {resource(chain_id, "provider", self.net.address(role))["prefect.resource.id"]: role for role in PROVIDERS}
+        ids = {
+            role: resource(chain_id, "provider", self.net.address(role))["prefect.resource.id"] for role in PROVIDERS
+        }
+        wanted = {rid: role for role, rid in ids.items()}
         deadline = time.time() + timeout
         while wanted and time.time() < deadline:
             for e in stored_events("ogpu.provider.service.started", since):

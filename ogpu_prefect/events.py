@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextvars
 import logging
 import queue
 import threading
@@ -98,7 +99,10 @@ class EventSender:
         self.sent = 0
         self.dropped = 0
         self._progress_at = time.monotonic()
-        self._thread = threading.Thread(target=self._run, name="ogpu-events", daemon=True)
+        # The thread runs in a copy of its creator's context: it sees the same Prefect settings.
+        self._thread = threading.Thread(
+            target=contextvars.copy_context().run, args=(self._run,), name="ogpu-events", daemon=True
+        )
         self._thread.start()
 
     def put(self, event: Any) -> None:
@@ -148,21 +152,25 @@ class EventSender:
                 await asyncio.sleep(1.0)
 
 
-_sender: EventSender | None = None
+_senders: dict[str, EventSender] = {}
 _sender_lock = threading.Lock()
 
 
 def sender(replace: EventSender | None = None) -> EventSender:
-    """This process' event sender (one per process, as Prefect's own EventsWorker); `replace`
-    installs another (tests: one with Prefect's AssertingEventsClient)."""
-    global _sender
+    """The event sender of the Prefect API this code talks to (the caller's settings: a test
+    harness or a profile may point elsewhere than the environment), one per API, as Prefect's
+    own EventsWorker; `replace` installs another (tests: one with Prefect's AssertingEventsClient)."""
+    from prefect.settings import PREFECT_API_URL
+
+    api = str(PREFECT_API_URL.value() or "")
     with _sender_lock:
         if replace is not None:
-            _sender = replace
-        if _sender is None:
-            _sender = EventSender()
-            atexit.register(_sender.flush, 10.0)  # what a finished flow emitted still reaches the server
-        return _sender
+            _senders[api] = replace
+        found = _senders.get(api)
+        if found is None:
+            found = _senders[api] = EventSender()
+            atexit.register(found.flush, 10.0)  # what a finished flow emitted still reaches the server
+        return found
 
 
 def emit(event: str, resource: dict[str, str], related: list[dict[str, str]], payload: dict[str, Any]) -> None:
@@ -235,3 +243,19 @@ def stored_events(prefix: str, since: float, resource_id: str | None = None, lim
     )
     with get_client(sync_client=True) as c:
         return list(c.read_events(filter=flt, limit=limit).events)
+
+
+def stored_counts(prefix: str, since: float) -> dict[str, int]:
+    """How many events named `prefix...` the Prefect API stored since the wall-clock `since`, by
+    name (its count-by route: no paging, whatever the number)."""
+    from datetime import datetime
+
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
+
+    flt = EventFilter(
+        occurred=EventOccurredFilter(since=datetime.fromtimestamp(since, UTC)), event=EventNameFilter(prefix=[prefix])
+    )
+    with get_client(sync_client=True) as c:
+        reply = c.request("POST", "/events/count-by/event", json={"filter": flt.model_dump(mode="json")})
+    return {row["value"]: int(row["count"]) for row in reply.json()}

@@ -183,7 +183,8 @@ class RedactingFlow(Flow[Any, Any]):
             return super().validate_parameters(parameters)
         except ParameterTypeError as e:  # "...parameters:\n - payment: Input should be ..."
             name, _, why = str(e).partition("\n - ")[2].partition("\n")[0].partition(": ")
-            raise InvalidInputError(name.split(".")[0] or "parameters", why.removeprefix("Value error, ") or str(e)) from None
+            why = why.removeprefix("Value error, ")  # an Amount's own message
+            raise InvalidInputError(name.split(".")[0] or "parameters", why or str(e)) from None
 
 
 def redacting_flow(**options: Any) -> Callable[[Callable[..., Any]], RedactingFlow]:

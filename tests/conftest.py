@@ -45,7 +45,7 @@ def events_sink() -> Iterator[object]:
 
     from ogpu_prefect import events
 
-    previous = events._sender
+    previous = dict(events._senders)
     AssertingEventsClient.reset()
     test_sender = events.sender(replace=events.EventSender(client_factory=AssertingEventsClient))
 
@@ -59,4 +59,5 @@ def events_sink() -> Iterator[object]:
 
     yield Sink()
     test_sender.flush()
-    events._sender = previous
+    events._senders.clear()
+    events._senders.update(previous)

@@ -25,7 +25,7 @@ from ogpu_prefect.cli import main
 from ogpu_prefect.cli.context import DEFAULTS, HOME_ENV
 from ogpu_prefect.cli.output import Progress, money, parse_amount
 from ogpu_prefect.inspect import get_task_responses, snapshot_source, snapshot_task
-from ogpu_prefect.storage import FsspecStore
+from ogpu_prefect.storage import LocalStore
 
 from .abi_firewall import AbiFirewall
 from .provider_sim import SimProvider
@@ -240,6 +240,8 @@ def test_source_publish_show_update_inactivate(world: World, tmp_path: Path) -> 
     assert updated["environments"] == ["cpu", "nvidia"] and snap.max_expiry_duration == 900, "the rest kept"
     assert updated["tx_hash"].startswith("0x")
 
+    stranger = world.cli("source", "update", source, "--min-payment", "1", "--wallet", "client2")
+    assert stranger.code == 1 and "NotOwner" in stranger.err and stranger.out == ""
     out = world.ok("source", "inactivate", source)
     assert out["status"] == "INACTIVE" and snapshot_source(world.chain, source).status is SourceStatus.INACTIVE
     human = world.cli("source", "show", source)
@@ -282,14 +284,18 @@ def test_task_publish_many_show_cancel(world: World, tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def sim(world: World) -> Iterator[list[SimProvider]]:
-    started: list[SimProvider] = []
+def sim(world: World) -> Iterator[list[Any]]:
+    """Stand-in providers and their payload servers, stopped after the test."""
+    started: list[Any] = []
     yield started
-    for p in started:
-        p.stop()
+    for thing in reversed(started):
+        if isinstance(thing, SimProvider):
+            thing.stop()
+        else:
+            thing.__exit__(None, None, None)
 
 
-def test_provider_register_then_responses_confirm_and_wait(world: World, sim: list[SimProvider]) -> None:
+def test_provider_register_then_responses_confirm_and_wait(world: World, sim: list[Any]) -> None:
     source = world.source("manual", min_lockup="5ogpu")
     provider = world.address("provider1")
     reg = world.ok("provider", "register", source)
@@ -301,17 +307,23 @@ def test_provider_register_then_responses_confirm_and_wait(world: World, sim: li
     assert [s["step"] for s in big["transactions"]] == ["deposit", "lock", "register"]
     assert world.chain.vault.lockup_of(world.address("provider2")) == 25 * ETHER
 
-    store = FsspecStore(f"file://{(world.home / 'payloads').resolve()}")
+    # The Nexus takes only http(s) response URLs: the provider serves its payloads over loopback.
+    store = LocalStore(world.home / "responses").__enter__()
+    sim.append(store)
     p = SimProvider(
         world.devnet.network, world.devnet.key("provider1"), [source], store, from_block=world.chain.block_number()
     )
     sim.append(p)
     p.start()
-    out = world.ok("task", "publish", source, "--data", '{"text": "hello"}', "--function", "echo", "--wait")
+    out = world.ok(
+        "task", "publish", source, "--data", '{"text": "hello"}', "--function", "echo", "--wait", "--timeout", "60"
+    )
     task = out["tasks"][0]["address"]
     assert out["results"] == [{"task": task, "status": "RESPONDED", "winning_provider": None}], p.errors
 
-    listed = world.ok("task", "responses", task, "--fetch")
+    untrusted = world.ok("task", "responses", task, "--fetch")["responses"][0]
+    assert "payload" not in untrusted and "not under a trusted origin" in untrusted["payload_error"]
+    listed = world.ok("task", "responses", task, "--fetch", "--trust", store.base_url)
     assert listed["count"] == 1
     (r,) = listed["responses"]
     assert r["provider"] == provider and r["status"] == "SUBMITTED" and r["confirmed"] is False
@@ -331,19 +343,22 @@ def test_provider_register_then_responses_confirm_and_wait(world: World, sim: li
     assert other["registrations"][0]["registered"] is False
 
 
-def test_reads_and_writes_use_only_the_real_networks_abi(world: World, sim: list[SimProvider]) -> None:
+def test_reads_and_writes_use_only_the_real_networks_abi(world: World, sim: list[Any]) -> None:
     """Through the ABI firewall: every view and transaction of these commands exists on the real
     network (the devnet's extensions are refused)."""
     source, idle = world.source("manual"), world.source("manual")  # no provider watches `idle`
     world.ok("provider", "register", source)
-    store = FsspecStore(f"file://{(world.home / 'payloads').resolve()}")
+    store = LocalStore(world.home / "responses").__enter__()
+    sim.append(store)
     start = world.chain.block_number()
     p = SimProvider(world.devnet.network, world.devnet.key("provider1"), [source], store, from_block=start)
     sim.append(p)
     p.start()
     with AbiFirewall(world.devnet.rpc_url, singletons=world.devnet.contracts, strict=True) as fw:
         via = ["--rpc-url", fw.url]
-        out = world.ok("task", "publish", source, "--data", "[1, 2]", "--function", "echo", "--wait", *via)
+        out = world.ok(
+            "task", "publish", source, "--data", "[1, 2]", "--function", "echo", "--wait", "--timeout", "60", *via
+        )
         task = out["tasks"][0]["address"]
         world.ok("task", "show", task, *via)
         response = world.ok("task", "responses", task, *via)["responses"][0]["address"]
@@ -392,14 +407,20 @@ BAD: list[tuple[str, list[str], str]] = [
     ("task-unknown-source", ["task", "publish", NOWHERE, "--data", "1", "--function", "f"], "SOURCE"),
     ("task-inputs-bad-line", ["task", "publish", "{source}", "--inputs", "{bad_jsonl}", "--function", "f"], "line 2"),
     ("task-inputs-missing", ["task", "publish", "{source}", "--inputs", "/nonexistent.jsonl"], "--inputs"),
-    ("source-no-compose", ["source", "publish", "--name", "x"], "--cpu"),
+    ("source-no-compose", ["source", "publish", "--name", "x", "--min-payment", "1"], "--cpu"),
+    ("source-no-min-payment", ["source", "publish", "--name", "x", "--cpu", COMPOSE], "--min-payment"),
     ("source-no-name", ["source", "publish", "--cpu", COMPOSE], "--name"),
     (
         "source-bad-method",
-        ["source", "publish", "--name", "x", "--cpu", COMPOSE, "--delivery-method", "w"],
+        ["source", "publish", "--name", "x", "--cpu", COMPOSE, "--min-payment", "1", "--delivery-method", "w"],
         "--delivery-method",
     ),
-    ("source-bad-url", ["source", "publish", "--name", "x", "--cpu", "not a url"], "--cpu"),
+    ("source-bad-url", ["source", "publish", "--name", "x", "--cpu", "not a url", "--min-payment", "1"], "--cpu"),
+    (
+        "source-spec-bad-amount",
+        ["source", "publish", "--spec", "{spec}", "--cpu", COMPOSE],
+        "--spec.min_payment",
+    ),
     ("source-spec-missing", ["source", "publish", "--spec", "/nonexistent.json"], "--spec"),
     ("source-unknown", ["source", "show", NOWHERE], "SOURCE"),
     ("source-inactivate-unknown", ["source", "inactivate", NOWHERE], "SOURCE"),
@@ -414,9 +435,12 @@ def test_bad_flags_exit_2_naming_the_option(world: World, case: tuple[str, list[
     name, argv, option = case
     bad_jsonl = tmp_path / "bad.jsonl"
     bad_jsonl.write_text('{"ok": 1}\n{nope\n')
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"name": "x", "min_payment": "1.5"}))
     source = world.source() if any("{source}" in a for a in argv) else ""
     nonce = world.chain.rpc.call("eth_getTransactionCount", [world.address("client"), "latest"])
-    argv = [a.format(source=source, bad_jsonl=bad_jsonl) for a in argv]
+    fill = {"{source}": source, "{bad_jsonl}": str(bad_jsonl), "{spec}": str(spec)}
+    argv = [fill.get(a, a) for a in argv]
     run = world.cli(*argv)
     assert run.code == 2, f"{name}: exit {run.code}: {run.err}"
     last = [line for line in run.err.splitlines() if line.strip()][-1]

@@ -34,13 +34,14 @@ def slow_sender(prefect_harness: None, monkeypatch: pytest.MonkeyPatch) -> Itera
         sent.append(event)
 
     monkeypatch.setattr(AssertingEventsClient, "_emit", slow_emit)
-    previous = events._sender
+    previous = dict(events._senders)
     sender = events.sender(replace=EventSender(backlog=50, stall_s=0.3, client_factory=AssertingEventsClient))
     sender.stuck, sender.sent_events = stuck, sent  # type: ignore[attr-defined]
     yield sender
     stuck.clear()
     sender.flush()
-    events._sender = previous
+    events._senders.clear()
+    events._senders.update(previous)
 
 
 def test_a_burst_waits_for_room_and_every_event_is_sent(slow_sender: Any) -> None:

@@ -49,16 +49,16 @@ def test_a_creation_that_landed_but_failed_on_our_side_is_still_closed() -> None
     async def main() -> tuple[str, int]:
         async with get_client() as client:
             journal = await _journal(client, "journal-lost-reply")
-            real_post, lost = client._client.post, []
+            real_request, lost = client.request, []
 
-            async def post(url: str, **kw: Any) -> Any:
-                resp = await real_post(url, **kw)
-                if url == "/flow_runs/" and not lost:
+            async def request(method: str, path: str, **kw: Any) -> Any:
+                resp = await real_request(method, path, **kw)
+                if path == "/flow_runs/" and not lost:
                     lost.append(resp.json()["id"])
                     raise httpx.ReadTimeout("reply lost")
                 return resp
 
-            client._client.post = post
+            client.request = request
             journal.start("0x" + "ab" * 20, {"task": "t"}, "key-lost-reply")
             await journal.flush()  # landed Running; we saw a timeout
             journal.end("0x" + "ab" * 20, "COMPLETED", "response submitted on chain")
@@ -72,17 +72,29 @@ def test_a_creation_that_landed_but_failed_on_our_side_is_still_closed() -> None
     assert pending == 0
 
 
-def test_runs_are_created_in_the_state_the_task_has_by_then() -> None:
-    """One ended before its run was created (one request, created Completed); one still running
-    (created Running, closed by a later bulk request)."""
+def test_runs_are_created_running_with_their_infrastructure_and_lines_keep_their_times() -> None:
+    """Every run shows Running from its start (a task that ended before its run was created too:
+    it used to be created Completed, with no Running state and no duration), names its provider
+    and task as its infrastructure id, and a line written before its run existed keeps its time."""
+    import time
+
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 
-    async def main() -> list[str]:
+    async def main() -> tuple[list[str], str, float, float]:
         async with get_client() as client:
             journal = await _journal(client, "journal-states")
+            journal.make_logger = lambda run: logging.LoggerAdapter(logging.getLogger("test-journal"), {})
             done, running = "0x" + "01" * 20, "0x" + "02" * 20
-            journal.start(done, {"task": done}, "key-done")
+            journal.start(done, {"task": done}, "key-done", infrastructure=f"0xprovider:{done}")
+            written = time.time()
+            captured: list[logging.LogRecord] = []
+            handler = logging.Handler()
+            handler.emit = captured.append  # type: ignore[method-assign]
+            logging.getLogger("test-journal").addHandler(handler)
+            logging.getLogger("test-journal").setLevel(logging.INFO)
+            journal.log(done, logging.INFO, "a line before the run exists")
+            time.sleep(0.3)
             journal.end(done, "COMPLETED", "response submitted on chain", artifact="### done")
             journal.start(running, {"task": running}, "key-running")
             await journal.flush()
@@ -93,9 +105,16 @@ def test_runs_are_created_in_the_state_the_task_has_by_then() -> None:
             [done_run] = await client.read_flow_runs(
                 flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[_run_name(done)]))
             )
-            return [first, (await client.read_flow_run(running_id)).state.type.value, done_run.state.type.value]
+            history = await client.read_flow_run_states(done_run.id)
+            kinds = [first, (await client.read_flow_run(running_id)).state.type.value]
+            kinds += [st.type.value for st in sorted(history, key=lambda st: st.timestamp)]
+            line = next(r for r in captured if r.getMessage() == "a line before the run exists")
+            return kinds, done_run.infrastructure_pid or "", line.created, written
 
-    assert anyio.run(main) == ["RUNNING", "FAILED", "COMPLETED"]
+    kinds, infrastructure, logged_at, written = anyio.run(main)
+    assert kinds == ["RUNNING", "FAILED", "RUNNING", "COMPLETED"], kinds
+    assert infrastructure == f"0xprovider:{'0x' + '01' * 20}"
+    assert abs(logged_at - written) < 0.2, "the line carries the time it was written, not the flush's"
 
 
 def test_a_state_change_the_bulk_request_did_not_apply_is_tried_again() -> None:
@@ -112,14 +131,14 @@ def test_a_state_change_the_bulk_request_did_not_apply_is_tried_again() -> None:
                 journal.start(t, {"task": t}, f"key-refused-{t}")
             await journal.flush()  # all created Running
             ids = list(journal.open_runs())
-            real_post, dropped = client._client.post, []
+            real_request, dropped = client.request, []
 
-            async def post(url: str, **kw: Any) -> Any:
-                if url == "/flow_runs/bulk_set_state" and not dropped:
+            async def request(method: str, path: str, **kw: Any) -> Any:
+                if path == "/flow_runs/bulk_set_state" and not dropped:
                     dropped.append(kw["json"]["flow_runs"]["id"]["any_"].pop())
-                return await real_post(url, **kw)
+                return await real_request(method, path, **kw)
 
-            client._client.post = post
+            client.request = request
             for t in tasks:
                 journal.end(t, "COMPLETED", "response submitted on chain")
             await journal.flush()

@@ -23,6 +23,7 @@ from ogpu_prefect.client import OGPUClient
 from ogpu_prefect.models import SourceSpec, TaskInput
 from ogpu_prefect.plugins.local_backend import OWNER_VAR, LocalBackend, _processes_with
 from ogpu_prefect.storage import LocalStore, fetch_json
+from ogpu_prefect.worker.configuration import with_defaults
 from ogpu_prefect.worker.worker import OGPUProviderWorker, worker_command
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -38,8 +39,10 @@ class Fleet:
         self.chain = Chain(devnet.network)
         self.client = OGPUClient(self.chain, devnet.key("client"), store)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        OGPUNetwork.from_network(devnet.network).save(f"{name}-net", overwrite=True)
-        OGPUStorage(write_url=f"file://{store.root}", read_url=store.base_url).save(f"{name}-store", overwrite=True)
+        self.network = OGPUNetwork.from_network(devnet.network)
+        self.network.save(f"{name}-net", overwrite=True)
+        self.storage = OGPUStorage(write_url=f"file://{store.root}", read_url=store.base_url)
+        self.storage.save(f"{name}-store", overwrite=True)
 
     def publish_source(self, method: DeliveryMethod = DeliveryMethod.FIRST_RESPONSE) -> str:
         return self.client.publish_source(
@@ -53,21 +56,27 @@ class Fleet:
             )
         )
 
-    def create_pool(self, pool: str, sources: list[str], **variables: Any) -> None:
+    def wallet(self, role: str) -> OGPUWallet:
+        """`role`'s key, saved as the wallet block `<fleet>-<role>`."""
+        wallet = OGPUWallet(private_key=self.devnet.key(role))
+        wallet.save(f"{self.name}-{role}", overwrite=True)
+        return wallet
+
+    def create_pool(self, pool: str, sources: list[str], wallet_block: str, **variables: Any) -> None:
+        """A pool whose job variables reference the fleet's network and storage blocks and the
+        wallet block `wallet_block` (`<fleet>-<role>`), as the pool's block pickers in the UI do."""
         from prefect.client.orchestration import get_client
         from prefect.client.schemas.actions import WorkPoolCreate
 
-        template = OGPUProviderWorker.get_default_base_job_template()
-        props = template["variables"]["properties"]
-        defaults = {
-            "network_block": f"{self.name}-net",
-            "storage_block": f"{self.name}-store",
-            "sources": sources,
-            "poll_interval_s": 0.1,
+        template = with_defaults(
+            OGPUProviderWorker.get_default_base_job_template(),
+            network=self.network,
+            storage=self.storage,
+            wallet=self.wallet(wallet_block.removeprefix(f"{self.name}-")),
+            sources=sources,
+            poll_interval_s=0.1,
             **variables,
-        }
-        for k, v in defaults.items():
-            props[k]["default"] = v
+        )
         with get_client(sync_client=True) as c:
             c.create_work_pool(
                 WorkPoolCreate(name=pool, type="ogpu-provider", base_job_template=template), overwrite=True
@@ -75,10 +84,10 @@ class Fleet:
 
     def start_worker(self, pool: str, role: str) -> subprocess.Popen[bytes]:
         """`prefect worker start` on `pool`, with `role`'s key saved as the wallet block
-        `<fleet>-<role>` (which the pool's wallet_block names)."""
+        `<fleet>-<role>` (which the pool's `wallet` references)."""
         from prefect.settings import PREFECT_API_URL
 
-        OGPUWallet(private_key=self.devnet.key(role)).save(f"{self.name}-{role}", overwrite=True)
+        self.wallet(role)
         env = {
             **os.environ,
             "PREFECT_API_URL": PREFECT_API_URL.value(),
@@ -157,7 +166,8 @@ def provider_events(provider: str, since: float, prefix: str = "ogpu.provider.ta
     from ogpu_prefect.chain.devnet import CHAIN_ID
     from ogpu_prefect.events import resource, stored_events
 
-    return [e.event for e in stored_events(prefix, since, resource(CHAIN_ID, "provider", provider)["prefect.resource.id"])]
+    provider_id = resource(CHAIN_ID, "provider", provider)["prefect.resource.id"]
+    return [e.event for e in stored_events(prefix, since, provider_id)]
 
 
 def responses_since(chain: Any, from_block: int) -> list[tuple[str, str]]:

@@ -45,6 +45,13 @@ def register(sub: Any) -> None:
     responses = tsk.add_parser("responses", help="the responses submitted for a task")
     responses.add_argument("task", metavar="TASK")
     responses.add_argument("--fetch", action="store_true", help="read each response's payload (trusted origins only)")
+    responses.add_argument(
+        "--trust",
+        metavar="URL",
+        action="append",
+        default=[],
+        help="with --fetch: also read payloads under this URL prefix (repeatable; default: the storage's own)",
+    )
     add_options(responses, storage=True)
     responses.set_defaults(func=_responses)
     confirm = tsk.add_parser("confirm", help="confirm a response: the task is finalized and its provider paid")
@@ -218,12 +225,12 @@ def _show(args: argparse.Namespace) -> int:
 def _responses(args: argparse.Namespace) -> int:
     from ..inspect import get_task_responses
     from ..storage import StorageError, fetch_json
-    from ..validation import check_address
+    from ..validation import check_address, check_url
 
     ctx = context(args)
     task = check_address("TASK", args.task)
     responses = get_task_responses(ctx.chain, task)
-    origins = ctx.store()[1] if args.fetch else []
+    origins = [*ctx.store()[1], *(check_url("--trust", u) for u in args.trust)] if args.fetch else []
     rows = []
     for r in responses:
         row = {**r.to_json(), "payment": money(r.payment)}

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from prefect.workers.base import BaseJobConfiguration, BaseVariables
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from ..blocks import OGPUNetwork, OGPUStorage, OGPUWallet
@@ -163,6 +163,18 @@ class _Fields(_Checks):
 class ProviderJobConfiguration(_Fields, BaseJobConfiguration):
     """What an `ogpu-provider` worker runs with (its pool's job variables)."""
 
+    @classmethod
+    async def for_worker(cls, base_job_template: dict[str, Any], client: Any) -> ProviderJobConfiguration:
+        """A starting worker's configuration: its pool's values, checked. Prefect's server checks a
+        pool's defaults when the pool is created, not when it is updated (Prefect 3.9), so a bad
+        value stops `prefect worker start` here, with one line naming it (JobVariableError)."""
+        try:
+            return await cls.from_template_and_values(base_job_template, {}, client=client)
+        except ValidationError as e:
+            errors = [(".".join(str(p) for p in x["loc"]) or "job variables", x["msg"]) for x in e.errors()]
+            details = "; ".join(f"{loc}: {msg}" for loc, msg in errors)
+            raise JobVariableError(errors[0][0], f"the work pool's value is refused ({details})") from None
+
     def blocks(self) -> tuple[OGPUWallet, OGPUNetwork, OGPUStorage]:
         """The wallet, network and storage blocks: a name (`wallet_block`, ...) is loaded, a block
         the pool references is used as it is. Blocking (loads by name): call it from a thread.
@@ -180,14 +192,46 @@ class ProviderJobConfiguration(_Fields, BaseJobConfiguration):
             elif getattr(self, variable) is not None:
                 found.append(getattr(self, variable))
             else:
+                also = (
+                    " (or PREFECT_INTEGRATIONS_OGPU_PROVIDER_WALLET_BLOCK on this machine)"
+                    if variable == "wallet"
+                    else ""
+                )
                 raise JobVariableError(
-                    variable, f"set the work pool's `{variable}` job variable to an {cls.__name__} block"
+                    variable,
+                    f"not set: choose an {cls.__name__} block for the work pool's `{variable}` job variable{also}",
                 )
         return found[0], found[1], found[2]
 
 
 class ProviderVariables(_Fields, BaseVariables):
     """The job variables of an `ogpu-provider` work pool, shown in its form in the UI."""
+
+    @classmethod
+    def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        schema = super().model_json_schema(*args, **kwargs)
+        for prop in schema["properties"].values():
+            if "description" in prop:  # one paragraph, not the docstring's line breaks
+                prop["description"] = " ".join(prop["description"].split())
+            # An optional variable is shown as its type alone, no default (a block: its picker, as
+            # prefect-docker's registry credentials), not as a "<type> | null" choice: unset is None.
+            kinds = prop.get("anyOf", [])
+            if len(kinds) == 2 and {"type": "null"} in kinds and prop.get("default", 0) is None:
+                (kind,) = [k for k in prop.pop("anyOf") if k != {"type": "null"}]
+                prop.update({"allOf": [kind]} if "$ref" in kind else kind)
+                del prop["default"]
+        titles = {cls.get_block_type_slug(): cls.get_block_type_name() for cls in BLOCKS.values()}
+        for block in schema.get("definitions", {}).values():
+            block["title"] = titles.get(block.get("block_type_slug"), block.get("title"))  # "OpenGPU Wallet"
+            for secret in block.get("secret_fields", []):
+                field, _, rest = secret.partition(".")
+                if rest == "*" and field in block.get("properties", {}):
+                    # Prefect's server checks a pool's defaults with the referenced blocks' secrets
+                    # obfuscated, and an empty secret dict (OGPUStorage.storage_options) becomes the
+                    # string "********": the dict's type is left to the block's own validation.
+                    block["properties"][field].pop("type", None)
+                    block["properties"][field].pop("additionalProperties", None)
+        return schema
 
 
 def with_defaults(template: dict[str, Any], **values: Any) -> dict[str, Any]:

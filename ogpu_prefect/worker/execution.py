@@ -42,6 +42,7 @@ class TaskRuns:
         self.related = related  # the worker and its work pool, as related resources of our events
         self.inflight: dict[str, str] = {}  # task -> source, while executing
         self.ended: dict[str, tuple[str, float]] = {}  # recently ended task -> (source, when)
+        self.outcomes: dict[str, int] = {"answered": 0, "taken by others": 0, "cancelled": 0, "failed": 0}
 
     def busy(self, task: str) -> bool:
         return task in self.inflight
@@ -77,6 +78,7 @@ class TaskRuns:
             resumed=resumed,
             run_id=run_id,
             note=note,
+            infrastructure=f"{self.provider.address}:{task}",
         )
         self.inflight[task] = source
         self.task_group.start_soon(self._execute, task, source, payment)
@@ -91,19 +93,23 @@ class TaskRuns:
                 lambda: provider.execute(task, payment=payment or None, max_runtime_s=self.max_runtime_s)
             )
         except TaskTakenError as e:  # nothing failed on our side
+            self.outcomes["taken by others"] += 1
             journal.log(task, logging.INFO, str(e))
             journal.end(task, "CANCELLED", e.reason.value)
             return
         except TaskCancelledError as e:
+            self.outcomes["cancelled"] += 1
             journal.log(task, logging.INFO, str(e))
             journal.end(task, "CANCELLED", str(e)[:1000])
             return
         except (ProviderError, ServiceError, OGPUError) as e:
+            self.outcomes["failed"] += 1
             journal.log(task, logging.ERROR, f"task {task}: {e}")
             journal.end(task, "FAILED", str(e)[:1000])
             self.event("failed", task, source, {"error": str(e)[:500]})
             return
         except Exception as e:
+            self.outcomes["failed"] += 1
             self.logger.exception("task %s failed unexpectedly", task)
             journal.end(task, "FAILED", f"{type(e).__name__}: {e}"[:1000])
             return
@@ -114,6 +120,7 @@ class TaskRuns:
                 self.ended.pop(next(iter(self.ended)))
             self.freed()
         latency = time.time() - started
+        self.outcomes["answered"] += 1
         note = "its response was already on chain" if done.resumed else f"answered in {latency:.2f}s"
         journal.log(task, logging.INFO, f"response {done.response} submitted ({note}); result at {done.data_url}")
         self.event(

@@ -1,11 +1,14 @@
 """The provider's tasks as Prefect flow runs, recorded off the critical path.
 
 A task is executed the moment its attempt is mined; its flow run is a record of that execution,
-written by this journal: each flow run is created in the state its task has by then (Running, or
-already Completed / Cancelled / Failed), one bulk request per outcome closes those that ended
-later, then each Completed run gets its result artifact, and service output reaches the run's
-logs. A Prefect server that is slow under load (SQLite) makes the records lag, by minutes for a
-burst of hundreds of tasks (BENCHMARKS.md); it never delays a response on chain.
+written by this journal: each flow run is created Running (a few at once), with the provider and
+task as its infrastructure id; one bulk request per outcome closes those that ended; then each
+Completed run gets its result artifact, and service output reaches the run's logs, each line with
+the time it was written even when the run was created after it. Prefect sets a state's time when
+it receives it, so a run's Running and final times are those of these requests: on a server that
+keeps up (PostgreSQL + Redis) they are the attempt's and the response's within a second. A slow
+server (SQLite under load) makes the records lag (BENCHMARKS.md); it never delays a response on
+chain.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +25,7 @@ from uuid import UUID
 import anyio
 
 CREATE_CHUNK = 50  # creations between two state flushes
+CREATE_AT_ONCE = 8  # creations in flight together
 BULK_STATE = 50  # the server's limit per bulk_set_state
 
 
@@ -36,8 +41,9 @@ class _Entry:
     end: tuple[str, str] | None = None  # (state type, message)
     end_set: bool = False
     artifact: str | None = None
-    lines: list[tuple[int, str]] = field(default_factory=list)
+    lines: list[tuple[int, str, float]] = field(default_factory=list)  # (level, message, when)
     logger: logging.LoggerAdapter[Any] | None = None
+    infrastructure: str = ""  # "provider:task", what kill_infrastructure takes
 
 
 class FlowRunJournal:
@@ -82,9 +88,11 @@ class FlowRunJournal:
         resumed: bool = False,
         run_id: UUID | None = None,
         note: str = "resumed after a worker restart",
+        infrastructure: str = "",
     ) -> None:
         """A task began executing. `resumed`: its flow run may exist already (found by `key`);
-        `run_id`: it does. Either way that run is set Running with `note`."""
+        `run_id`: it does. Either way that run is set Running with `note`. `infrastructure` is
+        set as the run's infrastructure id (`provider:task`)."""
         entry = self._entries.get(task)
         if entry is not None and entry.end is not None:
             # An earlier execution of this address ended (a task of a reverted chain): its
@@ -92,7 +100,7 @@ class FlowRunJournal:
             self._entries[f"{task}#{id(entry)}"] = self._entries.pop(task)
             entry = None
         if entry is None:
-            entry = self._entries[task] = _Entry(task, parameters, key, resumed, note)
+            entry = self._entries[task] = _Entry(task, parameters, key, resumed, note, infrastructure=infrastructure)
         if run_id is not None and entry.run_id not in (None, run_id):
             # A second run for a task already recorded (started from the UI while it executes).
             self._closing.append((run_id, f"task {task} is executing in flow run {entry.run_id}"))
@@ -107,7 +115,7 @@ class FlowRunJournal:
             entry = self._entries.get(task)
             logger = entry.logger if entry is not None else self._late.get(task)
             if entry is not None and logger is None:
-                entry.lines.append((level, message))
+                entry.lines.append((level, message, time.time()))
                 return
         if logger is not None:
             logger.log(level, "%s", message)
@@ -165,60 +173,56 @@ class FlowRunJournal:
         todo = [e for e in self._entries.values() if e.run_id is None]
         while todo:
             chunk, todo = todo[:CREATE_CHUNK], todo[CREATE_CHUNK:]
-            ends = [e.end for e in chunk]  # what each is created with (it may end meanwhile)
-            created = await self._create_runs([self._create_body(e) for e in chunk])
+            created = await self._create_runs(chunk)
             if any(c is None for c in created):  # retried at the next flush, after a random pause
                 await anyio.sleep(random.uniform(0.2, 1.5))
-            for e, end, made in zip(chunk, ends, created):
+            for e, made in zip(chunk, created):
                 if made is None:
                     continue
                 e.run_id, state_type = made
                 if not e.resumed:  # a resumed one's run existed: its state is set by _set_states
-                    # The run is in the state the server says: ours if it was created now; if
-                    # it existed (a creation that failed on our side but landed), its own.
+                    # Created Running; or, if it existed (a creation that failed on our side but
+                    # landed), in the state the server says it has.
                     e.running_set = True
-                    e.end_set = end is not None and e.end == end and state_type == end[0]
+                    e.end_set = e.end is not None and state_type == e.end[0]
                 self._attach(e)
 
     def _create_body(self, e: _Entry) -> dict[str, Any]:
-        state = _state_json(*e.end) if e.end is not None and not e.resumed else _state_json("RUNNING", "executing")
         return {
             "parameters": e.parameters,
             "name": _run_name(e.task),
             "idempotency_key": e.key,
             "tags": self.tags,
             "work_queue_name": self.queue_name,
-            "state": state,
+            "state": _state_json("RUNNING", e.note if e.resumed else "executing"),
+            "flow_id": str(self.flow_id),
+            "deployment_id": str(self.deployment_id),
+            "work_pool_name": self.pool_name,
         }
 
-    async def _create_runs(self, bodies: list[dict[str, Any]]) -> list[tuple[UUID, str] | None]:
-        """One POST /flow_runs/ each, in order: (id, its state type) or None. The deployment's
-        route validates every run's job variables against the pool's template (most of the
-        server's time per run, and we pass none); this route does not, and a failure costs one
-        run, not a whole bulk transaction. A retried creation that had landed returns the
-        existing run (same idempotency key) in the state it has."""
-        out: list[tuple[UUID, str] | None] = []
-        for b in bodies:
-            try:
-                resp = await self.client._client.post(
-                    "/flow_runs/",
-                    json={
-                        **b,
-                        "flow_id": str(self.flow_id),
-                        "deployment_id": str(self.deployment_id),
-                        "work_pool_name": self.pool_name,
-                    },
-                )
-            except Exception as e:  # e.g. a timeout: it may have landed, the retry will tell
-                self.log_.debug("a flow run was not created: %s", e)
-                out.append(None)
-                continue
-            if resp.status_code >= 400:
-                self.log_.debug("a flow run was not created (HTTP %d): %s", resp.status_code, resp.text[:200])
-                out.append(None)
-                continue
-            run = resp.json()
-            out.append((UUID(run["id"]), (run.get("state") or {}).get("type", "")))
+    async def _create_runs(self, entries: list[_Entry]) -> list[tuple[UUID, str] | None]:
+        """Creates each entry's flow run, CREATE_AT_ONCE at a time: (id, its state type) or None.
+        POST /flow_runs/: the deployment's route validates every run's job variables against the
+        pool's template (most of the server's time per run, and we pass none); this one does not,
+        and a failure costs one run, not a whole bulk transaction. A retried creation that had
+        landed returns the existing run (same idempotency key) in the state it has."""
+        out: list[tuple[UUID, str] | None] = [None] * len(entries)
+        limit = anyio.Semaphore(CREATE_AT_ONCE)
+
+        async def create(k: int, e: _Entry) -> None:
+            async with limit:
+                try:
+                    resp = await self.client.request("POST", "/flow_runs/", json=self._create_body(e))
+                    run = resp.json()
+                    out[k] = (UUID(run["id"]), (run.get("state") or {}).get("type", ""))
+                    if e.infrastructure:  # which provider and task: cancellation finds it by this
+                        await self.client.update_flow_run(out[k][0], infrastructure_pid=e.infrastructure)
+                except Exception as exc:  # e.g. a timeout: it may have landed, the retry will tell
+                    self.log_.debug("a flow run was not created: %s", exc)
+
+        async with anyio.create_task_group() as group:
+            for k, e in enumerate(entries):
+                group.start_soon(create, k, e)
         return out
 
     async def _set_states(self) -> None:
@@ -246,7 +250,8 @@ class FlowRunJournal:
             import httpx
 
             try:  # Prefect's client raises for an error status
-                resp = await self.client._client.post(
+                resp = await self.client.request(
+                    "POST",
                     "/flow_runs/bulk_set_state",
                     json={
                         "flow_runs": {"id": {"any_": [str(i) for i in ids]}},
@@ -304,8 +309,20 @@ class FlowRunJournal:
         with self._lines_lock:
             e.logger = logger
             lines, e.lines = e.lines, []
-        for level, message in lines:
-            e.logger.log(level, "%s", message)
+        for level, message, when in lines:
+            _log_at(e.logger, level, message, when)
+
+
+def _log_at(adapter: logging.LoggerAdapter[Any], level: int, message: str, when: float) -> None:
+    """Logs through a flow run's logger with the time the line was written, not now (Prefect's
+    API log handler sends a record's own time)."""
+    logger = adapter.logger
+    if not logger.isEnabledFor(level):
+        return
+    msg, kwargs = adapter.process(message, {})
+    record = logger.makeRecord(logger.name, level, __file__, 0, msg, (), None, extra=kwargs.get("extra"))
+    record.created, record.msecs = when, (when % 1) * 1000
+    logger.handle(record)
 
 
 def _state_json(state_type: str, message: str) -> dict[str, str]:

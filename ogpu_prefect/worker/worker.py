@@ -40,6 +40,7 @@ from .execution import TaskRuns
 from .journal import FlowRunJournal
 from .provider import Provider
 from .resume import ensure_deployment, resume_left_open
+from .summary import ProviderSummary
 from .watcher import ChainWatcher
 
 DOCS = "https://github.com/ogpu-prefect/ogpu-prefect/blob/main/docs/worker.md"
@@ -86,6 +87,7 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
         self.config: ProviderJobConfiguration | None = None
         self.journal: FlowRunJournal | None = None
         self.runs: TaskRuns | None = None
+        self.summary: ProviderSummary | None = None
         self._deployment_id: UUID | None = None
         self._stop = anyio.Event()
         self._wake = anyio.Event()  # a slot freed: poll now
@@ -117,9 +119,7 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
         await super().setup()
         if self._work_pool is None:
             raise RuntimeError(f"work pool {self._work_pool_name!r} is not reachable")
-        self.config = await ProviderJobConfiguration.from_template_and_values(
-            self.work_pool.base_job_template, {}, client=self.client
-        )
+        self.config = await ProviderJobConfiguration.for_worker(self.work_pool.base_job_template, self.client)
         own_wallet = get_settings().provider_wallet_block
         if own_wallet:  # one pool, one key per machine: the fleet's usual shape
             self.config.wallet_block = own_wallet
@@ -140,6 +140,8 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
             self._runs_task_group.start_soon(self._warm_services)
         self._runs_task_group.start_soon(self._watch_chain)
         self._runs_task_group.start_soon(self._watch_cancellations)
+        self.summary = ProviderSummary(self.provider, self.runs, self._work_pool_name)
+        self._runs_task_group.start_soon(self.summary.loop, self.client, self._stop)
 
     async def teardown(self, *exc_info: Any) -> None:
         self._stop.set()
@@ -158,6 +160,11 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
                     except Exception as e:
                         self._logger.warning("could not record %d task(s) in Prefect: %s", self.journal.pending(), e)
                         break
+        if self.summary is not None:
+            try:
+                await self.summary.write(self.client, force=True)
+            except Exception as e:
+                self._logger.warning("could not write the provider's summary: %s", e)
         await super().teardown(*exc_info)
 
     async def _start_provider(self, config: ProviderJobConfiguration) -> None:

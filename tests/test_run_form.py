@@ -1,0 +1,213 @@
+"""The run_batch deployment's run form in a real browser: a real `prefect server start` (the UI is
+not served by the test harness), prefect.yaml deployed to a process work pool with a worker, the
+session's devnet with a stand-in provider (tests/provider_sim.py) serving the source. Headless
+Debian Chromium, driven by Selenium, opens Deployments -> run-batch -> Run, checks that every
+parameter is described, that the blocks are block pickers and the delivery method and manual policy
+drop-downs, fills the form in (amount "0.01 OGPU", blocks picked from the saved ones) and submits
+it; the run must complete with finalized results. Screenshots go to tests/artifacts/ (ignored by
+git): run-form.png (filled in), run-form-result.png (the run)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from ogpu_prefect.storage import LocalStore
+
+from .scenarios import Ctx
+from .test_deploy import POOL, REPO, Procs, World, wait_runs
+from .test_ui import SHOTS, browser  # noqa: F401 (the module's browser fixture)
+
+pytestmark = pytest.mark.slow
+
+INPUTS = [{"text": "a lovely day"}, {"text": "the bus leaves at six"}]
+DESCRIBED = [
+    "The source's address",
+    "One task per item",
+    "What each task pays, with its unit",
+    "The OpenGPU network: a saved OGPUNetwork block",
+    "The client wallet that signs and pays",
+    "Where task inputs are written",
+    "The delivery method that chooses and pays results",
+    "Seconds a task may take",
+    "The most the batch may hold in escrow at once",
+]
+
+
+def start_server(procs: Procs, home: Path) -> str:
+    """A real Prefect server with its UI, on a free port; its API URL."""
+    from ogpu_prefect.chain.devnet import free_port
+
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    procs.env.update(PREFECT_API_URL=api, PREFECT_HOME=str(home))
+    procs.start(
+        "server", [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    )
+    deadline = time.time() + 120
+    while True:
+        try:
+            if requests.get(f"{api}/health", timeout=2).ok:
+                return api
+        except requests.RequestException:
+            pass
+        procs.alive()
+        assert time.time() < deadline, procs.tail("server")
+        time.sleep(0.5)
+
+
+@pytest.fixture
+def deployed(devnet: Any, tmp_path: Path) -> Iterator[tuple[World, str]]:
+    """The stack of the README's tour: a server, saved blocks, prefect.yaml's run-batch deployment,
+    a process worker; (the world, the UI's URL)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    env = {
+        **os.environ,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
+        "PREFECT_LOCAL_STORAGE_PATH": str(tmp_path / "results"),
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PWD": str(REPO),
+    }
+    procs = Procs(tmp_path / "logs", env)
+    procs.services = ("server", "worker")
+    try:
+        api = start_server(procs, tmp_path / "prefect-home")
+        with temporary_settings({PREFECT_API_URL: api}), LocalStore(tmp_path / "payloads") as store:
+            ctx = Ctx(devnet, store, tmp_path)
+            suffix = uuid.uuid4().hex[:6]
+            blocks = (f"form-net-{suffix}", f"form-wallet-{suffix}", f"form-store-{suffix}")
+            ctx.network().save(blocks[0])
+            ctx.wallet().save(blocks[1])
+            ctx.storage().save(blocks[2])
+            prefect = [sys.executable, "-m", "prefect"]
+            procs.run("pool", [*prefect, "work-pool", "create", POOL, "--type", "process", "--overwrite"])
+            procs.run("deploy", [*prefect, "--no-prompt", "deploy", "--name", "run-batch"])
+            procs.start("worker", [*prefect, "worker", "start", "--pool", POOL, "--type", "process"])
+            yield World(ctx, blocks, ctx.source(), tmp_path, procs), api.removesuffix("/api")
+    finally:
+        procs.stop()
+
+
+def section(driver: Any, label: str) -> Any:
+    """The form's property `label` (its own, not a nested one's)."""
+    from selenium.webdriver.common.by import By
+
+    for el in driver.find_elements(By.CSS_SELECTOR, "div.schema-form-property"):
+        names = el.find_elements(By.CSS_SELECTOR, ":scope > .p-label__header .schema-form-property__label")
+        if names and names[0].text.strip().removesuffix("(Optional)").strip() == label:
+            return el
+    raise AssertionError(f"no form field {label!r}")
+
+
+def type_into(element: Any, text: str) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    element.send_keys(Keys.CONTROL, "a")
+    element.send_keys(Keys.DELETE)
+    element.send_keys(text)
+
+
+def pick_block(driver: Any, label: str, kind: str, name: str) -> list[str]:
+    """Switches `label` to its block picker (the `kind` tab) and picks the block `name`; the
+    picker's choices."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    field = section(driver, label)
+    tab = [b for b in field.find_elements(By.CSS_SELECTOR, "button.p-button-group__button") if b.text.strip() == kind]
+    assert tab, f"{label}: no {kind} tab"
+    tab[0].click()
+    deadline = time.time() + 20
+    while True:
+        selects = section(driver, label).find_elements(By.CSS_SELECTOR, ".block-document-input select")
+        choices = [o.text for o in Select(selects[0]).options] if selects else []
+        if name in choices:
+            Select(selects[0]).select_by_visible_text(name)
+            return choices
+        assert time.time() < deadline, f"{label}: {name} not among {choices}"
+        time.sleep(0.3)
+
+
+def options_of(driver: Any, label: str) -> list[str]:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    return [o.text for o in Select(section(driver, label).find_element(By.CSS_SELECTOR, "select")).options]
+
+
+def test_the_run_form_is_described_has_block_pickers_and_runs(deployed: tuple[World, str], browser: Any) -> None:  # noqa: F811
+    from prefect.client.orchestration import get_client
+    from selenium.webdriver.common.by import By
+
+    world, ui = deployed
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("ogpu-run-batch/run-batch")
+    browser.get(f"{ui}/deployments/deployment/{deployment.id}/run")
+    deadline = time.time() + 60
+    text = ""
+    while not all(d in text for d in DESCRIBED) and time.time() < deadline:
+        time.sleep(0.5)
+        text = browser.find_element(By.TAG_NAME, "body").text
+    SHOTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(SHOTS / "run-form-empty.png"))
+    assert [d for d in DESCRIBED if d not in text] == [], text[:3000]
+
+    # Fill it in, as a person would (the provider is up before the run publishes).
+    with world.ctx.providers(world.source):
+        run_id = fill_in_and_submit(browser, world)
+        (run,) = wait_runs(world, [run_id], timeout=240)
+    assert run.state.is_completed(), f"{run.state}\n{world.procs.tail()}"
+    assert run.name == f"ogpu-batch-{len(INPUTS)}-tasks"
+    assert {"ogpu", "ogpu-batch"} <= set(run.tags)
+    assert run.parameters["payment"] == "0.01 OGPU"
+    assert set(run.parameters["network"]) == {"$ref"}, "the picked block travels as a reference"
+    results = run.state.result()
+    assert [r.status for r in results] == ["finalized"] * len(INPUTS)
+    assert [r.result["result"] for r in results] == INPUTS
+    browser.get(f"{ui}/runs/flow-run/{run_id}")
+    deadline = time.time() + 30
+    while run.name not in browser.find_element(By.TAG_NAME, "body").text and time.time() < deadline:
+        time.sleep(0.5)
+    browser.save_screenshot(str(SHOTS / "run-form-result.png"))
+
+
+def fill_in_and_submit(driver: Any, world: World) -> str:
+    """Fills the open run form in and submits it; the new flow run's id."""
+    from selenium.webdriver.common.by import By
+
+    net, wallet, storage = world.blocks
+    type_into(section(driver, "source").find_element(By.TAG_NAME, "textarea"), world.source)
+    inputs = section(driver, "inputs")
+    for item in INPUTS:
+        inputs.find_element(By.XPATH, ".//button[contains(., 'Add item')]").click()
+        boxes = section(driver, "inputs").find_elements(By.CSS_SELECTOR, "textarea.p-code-input__textarea")
+        type_into(boxes[-1], json.dumps(item))
+    type_into(section(driver, "payment").find_element(By.TAG_NAME, "textarea"), "0.01 OGPU")
+    assert net in pick_block(driver, "network", "OGPUNetwork", net)
+    assert wallet in pick_block(driver, "wallet", "OGPUWallet", wallet)
+    assert storage in pick_block(driver, "storage", "OGPUStorage", storage)
+    type_into(section(driver, "function_name").find_element(By.TAG_NAME, "textarea"), "echo")
+    type_into(section(driver, "task_timeout").find_element(By.CSS_SELECTOR, "input, textarea"), "120")
+    assert {"first_response", "manual", "consensus", "auction"} <= set(options_of(driver, "delivery"))
+    assert {"first", "lowest_price"} <= set(options_of(driver, "policy")), "the manual policies are a drop-down"
+    driver.save_screenshot(str(SHOTS / "run-form.png"))
+
+    driver.find_element(By.XPATH, "//button[normalize-space(.)='Submit']").click()
+    deadline = time.time() + 60
+    while "/runs/flow-run/" not in driver.current_url:
+        if time.time() > deadline:
+            driver.save_screenshot(str(SHOTS / "run-form-refused.png"))
+            raise AssertionError(driver.find_element(By.TAG_NAME, "body").text[:3000])
+        time.sleep(0.5)
+    return driver.current_url.split("/runs/flow-run/")[1].split("?")[0].strip("/")
