@@ -115,10 +115,12 @@ def test_amounts_parse_and_print_in_both_units() -> None:
     assert parse_amount("1.5ogpu") == parse_amount("1.5 OGPU") == 15 * 10**17
     assert parse_amount("0.01 OGPU") == 10**16
     assert parse_amount("10000 wei") == parse_amount("10000") == 10000
-    for bad in ("", "1.5", "1e18", "-1", "1.5.3", "0.0000000000000000001ogpu", DEV_KEYS[1], "2ETH"):
+    assert parse_amount("10 gwei") == 10**10
+    digits_key = "1" * 64
+    for bad in ("", "1.5", "1e18", "-1", "1.5.3", "0.0000000000000000001ogpu", DEV_KEYS[1], digits_key, "2ETH"):
         with pytest.raises(ValueError) as info:
             parse_amount(bad)
-        assert DEV_KEYS[1][2:] not in str(info.value)
+        assert DEV_KEYS[1][2:] not in str(info.value) and digits_key not in str(info.value)
     assert money(15 * 10**17) == {"wei": 15 * 10**17, "ogpu": "1.5"}
     assert money(1) == {"wei": 1, "ogpu": "0.000000000000000001"}
 
@@ -225,6 +227,8 @@ def test_source_publish_show_update_inactivate(world: World, tmp_path: Path) -> 
     assert snap.delivery_method is DeliveryMethod.FIRST_RESPONSE
     assert Path(snap.metadata_url.removeprefix("file://")).parent == (world.home / "payloads").resolve()
 
+    big_jsonl = tmp_path / "big.jsonl"
+    big_jsonl.write_text('{"ok": 1}\n\n"' + "x" * 600_000 + '"\n')
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps({"name": "from a file", "cpu": COMPOSE, "min_payment": "0.02 OGPU"}))
     from_file = world.ok("source", "publish", "--spec", str(spec), "--delivery-method", "manual")
@@ -406,6 +410,7 @@ BAD: list[tuple[str, list[str], str]] = [
     ("task-ttl-zero", ["task", "publish", "{source}", "--data", "1", "--function", "f", "--ttl", "0"], "--ttl"),
     ("task-unknown-source", ["task", "publish", NOWHERE, "--data", "1", "--function", "f"], "SOURCE"),
     ("task-inputs-bad-line", ["task", "publish", "{source}", "--inputs", "{bad_jsonl}", "--function", "f"], "line 2"),
+    ("task-inputs-too-big", ["task", "publish", "{source}", "--inputs", "{big_jsonl}", "--function", "f"], "line 3"),
     ("task-inputs-missing", ["task", "publish", "{source}", "--inputs", "/nonexistent.jsonl"], "--inputs"),
     ("source-no-compose", ["source", "publish", "--name", "x", "--min-payment", "1"], "--cpu"),
     ("source-no-min-payment", ["source", "publish", "--name", "x", "--cpu", COMPOSE], "--min-payment"),
@@ -435,11 +440,13 @@ def test_bad_flags_exit_2_naming_the_option(world: World, case: tuple[str, list[
     name, argv, option = case
     bad_jsonl = tmp_path / "bad.jsonl"
     bad_jsonl.write_text('{"ok": 1}\n{nope\n')
+    big_jsonl = tmp_path / "big.jsonl"
+    big_jsonl.write_text('{"ok": 1}\n\n"' + "x" * 600_000 + '"\n')
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps({"name": "x", "min_payment": "1.5"}))
     source = world.source() if any("{source}" in a for a in argv) else ""
     nonce = world.chain.rpc.call("eth_getTransactionCount", [world.address("client"), "latest"])
-    fill = {"{source}": source, "{bad_jsonl}": str(bad_jsonl), "{spec}": str(spec)}
+    fill = {"{source}": source, "{bad_jsonl}": str(bad_jsonl), "{big_jsonl}": str(big_jsonl), "{spec}": str(spec)}
     argv = [fill.get(a, a) for a in argv]
     run = world.cli(*argv)
     assert run.code == 2, f"{name}: exit {run.code}: {run.err}"

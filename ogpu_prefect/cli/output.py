@@ -7,34 +7,32 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
-from decimal import Decimal, InvalidOperation
 from typing import Any, TextIO
 
-WEI_PER_OGPU = 10**18
 MAX_AMOUNT = 2**256 - 1
-_AMOUNT = re.compile(r"(?P<number>\d+(?:\.\d*)?|\.\d+)\s*(?P<unit>ogpu|wei)?", re.IGNORECASE)
-AMOUNT_HELP = "1.5ogpu, 0.01 OGPU, 10000 wei, or a whole number of wei"
+AMOUNT_HELP = "1.5ogpu, 0.01 OGPU, 10 gwei, 10000 wei, or a whole number of wei"
 
 
 def parse_amount(text: str) -> int:
-    """An amount in wei. Raises ValueError without echoing the text (it may be a pasted key)."""
-    m = _AMOUNT.fullmatch(text.strip()) if isinstance(text, str) else None
-    if m is None:
-        raise ValueError(f"expected an amount: {AMOUNT_HELP}")
-    unit = (m["unit"] or "wei").lower()
-    try:
-        number = Decimal(m["number"])
-    except InvalidOperation:
-        raise ValueError(f"expected an amount: {AMOUNT_HELP}") from None
-    wei = number * WEI_PER_OGPU if unit == "ogpu" else number
-    if wei != wei.to_integral_value():
-        raise ValueError("not a whole number of wei (1 OGPU = 10^18 wei; at most 18 decimals)")
-    if wei > MAX_AMOUNT:
-        raise ValueError("too large (above 2^256 - 1 wei)")
-    return int(wei)
+    """An amount in wei: a bare whole number is wei, anything else goes through the package's
+    one amount parser (`ogpu_prefect.amounts`: a unit, exact). Raises ValueError, never echoing
+    a key-shaped value."""
+    bare = text.strip() if isinstance(text, str) else ""
+    if bare.isascii() and bare.isdigit():
+        if len(bare) >= 64:  # 64 digits are a private key's shape, and no sane amount
+            raise ValueError("this looks like a private key, which does not belong here")
+        wei: int | None = int(bare)
+    else:
+        from ..amounts import amount_problem
+
+        wei, why = amount_problem(text)
+        if wei is None:
+            raise ValueError(why)
+    if wei < 0 or wei > MAX_AMOUNT:
+        raise ValueError("out of range (0 to 2^256 - 1 wei)")
+    return wei
 
 
 def amount(text: str) -> int:
@@ -58,9 +56,9 @@ def seconds(text: str) -> int:
 
 def ogpu_text(wei: int) -> str:
     """`1500000000000000000` -> `"1.5"` (exact, no exponent)."""
-    whole, frac = divmod(abs(wei), WEI_PER_OGPU)
-    digits = f"{frac:018d}".rstrip("0")
-    return ("-" if wei < 0 else "") + (f"{whole}.{digits}" if digits else str(whole))
+    from ..amounts import format_ogpu
+
+    return format_ogpu(wei).removesuffix(" OGPU")
 
 
 def money(wei: int) -> dict[str, Any]:

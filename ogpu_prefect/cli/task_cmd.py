@@ -65,9 +65,12 @@ def register(sub: Any) -> None:
 
 
 def _renamed(e: Any, names: dict[str, str]) -> Any:
-    """The same typed error, naming the command's option instead of the library's field."""
-    field = names.get(e.field)
-    return type(e)(field, str(e).partition(": ")[2]) if field else e
+    """The same typed error, naming the command's option instead of the library's field
+    (`inputs[3].data` -> `--inputs line 4.data`)."""
+    for old, new in names.items():
+        if e.field == old or e.field.startswith((old + ".", old + "[")):
+            return type(e)(new + e.field[len(old) :], str(e).partition(": ")[2])
+    return e
 
 
 def read_inputs(args: argparse.Namespace) -> tuple[list[Any], list[str]]:
@@ -128,8 +131,10 @@ def _publish(args: argparse.Namespace) -> int:
     payment = terms.min_payment if args.payment is None else args.payment
     ttl = args.ttl if args.ttl is not None else min(600, terms.max_expiry_duration)
     expiry = client.chain.now() + ttl
-    try:  # the whole batch is checked before the first chunk is sent
+    names.update({f"inputs[{i}]": w for i, w in enumerate(where)})
+    try:  # the whole batch (terms, balance, every input) is checked before the first chunk is sent
         client.check_batch(terms, len(inputs), payment, expiry)
+        client.config_bodies(inputs, [{} for _ in inputs], range(len(inputs)))
     except InvalidInputError as e:
         raise _renamed(e, names) from None
     published: list[Any] = []
@@ -143,7 +148,7 @@ def _publish(args: argparse.Namespace) -> int:
             except InvalidInputError as e:
                 if published:
                     raise _partial(published, len(inputs), e) from e
-                raise _renamed(e, {**names, **{f"inputs[{i}]": w for i, w in enumerate(where)}}) from None
+                raise _renamed(e, names) from None
             except Exception as e:
                 if published or isinstance(e, EscrowHeldError):
                     raise _partial(published + list(getattr(e, "tasks", [])), len(inputs), e) from e
