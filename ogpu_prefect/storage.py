@@ -97,7 +97,7 @@ class FsspecStore:
 
     write_url: str
     read_url: str | None = None
-    storage_options: dict[str, Any] = field(default_factory=dict)
+    storage_options: dict[str, Any] = field(default_factory=dict, repr=False)  # credentials
 
     def __post_init__(self) -> None:
         import fsspec

@@ -111,8 +111,12 @@ def wait_for(driver: Any, url: str, expect: list[str], timeout: float = 60) -> s
 
 
 def full_page_screenshot(driver: Any, name: str) -> None:
-    height = driver.execute_script("return Math.max(document.body.scrollHeight, document.documentElement.scrollHeight)")
-    driver.set_window_size(1600, min(max(int(height) + 200, 1000), 6000))
+    """The whole page (the UI scrolls inside its own container, so the window grows to fit it)."""
+    height = driver.execute_script(
+        "return Math.max(...Array.from(document.querySelectorAll('*')).map(e => e.scrollHeight))"
+    )
+    driver.set_window_size(1600, min(max(int(height) + 200, 1000), 8000))
+    time.sleep(1.0)
     SHOTS.mkdir(exist_ok=True)
     driver.save_screenshot(str(SHOTS / name))
     driver.set_window_size(1600, 1000)
@@ -120,6 +124,7 @@ def full_page_screenshot(driver: Any, name: str) -> None:
 
 def test_the_pool_edit_page_shows_its_type_titled_variables_and_block_pickers(ui_server, browser) -> None:  # noqa: F811
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import Select
 
     ui, blocks = ui_server
@@ -134,7 +139,9 @@ def test_the_pool_edit_page_shows_its_type_titled_variables_and_block_pickers(ui
     for prop in schema.values():
         assert prop["title"] in text, prop["title"]
         assert prop["description"].replace("`", "") in text, prop["description"]
-    picked = {Select(s).first_selected_option.get_attribute("value") for s in selects[1:] if s.is_enabled()}
+    picked = {
+        o.get_attribute("value") for s in selects for o in s.find_elements(By.TAG_NAME, "option") if o.is_selected()
+    }
     for variable, block in blocks.items():  # a block picker per block-typed variable, showing the pool's
         assert str(block._block_document_id) in picked, variable
         assert block._block_document_name in text
@@ -152,6 +159,22 @@ def test_the_pool_edit_page_shows_its_type_titled_variables_and_block_pickers(ui
     assert {k: v.get("default") for k, v in after["variables"]["properties"].items()} == {
         k: v.get("default") for k, v in before["variables"]["properties"].items()
     }, "saving the form unchanged keeps the pool's values (the block references included)"
+
+    # The form checks a value against the variables' schema before it saves.
+    wait_for(browser, f"{ui}/work-pools/work-pool/{POOL}/edit", ["Chain poll interval (s)"])
+    [poll] = [i for i in browser.find_elements(By.TAG_NAME, "input") if i.get_attribute("value") == "0.25"]
+    poll.click()
+    poll.send_keys(Keys.CONTROL, "a")
+    poll.send_keys("-1")
+    [save] = [b for b in browser.find_elements(By.TAG_NAME, "button") if b.text.strip() == "Save"]
+    save.click()
+    deadline = time.time() + 15
+    while "must be greater than 0" not in browser.find_element(By.TAG_NAME, "body").text and time.time() < deadline:
+        time.sleep(0.3)
+    full_page_screenshot(browser, "pool-edit-refused.png")
+    assert "Chain poll interval (s) must be greater than 0" in browser.find_element(By.TAG_NAME, "body").text
+    assert browser.current_url.rstrip("/").endswith("/edit")
+    assert read_template(POOL) == after, "nothing refused is stored"
 
 
 def test_the_create_pages_offer_the_opengpu_provider_type(ui_server, browser) -> None:  # noqa: F811
@@ -245,29 +268,26 @@ def test_a_worker_on_a_fresh_pool_stops_with_one_line_naming_the_variable(prefec
         "no devnet defaults"
     )
 
-    start = ("worker", "start", "--pool", "fresh-pool", "--type", "ogpu-provider", "--run-once")
-    save_blocks("fresh")
-    for env, variable in (
-        ({}, "wallet"),
-        ({"PREFECT_INTEGRATIONS_OGPU_PROVIDER_WALLET_BLOCK": "fresh-wallet"}, "network"),
-    ):
-        began = time.monotonic()
-        done = prefect_cli(*start, home=tmp_path, **env)
-        out = (done.stdout + done.stderr).strip()
-        assert done.returncode == 1, out
-        assert "Traceback" not in out and "An exception occurred" not in out, out
-        last = out.splitlines()[-1]
-        assert last.startswith(f"ogpu-provider worker: {variable}: not set") and f"`{variable}` job variable" in last, (
-            out
+    def stop_line(pool: str, **env: str) -> str:
+        """What `prefect worker start` on `pool` prints before it stops: exactly one line."""
+        done = prefect_cli(
+            "worker", "start", "--pool", pool, "--type", "ogpu-provider", "--run-once", home=tmp_path, **env
         )
-        assert time.monotonic() - began < 60
+        out = (done.stdout + done.stderr).strip()
+        assert done.returncode == 1 and len(out.splitlines()) == 1, out
+        return out
 
-    missing = prefect_cli(*start, home=tmp_path, PREFECT_INTEGRATIONS_OGPU_PROVIDER_WALLET_BLOCK="nobody")
-    out = (missing.stdout + missing.stderr).strip()
-    assert missing.returncode == 1 and "Traceback" not in out, out
-    assert out.splitlines()[-1] == "ogpu-provider worker: wallet_block: no OGPUWallet block named 'nobody' is saved", (
-        out
+    line = stop_line("fresh-pool")
+    assert line.startswith(
+        "ogpu-provider worker: wallet: not set: choose an OGPUWallet block for the work pool's `wallet`"
     )
+    blocks = save_blocks("fresh")
+    line = stop_line("fresh-pool", PREFECT_INTEGRATIONS_OGPU_PROVIDER_WALLET_BLOCK="fresh-wallet")
+    assert line.startswith("ogpu-provider worker: network: not set: choose an OGPUNetwork block"), line
+    del blocks["wallet"]
+    create_pool("no-wallet-pool", with_defaults(OGPUProviderWorker.get_default_base_job_template(), **blocks))
+    line = stop_line("no-wallet-pool", PREFECT_INTEGRATIONS_OGPU_PROVIDER_WALLET_BLOCK="nobody")
+    assert line == "ogpu-provider worker: wallet_block: no OGPUWallet block named 'nobody' is saved"
 
 
 def test_an_older_pool_naming_its_blocks_still_gets_them(prefect_harness) -> None:

@@ -4,8 +4,10 @@ The wallet, network and storage are block-typed, so the pool's form shows a bloc
 (the pool stores a `{"$ref": {"block_document_id": ...}}` reference, which the worker resolves). A
 fresh pool has none set: the worker refuses to start until they are, with one line naming the
 variable (`JobVariableError`). Bounds, address patterns and the installed backends and task policies
-are part of the variables' JSON schema, so Prefect's server refuses a pool whose defaults break them
-(on `work-pool create` and on every update) and the worker checks them again when it loads them.
+are part of the variables' JSON schema, so Prefect's server refuses a pool created with defaults
+that break them, and the UI's form refuses such values before it saves; Prefect (3.9) does not check
+an update made through the API or the CLI, so the worker checks its pool's values again when it
+starts (`ProviderJobConfiguration.for_worker`: one line naming the variable).
 
 Prefect's base fields (`command`, `env`, `labels`, `name`) have no use in a provider worker (it runs
 no flow-run command) and are left out of the pool's form. Pools created before the block-typed
@@ -35,7 +37,8 @@ class JobVariableError(InvalidInputError, SystemExit):
 
     An `InvalidInputError` naming the variable, and a `SystemExit` too: Prefect's CLI prints a
     traceback for any other exception, so `prefect worker start` ends with this one line instead
-    (exit code 1)."""
+    (exit code 1). `except Exception` catches it; uncaught in an asyncio task it ends the event
+    loop, so it is raised only while a worker starts (in its main task), never for a flow run."""
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(field, message)
@@ -178,29 +181,28 @@ class ProviderJobConfiguration(_Fields, BaseJobConfiguration):
     def blocks(self) -> tuple[OGPUWallet, OGPUNetwork, OGPUStorage]:
         """The wallet, network and storage blocks: a name (`wallet_block`, ...) is loaded, a block
         the pool references is used as it is. Blocking (loads by name): call it from a thread.
-        Raises JobVariableError naming the variable when one is not set or names no saved block."""
+        Raises JobVariableError naming the variable when one is not set or names no saved block
+        (checked before anything is loaded)."""
         from ..tasks import load_block
 
+        unset = [v for v in BLOCKS if getattr(self, f"{v}_block") is None and getattr(self, v) is None]
+        if unset:
+            variable, cls = unset[0], BLOCKS[unset[0]]
+            also = (
+                " (or PREFECT_INTEGRATIONS_OGPU_PROVIDER_WALLET_BLOCK on this machine)" if variable == "wallet" else ""
+            )
+            others = f"; not set either: {', '.join(unset[1:])}" if unset[1:] else ""
+            raise JobVariableError(
+                variable,
+                f"not set: choose an {cls.__name__} block for the work pool's `{variable}` job variable{also}{others}",
+            )
         found: list[Any] = []
         for variable, cls in BLOCKS.items():
             name = getattr(self, f"{variable}_block")
-            if name is not None:
-                try:
-                    found.append(load_block(cls, name, f"{variable}_block"))
-                except InvalidInputError as e:
-                    raise JobVariableError(e.field, str(e).partition(": ")[2]) from None
-            elif getattr(self, variable) is not None:
-                found.append(getattr(self, variable))
-            else:
-                also = (
-                    " (or PREFECT_INTEGRATIONS_OGPU_PROVIDER_WALLET_BLOCK on this machine)"
-                    if variable == "wallet"
-                    else ""
-                )
-                raise JobVariableError(
-                    variable,
-                    f"not set: choose an {cls.__name__} block for the work pool's `{variable}` job variable{also}",
-                )
+            try:
+                found.append(getattr(self, variable) if name is None else load_block(cls, name, f"{variable}_block"))
+            except InvalidInputError as e:
+                raise JobVariableError(e.field, str(e).partition(": ")[2]) from None
         return found[0], found[1], found[2]
 
 
