@@ -30,12 +30,13 @@ from ogpu_prefect.chain.errors import (
 from ogpu_prefect.client import MIN_TTL
 from ogpu_prefect.escrow import EscrowReport
 from ogpu_prefect.flowkit import (
+    BatchKey,
+    Budget,
     DeliveryName,
     DeliveryOptions,
+    FunctionName,
     Network,
-    OptionalAmount,
-    OptionalName,
-    OptionalSeconds,
+    Seconds,
     Storage,
     Wallet,
     redact_stored_parameters,
@@ -45,6 +46,7 @@ from ogpu_prefect.flowkit import (
 )
 from ogpu_prefect.models import TaskResult
 from ogpu_prefect.publishing import PartialPublishError
+from ogpu_prefect.reputation import parse_reputation
 from ogpu_prefect.tasks import coerce_inputs, make_client, publish_tasks, wait_for_results
 from ogpu_prefect.validation import check_address, check_int, check_name, check_number, parse_delivery, refuse_secret
 
@@ -81,15 +83,17 @@ def run_batch(
     wallet: Wallet,
     storage: Storage,
     *,
-    function_name: OptionalName = None,
+    function_name: FunctionName = None,
     delivery: DeliveryName = "first_response",
     delivery_options: DeliveryOptions = None,
     task_timeout: int = 300,
-    batch_deadline: OptionalSeconds = None,
+    batch_deadline: Seconds = None,
     max_republish: int = 1,
-    budget: OptionalAmount = None,
+    budget: Budget = None,
     poll_interval: float = 0.1,
-    batch_key: OptionalName = None,
+    batch_key: BatchKey = None,
+    reputation: str | None = "default",
+    reputation_options: dict[str, Any] | None = None,
 ) -> list[TaskResult]:
     """Runs every input as one OpenGPU task on a source, pays the results the delivery method
     chooses, and returns them in input order.
@@ -125,6 +129,11 @@ def run_batch(
         poll_interval: Seconds between chain polls while waiting (0 < s <= 60).
         batch_key: The batch's identity (empty: this flow run's id). A run with the key of an
             earlier one publishes only what that one has not.
+        reputation: The provider-reputation policy ("default", "strict", a plugin's, or "off"):
+            refused results are recorded per provider in Prefect Variables, banned providers'
+            responses ignored, and an input whose every response was refused re-published.
+        reputation_options: The policy's options: k (strikes before a ban), forgive_s,
+            reject_grace_s, count (docs/reputation.md).
 
     Returns:
         A TaskResult per input, in input order.
@@ -149,6 +158,7 @@ def run_batch(
     )
     items = coerce_inputs(inputs, function_name)
     strategy = parse_delivery(delivery, delivery_options)
+    parse_reputation(reputation, reputation_options)  # a bad option fails before any transaction
     client = make_client(network, wallet, storage)
     terms = client.source_terms(source)
     check_delivery(strategy, terms.delivery_method)
@@ -223,6 +233,8 @@ def run_batch(
                 from_block=record.from_block,
                 deadline_s=max(min(deadline, time.time() + ttl + DEADLINE_SLACK_S) - time.time(), 1),
                 poll_interval=poll_interval,
+                reputation=reputation,
+                reputation_options=reputation_options,
                 progress=reporter.round_progress(len(results)),
             )
             failed = []

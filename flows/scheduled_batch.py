@@ -17,13 +17,14 @@ from prefect.runtime import flow_run
 
 from ogpu_prefect.amounts import Amount
 from ogpu_prefect.flowkit import (
+    Budget,
     DeliveryName,
     DeliveryOptions,
+    FunctionName,
     Network,
-    OptionalAmount,
-    OptionalName,
     Storage,
     Wallet,
+    or_none,
     redacting_flow,
     tag_run,
 )
@@ -33,6 +34,7 @@ from ogpu_prefect.flows.run_batch import run_batch
 # process, and a name used only in a string annotation would not be there to resolve it.
 
 RUN_TAGS = ("ogpu", "ogpu-scheduled-batch")
+Outbox = or_none(str, "URL", "<inbox>/results")
 
 
 def inbox_run_name() -> str:
@@ -50,13 +52,13 @@ def scheduled_batch(
     wallet: Wallet,
     storage: Storage,
     *,
-    outbox: OptionalName = None,
+    outbox: Outbox = None,
     pattern: str = "*.json",
-    function_name: OptionalName = None,
+    function_name: FunctionName = None,
     delivery: DeliveryName = "first_response",
     delivery_options: DeliveryOptions = None,
     task_timeout: int = 300,
-    budget: OptionalAmount = None,
+    budget: Budget = None,
 ) -> dict[str, str]:
     """Runs every input file in an inbox folder as one OpenGPU batch (run_batch), writes each
     file's results to the outbox and moves the file to `done/`.

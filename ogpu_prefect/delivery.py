@@ -3,7 +3,10 @@
 A strategy sees one task at a time (`TaskView`: on-chain status, responses, lazily fetched
 payloads, when each was first seen) and answers with a `Decision`. The waiting loop
 (`ogpu_prefect.client.wait_for`) does the chain reads, the confirmations and the bookkeeping; a
-strategy only decides. Plugins register strategies through the `ogpu_prefect_delivery_methods` hook.
+strategy only decides, and marks the responses it refuses (`ResponseView.reject`): the loop
+counts those in the providers' reputation (reputation.py), hides banned providers' responses from
+the strategy, and gives up on a task whose every response was refused so that its input is
+re-published. Plugins register strategies through the `ogpu_prefect_delivery_methods` hook.
 """
 
 from __future__ import annotations
@@ -16,6 +19,17 @@ from enum import StrEnum
 from typing import Any, ClassVar
 
 from .chain.types import DeliveryMethod, TaskStatus
+
+
+class Rejection(StrEnum):
+    """Why a response was refused: what a provider's reputation record counts."""
+
+    VALIDATOR = "validator"
+    """The delivery method's validator refused the payload (or raised on it)."""
+    DISAGREEMENT = "disagreement"
+    """Other providers agreed on another answer, and theirs was chosen."""
+    UNREADABLE = "unreadable"
+    """The payload could not be fetched (after its retries, while others' could) or parsed."""
 
 
 @dataclass
@@ -31,8 +45,27 @@ class ResponseView:
     _failures: int = field(default=0, repr=False)
     _retry_at: float = field(default=0.0, repr=False)
     fetch_error: str | None = None
+    rejection: Rejection | None = None
+    rejected_at: float | None = None  # wall clock
 
     MAX_FETCH_FAILURES: ClassVar[int] = 5
+
+    def reject(self, reason: Rejection | str) -> None:
+        """Marks this response refused for `reason`: no delivery method should choose it, and the
+        waiting loop counts it once in its provider's reputation. The first reason stands."""
+        if self.rejection is None:
+            self.rejection = Rejection(reason)
+            self.rejected_at = time.time()
+
+    @property
+    def fetched(self) -> bool:
+        """The payload was read (it may still be JSON null)."""
+        return self._fetched
+
+    @property
+    def unreadable(self) -> bool:
+        """Every fetch of the payload failed (MAX_FETCH_FAILURES of them): given up on."""
+        return not self._fetched and self._failures >= self.MAX_FETCH_FAILURES
 
     @property
     def payload(self) -> Any:
@@ -72,6 +105,8 @@ class TaskView:
     attempt_count: int
     winner: str | None = None  # provider, once FINALIZED
     now: float = field(default_factory=time.time)
+    hidden: int = 0
+    """Responses of banned providers, left out of `responses` (attempt_count still counts them)."""
 
     @property
     def first_response_at(self) -> float | None:
@@ -98,7 +133,8 @@ class FailReason(StrEnum):
     FINALIZED_ELSEWHERE = "finalized without us"
     """Finalized for a response the client did not see (another client's confirmation)."""
     REJECTED = "rejected"
-    """Responses came, and the delivery method refused them (a validator, no agreement)."""
+    """Responses came, and every one was refused (a validator, no agreement, unreadable, a banned
+    provider), with no better one to expect in time."""
     DEADLINE = "deadline"
     """The batch's deadline passed first."""
 

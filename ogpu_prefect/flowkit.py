@@ -39,18 +39,34 @@ class _OrBlockName:
         for member in schema.get("anyOf", []):
             if member.get("type") == "string":
                 member.update(title="name of a saved block", minLength=1)
+            elif "$ref" in member:
+                # The picker sends {"$ref": {"block_document_id": ...}}, which Prefect's schema check
+                # takes as either the block's data or a reference (`oneOf`); for a block whose fields
+                # all have defaults (OGPUStorage) it is both, and the check refuses it. Requiring a
+                # field of the data leaves the reference one reading (the UI keeps `required`).
+                definition = handler.resolve_ref_schema(member)
+                if not definition.get("required") and definition.get("properties"):
+                    definition["required"] = [next(iter(definition["properties"]))]
         return schema  # type: ignore[no-any-return]
 
 
-class _EmptyIsNone:
-    """`X | None`: the form shows X alone (left empty, it is None) instead of a type switch."""
+class _OrNone:
+    """`X | None`: in the run form a switch between X (titled `value`) and None (titled `none`:
+    what leaving it out means). The form sends null for an empty optional field, so null stays valid."""
+
+    def __init__(self, value: str, none: str) -> None:
+        self.value, self.none = value, none
 
     def __get_pydantic_json_schema__(self, core: Any, handler: Any) -> dict[str, Any]:
         schema = handler(core)
-        members = [m for m in schema.get("anyOf", []) if m.get("type") != "null"]
-        if len(members) == 1:
-            schema = {**{k: v for k, v in schema.items() if k != "anyOf"}, **members[0]}
+        for member in schema.get("anyOf", []):
+            member["title"] = self.none if member.get("type") == "null" else self.value
         return schema  # type: ignore[no-any-return]
+
+
+def or_none(annotation: Any, value: str, none: str) -> Any:
+    """`annotation | None`, its run form a switch between `value` and `none` (what None means)."""
+    return Annotated[annotation | None, _OrNone(value, none)]
 
 
 class _InstalledDeliveryMethods:
@@ -104,7 +120,8 @@ DELIVERY_OPTIONS_FORM = {
 
 class _DeliveryOptionsForm:
     def __get_pydantic_json_schema__(self, core: Any, handler: Any) -> dict[str, Any]:
-        return copy.deepcopy(DELIVERY_OPTIONS_FORM)
+        options = {**copy.deepcopy(DELIVERY_OPTIONS_FORM), "title": "options"}
+        return {"anyOf": [options, {"type": "null", "title": "the method's defaults"}]}
 
 
 Network = Annotated[OGPUNetwork | str, _OrBlockName()]
@@ -119,12 +136,14 @@ DeliveryOptions = Annotated[dict[str, Any] | None, _DeliveryOptionsForm()]
 """The delivery method's options: a dict (the form has fields for the built-in methods' options)."""
 
 
-OptionalAmount = Annotated[Amount | None, _EmptyIsNone()]
-"""An Amount, or None (an empty field in the run form)."""
-OptionalName = Annotated[str | None, _EmptyIsNone()]
-"""A name, or None (an empty field in the run form)."""
-OptionalSeconds = Annotated[int | None, _EmptyIsNone()]
-"""Whole seconds, or None (an empty field in the run form)."""
+FunctionName = or_none(str, "name", "named by each input")
+"""The service function for inputs that do not name one."""
+Budget = or_none(Amount, "amount", "no ceiling")
+"""An escrow ceiling (an Amount), or None for no ceiling."""
+Seconds = or_none(int, "seconds", "the default")
+"""Whole seconds, or None for the parameter's default."""
+BatchKey = or_none(str, "key", "this flow run's id")
+"""A batch's identity, or None: the flow run's id."""
 
 
 class RedactingFlow(Flow[Any, Any]):

@@ -44,3 +44,14 @@ def ogpu_prefect_task_policies() -> dict[str, type[Any]]:
     `ogpu_prefect.worker.policy.TaskPolicy`. A policy decides, for each task published on a source
     the provider serves, whether the provider worker attempts it and which payment it asks
     (the suggested payment of manual-confirmation sources). Names must be unique across plugins."""
+
+
+@hookspec
+def ogpu_prefect_reputation_policies() -> dict[str, type[Any]]:
+    """Return the provider-reputation policies this plugin provides, by name: subclasses of
+    `ogpu_prefect.reputation.ReputationPolicy` (frozen dataclasses; their fields are the options).
+    A policy decides, from a provider's record (refusals by reason, accepted results, strikes,
+    last seen, ban) and the time, how a refusal or an accepted result changes the record, whether
+    the provider is banned (its responses hidden from every delivery method) and when it is
+    forgiven. `run_batch(reputation=name, reputation_options=...)` picks one. Names must be
+    unique across plugins; "off" is reserved."""

@@ -75,3 +75,13 @@ def task_policies() -> dict[str, type[Any]]:
 def get_task_policy(name: str, **options: Any) -> Any:
     """An instance of the task policy `name`, configured with `options`."""
     return _instance("task policy", task_policies(), name, options)
+
+
+def reputation_policies() -> dict[str, type[Any]]:
+    """Every installed provider-reputation policy, by name."""
+    return _collect(plugin_manager().hook.ogpu_prefect_reputation_policies(), "reputation policy")
+
+
+def get_reputation_policy(name: str, **options: Any) -> Any:
+    """An instance of the reputation policy `name`, configured with `options`."""
+    return _instance("reputation policy", reputation_policies(), name, options)

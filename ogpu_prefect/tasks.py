@@ -20,6 +20,7 @@ from .client import OGPUClient
 from .delivery import DecisionKind
 from .events import emit_task_event
 from .models import PublishedTask, SourceSpec, TaskInput, TaskResult, coerce_inputs
+from .reputation import open_book
 from .validation import (
     check_address,
     check_int,
@@ -31,7 +32,7 @@ from .validation import (
     parse_models,
     refuse_secret,
 )
-from .waiting import Tracked
+from .waiting import Tracked, Waiter
 
 BlockOrName = Any
 """A block instance, or the name of a saved block."""
@@ -239,10 +240,15 @@ def wait_for_results(
     deadline_s: float | None = None,
     poll_interval: float = 0.1,
     progress: Callable[[int, int], None] | None = None,
+    reputation: str | None = "default",
+    reputation_options: dict[str, Any] | None = None,
 ) -> list[TaskResult]:
     """Follows published tasks until each is decided by the delivery method (confirming responses
     where it says so), expires, or `deadline_s` passes; returns results in the given order.
-    Response payloads are read only from `storage`'s trusted origins.
+    Response payloads are read only from `storage`'s trusted origins. Providers' refusals and
+    accepted results are recorded under the `reputation` policy (None or "off": none), banned
+    providers' responses are ignored, and a task whose every response was refused fails as
+    "rejected" (docs/reputation.md).
 
     Example:
         ```python
@@ -258,6 +264,7 @@ def wait_for_results(
         raise InvalidInputError("progress", f"expected a callable(done, total), not {type(progress).__name__}")
     strategy = parse_delivery(delivery, delivery_options)
     client = make_client(network, wallet, storage)
+    book = open_book(client.chain.network.chain_id, reputation, reputation_options)
     if not published:
         return []
     latest_expiry = max(p.expiry_time for p in published)
@@ -278,14 +285,16 @@ def wait_for_results(
             last_progress = time.time()
             progress(done, len(published))
 
-    tracked = client.wait_for(
+    waiter = Waiter(
+        client,
         published,
         strategy,
-        deadline=deadline,
         from_block=max(start, 0),
         poll_interval=poll_interval,
         on_change=on_change,
+        reputation=book,
     )
+    tracked = waiter.run(deadline)
     if progress is not None:
         progress(done, len(published))
     return [result_of(tracked[p.address]) for p in published]

@@ -4,6 +4,12 @@ decides each one (confirming responses where it says so), the task expires, or t
 One `eth_getLogs` per poll for the whole batch (`EventCursor`), a batched read for what the events
 name, and the delivery method's decision for the tasks with news. An RPC outage pauses the loop
 (logged) until the node answers again or the deadline passes: it never ends the batch early.
+
+With a `ReputationBook` (reputation.py) the loop is where every delivery method's refusals are
+counted: it books the responses a method rejected, payloads that stayed unreadable and accepted
+winners; it hides banned providers' responses from the method; and, with or without a book, it
+fails a task whose every response was refused once no better one is to be expected (REJECTED:
+run_batch re-publishes the input).
 """
 
 from __future__ import annotations
@@ -17,11 +23,12 @@ from typing import TYPE_CHECKING
 from .chain.errors import TxRpcError
 from .chain.logs import EventLog
 from .chain.types import TaskStatus
-from .delivery import Decision, DecisionKind, DeliveryStrategy, FailReason, ResponseView, TaskView
+from .delivery import Decision, DecisionKind, DeliveryStrategy, FailReason, Rejection, ResponseView, TaskView
 from .models import PublishedTask
 
 if TYPE_CHECKING:
     from .client import OGPUClient
+    from .reputation import ReputationBook
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +37,12 @@ SWEEP_S = 1.0
 with news or with responses (a response window may close) are decided: a pass over 10,000 tasks
 costs ~100 ms of CPU."""
 WATCHED_EVENTS = ("Attempted", "ResponseSubmitted", "TaskStatusChanged")
+REJECT_GRACE_S = 30.0
+"""Without a reputation policy: how long a task whose every response was refused waits for another."""
+REJECT_QUIET_S = 3.0
+"""Once every attempter answered and was refused: seconds without news (an attempt, a response)
+before the task is given up. Room for a busy provider's attempt to land: at 1 s, 4 of 100 inputs
+in bench/reputation.py were re-published although the honest provider attempted them later."""
 
 
 @dataclass(eq=False)  # kept in sets, by identity
@@ -44,10 +57,12 @@ class Tracked:
     outcome: Decision | None = None
     decided_at: float | None = None
     note: str = ""
+    last_news: float = 0.0  # wall clock of its latest attempt or response
 
 
 ChangeCallback = Callable[[str, Tracked], None]
-"""Told (kind, task) as tasks change: attempted, responded, finalized, decided, failed, expired."""
+"""Told (kind, task) as tasks change: attempted, responded, rejected (a response refused), finalized,
+decided, failed, expired."""
 
 
 class Waiter:
@@ -63,6 +78,8 @@ class Waiter:
         from_block: int,
         poll_interval: float = 0.1,
         on_change: ChangeCallback | None = None,
+        reputation: ReputationBook | None = None,
+        reject_grace_s: float | None = None,
     ) -> None:
         self.client, self.chain, self.strategy = client, client.chain, strategy
         self.tracked = {p.address: Tracked(p) for p in published}
@@ -70,27 +87,41 @@ class Waiter:
         self.poll_interval = poll_interval
         self.notify = on_change or (lambda kind, t: None)
         self.outage_since: float | None = None
+        self.book = reputation
+        if reject_grace_s is None:
+            reject_grace_s = reputation.policy.reject_grace_s if reputation is not None else REJECT_GRACE_S
+        self.reject_grace_s = reject_grace_s
+        self._booked: set[str] = set()  # responses whose refusal is counted
+        self._fetched_any = False  # our storage answered for some payload
 
     def run(self, deadline: float) -> dict[str, Tracked]:
         undecided = list(self.tracked.values())
         last_sweep = 0.0
-        while True:
-            try:
-                touched = self._apply_events(self.cursor.poll())
-                now_chain = self.chain.now()
-                if time.monotonic() - last_sweep >= SWEEP_S:
-                    last_sweep = time.monotonic()
-                    undecided = [t for t in undecided if t.outcome is None or t.outcome.kind is DecisionKind.CONFIRM]
-                    due: Iterable[Tracked] = undecided
-                else:
-                    due = touched | {t for t in undecided if t.responses}
-                self._decide(due, now_chain)
-                self._back_online()
-            except TxRpcError as e:  # the node is away (or erring): wait for it, up to the deadline
-                self._offline(e)
-            if all(t.outcome is not None for t in self.tracked.values()) or time.time() >= deadline:
-                return self.tracked
-            time.sleep(self.poll_interval if self.outage_since is None else 1.0)
+        try:
+            while True:
+                try:
+                    touched = self._apply_events(self.cursor.poll())
+                    now_chain = self.chain.now()
+                    if time.monotonic() - last_sweep >= SWEEP_S:
+                        last_sweep = time.monotonic()
+                        undecided = [
+                            t for t in undecided if t.outcome is None or t.outcome.kind is DecisionKind.CONFIRM
+                        ]
+                        due: Iterable[Tracked] = undecided
+                    else:
+                        due = touched | {t for t in undecided if t.responses}
+                    self._decide(due, now_chain)
+                    self._back_online()
+                except TxRpcError as e:  # the node is away (or erring): wait for it, up to the deadline
+                    self._offline(e)
+                if self.book is not None and self.book.urgent:
+                    self.book.flush()  # a ban: other flows should see it now, not at our end
+                if all(t.outcome is not None for t in self.tracked.values()) or time.time() >= deadline:
+                    return self.tracked
+                time.sleep(self.poll_interval if self.outage_since is None else 1.0)
+        finally:
+            if self.book is not None:
+                self.book.flush()
 
     def _offline(self, error: Exception) -> None:
         if self.outage_since is None:
@@ -107,16 +138,11 @@ class Waiter:
         for t in due:
             if t.outcome is not None:
                 continue
-            view = TaskView(
-                t.published.address,
-                t.status,
-                t.published.payment,
-                t.published.expiry_time,
-                list(t.responses.values()),
-                t.attempt_count,
-                t.winner,
-            )
+            view = self._view(t)
             decision = self.strategy.on_terminal(view) if view.status.is_final else self.strategy.decide(view)
+            self._review(t, view)
+            if decision.kind is DecisionKind.WAIT and not view.status.is_final and self._refused(t, view):
+                decision = Decision.fail(self._refusals(t, view), FailReason.REJECTED)
             if decision.kind is DecisionKind.CONFIRM:
                 confirms.append(t)
                 t.outcome = decision  # provisional: settled by the confirmation's receipt
@@ -127,9 +153,74 @@ class Waiter:
         if confirms:
             self._confirm(confirms)
 
+    def _view(self, t: Tracked) -> TaskView:
+        """What the delivery method sees: banned providers' responses left out while it still
+        chooses (a final task's winner is a fact: FIRST_RESPONSE pays whoever answered first)."""
+        responses = list(t.responses.values())
+        shown = responses
+        if self.book is not None and not t.status.is_final:
+            now = time.time()
+            shown = [r for r in responses if not self.book.banned(r.provider, now)]
+        p = t.published
+        return TaskView(
+            p.address,
+            t.status,
+            p.payment,
+            p.expiry_time,
+            shown,
+            t.attempt_count,
+            t.winner,
+            hidden=len(responses) - len(shown),
+        )
+
+    def _review(self, t: Tracked, view: TaskView) -> None:
+        """Counts the refusals the delivery method marked, and payloads that stayed unreadable
+        while our storage answered for others (an outage of ours is nobody's fault)."""
+        for r in view.responses:
+            if r.fetched:
+                self._fetched_any = True
+            elif r.rejection is None and r.unreadable and self._fetched_any:
+                r.reject(Rejection.UNREADABLE)
+            if r.rejection is not None and r.address not in self._booked:
+                self._book(r)
+                self.notify("rejected", t)
+
+    def _book(self, r: ResponseView) -> None:
+        self._booked.add(r.address)
+        if self.book is not None and r.rejection is not None:
+            self.book.reject(r.provider, r.rejection)
+
+    def _refused(self, t: Tracked, view: TaskView) -> bool:
+        """Every response so far refused (or hidden), and no better one to expect in time: every
+        attempter answered (and REJECT_QUIET_S passed without news), or the grace passed."""
+        if not t.responses or any(r.rejection is None for r in view.responses):
+            return False
+        now = time.time()
+        if len(t.responses) >= t.attempt_count and now - t.last_news >= REJECT_QUIET_S:
+            return True
+        last = max(r.rejected_at or r.seen_at for r in t.responses.values())
+        return now - last >= self.reject_grace_s
+
+    @staticmethod
+    def _refusals(t: Tracked, view: TaskView) -> str:
+        counts: dict[str, int] = {}
+        for r in view.responses:
+            counts[str(r.rejection)] = counts.get(str(r.rejection), 0) + 1
+        if view.hidden:
+            counts["banned provider"] = view.hidden
+        return "every response was refused (" + ", ".join(f"{k}: {n}" for k, n in sorted(counts.items())) + ")"
+
     def _settle(self, t: Tracked, decision: Decision, kind: str | None = None) -> None:
         if decision.kind is DecisionKind.ACCEPT and decision.response is not None:
-            decision.response.load()  # the result travels with the outcome, not behind a URL
+            r = decision.response
+            r.load()  # the result travels with the outcome, not behind a URL
+            if r.fetched:
+                self._fetched_any = True
+                if self.book is not None:
+                    self.book.accept(r.provider)
+            elif self._fetched_any and r.address not in self._booked:  # paid (FIRST_RESPONSE), unreadable
+                r.reject(Rejection.UNREADABLE)
+                self._book(r)
         t.outcome = decision
         t.decided_at = time.time()
         t.note = decision.reason
@@ -145,6 +236,8 @@ class Waiter:
             if t is None:
                 continue
             touched.add(t)
+            if ev.name in ("Attempted", "ResponseSubmitted"):
+                t.last_news = time.time()
             if ev.name == "Attempted":
                 t.attempt_count += 1
                 self.notify("attempted", t)
@@ -161,6 +254,8 @@ class Waiter:
             seen = time.time()
             for (t, r), p in zip(new_responses, params):
                 t.responses[r] = ResponseView(r, p.provider, p.payment, p.data, seen, self.client.fetch)
+                if self.book is not None:
+                    self.book.seen(p.provider, seen)
                 self.notify("responded", t)
         if finalized:
             winners = self.chain.read_many(

@@ -1,6 +1,7 @@
 """`auction`: for MANUAL_CONFIRMATION sources. Collects responses for `window` seconds after the
 first one arrives, then confirms the cheapest (ties: the earliest). One of the competition models
-OpenGPU lists as planned. A response whose payload cannot be fetched does not bid.
+OpenGPU lists as planned. A response whose payload cannot be fetched does not bid (the waiting
+loop marks it refused once its fetch retries are spent); neither does a refused one.
 
 Options: `window` (seconds, default 5).
 """
@@ -25,7 +26,7 @@ class Auction(DeliveryStrategy):
         first = task.first_response_at
         if first is None or task.now - first < self.window:
             return Decision.wait()
-        bids = [r for r in task.responses if r.payload is not None]
+        bids = [r for r in task.responses if r.rejection is None and r.payload is not None]
         if not bids:
             return Decision.wait()
         return Decision.confirm(min(bids, key=lambda r: (r.payment, r.seen_at)))

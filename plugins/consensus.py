@@ -6,6 +6,10 @@ Options: `k` (default 2), `key` (a callable(payload) -> hashable; default: the c
 the payload's `result`, or of the whole payload when it has none). Responses are envelopes
 (`{"task", "provider", "result"}`): agreeing providers still store different documents, so
 their URLs differ (the Nexus refuses a response whose URL copies another's).
+
+Once a group agrees, the responses outside it are marked refused (`Rejection.DISAGREEMENT`); a
+payload `key` cannot read is refused at once (`Rejection.UNREADABLE`). Both count against their
+providers' reputation.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ogpu_prefect.chain.types import DeliveryMethod
-from ogpu_prefect.delivery import Decision, DeliveryStrategy, ResponseView, TaskView
+from ogpu_prefect.delivery import Decision, DeliveryStrategy, Rejection, ResponseView, TaskView
 from ogpu_prefect.hookspecs import hookimpl
 
 
@@ -41,17 +45,21 @@ class Consensus(DeliveryStrategy):
             return self.on_terminal(task)
         groups: dict[Any, list[ResponseView]] = defaultdict(list)
         for r in task.responses:
-            if r.payload is None:
+            if r.rejection is not None or r.payload is None:
                 continue
             try:
                 groups[self.key(r.payload)].append(r)
             except Exception:
-                continue
+                r.reject(Rejection.UNREADABLE)
         agreed = [g for g in groups.values() if len(g) >= self.k]
-        if agreed:
-            best = max(agreed, key=len)
-            return Decision.confirm(min(best, key=lambda r: (r.payment, r.seen_at)))
-        return Decision.wait()
+        if not agreed:
+            return Decision.wait()
+        best = max(agreed, key=len)
+        for group in groups.values():
+            if group is not best:
+                for r in group:
+                    r.reject(Rejection.DISAGREEMENT)
+        return Decision.confirm(min(best, key=lambda r: (r.payment, r.seen_at)))
 
 
 @hookimpl

@@ -1,5 +1,7 @@
 """`first_response`: for FIRST_RESPONSE sources. The chain confirms and pays the first valid
-response by itself; we wait for FINALIZED and fetch the winner's payload."""
+response by itself; we wait for FINALIZED and fetch the winner's payload. The waiting loop books
+the winner in its provider's reputation (accepted, or unreadable); a ban cannot stop the chain
+paying a banned provider that answers first: use a MANUAL_CONFIRMATION source to skip them."""
 
 from __future__ import annotations
 

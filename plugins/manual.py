@@ -8,7 +8,9 @@ Options:
 - `enough`: under "lowest_price", confirm early once this many valid responses arrived (default:
   never early; attempters that have not answered yet may still underbid).
 - `validator`: a callable(payload) -> bool; responses it rejects (or whose payload cannot be
-  fetched) are never confirmed.
+  fetched) are never confirmed. A response it rejects, or raises on, is marked refused
+  (`Rejection.VALIDATOR`): it counts against its provider's reputation, and a task whose every
+  response was refused is given up so that its input is re-published.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ogpu_prefect.chain.types import DeliveryMethod, TaskStatus
-from ogpu_prefect.delivery import Decision, DeliveryStrategy, ResponseView, TaskView
+from ogpu_prefect.delivery import Decision, DeliveryStrategy, Rejection, ResponseView, TaskView
 from ogpu_prefect.hookspecs import hookimpl
 
 
@@ -41,13 +43,18 @@ class Manual(DeliveryStrategy):
         self.enough = enough
 
     def valid(self, response: ResponseView) -> bool:
+        if response.rejection is not None:
+            return False
         payload = response.payload
         if payload is None:
-            return False
+            return False  # not read yet (or unreadable: the waiting loop says so once retries end)
         try:
-            return self.validator is None or bool(self.validator(payload))
-        except Exception:
-            return False
+            ok = self.validator is None or bool(self.validator(payload))
+        except Exception:  # a payload of the wrong shape is a wrong answer
+            ok = False
+        if not ok:
+            response.reject(Rejection.VALIDATOR)
+        return ok
 
     def decide(self, task: TaskView) -> Decision:
         if task.status.is_final:

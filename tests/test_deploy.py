@@ -202,6 +202,7 @@ def test_served_flows_run_from_the_api(world: World) -> None:
     from prefect.deployments import run_deployment
 
     from ogpu_prefect.blocks import OGPUNetwork
+    from ogpu_prefect.tasks import load_block
 
     net, wallet, storage = world.blocks
     folder = inbox(world)
@@ -247,6 +248,8 @@ def test_served_flows_run_from_the_api(world: World) -> None:
                     client.delete_deployment(d.id)
     assert_batch_run(world, runs[0], len(INPUTS))
     assert runs[0].parameters["payment"] == "0.01 OGPU", runs[0].parameters
+    stored = runs[0].parameters["network"]  # what a failure hook reads back to settle the batch
+    assert load_block(OGPUNetwork, stored, "network").rpc_url == OGPUNetwork.load(net).rpc_url
     assert_inbox_run(world, runs[1], folder)
 
 

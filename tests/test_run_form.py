@@ -5,7 +5,9 @@ Debian Chromium, driven by Selenium, opens Deployments -> run-batch -> Run, chec
 parameter is described, that the blocks are block pickers and the delivery method and manual policy
 drop-downs, fills the form in (amount "0.01 OGPU", blocks picked from the saved ones) and submits
 it; the run must complete with finalized results. Screenshots go to tests/artifacts/ (ignored by
-git): run-form.png (filled in), run-form-result.png (the run)."""
+git): run-form.png (filled in), run-form-result.png (the run). Before it, without a browser: the
+form's contract (the flows' parameter schemas, as Prefect's own schema check reads them) and the
+amounts' parsing through the flow's parameter validation."""
 
 from __future__ import annotations
 
@@ -21,13 +23,12 @@ from typing import Any
 import pytest
 import requests
 
+from ogpu_prefect.chain.types import DeliveryMethod
 from ogpu_prefect.storage import LocalStore
 
 from .scenarios import Ctx
 from .test_deploy import POOL, REPO, Procs, World, wait_runs
 from .test_ui import SHOTS, browser  # noqa: F401 (the module's browser fixture)
-
-pytestmark = pytest.mark.slow
 
 INPUTS = [{"text": "a lovely day"}, {"text": "the bus leaves at six"}]
 DESCRIBED = [
@@ -94,7 +95,8 @@ def deployed(devnet: Any, tmp_path: Path) -> Iterator[tuple[World, str]]:
             procs.run("pool", [*prefect, "work-pool", "create", POOL, "--type", "process", "--overwrite"])
             procs.run("deploy", [*prefect, "--no-prompt", "deploy", "--name", "run-batch"])
             procs.start("worker", [*prefect, "worker", "start", "--pool", POOL, "--type", "process"])
-            yield World(ctx, blocks, ctx.source(), tmp_path, procs), api.removesuffix("/api")
+            source = ctx.source(DeliveryMethod.MANUAL_CONFIRMATION)  # the form picks `manual`, policy `first`
+            yield World(ctx, blocks, source, tmp_path, procs), api.removesuffix("/api")
     finally:
         procs.stop()
 
@@ -124,10 +126,7 @@ def pick_block(driver: Any, label: str, kind: str, name: str) -> list[str]:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
-    field = section(driver, label)
-    tab = [b for b in field.find_elements(By.CSS_SELECTOR, "button.p-button-group__button") if b.text.strip() == kind]
-    assert tab, f"{label}: no {kind} tab"
-    tab[0].click()
+    switch(driver, label, kind)
     deadline = time.time() + 20
     while True:
         selects = section(driver, label).find_elements(By.CSS_SELECTOR, ".block-document-input select")
@@ -139,13 +138,30 @@ def pick_block(driver: Any, label: str, kind: str, name: str) -> list[str]:
         time.sleep(0.3)
 
 
-def options_of(driver: Any, label: str) -> list[str]:
+def switch(driver: Any, label: str, tab: str) -> Any:
+    """Picks the `tab` side of an either-or field (`X | None`, block or name); the field."""
+    from selenium.webdriver.common.by import By
+
+    buttons = section(driver, label).find_elements(By.CSS_SELECTOR, "button.p-button-group__button")
+    chosen = [b for b in buttons if b.text.strip() == tab]
+    assert chosen, f"{label}: no {tab!r} among {[b.text for b in buttons]}"
+    chosen[0].click()
+    time.sleep(0.3)
+    return section(driver, label)
+
+
+def choose(driver: Any, label: str, value: str) -> list[str]:
+    """Picks `value` in the drop-down `label`; its choices."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
-    return [o.text for o in Select(section(driver, label).find_element(By.CSS_SELECTOR, "select")).options]
+    select = Select(section(driver, label).find_element(By.CSS_SELECTOR, "select"))
+    choices = [o.text for o in select.options]
+    select.select_by_visible_text(value)
+    return choices
 
 
+@pytest.mark.slow
 def test_the_run_form_is_described_has_block_pickers_and_runs(deployed: tuple[World, str], browser: Any) -> None:  # noqa: F811
     from prefect.client.orchestration import get_client
     from selenium.webdriver.common.by import By
@@ -153,6 +169,7 @@ def test_the_run_form_is_described_has_block_pickers_and_runs(deployed: tuple[Wo
     world, ui = deployed
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name("ogpu-run-batch/run-batch")
+    browser.set_window_size(1600, 3400)  # the whole form in one screenshot
     browser.get(f"{ui}/deployments/deployment/{deployment.id}/run")
     deadline = time.time() + 60
     text = ""
@@ -165,13 +182,14 @@ def test_the_run_form_is_described_has_block_pickers_and_runs(deployed: tuple[Wo
 
     # Fill it in, as a person would (the provider is up before the run publishes).
     with world.ctx.providers(world.source):
-        run_id = fill_in_and_submit(browser, world)
+        run_id = fill_in_and_submit(browser, world, deployment.id)
         (run,) = wait_runs(world, [run_id], timeout=240)
     assert run.state.is_completed(), f"{run.state}\n{world.procs.tail()}"
     assert run.name == f"ogpu-batch-{len(INPUTS)}-tasks"
     assert {"ogpu", "ogpu-batch"} <= set(run.tags)
     assert run.parameters["payment"] == "0.01 OGPU"
     assert set(run.parameters["network"]) == {"$ref"}, "the picked block travels as a reference"
+    assert run.parameters["delivery"] == "manual" and run.parameters["delivery_options"]["policy"] == "first"
     results = run.state.result()
     assert [r.status for r in results] == ["finalized"] * len(INPUTS)
     assert [r.result["result"] for r in results] == INPUTS
@@ -182,7 +200,7 @@ def test_the_run_form_is_described_has_block_pickers_and_runs(deployed: tuple[Wo
     browser.save_screenshot(str(SHOTS / "run-form-result.png"))
 
 
-def fill_in_and_submit(driver: Any, world: World) -> str:
+def fill_in_and_submit(driver: Any, world: World, deployment_id: Any) -> str:
     """Fills the open run form in and submits it; the new flow run's id."""
     from selenium.webdriver.common.by import By
 
@@ -197,17 +215,108 @@ def fill_in_and_submit(driver: Any, world: World) -> str:
     assert net in pick_block(driver, "network", "OGPUNetwork", net)
     assert wallet in pick_block(driver, "wallet", "OGPUWallet", wallet)
     assert storage in pick_block(driver, "storage", "OGPUStorage", storage)
-    type_into(section(driver, "function_name").find_element(By.TAG_NAME, "textarea"), "echo")
+    type_into(switch(driver, "function_name", "name").find_element(By.TAG_NAME, "textarea"), "echo")
     type_into(section(driver, "task_timeout").find_element(By.CSS_SELECTOR, "input, textarea"), "120")
-    assert {"first_response", "manual", "consensus", "auction"} <= set(options_of(driver, "delivery"))
-    assert {"first", "lowest_price"} <= set(options_of(driver, "policy")), "the manual policies are a drop-down"
+    assert {"first_response", "manual", "consensus", "auction"} <= set(choose(driver, "delivery", "manual"))
+    switch(driver, "delivery_options", "options")
+    assert {"first", "lowest_price"} <= set(choose(driver, "policy", "first")), "the manual policies: a drop-down"
     driver.save_screenshot(str(SHOTS / "run-form.png"))
 
+    form_url = driver.current_url
     driver.find_element(By.XPATH, "//button[normalize-space(.)='Submit']").click()
     deadline = time.time() + 60
-    while "/runs/flow-run/" not in driver.current_url:
+    while driver.current_url == form_url:  # the UI goes back to the deployment once the run is made
         if time.time() > deadline:
             driver.save_screenshot(str(SHOTS / "run-form-refused.png"))
             raise AssertionError(driver.find_element(By.TAG_NAME, "body").text[:3000])
         time.sleep(0.5)
-    return driver.current_url.split("/runs/flow-run/")[1].split("?")[0].strip("/")
+    return created_run(deployment_id)
+
+
+def created_run(deployment_id: Any) -> str:
+    """The id of the flow run the form just created (the deployment's only run)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
+    assert len(runs) == 1, runs
+    return str(runs[0].id)
+
+
+# ---- the form's contract, without a browser ----
+
+
+def schema_of(flow: Any) -> dict[str, Any]:
+    from prefect.utilities.callables import parameter_schema
+
+    return parameter_schema(flow).model_dump_for_openapi()
+
+
+@pytest.mark.parametrize("name", ["run_batch", "scheduled_batch"])
+def test_every_parameter_is_described_and_typed_for_the_form(name: str) -> None:
+    import importlib
+
+    from ogpu_prefect.plugin_manager import delivery_methods
+    from ogpu_prefect.plugins.manual import Manual
+
+    flow = getattr(importlib.import_module(f"ogpu_prefect.flows.{name}"), name)
+    schema = schema_of(flow)
+    props = schema["properties"]
+    assert [p for p, s in props.items() if not s.get("description")] == [], "every parameter is described"
+    for param, block in (("network", "ogpu-network"), ("wallet", "ogpu-wallet"), ("storage", "ogpu-storage")):
+        ref, named = props[param]["anyOf"]
+        definition = schema["definitions"][ref["$ref"].rsplit("/", 1)[1]]
+        assert definition["block_type_slug"] == block, "a block picker"
+        assert definition.get("required"), "a picked block's reference is not also valid block data"
+        assert named["type"] == "string", "or a saved block's name"
+    assert props["payment"]["type"] == "string" and props["payment"]["pattern"], "an amount with its unit"
+    assert "0.01 OGPU" in props["payment"]["examples"]
+    assert props["budget"]["anyOf"][0]["pattern"] == props["payment"]["pattern"]
+    assert props["delivery"]["enum"] == sorted(delivery_methods())
+    policy = props["delivery_options"]["anyOf"][0]["properties"]["policy"]
+    assert policy["enum"] == list(Manual.POLICIES), "the manual policies, as the plugin knows them"
+
+
+def test_the_server_accepts_what_the_form_and_the_cli_send() -> None:
+    from prefect.utilities.schema_tools.validation import ValidationError, validate
+
+    from ogpu_prefect.flows.run_batch import run_batch
+
+    schema = schema_of(run_batch)
+    ref = {"$ref": {"block_document_id": str(uuid.uuid4())}}
+    form = {
+        "source": "0x" + "11" * 20,
+        "inputs": INPUTS,
+        "payment": "0.01 OGPU",
+        "network": ref,
+        "wallet": ref,
+        "storage": ref,
+        "delivery": "manual",
+        "delivery_options": {"policy": "first"},
+        **dict.fromkeys(("function_name", "batch_deadline", "budget", "batch_key"), None),
+    }
+    validate(form, schema, raise_on_error=True)
+    cli = {**form, "network": "devnet", "wallet": "client", "storage": "devnet", "payment": "10000000000000000 wei"}
+    validate({**cli, "budget": "1.5 OGPU", "function_name": "echo"}, schema, raise_on_error=True)
+    for bad in ({"payment": 10**16}, {"payment": "0.01"}, {"delivery": "fastest"}, {"storage": ""}):
+        with pytest.raises(ValidationError):
+            validate({**cli, **bad}, schema, raise_on_error=True)
+
+
+def test_amounts_through_the_flows_parameter_validation() -> None:
+    from decimal import Decimal
+
+    from ogpu_prefect.chain.errors import InvalidInputError
+    from ogpu_prefect.flows.run_batch import run_batch
+
+    base = {"source": "0x" + "11" * 20, "inputs": INPUTS, "network": "n", "wallet": "w", "storage": "s"}
+    for given, wei in [("0.01 OGPU", 10**16), ("10 gwei", 10**10), (Decimal("0.01"), 10**16), (10**16, 10**16)]:
+        assert run_batch.validate_parameters({**base, "payment": given})["payment"] == wei
+        assert run_batch.validate_parameters({**base, "payment": 1, "budget": given})["budget"] == wei
+    for bad in (0.01, "0.01", "1 eth", "0.0000000000000000001 OGPU", True, None):
+        with pytest.raises(InvalidInputError) as info:
+            run_batch.validate_parameters({**base, "payment": bad})
+        assert info.value.field == "payment", bad
+    stored = run_batch.serialize_parameters({**base, "payment": 10**16, "budget": Decimal("2")})
+    assert (stored["payment"], stored["budget"]) == ("0.01 OGPU", "2 OGPU"), "shown in OGPU"
