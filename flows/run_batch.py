@@ -18,7 +18,7 @@ from prefect import get_run_logger
 from prefect.runtime import flow_run
 
 from ogpu_prefect.amounts import Amount, format_ogpu
-from ogpu_prefect.batch import BatchIncompleteError, Ledger, check_delivery, live_ledger, open_batch
+from ogpu_prefect.batch import BatchIncompleteError, Ledger, check_delivery, hold_batch, live_ledger, open_batch
 from ogpu_prefect.batch_report import ProgressReporter, report_batch, report_escrow
 from ogpu_prefect.chain.errors import (
     BudgetExceededError,
@@ -169,114 +169,116 @@ def run_batch(
         )
     client.check_batch(terms, n, payment, client.chain.now() + task_timeout)
     key = batch_key or str(flow_run.get_id())
-    record = open_batch(client, key, terms.address)
-    ledger = Ledger(client, record)
-    live_ledger(key, ledger)
-    deadline = started + (
-        batch_deadline if batch_deadline is not None else (max_republish + 1) * (task_timeout + DEADLINE_SLACK_S)
-    )
-    results: dict[int, TaskResult] = {}
-    history: dict[int, list[str]] = {i: [] for i in range(n)}
-    held = 0  # wei of this batch in escrow right now
-    pending = list(range(n))
-    chain_id = client.chain.network.chain_id
-    reporter = ProgressReporter(
-        n, f"OpenGPU batch of {n} task(s) on {terms.address}", chain_id=chain_id, key=key, source=terms.address
-    )
-    escrow = EscrowReport()
-    try:
-        for round_no in range(max_republish + 1):
-            if not pending or time.time() >= deadline - MIN_TTL:
-                break
-            room = pending if budget is None else pending[: max(0, (budget - held) // max(payment, 1))]
-            for i in pending[len(room) :]:
-                results[i] = TaskResult(
-                    index=i,
-                    status="over_budget",
-                    tasks=history[i],
-                    republished=round_no - 1,
-                    error=f"re-publishing would exceed the budget of {format_ogpu(budget)}",
-                )
-            if not room:
-                break
-            if round_no:
-                log.info("round %d: re-publishing %d input(s)", round_no, len(room))
-            ttl = int(min(task_timeout, max(deadline - time.time(), MIN_TTL)))
-            try:
-                published = publish_tasks(
-                    source,
-                    [items[i] for i in room],
-                    payment,
+    with hold_batch(key, str(flow_run.get_id())):  # one run of a batch_key at a time
+        record = open_batch(client, key, terms.address)
+        ledger = Ledger(client, record)
+        live_ledger(key, ledger)
+        deadline = started + (
+            batch_deadline if batch_deadline is not None else (max_republish + 1) * (task_timeout + DEADLINE_SLACK_S)
+        )
+        results: dict[int, TaskResult] = {}
+        history: dict[int, list[str]] = {i: [] for i in range(n)}
+        held = 0  # wei of this batch in escrow right now
+        pending = list(range(n))
+        chain_id = client.chain.network.chain_id
+        reporter = ProgressReporter(
+            n, f"OpenGPU batch of {n} task(s) on {terms.address}", chain_id=chain_id, key=key, source=terms.address
+        )
+        escrow = EscrowReport()
+        try:
+            for round_no in range(max_republish + 1):
+                if not pending or time.time() >= deadline - MIN_TTL:
+                    break
+                room = pending if budget is None else pending[: max(0, (budget - held) // max(payment, 1))]
+                for i in pending[len(room) :]:
+                    results[i] = TaskResult(
+                        index=i,
+                        status="over_budget",
+                        tasks=history[i],
+                        republished=round_no - 1,
+                        error=f"re-publishing would exceed the budget of {format_ogpu(budget)}",
+                    )
+                if not room:
+                    break
+                if round_no:
+                    log.info("round %d: re-publishing %d input(s)", round_no, len(room))
+                ttl = int(min(task_timeout, max(deadline - time.time(), MIN_TTL)))
+                try:
+                    published = publish_tasks(
+                        source,
+                        [items[i] for i in room],
+                        payment,
+                        network,
+                        wallet,
+                        storage,
+                        ttl=ttl,
+                        batch_key=key,
+                        indexes=room,
+                        attempt=round_no,
+                        reconcile_from_block=record.from_block,
+                    )
+                except PartialPublishError as e:
+                    ledger.add([p.address for p in e.published])
+                    raise
+                ledger.add([p.address for p in published])
+                held += payment * len(published)
+                for p in published:
+                    history[p.index].append(p.address)
+                outcomes = wait_for_results(
+                    published,
                     network,
                     wallet,
                     storage,
-                    ttl=ttl,
-                    batch_key=key,
-                    indexes=room,
-                    attempt=round_no,
-                    reconcile_from_block=record.from_block,
+                    delivery=delivery,
+                    delivery_options=delivery_options,
+                    from_block=record.from_block,
+                    deadline_s=max(min(deadline, time.time() + ttl + DEADLINE_SLACK_S) - time.time(), 1),
+                    poll_interval=poll_interval,
+                    reputation=reputation,
+                    reputation_options=reputation_options,
+                    progress=reporter.round_progress(len(results)),
                 )
-            except PartialPublishError as e:
-                ledger.add([p.address for p in e.published])
-                raise
-            ledger.add([p.address for p in published])
-            held += payment * len(published)
-            for p in published:
-                history[p.index].append(p.address)
-            outcomes = wait_for_results(
-                published,
-                network,
-                wallet,
-                storage,
-                delivery=delivery,
-                delivery_options=delivery_options,
-                from_block=record.from_block,
-                deadline_s=max(min(deadline, time.time() + ttl + DEADLINE_SLACK_S) - time.time(), 1),
-                poll_interval=poll_interval,
-                reputation=reputation,
-                reputation_options=reputation_options,
-                progress=reporter.round_progress(len(results)),
+                failed = []
+                for p, r in zip(published, outcomes):
+                    results[p.index] = r.model_copy(update={"tasks": history[p.index], "republished": round_no})
+                    if r.status == "finalized":
+                        held -= payment
+                    else:
+                        failed.append(p.address)
+                if failed:
+                    log.info(
+                        "round %d: %d of %d input(s) gave no result (%s)",
+                        round_no,
+                        len(failed),
+                        len(published),
+                        ", ".join(f"{k}: {v}" for k, v in sorted(_reasons(outcomes).items())),
+                    )
+                    settled = ledger.settle(failed)
+                    escrow.merge(settled)
+                    held -= payment * (len(settled.cancelled) + len(settled.reclaimed) + len(settled.finalized))
+                pending = [p.index for p, r in zip(published, outcomes) if r.status != "finalized"]
+        finally:
+            reporter.close()
+        ordered = [
+            results.get(i) or TaskResult(index=i, status="deadline", tasks=history[i], reason="deadline")
+            for i in range(n)
+        ]
+        ordered = [
+            r.model_copy(update={"open_escrow": {t: escrow.waiting[t] for t in r.tasks if t in escrow.waiting}})
+            for r in ordered
+        ]
+        report_batch(ordered, payment, time.time() - started, terms.address, chain_id=chain_id, key=key)
+        if escrow.open_escrow:
+            log.warning("escrow of %d task(s) is still held: %s", len(escrow.open_escrow), escrow.summary())
+            report_escrow(escrow, key)
+        if escrow.unreadable:  # the hook settles them if the node is back by then
+            raise BatchIncompleteError(
+                f"batch {key}: {len(escrow.unreadable)} task(s) could not be settled (the node "
+                f"did not answer); a run with batch_key={key!r} settles them",
+                escrow.unreadable,
             )
-            failed = []
-            for p, r in zip(published, outcomes):
-                results[p.index] = r.model_copy(update={"tasks": history[p.index], "republished": round_no})
-                if r.status == "finalized":
-                    held -= payment
-                else:
-                    failed.append(p.address)
-            if failed:
-                log.info(
-                    "round %d: %d of %d input(s) gave no result (%s)",
-                    round_no,
-                    len(failed),
-                    len(published),
-                    ", ".join(f"{k}: {v}" for k, v in sorted(_reasons(outcomes).items())),
-                )
-                settled = ledger.settle(failed)
-                escrow.merge(settled)
-                held -= payment * (len(settled.cancelled) + len(settled.reclaimed) + len(settled.finalized))
-            pending = [p.index for p, r in zip(published, outcomes) if r.status != "finalized"]
-    finally:
-        reporter.close()
-    ordered = [
-        results.get(i) or TaskResult(index=i, status="deadline", tasks=history[i], reason="deadline") for i in range(n)
-    ]
-    ordered = [
-        r.model_copy(update={"open_escrow": {t: escrow.waiting[t] for t in r.tasks if t in escrow.waiting}})
-        for r in ordered
-    ]
-    report_batch(ordered, payment, time.time() - started, terms.address, chain_id=chain_id, key=key)
-    if escrow.open_escrow:
-        log.warning("escrow of %d task(s) is still held: %s", len(escrow.open_escrow), escrow.summary())
-        report_escrow(escrow, key)
-    if escrow.unreadable:  # the hook settles them if the node is back by then
-        raise BatchIncompleteError(
-            f"batch {key}: {len(escrow.unreadable)} task(s) could not be settled (the node "
-            f"did not answer); a run with batch_key={key!r} settles them",
-            escrow.unreadable,
-        )
-    live_ledger(key, drop=True)
-    return ordered
+        live_ledger(key, drop=True)
+        return ordered
 
 
 def _reasons(outcomes: Sequence[TaskResult]) -> dict[str, int]:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from .chain.errors import EscrowHeldError, InvalidInputError, OGPUError
 from .client import OGPUClient
 from .escrow import EscrowReport, settle
+from .lease import BatchKeyConflictError, BatchLease
 from .reconcile import find_published
 
 if TYPE_CHECKING:
@@ -36,10 +37,6 @@ log = logging.getLogger(__name__)
 
 class DeliveryMismatchError(InvalidInputError):
     """The delivery method needs sources of another on-chain delivery method."""
-
-
-class BatchKeyConflictError(InvalidInputError):
-    """The batch_key is already a batch of another chain, client or source."""
 
 
 class BatchIncompleteError(EscrowHeldError):
@@ -107,6 +104,11 @@ def open_batch(client: OGPUClient, key: str, source: str) -> BatchRecord:
     return record
 
 
+def hold_batch(key: str, flow_run_id: str | None = None) -> BatchLease:
+    """One run of batch `key` at a time (lease.py): `with hold_batch(key, run_id): ...`."""
+    return BatchLease(variable_name(key), key, flow_run_id)
+
+
 def find_batch(key: str) -> BatchRecord | None:
     from prefect.variables import Variable
 
@@ -140,6 +142,11 @@ class Ledger:
 
     def add(self, addresses: Sequence[str]) -> None:
         self.known.update(dict.fromkeys(addresses))
+
+    def drop(self, addresses: Sequence[str]) -> None:
+        """Forgets tasks whose escrow is paid or back (a streaming batch keeps only what is open)."""
+        for a in addresses:
+            self.known.pop(a, None)
 
     def settle(self, tasks: Sequence[str] | None = None) -> EscrowReport:
         report = settle(self.client, list(tasks) if tasks is not None else self.tasks)

@@ -5,7 +5,7 @@ so that nothing is published twice), wait (waiting.py), confirm, cancel and recl
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -20,7 +20,7 @@ from .chain.types import DeliveryMethod, SourceParams, SourceStatus
 from .delivery import DeliveryStrategy
 from .models import PublishedTask, SourceSpec, TaskInput
 from .publishing import Publication
-from .reconcile import find_published
+from .reconcile import OnChainTask, find_published
 from .storage import PayloadStore, canonical_json, fetch_json
 from .waiting import ChangeCallback, Tracked, Waiter
 
@@ -193,9 +193,6 @@ class OGPUClient:
         inputs, marks, indexes = validation.check_batch_shape(inputs, marks, indexes)
         validation.check_int("reconcile_from_block", reconcile_from_block, minimum=0, optional=True)
         terms = self.source_terms(source)
-        self.check_batch(terms, len(inputs), payment, expiry_time)
-        bodies = self.config_bodies(inputs, marks, indexes)  # every input checked before any write
-        self._store()  # a client without a store is refused before anything is sent
         existing = (
             {
                 url: tasks[0]
@@ -204,7 +201,29 @@ class OGPUClient:
             if reconcile_from_block is not None
             else {}
         )
-        return Publication(self, terms.address, payment, expiry_time, indexes).run(bodies, existing)
+        return self.publish_checked(
+            terms, inputs, payment, expiry_time, marks=marks, indexes=indexes, existing=existing
+        )
+
+    def publish_checked(
+        self,
+        terms: SourceTerms,
+        inputs: Sequence[TaskInput],
+        payment: int,
+        expiry_time: int,
+        *,
+        marks: Sequence[dict[str, Any]] | None = None,
+        indexes: Sequence[int] | None = None,
+        existing: Mapping[str, OnChainTask] | None = None,
+    ) -> list[PublishedTask]:
+        """`publish_tasks` on terms already read, reusing the `existing` tasks (config URL -> task,
+        from `find_published`) instead of reading the chain for them: a streaming batch reads both
+        once, not per publication."""
+        inputs, marks, indexes = validation.check_batch_shape(inputs, marks, indexes)
+        self.check_batch(terms, len(inputs), payment, expiry_time)
+        bodies = self.config_bodies(inputs, marks, indexes)  # every input checked before any write
+        self._store()  # a client without a store is refused before anything is sent
+        return Publication(self, terms.address, payment, expiry_time, indexes).run(bodies, existing or {})
 
     # ---- waiting ----
 

@@ -4,6 +4,8 @@ decides each one (confirming responses where it says so), the task expires, or t
 One `eth_getLogs` per poll for the whole batch (`EventCursor`), a batched read for what the events
 name, and the delivery method's decision for the tasks with news. An RPC outage pauses the loop
 (logged) until the node answers again or the deadline passes: it never ends the batch early.
+`run` waits for a fixed set of tasks; a streaming batch (streaming.py) drives `poll` itself,
+`add`ing tasks as it publishes them and `forget`ting those that ended.
 
 With a `ReputationBook` (reputation.py) the loop is where every delivery method's refusals are
 counted: it books the responses a method rejected, payloads that stayed unreadable and accepted
@@ -93,35 +95,79 @@ class Waiter:
         self.reject_grace_s = reject_grace_s
         self._booked: set[str] = set()  # responses whose refusal is counted
         self._fetched_any = False  # our storage answered for some payload
+        self._undecided = list(self.tracked.values())
+        self._last_sweep = 0.0
+        self._ended: list[Tracked] = []
+
+    def add(self, published: Sequence[PublishedTask], *, catch_up: bool = False) -> None:
+        """Follows more tasks (a streaming batch's later publications). `catch_up`: tasks
+        published before this wait began (a resumed batch reusing them), whose past events the
+        cursor will not see: their state is read from the chain now."""
+        new = [Tracked(p) for p in published]
+        for t in new:
+            self.tracked[t.published.address] = t
+        self._undecided += new
+        if catch_up and new:
+            self._catch_up(new)
+
+    def forget(self, address: str) -> None:
+        """Stops following an ended task (its memory is freed; its later events are ignored)."""
+        self.tracked.pop(address, None)
 
     def run(self, deadline: float) -> dict[str, Tracked]:
-        undecided = list(self.tracked.values())
-        last_sweep = 0.0
+        """Polls until every task is decided or the wall-clock `deadline` passes."""
         try:
             while True:
-                try:
-                    touched = self._apply_events(self.cursor.poll())
-                    now_chain = self.chain.now()
-                    if time.monotonic() - last_sweep >= SWEEP_S:
-                        last_sweep = time.monotonic()
-                        undecided = [
-                            t for t in undecided if t.outcome is None or t.outcome.kind is DecisionKind.CONFIRM
-                        ]
-                        due: Iterable[Tracked] = undecided
-                    else:
-                        due = touched | {t for t in undecided if t.responses}
-                    self._decide(due, now_chain)
-                    self._back_online()
-                except TxRpcError as e:  # the node is away (or erring): wait for it, up to the deadline
-                    self._offline(e)
-                if self.book is not None and self.book.urgent:
-                    self.book.flush()  # a ban: other flows should see it now, not at our end
+                self.poll()
                 if all(t.outcome is not None for t in self.tracked.values()) or time.time() >= deadline:
                     return self.tracked
                 time.sleep(self.poll_interval if self.outage_since is None else 1.0)
         finally:
-            if self.book is not None:
-                self.book.flush()
+            self.close()
+
+    def poll(self) -> list[Tracked]:
+        """One pass: new events applied, due tasks decided (confirming where the method says);
+        returns the tasks that ended in it (accepted, failed or expired). An RPC outage is
+        logged and ends nothing."""
+        try:
+            touched = self._apply_events(self.cursor.poll())
+            now_chain = self.chain.now()
+            if time.monotonic() - self._last_sweep >= SWEEP_S:
+                self._last_sweep = time.monotonic()
+                self._undecided = [
+                    t for t in self._undecided if t.outcome is None or t.outcome.kind is DecisionKind.CONFIRM
+                ]
+                due: Iterable[Tracked] = self._undecided
+            else:
+                due = touched | {t for t in self._undecided if t.responses and t.outcome is None}
+            self._decide(due, now_chain)
+            self._back_online()
+        except TxRpcError as e:  # the node is away (or erring): wait for it, up to the deadline
+            self._offline(e)
+        if self.book is not None and self.book.urgent:
+            self.book.flush()  # a ban: other flows should see it now, not at our end
+        ended, self._ended = self._ended, []
+        return ended
+
+    def close(self) -> None:
+        """Writes what the reputation book learned (call once the wait is over)."""
+        if self.book is not None:
+            self.book.flush()
+
+    def _catch_up(self, tracked: list[Tracked]) -> None:
+        from .inspect import response_addresses, snapshot_tasks
+
+        snaps = snapshot_tasks(self.chain, [t.published.address for t in tracked])
+        for t, snap in zip(tracked, snaps):
+            t.status, t.attempt_count, t.winner = snap.status, snap.attempt_count, snap.winning_provider
+            t.last_news = time.time() if snap.attempt_count else 0.0
+        pairs = [
+            (t, r)
+            for t, snap in zip(tracked, snaps)
+            if snap.attempt_count
+            for r in response_addresses(self.chain, t.published.address)
+        ]
+        self._load_responses(pairs)
 
     def _offline(self, error: Exception) -> None:
         if self.outage_since is None:
@@ -224,6 +270,7 @@ class Waiter:
         t.outcome = decision
         t.decided_at = time.time()
         t.note = decision.reason
+        self._ended.append(t)
         self.notify(kind or ("decided" if decision.kind is DecisionKind.ACCEPT else "failed"), t)
 
     def _apply_events(self, events: list[EventLog]) -> set[Tracked]:
@@ -249,14 +296,7 @@ class Waiter:
                     finalized.append(t)
                 elif t.status is TaskStatus.EXPIRED:
                     self.notify("expired", t)
-        if new_responses:
-            params = self.chain.read_many([self.chain.response(r).read.get_response_params() for _, r in new_responses])
-            seen = time.time()
-            for (t, r), p in zip(new_responses, params):
-                t.responses[r] = ResponseView(r, p.provider, p.payment, p.data, seen, self.client.fetch)
-                if self.book is not None:
-                    self.book.seen(p.provider, seen)
-                self.notify("responded", t)
+        self._load_responses(new_responses)
         if finalized:
             winners = self.chain.read_many(
                 [self.chain.task(t.published.address).read.winning_provider() for t in finalized]
@@ -265,6 +305,18 @@ class Waiter:
                 t.winner = w
                 self.notify("finalized", t)
         return touched
+
+    def _load_responses(self, pairs: list[tuple[Tracked, str]]) -> None:
+        """Reads what each (task, response address) names, in one batch."""
+        if not pairs:
+            return
+        params = self.chain.read_many([self.chain.response(r).read.get_response_params() for _, r in pairs])
+        seen = time.time()
+        for (t, r), p in zip(pairs, params):
+            t.responses[r] = ResponseView(r, p.provider, p.payment, p.data, seen, self.client.fetch)
+            if self.book is not None:
+                self.book.seen(p.provider, seen)
+            self.notify("responded", t)
 
     def _confirm(self, confirms: list[Tracked]) -> None:
         responses = [t.outcome.response.address for t in confirms]  # type: ignore[union-attr]

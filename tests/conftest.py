@@ -5,6 +5,8 @@ evm_revert (which also keeps anvil fast)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,6 +28,20 @@ def devnet(session_devnet: Devnet) -> Iterator[Devnet]:
     snap = session_devnet.snapshot()
     yield session_devnet
     session_devnet.revert(snap)
+
+
+@pytest.fixture
+def env(devnet: Devnet, tmp_path: Path) -> Iterator[tuple[Any, ...]]:
+    """(devnet, network block, client wallet block, storage block, LocalStore): a client's
+    blocks over a payload folder served on loopback HTTP."""
+    from ogpu_prefect.blocks import OGPUNetwork, OGPUStorage, OGPUWallet
+    from ogpu_prefect.storage import LocalStore
+
+    with LocalStore(tmp_path / "payloads") as store:
+        network = OGPUNetwork.from_network(devnet.network)
+        wallet = OGPUWallet(private_key=devnet.key("client"))
+        storage = OGPUStorage(write_url=f"file://{tmp_path / 'payloads'}", read_url=store.base_url)
+        yield devnet, network, wallet, storage, store
 
 
 @pytest.fixture(scope="session")

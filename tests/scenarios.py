@@ -245,6 +245,78 @@ def crash_and_rerun(ctx: Ctx, n: int, api_url: str) -> Outcome:
     return audit(ctx, outcome, source, start)
 
 
+def stream_crash_and_resume(ctx: Ctx, n: int, api_url: str) -> Outcome:
+    """stream_batch's process is killed (SIGKILL) mid-stream, results written and tasks in flight;
+    a run with the same batch_key resumes it: every input's result once, nothing published twice."""
+    from ogpu_prefect.flows.stream_batch import stream_batch
+    from ogpu_prefect.stream_io import read_results
+
+    outcome, source = Outcome("stream killed mid-run, resumed", n), ctx.source()
+    start = ctx.chain.block_number() + 1
+    key = f"stream-crash-{start}"
+    names = save_blocks(ctx, f"scrash{start}")
+    with ctx.providers(source, from_block=start):
+        proc = _batch_process(source, n, key, names, api_url, "stream")
+        try:
+            deadline = time.time() + 120
+            while ctx.chain.source(source).get_task_count() < n // 2 and time.time() < deadline and proc.poll() is None:
+                time.sleep(0.01)
+            os.killpg(proc.pid, signal.SIGKILL)
+        finally:
+            proc.wait()
+        killed_at = ctx.chain.source(source).get_task_count()
+        state = stream_batch(
+            source,
+            [{"i": i} for i in range(n)],
+            PAYMENT,
+            ctx.network(),
+            ctx.wallet(),
+            ctx.storage(),
+            function_name="echo",
+            task_timeout=120,
+            batch_key=key,
+            max_in_flight=10,
+            return_state=True,
+        )
+        summary = state.result()
+    ends = sorted(r["index"] for r in read_results(summary.results_url))
+    if ends != list(range(n)):
+        outcome.problems.append(f"results are not each input once: {len(ends)} lines, {len(set(ends))} inputs")
+    if summary.counts != {"finalized": n}:
+        outcome.problems.append(f"counts {summary.counts}")
+    outcome.detail = f"{killed_at} task(s) on chain when killed"
+    return audit(ctx, outcome, source, start)
+
+
+def same_key_at_once(ctx: Ctx, n: int, api_url: str, mode: str = "run") -> Outcome:
+    """Two processes start the same batch_key at the same moment (a deployment triggered twice):
+    one runs it, the other waits and then publishes nothing more."""
+    outcome, source = Outcome(f"one batch_key run twice at once ({mode})", n), ctx.source()
+    start = ctx.chain.block_number() + 1
+    key = f"twice-{mode}-{start}"
+    names = save_blocks(ctx, f"twice{start}")
+    with ctx.providers(source, from_block=start):
+        procs = [_batch_process(source, n, key, names, api_url, mode, capture=True) for _ in range(2)]
+        for p in procs:
+            out = p.communicate(timeout=600)[0].decode(errors="replace")
+            if p.returncode != 0:
+                outcome.problems.append(f"a run failed: {out[-400:]}")
+    return audit(ctx, outcome, source, start)
+
+
+def _batch_process(
+    source: str, n: int, key: str, names: tuple[str, str, str], api_url: str, mode: str, capture: bool = False
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.batch_proc", source, str(n), key, *names, mode],
+        cwd=REPO,
+        env={**os.environ, "PREFECT_API_URL": api_url},
+        start_new_session=True,
+        stdout=subprocess.PIPE if capture else None,
+        stderr=subprocess.STDOUT if capture else None,
+    )
+
+
 def save_blocks(ctx: Ctx, prefix: str) -> tuple[str, str, str]:
     names = (f"{prefix}-net", f"{prefix}-wallet", f"{prefix}-store")
     ctx.network().save(names[0], overwrite=True)
@@ -474,6 +546,8 @@ SCENARIOS: dict[str, Callable[..., Outcome]] = {
     "retry": retry_after_publish,
     "rerun": rerun_same_key,
     "crash": crash_and_rerun,
+    "stream_crash": stream_crash_and_resume,
+    "same_key_at_once": same_key_at_once,
     "storage_outage": storage_outage_mid_publish,
     "shared_wallet": wallet_shared_by_processes,
     "rpc_outage": rpc_outage,

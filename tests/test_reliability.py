@@ -46,6 +46,19 @@ def test_a_client_killed_mid_publish_then_rerun_publishes_each_input_once(ctx: C
     check(scenarios.crash_and_rerun(ctx, 40, PREFECT_API_URL.value()))
 
 
+def test_a_stream_killed_mid_run_resumes_with_each_input_once(ctx: Ctx) -> None:
+    from prefect.settings import PREFECT_API_URL
+
+    check(scenarios.stream_crash_and_resume(ctx, 60, PREFECT_API_URL.value()))
+
+
+@pytest.mark.parametrize("mode", ["run", "stream"])
+def test_one_batch_key_run_twice_at_once_publishes_each_input_once(ctx: Ctx, mode: str) -> None:
+    from prefect.settings import PREFECT_API_URL
+
+    check(scenarios.same_key_at_once(ctx, 20, PREFECT_API_URL.value(), mode))
+
+
 def test_a_storage_outage_mid_publish_leaves_no_escrow_frozen(ctx: Ctx) -> None:
     check(scenarios.storage_outage_mid_publish(ctx, 300))
 

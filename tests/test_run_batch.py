@@ -4,11 +4,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from ogpu_prefect.blocks import OGPUNetwork, OGPUStorage, OGPUWallet
 from ogpu_prefect.chain.connection import Chain
 from ogpu_prefect.chain.errors import (
     BalanceTooLowError,
@@ -21,21 +18,11 @@ from ogpu_prefect.chain.errors import (
 )
 from ogpu_prefect.chain.types import DeliveryMethod
 from ogpu_prefect.models import SourceSpec
-from ogpu_prefect.storage import LocalStore
 
 from .provider_sim import SimProvider
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 ETHER = 10**18
-
-
-@pytest.fixture
-def env(devnet, tmp_path: Path):
-    with LocalStore(tmp_path / "payloads") as store:
-        network = OGPUNetwork.from_network(devnet.network)
-        wallet = OGPUWallet(private_key=devnet.key("client"))
-        storage = OGPUStorage(write_url=f"file://{tmp_path / 'payloads'}", read_url=store.base_url)
-        yield devnet, network, wallet, storage, store
 
 
 def make_source(env, method: DeliveryMethod, **spec) -> str:
