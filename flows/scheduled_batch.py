@@ -1,14 +1,19 @@
 """`scheduled_batch`: the "scheduled batch job" user. Every run picks up the input files that
-landed in an inbox folder (any fsspec URL), runs them all as one `run_batch`, writes each file's
+landed in an inbox folder (any fsspec URL), streams them all as one batch (`stream_tasks`: at most
+`max_in_flight` tasks on chain, memory bounded whatever the files hold), writes each file's
 results next to it in an outbox, and moves the file to `done/`, so a file is processed once.
 
-An input file is JSON: a list of inputs, or one input. Deploy it from the repository's prefect.yaml
-(`prefect deploy --name nightly`), or serve it on a cron schedule:
+An input file is JSON (a list of inputs, or one input; results: `<name>.results.json`, a list in
+input order) or JSON lines (`*.jsonl`, one input per line; results: `<name>.results.jsonl`, one
+line per input as it ended, `index` its line among the inputs). Deploy it from the repository's
+prefect.yaml (`prefect deploy --name nightly`), or serve it on a cron schedule:
 
     OGPU_SOURCE=0x... uv run python flows/scheduled_batch.py   # serves "nightly" (02:00 every day)
 """
 
+import bisect
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import fsspec
@@ -16,6 +21,7 @@ from prefect import get_run_logger
 from prefect.runtime import flow_run
 
 from ogpu_prefect.amounts import Amount
+from ogpu_prefect.chain.errors import InvalidInputError
 from ogpu_prefect.flowkit import (
     Budget,
     DeliveryName,
@@ -26,9 +32,11 @@ from ogpu_prefect.flowkit import (
     Wallet,
     or_none,
     redacting_flow,
+    settle_on_exit,
     tag_run,
 )
-from ogpu_prefect.flows.run_batch import run_batch
+from ogpu_prefect.flows.stream_batch import stream_tasks
+from ogpu_prefect.stream_io import read_results
 
 # No `from __future__ import annotations` here: a served flow is pickled by value into its run's
 # process, and a name used only in a string annotation would not be there to resolve it.
@@ -43,7 +51,15 @@ def inbox_run_name() -> str:
     return f"ogpu-inbox-{inbox.rstrip('/').rsplit('/', 1)[-1] or 'root'}"
 
 
-@redacting_flow(name="ogpu-scheduled-batch", flow_run_name=inbox_run_name, run_tags=RUN_TAGS, log_prints=True)
+@redacting_flow(
+    name="ogpu-scheduled-batch",
+    flow_run_name=inbox_run_name,
+    run_tags=RUN_TAGS,
+    log_prints=True,
+    on_failure=[settle_on_exit],
+    on_crashed=[settle_on_exit],
+    on_cancellation=[settle_on_exit],
+)
 def scheduled_batch(
     inbox: str,
     source: str,
@@ -58,10 +74,11 @@ def scheduled_batch(
     delivery: DeliveryName = "first_response",
     delivery_options: DeliveryOptions = None,
     task_timeout: int = 300,
+    max_in_flight: int = 100,
     budget: Budget = None,
 ) -> dict[str, str]:
-    """Runs every input file in an inbox folder as one OpenGPU batch (run_batch), writes each
-    file's results to the outbox and moves the file to `done/`.
+    """Streams every input file in an inbox folder as one OpenGPU batch, writes each file's
+    results to the outbox and moves the file to `done/`.
 
     Args:
         inbox: The inbox folder, as an fsspec URL (file:///data/inbox, s3://bucket/inbox, ...).
@@ -72,13 +89,15 @@ def scheduled_batch(
         wallet: The client wallet that signs and pays: a saved OGPUWallet block (or its name).
         storage: Where task inputs are written and results read from: a saved OGPUStorage block
             (or its name).
-        outbox: Where `<file>.results.json` goes (empty: `<inbox>/results`).
-        pattern: Which files of the inbox are inputs (a glob).
+        outbox: Where `<file>.results.json` (or `.results.jsonl`) goes (empty: `<inbox>/results`).
+        pattern: Which files of the inbox are inputs (a glob: `*.json`, `*.jsonl`, `*.json*`).
         function_name: The service function for inputs that do not name one.
         delivery: The delivery method that chooses and pays results (see run_batch).
         delivery_options: The delivery method's options (see run_batch).
         task_timeout: Seconds a task may take (its on-chain expiry).
-        budget: The most the batch may hold in escrow at once, with its unit; empty for no ceiling.
+        max_in_flight: The most tasks on chain at once.
+        budget: The most the batch may hold in escrow at once, with its unit; empty: `max_in_flight`
+            tasks' worth.
 
     Returns:
         {input file: results file} for every file processed.
@@ -93,15 +112,9 @@ def scheduled_batch(
     if not files:
         log.info("inbox %s is empty", inbox)
         return {}
-    inputs: list[Any] = []
-    spans: list[tuple[str, int, int]] = []
-    for path in files:
-        data = json.loads(fs.cat_file(path))
-        items = data if isinstance(data, list) else [data]
-        spans.append((path, len(inputs), len(inputs) + len(items)))
-        inputs.extend(items)
+    inputs = InboxInputs(fs, files)
     log.info("%d file(s), %d input(s)", len(files), len(inputs))
-    results = run_batch(
+    summary = stream_tasks(
         source,
         inputs,
         payment,
@@ -112,18 +125,81 @@ def scheduled_batch(
         delivery=delivery,
         delivery_options=delivery_options,
         task_timeout=task_timeout,
+        max_in_flight=max_in_flight,
         budget=budget,
     )
     out_fs.makedirs(out_root, exist_ok=True)
+    written = write_outbox(inputs, summary.results_url, out_fs, out_root)
     fs.makedirs(f"{root}/done", exist_ok=True)
-    written = {}
-    for path, start, end in spans:
-        name = path.rsplit("/", 1)[-1]
-        target = f"{out_root}/{name.rsplit('.', 1)[0]}.results.json"
-        out_fs.pipe_file(target, json.dumps([r.model_dump(mode="json") for r in results[start:end]], indent=1).encode())
-        fs.mv(path, f"{root}/done/{name}")
-        written[path] = target
+    for path in files:
+        fs.mv(path, f"{root}/done/{path.rsplit('/', 1)[-1]}")
     return written
+
+
+class InboxInputs:
+    """The inbox's files as one sequence of inputs (re-iterable, read a file at a time), and which
+    span of it each file is."""
+
+    def __init__(self, fs: Any, files: list[str]) -> None:
+        self.fs, self.files = fs, files
+        self.spans: list[tuple[str, int, int]] = []
+        n = 0
+        for path in files:
+            count = sum(1 for _ in self._items(path))
+            self.spans.append((path, n, n + count))
+            n += count
+
+    def __len__(self) -> int:
+        return self.spans[-1][2] if self.spans else 0
+
+    def __iter__(self) -> Iterator[Any]:
+        for path in self.files:
+            yield from self._items(path)
+
+    def _items(self, path: str) -> Iterator[Any]:
+        if path.endswith(".jsonl"):
+            with self.fs.open(path, "rt", encoding="utf-8") as f:
+                for n, line in enumerate(f, start=1):
+                    if line.strip():
+                        try:
+                            yield json.loads(line)
+                        except ValueError:
+                            raise InvalidInputError("inbox", f"line {n} of {path} is not JSON") from None
+            return
+        try:
+            data = json.loads(self.fs.cat_file(path))
+        except ValueError:
+            raise InvalidInputError("inbox", f"{path} is not JSON") from None
+        yield from data if isinstance(data, list) else [data]
+
+
+def write_outbox(inputs: InboxInputs, results_url: str, out_fs: Any, out_root: str) -> dict[str, str]:
+    """Each file's results, from the batch's results (read a part at a time): a JSON list in input
+    order for a .json file, JSON lines as they ended for a .jsonl file (`index`: within the file)."""
+    starts = [start for _, start, _ in inputs.spans]
+    targets, lists, handles = {}, {}, {}
+    for path, _, _ in inputs.spans:
+        stem = path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        jsonl = path.endswith(".jsonl")
+        targets[path] = f"{out_root}/{stem}.results.json{'l' if jsonl else ''}"
+        if jsonl:
+            handles[path] = out_fs.open(targets[path], "wt", encoding="utf-8")
+        else:
+            lists[path] = []
+    try:
+        for r in read_results(results_url):
+            path, start, _ = inputs.spans[bisect.bisect_right(starts, r["index"]) - 1]
+            r["index"] -= start
+            if path in handles:
+                handles[path].write(json.dumps(r) + "\n")
+            else:
+                lists[path].append(r)
+    finally:
+        for h in handles.values():
+            h.close()
+    for path, rows in lists.items():
+        out_fs.pipe_file(targets[path], json.dumps(sorted(rows, key=lambda r: r["index"]), indent=1).encode())
+    return targets
 
 
 def serve_nightly() -> None:

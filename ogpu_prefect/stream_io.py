@@ -1,8 +1,9 @@
 """What a streaming batch (streaming.py) reads and writes, without holding it in memory.
 
 - **Inputs**: a list, any iterable (from Python, inside a flow), or an fsspec URL of JSON lines
-  (`.gz`/`.bz2`/... by suffix). A URL or a list is checked whole before the first transaction
-  (one streaming pass over a file); an iterable is checked item by item as it is consumed.
+  (`.gz`/`.bz2`/... by suffix). A URL or a sized collection (a list) is checked whole before the
+  first transaction (one streaming pass over a file); a one-pass iterable (a generator) is checked
+  item by item as it is consumed.
 - **Results**: JSON lines (one `TaskResult` per input, in the order they end) written in parts
   under a results folder, and `manifest.json` beside them: the batch's checkpoint. A part is
   written before the manifest that names it, so the manifest is the truth: a part it does not
@@ -16,7 +17,7 @@ import bisect
 import json
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sized
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,7 +80,7 @@ class InputStream:
             return cls(inputs, function_name)
         if isinstance(inputs, (bytes, dict)) or not isinstance(inputs, Iterable):
             raise InvalidInputError("inputs", f"a list, an iterable or a JSON-lines URL, not {type(inputs).__name__}")
-        return cls(inputs, function_name, len(inputs) if isinstance(inputs, (list, tuple)) else None)
+        return cls(inputs, function_name, len(inputs) if _reiterable(inputs) else None)
 
     def _values(self) -> Iterator[Any]:
         return read_jsonl(self.source) if isinstance(self.source, str) else iter(self.source)
@@ -87,7 +88,7 @@ class InputStream:
     def check_all(self) -> int:
         """Checks every input of a list or a file (one pass, nothing kept); returns how many. An
         iterable is left alone (it can be consumed once): its items are checked as they come."""
-        if not isinstance(self.source, (str, list, tuple)):
+        if not isinstance(self.source, str) and not _reiterable(self.source):
             return -1
         n = 0
         try:
@@ -106,6 +107,11 @@ class InputStream:
         for i, value in enumerate(self._values()):
             if i not in done:
                 yield i, check_item(i, value, self.function_name)
+
+
+def _reiterable(value: Any) -> bool:
+    """A sized collection (a list, a tuple, anything with len() that is not a one-pass iterator)."""
+    return isinstance(value, Sized) and not isinstance(value, Iterator)
 
 
 class IndexRanges:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 
 from .batch import Ledger
+from .chain.errors import EscrowHeldError
 from .escrow import EscrowReport
 from .events import emit_task_event
 from .models import TaskInput, TaskResult
@@ -44,6 +45,8 @@ REFILL_FRACTION = 8
 """Publish again once 1/8 of the slots are free (fewer, larger publications), or when idle."""
 RESETTLE_S = 5.0
 """How often escrow still held by failed tasks is settled again (their expiry may have passed)."""
+STALL_S = 300
+"""Seconds past their expiry that failed tasks may hold the whole budget before the batch stops."""
 
 
 @dataclass
@@ -153,6 +156,8 @@ class Stream:
                 if self.held_back and time.monotonic() - last_resettle >= RESETTLE_S:
                     last_resettle = time.monotonic()
                     self._resettle()
+                    if not self.inflight:
+                        self._check_stalled()
                 if not ended:
                     time.sleep(self.limits.poll_interval)
             if self.held_back:
@@ -276,6 +281,21 @@ class Stream:
         due = [t for t, expiry in self.held_back.items() if expiry <= now]
         if due:
             self._account(self.ledger.settle(due))
+
+    def _check_stalled(self) -> None:
+        """Nothing in flight, and the budget held by failed tasks whose escrow has not come back
+        long after their expiry (a network that returns it late, or never): stop, saying so."""
+        room = (self.limits.budget - self.held) if self.limits.budget is not None else None
+        if room is None or room >= self.limits.payment:
+            return
+        if self.client.chain.now() < max(self.held_back.values()) + STALL_S:
+            return
+        raise EscrowHeldError(
+            f"the budget is held by {len(self.held_back)} failed task(s) whose escrow has not come back "
+            f"{STALL_S}s after their expiry; nothing more can be published (a run with the same batch_key "
+            f"resumes once it is back)",
+            list(self.held_back),
+        )
 
     def _final(self, e: Entry, status: str, error: str) -> TaskResult:
         return TaskResult(

@@ -231,20 +231,33 @@ def test_scheduled_batch_processes_an_inbox_once(env, tmp_path) -> None:
     inbox.mkdir()
     (inbox / "monday.json").write_text(json.dumps([{"text": "a"}, {"text": "b"}]))
     (inbox / "tuesday.json").write_text(json.dumps({"text": "c"}))
+    (inbox / "wednesday.jsonl").write_text("".join(json.dumps({"line": i}) + "\n" for i in range(7)))
     try:
         written = scheduled_batch(
-            f"file://{inbox}", source, 10**16, network, wallet, storage, function_name="echo", task_timeout=120
+            f"file://{inbox}",
+            source,
+            10**16,
+            network,
+            wallet,
+            storage,
+            pattern="*.json*",
+            function_name="echo",
+            task_timeout=120,
+            max_in_flight=3,
         )
         again = scheduled_batch(f"file://{inbox}", source, 10**16, network, wallet, storage, function_name="echo")
     finally:
         for s in sims:
             s.stop()
     assert again == {}, "a processed file is not processed again"
-    assert sorted(p.name for p in (inbox / "done").iterdir()) == ["monday.json", "tuesday.json"]
+    assert sorted(p.name for p in (inbox / "done").iterdir()) == ["monday.json", "tuesday.json", "wednesday.jsonl"]
     monday = json.loads((inbox / "results" / "monday.results.json").read_text())
     assert [r["result"]["result"] for r in monday] == [{"text": "a"}, {"text": "b"}]
     assert all(r["status"] == "finalized" for r in monday)
-    assert len(written) == 2
+    lines = [json.loads(x) for x in (inbox / "results" / "wednesday.results.jsonl").read_text().splitlines()]
+    assert sorted(r["index"] for r in lines) == list(range(7)), "each line once, numbered within its file"
+    assert all(r["result"]["result"] == {"line": r["index"]} for r in lines)
+    assert len(written) == 3
 
 
 def test_scheduled_batch_deploys_on_a_cron() -> None:
