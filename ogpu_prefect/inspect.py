@@ -11,7 +11,7 @@ Example (a chain from `Chain(network)`, a task address from `publish_tasks`):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import Any
@@ -218,3 +218,82 @@ def source_registrants(chain: Chain, source: str) -> list[str]:
     s = chain.source(check_address("source", source, UnknownSourceInputError))
     count = s.get_registrant_count()
     return [a for a in s.get_registrants(0, count - 1) if int(a, 16) != 0] if count else []
+
+
+@dataclass(frozen=True)
+class VaultSnapshot(_Snapshot):
+    """One account's Vault buckets (wei), and its wallet's balance."""
+
+    account: str
+    balance: int
+    lockup: int
+    unbonding: int
+    unbonding_matures_at: int | None
+    frozen_payment: int
+    total_earnings: int
+    sanction: int
+    eligible: bool
+    whitelisted: bool
+    wallet: int
+
+
+def snapshot_vault(chain: Chain, account: str, *, field: str = "account") -> VaultSnapshot:
+    """`account`'s Vault, in one batch."""
+    a = check_address(field, account)
+    v = chain.vault.read
+    values = chain.read_many(
+        [
+            v.balance_of(a),
+            v.lockup_of(a),
+            v.unbonding_of(a),
+            v.unbonding_timestamp(a),
+            v.frozen_payment(a),
+            v.total_earnings_of(a),
+            v.sanction_of(a),
+            v.is_eligible(a),
+            v.is_whitelisted(a),
+        ]
+    )
+    balance, lockup, unbonding, matures, frozen, earned, sanction, eligible, whitelisted = values
+    return VaultSnapshot(
+        a,
+        balance,
+        lockup,
+        unbonding,
+        matures or None,
+        frozen,
+        earned,
+        sanction,
+        eligible,
+        whitelisted,
+        chain.balance(a),
+    )
+
+
+def _wei(amount: int) -> str:
+    return f"{amount} wei"
+
+
+VAULT_SOURCES: dict[str, tuple[str, Callable[[VaultSnapshot], int]]] = {
+    "deposit": ("wallet balance", lambda s: s.wallet),
+    "withdraw": ("liquid Vault balance", lambda s: s.balance),
+    "lock": ("liquid Vault balance", lambda s: s.balance),
+    "unbond": ("lockup", lambda s: s.lockup),
+}
+"""What each Vault move takes its amount from."""
+
+
+def check_vault_move(
+    chain: Chain, move: str, amount: int, account: str, *, field: str = "amount", show: Callable[[int], str] = _wei
+) -> None:
+    """What the Vault would refuse for lack of funds, refused first as an InvalidInputError naming
+    `field` (no gas spent): `move` is deposit, withdraw, lock or unbond (others are not checked).
+    `show` writes an amount in the message."""
+    if move not in VAULT_SOURCES:
+        return
+    if amount < 1:
+        raise InvalidInputError(field, "must be more than 0")
+    what, bucket = VAULT_SOURCES[move]
+    available = bucket(snapshot_vault(chain, account))
+    if amount > available:
+        raise InvalidInputError(field, f"{show(amount)} is more than the {what} of {account} ({show(available)})")

@@ -26,6 +26,11 @@ class OGPUSettings(PrefectBaseSettings):
         description="A provider worker's wallet block, instead of its pool's `wallet_block`: one pool, "
         "one key per machine.",
     )
+    provider_address: str | None = Field(
+        default=None,
+        description="The provider a worker of an agent pool acts for (one of the pool's `providers`): "
+        "one pool, one provider per machine.",
+    )
     rpc_outage_s: float = Field(
         default=60.0,
         gt=0,

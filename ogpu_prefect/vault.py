@@ -1,5 +1,10 @@
 """Prefect tasks for the Vault: deposit and withdraw, lock stake, unbond, claim and cancel an
-unbonding. Each returns the transaction's hash; amounts are exact ints of wei, checked first.
+unbonding, and an account's balances. Each move returns the transaction's hash; amounts are exact
+ints of wei, checked first, and an amount above what its bucket holds (the wallet for a deposit,
+the liquid balance for a withdrawal or a lock, the lockup for an unbonding) is refused with an
+`InvalidInputError` naming `amount` before any transaction. What the Vault refuses otherwise (a
+claim before the unbonding period passed) raises its typed error from the gas estimate, before
+anything is sent.
 
 Example:
     ```python
@@ -17,15 +22,20 @@ from typing import Any
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 
+from .blocks import OGPUNetwork
 from .chain.contracts import Vault
 from .chain.tx import Call
 from .client import OGPUClient
-from .tasks import BlockOrName, make_client
+from .inspect import VaultSnapshot, check_vault_move, snapshot_vault
+from .tasks import BlockOrName, load_block, make_client
 from .validation import check_address, check_int
 
 
-def _send(network: BlockOrName, wallet: BlockOrName, build: Callable[[OGPUClient], Call]) -> str:
+def _send(
+    network: BlockOrName, wallet: BlockOrName, build: Callable[[OGPUClient], Call], move: str = "", amount: int = 0
+) -> str:
     client = make_client(network, wallet)
+    check_vault_move(client.chain, move, amount, client.address)
     return str(client.sender.transact(build(client)).tx_hash)
 
 
@@ -38,7 +48,15 @@ def deposit_to_vault(amount: int, network: BlockOrName, wallet: BlockOrName, acc
     """Deposits `amount` wei into the Vault balance of `account` (default: the wallet's own)."""
     value = _amount(amount)
     target = check_address("account", account) if account is not None else None
-    return _send(network, wallet, lambda c: c.chain.vault.deposit(target or c.address, value=value))
+    return _send(network, wallet, lambda c: c.chain.vault.deposit(target or c.address, value=value), "deposit", value)
+
+
+@task(name="vault_balances", cache_policy=NO_CACHE)
+def vault_balances(account: str, network: BlockOrName) -> VaultSnapshot:
+    """`account`'s Vault in wei: liquid balance, lockup, unbonding (and when it matures), escrow
+    (`frozen_payment`), earnings, sanction, eligibility; and its wallet's balance."""
+    account = check_address("account", account)
+    return snapshot_vault(load_block(OGPUNetwork, network, "network").connect(), account)
 
 
 DOCS = {
@@ -50,10 +68,10 @@ DOCS = {
 }
 
 
-def _amount_task(name: str, call: Callable[[Vault, int], Call]) -> Task[..., str]:
+def _amount_task(name: str, move: str, call: Callable[[Vault, int], Call]) -> Task[..., str]:
     def run(amount: int, network: BlockOrName, wallet: BlockOrName) -> str:
         value = _amount(amount)
-        return _send(network, wallet, lambda c: call(c.chain.vault, value))
+        return _send(network, wallet, lambda c: call(c.chain.vault, value), move, value)
 
     run.__name__ = run.__qualname__ = name
     run.__doc__ = DOCS[name]
@@ -69,8 +87,8 @@ def _plain_task(name: str, call: Callable[[Vault], Call]) -> Task[..., str]:
     return task(name=name, cache_policy=NO_CACHE)(run)
 
 
-withdraw_from_vault = _amount_task("withdraw_from_vault", lambda vault, amount: vault.withdraw(amount))
-lock_stake = _amount_task("lock_stake", lambda vault, amount: vault.lock(amount))
-unbond_stake = _amount_task("unbond_stake", lambda vault, amount: vault.unbond(amount))
+withdraw_from_vault = _amount_task("withdraw_from_vault", "withdraw", lambda vault, amount: vault.withdraw(amount))
+lock_stake = _amount_task("lock_stake", "lock", lambda vault, amount: vault.lock(amount))
+unbond_stake = _amount_task("unbond_stake", "unbond", lambda vault, amount: vault.unbond(amount))
 claim_unbonded = _plain_task("claim_unbonded", lambda vault: vault.claim())
 cancel_unbonding = _plain_task("cancel_unbonding", lambda vault: vault.cancel_unbonding())

@@ -44,3 +44,11 @@ def publish_task(chain: Chain, client: TxSender, source: str, payment: int = 10*
 def respond(chain: Chain, provider: TxSender, task: str, payment: int, data: str) -> str:
     r = provider.transact(chain.nexus.submit_response(ResponseParams(task, provider.address, data, payment)))
     return created_address(r, "ResponseSubmitted", "response", chain.network.nexus)
+
+
+def answered_task(chain: Chain, client: TxSender, provider: TxSender, source: str, payment: int = 10**16) -> str:
+    """A task on `source` (FIRST_RESPONSE: finalized) that `provider`, registered, attempted and answered."""
+    task = publish_task(chain, client, source)
+    provider.transact(chain.nexus.attempt(task, provider.address, payment))
+    respond(chain, provider, task, payment, f"https://r/{task}")
+    return task

@@ -105,8 +105,9 @@ class Fleet:
         self.procs[role] = proc
         return proc
 
-    def wait_registered(self, source: str, role: str, timeout: float = 90) -> None:
-        address = self.devnet.address(role)
+    def wait_registered(self, source: str, role: str, timeout: float = 90, address: str | None = None) -> None:
+        """Until `role`'s worker registered `address` (default: `role`'s own) to `source`."""
+        address = address or self.devnet.address(role)
         deadline = time.time() + timeout
         while self.chain.source(source).get_registrant_id(address) == 0:
             proc = self.procs[role]

@@ -7,7 +7,7 @@ chain watcher and the tests all read events through `EventCursor` (made by `Chai
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -76,31 +76,40 @@ def topic(contract: str, event: str) -> str:
 
 
 class EventCursor:
-    """Events of `contract` emitted at `address`, named `names`, read forward from `from_block`:
-    each `poll` returns what was emitted since the last one (eth_getLogs in chunks of LOG_CHUNK
-    blocks), so the cost of a poll follows new blocks, not the chain's length."""
+    """Events named `names` emitted at `address` (one contract, or several: the Nexus and the
+    Terminal), read forward from `from_block`: each `poll` returns what was emitted since the last
+    one (eth_getLogs in chunks of LOG_CHUNK blocks), so the cost of a poll follows new blocks, not
+    the chain's length. A poll that fails leaves the cursor where it was: the next one reads the
+    same blocks again, so nothing is skipped and nothing is returned twice.
 
-    def __init__(self, rpc: Rpc, address: str, names: Iterable[str], from_block: int, contract: str = "Nexus") -> None:
+    `contract` names the contract(s) whose ABI defines `names` (the first that has each name)."""
+
+    def __init__(
+        self,
+        rpc: Rpc,
+        address: str | Sequence[str],
+        names: Iterable[str],
+        from_block: int,
+        contract: str | Sequence[str] = "Nexus",
+    ) -> None:
         self.rpc = rpc
-        self.address = address
+        self.address: str | list[str] = address if isinstance(address, str) else list(address)
         self.names = tuple(names)
         self.next_block = max(from_block, 0)
-        self.topics = [topic(contract, n) for n in self.names]
+        contracts = [contract] if isinstance(contract, str) else list(contract)
+        self.topics = [topic(next(c for c in contracts if n in spec(c).events), n) for n in self.names]
 
     def poll(self, to_block: int | None = None) -> list[EventLog]:
         """Events in [next_block, to_block] (default: the head); the cursor moves past them."""
         head = int(self.rpc.call("eth_blockNumber"), 16) if to_block is None else to_block
         logs: list[Log] = []
-        while self.next_block <= head:
-            end = min(self.next_block + LOG_CHUNK - 1, head)
-            query = {
-                "address": self.address,
-                "topics": [self.topics],
-                "fromBlock": hex(self.next_block),
-                "toBlock": hex(end),
-            }
+        start = self.next_block
+        while start <= head:
+            end = min(start + LOG_CHUNK - 1, head)
+            query = {"address": self.address, "topics": [self.topics], "fromBlock": hex(start), "toBlock": hex(end)}
             logs += [Log.from_rpc(lg) for lg in self.rpc.call("eth_getLogs", [query])]
-            self.next_block = end + 1
+            start = end + 1
+        self.next_block = start  # only once every chunk was read
         return decode_logs(logs, self.names)
 
 

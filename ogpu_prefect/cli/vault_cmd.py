@@ -88,24 +88,9 @@ def _balance(args: argparse.Namespace) -> int:
 
 def _precheck(ctx: Context, move: str, value: int, account: str) -> None:
     """What the Vault would refuse, refused first as a typed error naming --amount (no gas spent)."""
-    from ..chain.errors import InvalidInputError
+    from ..inspect import check_vault_move
 
-    if value < 1 and move in ("deposit", "withdraw", "lock", "unbond"):
-        raise InvalidInputError("--amount", "must be more than 0")
-    v = ctx.chain.vault
-    have = {
-        "deposit": ("wallet balance", lambda: ctx.chain.balance(account)),
-        "withdraw": ("liquid Vault balance", lambda: v.balance_of(account)),
-        "lock": ("liquid Vault balance", lambda: v.balance_of(account)),
-        "unbond": ("lockup", lambda: v.lockup_of(account)),
-    }.get(move)
-    if have is not None:
-        what, read = have
-        available = read()
-        if value > available:
-            raise InvalidInputError(
-                "--amount", f"{_show(value)} is more than the {what} of {account} ({_show(available)})"
-            )
+    check_vault_move(ctx.chain, move, value, account, field="--amount", show=_show)
 
 
 def _show(wei: int) -> str:

@@ -28,6 +28,7 @@ from ..validation import check_address, check_name, refuse_secret
 ADDRESS_PATTERN = r"^0x[0-9a-fA-F]{40}$"
 ADDRESS_LIST = {"items": {"type": "string", "pattern": ADDRESS_PATTERN}}
 EXAMPLE_SOURCE = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+EXAMPLE_PROVIDER = "0x90F79bf6EB2c4f870365E785982E1f101E93b906"
 BLOCKS = {"wallet": OGPUWallet, "network": OGPUNetwork, "storage": OGPUStorage}
 """The block-typed variables, in the order a worker needs them."""
 
@@ -64,10 +65,10 @@ class _Checks(BaseModel):
 
     model_config = ConfigDict(hide_input_in_errors=True)  # a key pasted into a field is never echoed
 
-    @field_validator("sources", check_fields=False)
+    @field_validator("sources", "providers", check_fields=False)
     @classmethod
-    def _sources(cls, value: list[str]) -> list[str]:
-        return [check_address(f"sources[{i}]", s) for i, s in enumerate(value)]
+    def _addresses(cls, value: list[str], info: Any) -> list[str]:
+        return [check_address(f"{info.field_name}[{i}]", s) for i, s in enumerate(value)]
 
     @field_validator("backend", "task_policy", check_fields=False)
     @classmethod
@@ -112,7 +113,8 @@ class _Fields(_Checks):
     wallet: OGPUWallet | None = Field(None, title="Wallet")
     """The provider's key (an OpenGPU Wallet block): it locks the stake, registers to the sources,
     attempts tasks and signs their responses. Required. One key runs in one worker at a time; a
-    machine can use its own with PREFECT_INTEGRATIONS_OGPU_PROVIDER_WALLET_BLOCK."""
+    machine can use its own with PREFECT_INTEGRATIONS_OGPU_PROVIDER_WALLET_BLOCK. With `providers`
+    set, the key of an agent of their master (or the master's own)."""
     network: OGPUNetwork | None = Field(None, title="Network")
     """The OpenGPU network to serve (an OpenGPU Network block: RPC URL, chain id, contract
     addresses). Required."""
@@ -123,6 +125,15 @@ class _Fields(_Checks):
         default_factory=list, title="Sources", examples=[[EXAMPLE_SOURCE]], json_schema_extra=ADDRESS_LIST
     )
     """Addresses of the sources this fleet serves (0x-prefixed, 20 bytes)."""
+    providers: list[str] = Field(
+        default_factory=list,
+        title="Providers (agent mode)",
+        examples=[[EXAMPLE_PROVIDER]],
+        json_schema_extra=ADDRESS_LIST,
+    )
+    """A master's providers this pool serves, its wallet being an agent of the master (or the master
+    itself): each worker registers, attempts and answers as one of them (the only one listed, or
+    PREFECT_INTEGRATIONS_OGPU_PROVIDER_ADDRESS on its machine). Empty: the wallet is the provider."""
     environment: Literal["cpu", "nvidia", "amd"] = Field("cpu", title="Environment", examples=["nvidia"])
     """Hardware environment registered on chain and used to pick each source's compose file."""
     backend: str = Field("local", title="Hardware backend", examples=["docker"], json_schema_extra=_enum("backend"))
@@ -177,6 +188,32 @@ class ProviderJobConfiguration(_Fields, BaseJobConfiguration):
             errors = [(".".join(str(p) for p in x["loc"]) or "job variables", x["msg"]) for x in e.errors()]
             details = "; ".join(f"{loc}: {msg}" for loc, msg in errors)
             raise JobVariableError(errors[0][0], f"the work pool's value is refused ({details})") from None
+
+    def acting_for(self, signer: str) -> str | None:
+        """The provider this worker acts for when its wallet (`signer`) is an agent or a master: the
+        pool's only `providers` entry, or the one PREFECT_INTEGRATIONS_OGPU_PROVIDER_ADDRESS names.
+        None: the wallet is the provider. A choice that cannot be made raises JobVariableError."""
+        from ..settings import get_settings
+
+        chosen = get_settings().provider_address
+        listed = {p.lower(): p for p in self.providers}
+        if chosen is not None:
+            address = check_address("PREFECT_INTEGRATIONS_OGPU_PROVIDER_ADDRESS", chosen)
+            if address.lower() not in listed:
+                raise JobVariableError(
+                    "providers",
+                    f"PREFECT_INTEGRATIONS_OGPU_PROVIDER_ADDRESS is {address}, which the work pool's "
+                    f"`providers` does not list ({', '.join(self.providers) or 'empty'})",
+                )
+        elif len(listed) > 1:
+            raise JobVariableError(
+                "providers",
+                f"lists {len(listed)} providers: set PREFECT_INTEGRATIONS_OGPU_PROVIDER_ADDRESS on this "
+                "machine to the one its worker serves",
+            )
+        else:
+            address = next(iter(listed.values()), None)
+        return None if address is None or address.lower() == signer.lower() else address
 
     def blocks(self) -> tuple[OGPUWallet, OGPUNetwork, OGPUStorage]:
         """The wallet, network and storage blocks: a name (`wallet_block`, ...) is loaded, a block

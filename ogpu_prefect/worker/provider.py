@@ -5,6 +5,10 @@ attempt to on-chain response. The `ogpu-provider` worker drives this.
 Executing a task: read its config (PROTOCOL.md 6), send `data` to the source's service
 (`POST /run/{function_name}/{task}`), wait for the callback no later than the task's expiry,
 store the envelope `{"task", "provider", "result"}`, and submit its URL with `Nexus.submitResponse`.
+
+With `provider=` another address, the signer works for that provider as its master or an agent of
+its master (PROTOCOL.md 5.1): register, attempt and submitResponse name the provider and are
+signed by the agent's key; the stake is the provider's own, which the agent cannot lock.
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from ..agents import NotAgentError, acting_role
 from ..backends import HardwareBackend, RunningService
 from ..chain.connection import Chain
+from ..chain.errors import InvalidInputError
 from ..chain.rpc import http_session
 from ..chain.signing import Signer
 from ..chain.types import Environment, TaskStatus
@@ -41,6 +47,8 @@ log = logging.getLogger(__name__)
 
 DEADLINE_MARGIN_S = 5
 """Seconds before a task's expiry by which its response must be on its way to the chain."""
+AUTHORITY_CHECK_S = 10.0
+"""Seconds an agent's authority, once read, is trusted before the next attempts read it again."""
 
 
 @dataclass
@@ -61,9 +69,15 @@ class Provider:
         fetch: Callable[[str], Any] | None = None,
         service_log: Callable[[str, str], None] | None = None,
         on_service: Callable[[str, str], None] | None = None,
+        provider: str | None = None,
     ) -> None:
         self.chain = chain
         self.sender = chain.sender(signer)
+        self.address: str = provider or self.sender.address
+        """The provider this account works as (the signer's own address, or `provider`)."""
+        self.agent: str | None = None if self.address.lower() == self.sender.address.lower() else self.sender.address
+        """The signer, when it signs for another provider (as its master or its master's agent)."""
+        self._authority: tuple[float, str | None] = (float("-inf"), None)
         self.store = store
         self.backend = backend
         self.environment = environment
@@ -79,21 +93,26 @@ class Provider:
         self._lock = threading.Lock()
         self._workdir = Path(tempfile.mkdtemp(prefix="ogpu-provider-"))
 
-    @property
-    def address(self) -> str:
-        return self.sender.address
-
     # ---- standing ----
 
     def ensure_standing(self, sources: Sequence[str], *, stake: int | None = None) -> None:
         """Locks enough stake (from the Vault balance, topped up from the wallet) and registers to
-        each source with our environment. Idempotent."""
+        each source with our environment. Idempotent. An agent checks its authority first and
+        cannot lock the provider's stake: NotAgentError / InvalidInputError naming `providers`."""
+        if self.agent is not None:
+            acting_role(self.chain, self.agent, self.address, field="providers")
         vault = self.chain.vault
         per_source = vault.MIN_LOCKUP_PER_SOURCE()
         terms = self.chain.read_many([self.chain.source(s).read.get_source_params() for s in sources])
         need = max([per_source * len(sources), *(t.minAvailableLockup for t in terms)], default=0)
         need = max(need, stake or 0)
         locked = vault.lockup_of(self.address)
+        if locked < need and self.agent is not None:
+            raise InvalidInputError(
+                "providers",
+                f"provider {self.address} has {locked} wei locked and needs {need}: its own key locks "
+                "stake (Vault.lock), or its master funds it (announce_provider with an amount)",
+            )
         if locked < need:
             short = need - locked
             free = vault.balance_of(self.address)
@@ -170,7 +189,24 @@ class Provider:
             prices = self.chain.read_many([self.chain.task(t).read.get_payment() for t in tasks])
         calls = [self.chain.nexus.attempt(t, self.address, p) for t, p in zip(tasks, prices)]
         receipts = self.sender.wait(self.sender.send(calls, 300_000), check=False)
+        if any(r.status != 1 for r in receipts):
+            self._authority = (float("-inf"), None)  # a revoked agent fails here first: read it again
         return [t for t, r in zip(tasks, receipts) if r.status == 1]
+
+    def authority_problem(self) -> str | None:
+        """None while the signer may sign for the provider; else why not, in one line (its
+        NotAgentError). Read at most every AUTHORITY_CHECK_S, and after a failed attempt."""
+        if self.agent is None:
+            return None
+        read_at, problem = self._authority
+        if time.monotonic() - read_at > AUTHORITY_CHECK_S:
+            try:
+                acting_role(self.chain, self.agent, self.address, field="providers")
+                problem = None
+            except NotAgentError as e:
+                problem = str(e)
+            self._authority = (time.monotonic(), problem)
+        return problem
 
     def _on_chain(self, addresses: Sequence[str]) -> list[bool]:
         """Whether each address has code: a task of a chain that was reverted (a devnet

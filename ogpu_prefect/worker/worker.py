@@ -18,7 +18,8 @@ publication, so one flow run per task across restarts), written by the journal (
 bulk and off the critical path: created Running, then Completed, Failed or Cancelled, with the
 result artifact and the service's output in its logs. A slow Prefect API delays the records, never
 a response. A flow run of the deployment started from the UI or the API runs through `run()`;
-cancelling a task's flow run stops its wait and its service.
+cancelling a task's flow run stops its wait (and its source's service, if no other task uses it).
+With the pool's `providers` set, the wallet is their master's agent (docs/worker.md, "Agents").
 """
 
 from __future__ import annotations
@@ -32,10 +33,11 @@ import anyio
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.workers.base import BaseWorker, BaseWorkerResult
 
+from ..chain.errors import InvalidInputError
 from ..chain.types import Environment
 from ..events import emit_service_event
 from ..settings import get_settings
-from .configuration import ProviderJobConfiguration, ProviderVariables
+from .configuration import JobVariableError, ProviderJobConfiguration, ProviderVariables
 from .execution import TaskRuns
 from .journal import FlowRunJournal
 from .provider import Provider
@@ -93,6 +95,7 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
         self._wake = anyio.Event()  # a slot freed: poll now
         self._policy: Any = None
         self._resumed: set[str] = set()  # tasks whose left-open flow runs this start resumed
+        self._refused: str | None = None  # why an agent may not sign for its provider now
 
     def _related_resources(self) -> list[dict[str, str]]:
         """This worker and its work pool, as related resources of its events (as prefect-docker's)."""
@@ -173,8 +176,10 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
         # Blocks the pool references, or names (older pools; the per-machine wallet setting). One
         # not set stops `prefect worker start` with one line naming it (JobVariableError).
         wallet, network, storage = await anyio.to_thread.run_sync(config.blocks)
+        acting_for = config.acting_for(wallet.address)  # an agent pool's provider, or None: the wallet's own
+        me = acting_for or wallet.address
         self._policy = get_task_policy(config.task_policy, **config.task_policy_options)
-        backend = get_hardware_backend(config.backend, owner=wallet.address, **config.backend_options)
+        backend = get_hardware_backend(config.backend, owner=me, **config.backend_options)
         environment = Environment[config.environment.upper()]
 
         def route(source: str, line: str) -> None:
@@ -195,13 +200,17 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
                 environment,
                 service_log=route,
                 on_service=lambda change, source: emit_service_event(
-                    change, network.chain_id, wallet.address, source, self._related_resources()
+                    change, network.chain_id, me, source, self._related_resources()
                 ),
+                provider=acting_for,
             )
             provider.ensure_standing(config.sources, stake=config.stake_wei)
             return provider
 
-        self.provider = await anyio.to_thread.run_sync(start)
+        try:
+            self.provider = await anyio.to_thread.run_sync(start)
+        except InvalidInputError as e:  # an agent's standing (authority, stake): one line, no traceback
+            raise JobVariableError(e.field, str(e).partition(": ")[2]) from None
         flow_id, self._deployment_id = await ensure_deployment(
             self.client, self._work_pool_name, self._queue_name, self.provider.address
         )
@@ -217,11 +226,12 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
             self._logger,
         )
         self._logger.info(
-            "provider %s serves %d source(s) on %s with the %s backend",
+            "provider %s serves %d source(s) on %s with the %s backend%s",
             self.provider.address,
             len(config.sources),
             config.environment,
             config.backend,
+            f", signed by {self.provider.agent} for it" if self.provider.agent else "",
         )
 
     @property
@@ -282,6 +292,12 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
         """Attempts the offers the policy takes, within free capacity (pipelined), and runs them."""
         assert self.provider is not None and self.config is not None and self.runs is not None
         provider, runs = self.provider, self.runs
+        if provider.agent is not None:  # a revoked agent attempts nothing (re-read every 10 s)
+            was, self._refused = self._refused, await anyio.to_thread.run_sync(provider.authority_problem)
+            if self._refused is not None:
+                if self._refused != was:  # one line per change, not a traceback
+                    self._logger.error("not taking tasks: %s", self._refused)
+                return
         chosen = watcher.take(self.config.max_concurrent_tasks - len(runs.inflight), provider.clock.now(), self._policy)
         if not chosen:
             return
