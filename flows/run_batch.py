@@ -18,7 +18,16 @@ from prefect import get_run_logger
 from prefect.runtime import flow_run
 
 from ogpu_prefect.amounts import Amount, format_ogpu
-from ogpu_prefect.batch import BatchIncompleteError, Ledger, check_delivery, hold_batch, live_ledger, open_batch
+from ogpu_prefect.batch import (
+    BatchFailedError,
+    BatchIncompleteError,
+    Ledger,
+    check_delivery,
+    hold_batch,
+    live_ledger,
+    open_batch,
+    same_failure,
+)
 from ogpu_prefect.batch_report import ProgressReporter, report_batch, report_escrow
 from ogpu_prefect.chain.errors import (
     BudgetExceededError,
@@ -185,6 +194,7 @@ def run_batch(
             n, f"OpenGPU batch of {n} task(s) on {terms.address}", chain_id=chain_id, key=key, source=terms.address
         )
         escrow = EscrowReport()
+        stopped: str | None = None
         try:
             for round_no in range(max_republish + 1):
                 if not pending or time.time() >= deadline - MIN_TTL:
@@ -257,6 +267,11 @@ def run_batch(
                     escrow.merge(settled)
                     held -= payment * (len(settled.cancelled) + len(settled.reclaimed) + len(settled.finalized))
                 pending = [p.index for p, r in zip(published, outcomes) if r.status != "finalized"]
+                if not any(r.ok for r in results.values()):  # a batch with results goes on
+                    stopped = same_failure(outcomes)
+                if stopped is not None:
+                    log.error("round %d: every input failed the same way, none re-published: %s", round_no, stopped)
+                    break
         finally:
             reporter.close()
         ordered = [
@@ -271,6 +286,8 @@ def run_batch(
         if escrow.open_escrow:
             log.warning("escrow of %d task(s) is still held: %s", len(escrow.open_escrow), escrow.summary())
             report_escrow(escrow, key)
+        if stopped is not None:
+            raise BatchFailedError(f"batch {key}: every input failed the same way: {stopped}")
         if escrow.unreadable:  # the hook settles them if the node is back by then
             raise BatchIncompleteError(
                 f"batch {key}: {len(escrow.unreadable)} task(s) could not be settled (the node "

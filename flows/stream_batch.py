@@ -18,7 +18,16 @@ from prefect import get_run_logger
 from prefect.runtime import flow_run
 
 from ogpu_prefect.amounts import Amount, format_ogpu
-from ogpu_prefect.batch import Ledger, check_delivery, find_batch, hold_batch, live_ledger, open_batch, variable_name
+from ogpu_prefect.batch import (
+    BatchFailedError,
+    Ledger,
+    check_delivery,
+    find_batch,
+    hold_batch,
+    live_ledger,
+    open_batch,
+    variable_name,
+)
 from ogpu_prefect.batch_report import ProgressReporter, ogpu
 from ogpu_prefect.blocks import OGPUStorage
 from ogpu_prefect.chain.errors import (
@@ -271,6 +280,8 @@ def stream_tasks(
             if reporter is not None:
                 reporter.close()
             writer.flush(held_peak_wei=str(run.held_peak))  # every result so far is kept
+        if run.stopped is not None:
+            raise BatchFailedError(f"batch {key}: every input failed the same way: {run.stopped}")
         writer.flush(complete=True)
         summary = run.summary(started)
         _report(summary, record.chain_id, terms.address, payment)

@@ -137,6 +137,10 @@ class FailReason(StrEnum):
     provider), with no better one to expect in time."""
     DEADLINE = "deadline"
     """The batch's deadline passed first."""
+    PROVIDER_ERROR = "provider error"
+    """Every task still open was failed by its providers the same way, as they reported it (their
+    `ogpu.provider.task.failed` events), and nothing succeeded: waiting out the expiry would not
+    help."""
 
 
 @dataclass(frozen=True)

@@ -23,11 +23,12 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
-from .batch import Ledger
+from .batch import Ledger, same_failure
 from .chain.errors import EscrowHeldError
 from .escrow import EscrowReport
 from .events import emit_task_event
 from .models import TaskInput, TaskResult
+from .provider_failures import from_prefect_events
 from .publishing import PartialPublishError
 from .reconcile import OnChainTask, find_published
 from .stream_io import ResultsWriter
@@ -107,6 +108,7 @@ class Stream:
         book: ReputationBook | None = None,
         resume: bool = False,
         progress: Callable[[int], None] | None = None,
+        provider_reports: bool = True,
     ) -> None:
         self.client, self.terms, self.strategy, self.writer, self.ledger = client, terms, strategy, writer, ledger
         self.limits, self.key, self.progress = limits, key, progress
@@ -124,6 +126,7 @@ class Stream:
             poll_interval=limits.poll_interval,
             on_change=self._on_change,
             reputation=book,
+            failures=from_prefect_events(self.chain_id, time.time() - 5) if provider_reports else None,
         )
         self.inflight: dict[str, Entry] = {}
         self.retry: deque[Entry] = deque()
@@ -132,6 +135,8 @@ class Stream:
         self.escrow = EscrowReport()
         self.held_back: dict[str, int] = {}  # failed tasks whose escrow is still held -> expiry
         self.done = 0
+        self.finalized = 0
+        self.stopped: str | None = None  # why no more inputs are published
 
     def _on_change(self, kind: str, t: Tracked) -> None:
         if kind in ("decided", "failed", "expired"):
@@ -144,7 +149,10 @@ class Stream:
         last_resettle = time.monotonic()
         try:
             while True:
-                if self._out_of_time():
+                if self.stopped is not None:
+                    if not self.inflight:
+                        break
+                elif self._out_of_time():
                     exhausted = self._close_inputs(items, exhausted)
                 elif not exhausted or self.retry:
                     exhausted = self._refill(items, exhausted)
@@ -251,6 +259,7 @@ class Stream:
             if r.status == "finalized":
                 self.ledger.drop([address])
                 self.held -= self.limits.payment
+                self.finalized += 1
                 self._write(r)
             else:
                 failed.append((e, r))
@@ -258,8 +267,12 @@ class Stream:
             return
         report = self.ledger.settle([e.tasks[-1] for e, _ in failed])
         self._account(report)
+        if self.stopped is None and not self.finalized:
+            self.stopped = same_failure([r for _, r in failed])
+            if self.stopped is not None:
+                log.error("every input failed the same way; publishing no more: %s", self.stopped)
         for e, r in failed:
-            if e.attempt < self.limits.max_republish and not self._out_of_time():
+            if e.attempt < self.limits.max_republish and not self._out_of_time() and self.stopped is None:
                 self.retry.append(Entry(e.index, e.item, e.attempt + 1, e.tasks))
             else:
                 self._write(

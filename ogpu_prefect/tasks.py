@@ -20,6 +20,7 @@ from .client import OGPUClient
 from .delivery import DecisionKind
 from .events import emit_task_event
 from .models import PublishedTask, SourceSpec, TaskInput, TaskResult, coerce_inputs
+from .provider_failures import from_prefect_events
 from .reputation import open_book
 from .validation import (
     check_address,
@@ -293,6 +294,7 @@ def wait_for_results(
         poll_interval=poll_interval,
         on_change=on_change,
         reputation=book,
+        failures=from_prefect_events(chain_id, min(p.published_at for p in published) - 5),
     )
     tracked = waiter.run(deadline)
     if progress is not None:

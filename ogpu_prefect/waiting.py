@@ -27,6 +27,7 @@ from .chain.logs import EventLog
 from .chain.types import TaskStatus
 from .delivery import Decision, DecisionKind, DeliveryStrategy, FailReason, Rejection, ResponseView, TaskView
 from .models import PublishedTask
+from .provider_failures import FAILURES_EVERY_S, FailureSource, ask, failed_together
 
 if TYPE_CHECKING:
     from .client import OGPUClient
@@ -60,6 +61,7 @@ class Tracked:
     decided_at: float | None = None
     note: str = ""
     last_news: float = 0.0  # wall clock of its latest attempt or response
+    provider_errors: dict[str, str] = field(default_factory=dict)  # provider -> the error it reported
 
 
 ChangeCallback = Callable[[str, Tracked], None]
@@ -82,6 +84,7 @@ class Waiter:
         on_change: ChangeCallback | None = None,
         reputation: ReputationBook | None = None,
         reject_grace_s: float | None = None,
+        failures: FailureSource | None = None,
     ) -> None:
         self.client, self.chain, self.strategy = client, client.chain, strategy
         self.tracked = {p.address: Tracked(p) for p in published}
@@ -98,6 +101,9 @@ class Waiter:
         self._undecided = list(self.tracked.values())
         self._last_sweep = 0.0
         self._ended: list[Tracked] = []
+        self.failures = failures
+        self._last_failures = time.monotonic()
+        self.accepted = 0  # results accepted in this wait
 
     def add(self, published: Sequence[PublishedTask], *, catch_up: bool = False) -> None:
         """Follows more tasks (a streaming batch's later publications). `catch_up`: tasks
@@ -141,6 +147,7 @@ class Waiter:
             else:
                 due = touched | {t for t in self._undecided if t.responses and t.outcome is None}
             self._decide(due, now_chain)
+            self._provider_errors()
             self._back_online()
         except TxRpcError as e:  # the node is away (or erring): wait for it, up to the deadline
             self._offline(e)
@@ -148,6 +155,20 @@ class Waiter:
             self.book.flush()  # a ban: other flows should see it now, not at our end
         ended, self._ended = self._ended, []
         return ended
+
+    def _provider_errors(self) -> None:
+        """Every few seconds: what providers reported about the tasks attempted and unanswered;
+        when all open tasks failed the same way and nothing was accepted, they fail now
+        (provider_failures.py) instead of waiting out their expiry."""
+        if self.failures is None or time.monotonic() - self._last_failures < FAILURES_EVERY_S:
+            return
+        self._last_failures = time.monotonic()
+        open_ = [t for t in self.tracked.values() if t.outcome is None]
+        ask(self.failures, open_)
+        note = None if self.accepted else failed_together(open_, time.time())
+        if note is not None:
+            for t in open_:
+                self._settle(t, Decision.fail(note, FailReason.PROVIDER_ERROR))
 
     def close(self) -> None:
         """Writes what the reputation book learned (call once the wait is over)."""
@@ -271,6 +292,8 @@ class Waiter:
         t.decided_at = time.time()
         t.note = decision.reason
         self._ended.append(t)
+        if decision.kind is DecisionKind.ACCEPT:
+            self.accepted += 1
         self.notify(kind or ("decided" if decision.kind is DecisionKind.ACCEPT else "failed"), t)
 
     def _apply_events(self, events: list[EventLog]) -> set[Tracked]:

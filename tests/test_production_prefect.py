@@ -49,15 +49,16 @@ def test_run_batch_on_postgres_and_redis(production_api: str, devnet: Any, tmp_p
     with LocalStore(tmp_path / "payloads") as store:
         ctx = Ctx(devnet, store, tmp_path)
         source = ctx.source()
-        from .scenarios import run_flow
+        from .flow_proc import run_flow_elsewhere
+        from .scenarios import PAYMENT, save_blocks
 
+        names = save_blocks(ctx, "prod")
         with ctx.providers(source):
-            state = run_flow(ctx, source, 10)
-            results = state.result()
-    assert all(r.status == "finalized" for r in results)
-    from ogpu_prefect import events
-
-    assert events.sender().flush()
+            inputs = [{"i": i} for i in range(10)]
+            results = run_flow_elsewhere(
+                production_api, "run_batch", source, inputs, PAYMENT, *names, function_name="echo", task_timeout=120
+            )
+    assert [r.status for r in results] == ["finalized"] * 10
     from ogpu_prefect.events import stored_counts
 
     deadline = time.time() + 30

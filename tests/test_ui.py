@@ -79,9 +79,11 @@ def demo_run() -> Iterator[tuple[demo_mod.Demo, list[Any]]]:
             d.save_blocks()
             source = d.publish_source()
             d.start_workers(source)
-            from ogpu_prefect.flows.run_batch import run_batch
+            from .flow_proc import run_flow_elsewhere
 
-            results = run_batch(
+            results = run_flow_elsewhere(
+                d.api_url,
+                "run_batch",
                 source,
                 [{"text": t} for t in ("A lovely day.", "A dreadful, broken mess.", "The bus leaves at six.")],
                 demo_mod.PAYMENT,

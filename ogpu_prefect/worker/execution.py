@@ -112,6 +112,7 @@ class TaskRuns:
             self.outcomes["failed"] += 1
             self.logger.exception("task %s failed unexpectedly", task)
             journal.end(task, "FAILED", f"{type(e).__name__}: {e}"[:1000])
+            self.event("failed", task, source, {"error": f"{type(e).__name__}: {e}"[:500]})
             return
         finally:
             self.inflight.pop(task, None)
