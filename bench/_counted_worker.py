@@ -38,13 +38,14 @@ def every_second() -> None:
             pass
 
 
-# Registered before the sender exists: atexit runs last-in first-out, so this runs after the
-# sender's own flush (registered when it is created).
-atexit.register(dump, True)
-threading.Thread(target=every_second, daemon=True, name="bench-event-counts").start()
-
 if __name__ == "__main__":
-    from prefect.cli import app
+    from prefect.cli import app  # imported here first: an import from the thread raced this one
 
+    from ogpu_prefect import events  # noqa: F401
+
+    # Registered before the sender exists: atexit runs last-in first-out, so this runs after the
+    # sender's own flush (registered when it is created).
+    atexit.register(dump, True)
+    threading.Thread(target=every_second, daemon=True, name="bench-event-counts").start()
     sys.argv = ["prefect", *sys.argv[1:]]
     app()

@@ -38,12 +38,14 @@ in anyio's thread pool, 40 threads)."""
 
 
 def stand_providers(network: Network, keys: dict[str, str], source: str) -> None:
-    """Each provider (role -> key) deposits and locks 1 OGPU and registers to `source` (CPU)."""
+    """Each provider (role -> key) deposits and locks 5 OGPU and registers to `source` (CPU).
+    (More than this source needs: a worker of the same key registering to another source later
+    needs the lockup for both, and `Provider.ensure_standing` counts only the worker's own.)"""
     chain = Chain(network)
     for key in keys.values():
         s = chain.sender(key)
-        s.transact(chain.vault.deposit(s.address, value=10**18))
-        s.transact(chain.vault.lock(10**18))
+        s.transact(chain.vault.deposit(s.address, value=5 * 10**18))
+        s.transact(chain.vault.lock(5 * 10**18))
         s.transact(chain.nexus.register(source, s.address, 1))
 
 

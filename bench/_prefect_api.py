@@ -26,10 +26,15 @@ def prefect_api(home: Path, stack: str, servers: int = 1) -> Iterator[Any]:
     from ogpu_prefect.stack import PrefectStack
 
     home.chmod(0o711)  # PostgreSQL runs as its own user and must reach its data folder in here
+    from prefect.context import refresh_global_settings_context
+
     with PrefectStack(home=home, stack=stack, servers=servers, timeout=240) as info:
-        # Left set after the stack stops: the event sender's thread reconnects with what the
-        # environment says, and with no PREFECT_API_URL Prefect would start an ephemeral server.
+        # Threads without a settings context of their own (the event sender's, run_batch's
+        # progress reporter's) read Prefect's global settings context, made from the environment
+        # at import: without the refresh they would start an ephemeral server of their own. Left
+        # set after the stack stops, so that a reconnecting sender does not start one either.
         os.environ["PREFECT_API_URL"] = info.api_url
+        refresh_global_settings_context()
         with temporary_settings({PREFECT_API_URL: info.api_url}):
             yield info
 
@@ -153,3 +158,11 @@ def postmaster_pid(home: Path) -> tuple[int, ...]:
         return (int(pid_file.read_text().split()[0]),)
     except (OSError, ValueError, IndexError):
         return ()
+
+
+def machine_busy() -> float:
+    """CPU-seconds all processes of the machine have used (busy time in /proc/stat): against this
+    run's own, what other work on the machine took meanwhile."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")

@@ -48,6 +48,7 @@ from _floors import ServiceRig, chain_floor, service_floor, stand_providers  # n
 from _prefect_api import (  # noqa: E402
     cpu_by_part,
     cpu_seconds,
+    machine_busy,
     postmaster_pid,
     prefect_api,
     queue_full_lines,
@@ -59,9 +60,8 @@ from _workdir import workdir  # noqa: E402
 from ogpu_prefect.chain.connection import Chain  # noqa: E402
 
 PAY = 10**16
-PROVIDERS = ("provider1", "provider2", "provider3", "client2")
-"""The devnet's keys that serve as providers: its three provider accounts, and `client2` as the
-fourth (the devnet has no `provider4`; a worker deposits and locks the stake it needs)."""
+PROVIDERS = ("bench-p1", "bench-p2", "bench-p3", "bench-p4")
+"""Provider roles with keys of this run's own (see OwnKeys)."""
 BENCH = Path(__file__).resolve().parent
 
 
@@ -70,6 +70,34 @@ def median(xs: list[float]) -> float:
 
 
 # ---- the workers ----
+
+
+class OwnKeys:
+    """The devnet, with provider keys of this run's own (random, funded with ETH; a worker
+    deposits and locks the stake it needs). Not the devnet's provider accounts: other sessions on
+    this machine run workers with those, and a starting worker stops every local service of its
+    key's address, whoever started it (LocalBackend.reap), which stopped ours mid-run."""
+
+    def __init__(self, net: Any, roles: tuple[str, ...]) -> None:
+        import secrets
+
+        from ogpu_prefect.chain.signing import Signer
+
+        self.net = net
+        self.keys = {r: "0x" + secrets.token_hex(32) for r in roles}
+        self.addresses = {r: Signer(k).address for r, k in self.keys.items()}
+        rpc = Chain(net.network).rpc
+        for address in self.addresses.values():
+            rpc.call("anvil_setBalance", [address, hex(10**22)])
+
+    def key(self, role: str) -> str:
+        return self.keys[role] if role in self.keys else self.net.key(role)
+
+    def address(self, role: str) -> str:
+        return self.addresses[role] if role in self.addresses else self.net.address(role)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.net, name)
 
 
 def bench_fleet(net: Any, store: Any, tmp: Path) -> Any:
@@ -123,8 +151,9 @@ def wait_services(net: Any, roles: tuple[str, ...], timeout: float = 120) -> Non
 
 def records_lag(expected: int, timeout: float) -> tuple[float, dict[str, int]]:
     """Seconds after the batch until the workers' flow runs record it: none still Running, and
-    one Completed per finalized task (the journal writes off the critical path); with the counts
-    by state at that moment (or at `timeout`: then the lag is inf)."""
+    one Completed (or Failed: their messages are printed) per finalized task (the journal writes
+    off the critical path); with the counts by state at that moment (or at `timeout`: then the
+    lag is inf)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         FlowRunFilter,
@@ -153,7 +182,7 @@ def records_lag(expected: int, timeout: float) -> tuple[float, dict[str, int]]:
     shown = t0
     while True:
         now = counts()
-        if now["completed"] >= expected and now["running"] == 0:
+        if now["completed"] + now["failed"] >= expected and now["running"] == 0:
             lag = time.perf_counter() - t0
             break
         if time.perf_counter() - t0 > timeout:
@@ -263,6 +292,62 @@ class ClientMarks:
         Waiter._settle, Waiter.run = _settle, _run  # type: ignore[method-assign]
 
 
+class CallTimer:
+    """Instrumentation of the client's path through run_batch, the calls themselves unchanged:
+    the start and end of each call of the module-level names run_batch uses (its Prefect tasks
+    included) and of a few methods. `calls` holds (name, start, end), wall clock."""
+
+    RUN_BATCH_NAMES = (
+        "redact_stored_parameters",
+        "tag_run",
+        "_check_parameters",
+        "make_client",
+        "open_batch",
+        "live_ledger",
+        "ProgressReporter",
+        "publish_tasks",
+        "wait_for_results",
+        "report_batch",
+    )
+
+    def __init__(self) -> None:
+        import ogpu_prefect.flows.run_batch as rb
+        import ogpu_prefect.tasks as tasks_mod
+        from ogpu_prefect.batch import Ledger
+        from ogpu_prefect.batch_report import ProgressReporter
+        from ogpu_prefect.client import OGPUClient
+        from ogpu_prefect.waiting import Waiter
+
+        self.calls: list[tuple[str, float, float]] = []
+        for name in self.RUN_BATCH_NAMES:
+            setattr(rb, name, self._wrap(getattr(rb, name), name))
+        tasks_mod.make_client = self._wrap(tasks_mod.make_client, "make_client (in a task)")  # type: ignore[assignment]
+        for cls, method in (
+            (ProgressReporter, "close"),
+            (Ledger, "add"),
+            (OGPUClient, "source_terms"),
+            (OGPUClient, "check_batch"),
+            (OGPUClient, "publish_tasks"),
+            (Waiter, "run"),
+        ):
+            setattr(cls, method, self._wrap(getattr(cls, method), f"{cls.__name__}.{method}"))
+
+    def _wrap(self, fn: Any, name: str) -> Any:
+        calls = self.calls
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                calls.append((name, start, time.time()))
+
+        return timed
+
+    def between(self, t0: float, t1: float) -> list[tuple[str, float, float]]:
+        return sorted((c for c in self.calls if t0 <= c[1] <= t1), key=lambda c: c[1])
+
+
 WORKER_LINES = (
     ("exec", "running task "),  # execution.py: the task is handed to Provider.execute
     ("handler", "[service] echo:"),  # the echo handler's print, as the worker's pump read it
@@ -329,6 +414,9 @@ SEGMENTS = (
 )
 
 
+TIMER: CallTimer | None = None
+
+
 def idle_latency(
     net: Any, source: str, runs: int, pause: float
 ) -> tuple[list[float], list[float], list[dict[str, float]]]:
@@ -336,7 +424,9 @@ def idle_latency(
     their publish-to-result latencies, run_batch walls, and timelines (see SEGMENTS)."""
     from ogpu_prefect.flows.run_batch import run_batch
 
+    global TIMER
     marks = ClientMarks()
+    timer = TIMER = CallTimer()
     watch = ChainWatch(net.network)
     watch.start()
     done: list[tuple[Any, float, float]] = []
@@ -385,6 +475,9 @@ def idle_latency(
             "t1": t1,
             **lines.get(task, {}),
         }
+        for name, start, end in timer.between(t0, t1):
+            marks_of[f"call {name}"] = marks_of.get(f"call {name}", 0.0) + (end - start)
+            marks_of.setdefault(f"at {name}", start - t0)
         timelines.append(marks_of)
     latencies = [r.latency_s for r, _, _ in done if r.status == "finalized" and r.latency_s is not None]
     walls = [t1 - t0 for _, t0, t1 in done]
@@ -400,6 +493,14 @@ def print_timelines(timelines: list[dict[str, float]]) -> None:
         ok = [v for v in values if v == v]
         each = ", ".join(f"{v:.3f}" for v in values)
         print(f"  {median(ok):7.3f}s  {label}  [{each}]")
+    print("the client's calls in run_batch (median start after the flow call, median seconds in it):")
+    names = sorted(
+        {k[5:] for t in timelines for k in t if k.startswith("call ")}, key=lambda n: timelines[0].get(f"at {n}", 99)
+    )
+    for name in names:
+        starts = [t[f"at {name}"] for t in timelines if f"at {name}" in t]
+        secs = [t[f"call {name}"] for t in timelines if f"call {name}" in t]
+        print(f"  at {median(starts):6.3f}s  {median(secs):6.3f}s  {name}")
     waits = [t["waiting"] - t["sent"] for t in timelines if t.get("waiting") == t.get("waiting")]
     resp = [t["response"] - t["sent"] for t in timelines if t.get("response") == t.get("response")]
     print(
@@ -453,6 +554,31 @@ def stop_profilers(profs: list[tuple[str, subprocess.Popen[bytes], Path]], top: 
         print("  self:      " + "; ".join(f"{f} {100 * c / total:.0f}%" for f, c in leaf.most_common(top)))
 
 
+def dump_threads(targets: dict[str, int], after: float, out: list[str]) -> threading.Thread:
+    """After `after` seconds, `py-spy dump` of each target: its threads counted by where they are
+    (the innermost frame, and the innermost of ogpu_prefect's), appended to `out` as text."""
+
+    def run() -> None:
+        time.sleep(after)
+        for name, pid in targets.items():
+            done = subprocess.run(["uvx", "py-spy", "dump", "-p", str(pid)], capture_output=True, text=True)
+            where: Counter[str] = Counter()
+            for block in done.stdout.split("\nThread ")[1:]:
+                lines = [ln.strip() for ln in block.splitlines()[1:] if ln.strip().endswith(")")]
+                if not lines:
+                    continue
+                ours = next((ln for ln in lines if "ogpu_prefect" in ln), "-")
+                where[f"{_frame(lines[0])} <- {_frame(ours) if ours != '-' else '-'}"] += 1
+            out.append(
+                f"py-spy dump {name} at {after:.0f}s into the batch ({sum(where.values())} threads): "
+                + "; ".join(f"{n}x {w}" for w, n in where.most_common(12))
+            )
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
 def _frame(f: str) -> str:
     """`function (path/file.py:line)` -> `function (file.py)`: one entry per function."""
     m = re.match(r"(.*) \((.*?):\d+\)$", f)
@@ -479,6 +605,8 @@ def main() -> None:
     ap.add_argument("--records-timeout", type=float, default=300.0)
     ap.add_argument("--profile", action="store_true", help="py-spy the client, workers and servers in the batch")
     ap.add_argument("--profile-rate", type=int, default=50)
+    ap.add_argument("--profile-dir", type=Path, default=Path("/tmp"), help="where py-spy's raw profiles are kept")
+    ap.add_argument("--dump-after", type=float, default=0.0, help="py-spy dump the workers this many s into the batch")
     args = ap.parse_args()
     from ogpu_prefect.blocks import OGPUWallet
     from ogpu_prefect.chain import devnet as devnet_mod
@@ -492,8 +620,9 @@ def main() -> None:
         try:
             with prefect_api(tmp, args.stack, args.servers) as info, LocalStore(tmp / "payloads") as store:
                 print(f"stack {args.stack}: API {', '.join(info.api_urls)}; {args.workers} worker(s)", flush=True)
-                fleet = bench_fleet(net, store, tmp)
-                keys = [net.key(r) for r in roles]
+                own = OwnKeys(net, roles)
+                fleet = bench_fleet(own, store, tmp)
+                keys = [own.key(r) for r in roles]
                 client_key = net.key("client")
                 floor_source = fleet.publish_source()
                 stand_providers(net.network, dict(zip(roles, keys)), floor_source)
@@ -512,12 +641,13 @@ def main() -> None:
                     f"service floor {median(one_service):.3f}s (medians of {args.idle_runs})",
                     flush=True,
                 )
-                cpu0 = cpu_seconds()
+                cpu0, m0 = cpu_seconds(), machine_busy()
                 chain_s = chain_floor(net.network, client_key, keys, store, floor_source, args.tasks)
-                cpu1 = cpu_seconds()
+                cpu1, m1 = cpu_seconds(), machine_busy()
                 print(f"chain floor: {args.tasks} tasks in {chain_s:.2f}s", flush=True)
                 service_s = service_floor(net.network, client_key, keys, store, floor_source, args.tasks, rig)
                 cpu_chain, cpu_service = cpu_by_part(cpu0, cpu1), cpu_by_part(cpu1, cpu_seconds())
+                machine_floors = (m1 - m0, machine_busy() - m1)
                 print(f"service floor: {args.tasks} tasks in {service_s:.2f}s", flush=True)
                 rig.close()
                 rig = None
@@ -529,7 +659,7 @@ def main() -> None:
                     fleet.start_worker("e2e", role)
                 for role in roles:
                     fleet.wait_registered(source, role, timeout=180)
-                wait_services(net, roles)
+                wait_services(own, roles)
                 OGPUWallet(private_key=client_key).save("e2e-client", overwrite=True)
 
                 latencies, walls, timelines = idle_latency(net, source, args.idle_runs, args.idle_pause)
@@ -549,8 +679,15 @@ def main() -> None:
                     for pid, (role, _) in cpu_seconds().items():
                         if role in ("Prefect API", "Prefect services"):
                             targets[f"{role.replace(' ', '-')}-{pid}"] = pid
-                    profs = start_profilers(targets, tmp, args.profile_rate)
+                    profs = start_profilers(targets, args.profile_dir, args.profile_rate)
                     time.sleep(2.0)  # py-spy attaches
+                dumps: list[str] = []
+                dumper = (
+                    dump_threads({f"worker-{r}": p.pid for r, p in fleet.procs.items()}, args.dump_after, dumps)
+                    if args.dump_after
+                    else None
+                )
+                busy0, load0 = machine_busy(), os.getloadavg()[0]
                 cpu0, t0 = cpu_seconds(pg), time.perf_counter()
                 results = run_batch(
                     source,
@@ -564,9 +701,21 @@ def main() -> None:
                     poll_interval=0.1,
                 )
                 ours = time.perf_counter() - t0
+                if TIMER is not None:  # the client's calls in the batch
+                    start = time.time() - ours
+                    print(
+                        "the client's calls in the batch (start after the flow call, seconds in it): "
+                        + "; ".join(
+                            f"{n} at {a - start:.2f}s {b - a:.2f}s" for n, a, b in TIMER.between(start, time.time())
+                        )
+                    )
                 cpu = cpu_by_part(cpu0, cpu_seconds(pg))
+                busy, load1 = machine_busy() - busy0, os.getloadavg()[0]
                 if profs:
                     stop_profilers(profs)
+                if dumper is not None:
+                    dumper.join(timeout=120)
+                    print("\n".join(dumps))
                 finalized = sum(r.status == "finalized" for r in results)
                 expected = finalized + len(latencies) + 1  # the idle runs' tasks and the warm-up's
                 lag, states = records_lag(expected, args.records_timeout)
@@ -596,10 +745,15 @@ def main() -> None:
                     "failed unexpectedly",
                     "chain watch failed",
                     "recording flow runs failed",
+                    "left running by an earlier worker",
+                    "could not warm",
                     "ERROR",
                 )
             }
             print(f"worker {role} log: " + ", ".join(f"{k!r} x{v}" for k, v in notable.items()))
+            lines = text.splitlines()
+            for i in [i for i, line in enumerate(lines) if "ERROR" in line or "Traceback" in line][:3]:
+                print("  | " + "\n  | ".join(lines[i : i + 3])[:600])
 
     done = [r for r in results if r.status == "finalized"]
     lat = sorted(r.latency_s for r in done if r.latency_s is not None)
@@ -617,16 +771,21 @@ def main() -> None:
     print("Completed provider flow runs by queue: " + ", ".join(f"{q[:19]} {n}" for q, n in by_queue.most_common()))
     print(f"provider flow runs at the end: {states}")
 
-    def show(title: str, parts: dict[str, float], wall: float) -> None:
+    def show(title: str, parts: dict[str, float], wall: float, machine: float) -> None:
         total = sum(parts.values())
         print(
-            f"CPU seconds, {title} ({wall:.1f}s of wall on {os.cpu_count()} CPUs, {total:.1f} CPU-s used): "
+            f"CPU seconds, {title} ({wall:.1f}s of wall on {os.cpu_count()} CPUs, {total:.1f} CPU-s used, "
+            f"{max(machine - total, 0):.1f} by other work): "
             + ", ".join(f"{k} {v:.1f}" for k, v in sorted(parts.items(), key=lambda kv: -kv[1]) if v >= 0.05)
         )
 
-    show("chain floor", cpu_chain, chain_s)
-    show("service floor", cpu_service, service_s)
-    show("ours", cpu, ours)
+    show("chain floor", cpu_chain, chain_s, machine_floors[0])
+    show("service floor", cpu_service, service_s, machine_floors[1])
+    show("ours", cpu, ours, busy)
+    print(
+        f"the whole machine meanwhile: {busy:.1f} CPU-s busy, of which {max(busy - sum(cpu.values()), 0):.1f} "
+        f"by other work (load average {load0:.1f} before, {load1:.1f} after)"
+    )
     print(f"chain floor {chain_s:.2f}s, service floor {service_s:.2f}s, ours {ours:.2f}s")
     print(
         f"one task: chain floor {median(one_chain):.3f}s, service floor {median(one_service):.3f}s, "

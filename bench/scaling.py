@@ -1,12 +1,22 @@
-"""Client-side scaling: `run_batch` publishing and awaiting 100, 1,000 and 10,000 FIRST_RESPONSE tasks
-on the devnet, under Prefect's test-harness server. The tasks are served by stand-in providers
-(tests/provider_sim.py: real attempt and submit transactions) running in a separate process, so the
-client process' peak memory is the flow's own.
+"""Client-side scaling: `run_batch` publishing and awaiting FIRST_RESPONSE batches (default 1,000
+and 10,000 tasks) on the devnet, under a Prefect server stack (ogpu_prefect/stack.py: `sqlite`, or
+`production`: PostgreSQL + Redis + API server(s) + one services process). The tasks are served by
+stand-in providers (tests/provider_sim.py: real attempt and submit transactions) in a separate
+process, so the client process' peak memory is the flow's own.
 
-    .venv/bin/python bench/scaling.py [--sizes 100,1000,10000]
+Before each batch, on the same devnet, the chain-only floor (bench/_floors.py: the same publish,
+attempt and submit transactions through the chain layer, two providers, no Prefect) runs the same
+number of tasks in a spawned process (its memory is not the client's): the floor's own growth
+from 1,000 to 10,000 tasks is anvil's, so ours/floor at each size separates the project's growth
+from the node's. After each batch it compares the `ogpu.` events the client emitted during it
+(its sender's counters) with those the server stored.
 
-Ends with `peak_mb_10k=<the client process' maximum RSS, MB, by the end of the 10,000 batch (imports
-included)> growth=<time at 10,000 / (100 x time at 100)>`.
+    .venv/bin/python bench/scaling.py [--sizes 1000,10000] [--stack production]
+
+Ends with `peak_mb_10k=<the client process' maximum RSS, MB, by the end of the largest batch
+(imports included)> growth_vs_floor=<(ours/floor) at the largest size / (ours/floor) at 1,000 (or
+the smallest size)> events_dropped_10k=<emitted - stored + 'Subscription queue is full' lines, in
+the largest batch>`.
 """
 
 from __future__ import annotations
@@ -17,14 +27,18 @@ import resource
 import sys
 import time
 from pathlib import Path
-
-from ogpu_prefect.chain.connection import Chain
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _floors import chain_floor, stand_providers  # noqa: E402
+from _prefect_api import prefect_api, queue_full_lines, sender_counts, wait_stored  # noqa: E402
 from _workdir import workdir  # noqa: E402
 
+from ogpu_prefect.chain.connection import Chain  # noqa: E402
+
 PAY = 10**15
+ROLES = ["provider1", "provider2"]
 
 
 def serve(profile: dict, source: str, roles: list[str], from_block: int, store_root: str, stop) -> None:  # type: ignore[no-untyped-def]
@@ -43,17 +57,59 @@ def serve(profile: dict, source: str, roles: list[str], from_block: int, store_r
         s.stop()
 
 
+def floor_child(profile: dict, store_root: str, n: int, out: Any) -> None:  # type: ignore[type-arg]
+    """The chain floor for `n` tasks on a source of its own, in a spawned process; sends its seconds."""
+    from ogpu_prefect.chain.devnet import DEV_KEYS
+    from ogpu_prefect.chain.devnet import ROLES as DEV_ROLES
+    from ogpu_prefect.chain.network import Network
+    from ogpu_prefect.client import OGPUClient
+    from ogpu_prefect.models import SourceSpec
+    from ogpu_prefect.storage import FsspecStore
+
+    network = Network.from_profile(profile)
+    store = FsspecStore(f"file://{store_root}", profile["payload_url"])
+    client_key = DEV_KEYS[DEV_ROLES.index("client")]
+    keys = {r: DEV_KEYS[DEV_ROLES.index(r)] for r in ROLES}
+    source = OGPUClient(Chain(network), client_key, store).publish_source(
+        SourceSpec(
+            name="floor",
+            cpu="http://127.0.0.1:9/c.yml",
+            min_payment=PAY,
+            min_available_lockup=10**18,
+            max_expiry_duration=3600,
+            delivery_method="FIRST_RESPONSE",
+        )
+    )
+    stand_providers(network, keys, source)
+    out.send(chain_floor(network, client_key, list(keys.values()), store, source, n))
+    out.close()
+
+
+def run_floor(profile: dict, store_root: str, n: int) -> float:
+    ctx = mp.get_context("spawn")
+    mine, theirs = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=floor_child, args=(profile, store_root, n, theirs))
+    proc.start()
+    theirs.close()
+    try:
+        return float(mine.recv())
+    finally:
+        proc.join(timeout=60)
+
+
 def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--sizes", default="100,1000,10000")
+    ap.add_argument("--sizes", default="1000,10000")
+    ap.add_argument("--stack", choices=("sqlite", "production"), default="production")
+    ap.add_argument("--servers", type=int, default=1, help="API servers of the production stack")
     args = ap.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
-    from prefect.testing.utilities import prefect_test_harness
 
+    from ogpu_prefect import events
     from ogpu_prefect.blocks import OGPUNetwork, OGPUStorage, OGPUWallet
     from ogpu_prefect.chain import devnet as devnet_mod
     from ogpu_prefect.client import OGPUClient
@@ -64,14 +120,21 @@ def main() -> None:
     with workdir("bench-scaling-") as tmp:
         net = devnet_mod.start()
         times: dict[int, float] = {}
+        floors: dict[int, float] = {}
         peaks: dict[int, float] = {}
+        dropped: dict[int, int] = {}
         try:
-            with prefect_test_harness(server_startup_timeout=90), LocalStore(tmp / "payloads") as store:
+            with prefect_api(tmp, args.stack, args.servers), LocalStore(tmp / "payloads") as store:
+                print(f"stack {args.stack}", flush=True)
                 chain = Chain(net.network)
                 network, wallet = OGPUNetwork.from_network(net.network), OGPUWallet(private_key=net.key("client"))
                 storage = OGPUStorage(write_url=f"file://{store.root.resolve()}", read_url=store.base_url)
+                profile = {**net.profile, "payload_url": store.base_url}
                 for n in sizes:
-                    client = OGPUClient(chain, net.key("client"), store)  # run_batch's own sender moved the nonce
+                    floors[n] = run_floor(profile, str(store.root.resolve()), n)
+                    print(f"{n:>6} tasks: chain floor {floors[n]:.1f}s", flush=True)
+
+                    client = OGPUClient(chain, net.key("client"), store)  # the floor and run_batch moved the nonce
                     spec = SourceSpec(
                         name="scale",
                         cpu="http://127.0.0.1:9/c.yml",
@@ -81,18 +144,18 @@ def main() -> None:
                         delivery_method="FIRST_RESPONSE",
                     )
                     source = client.publish_source(spec)
-                    roles = ["provider1", "provider2"]
-                    for r in roles:
+                    for r in ROLES:
                         s = chain.sender(net.key(r))
                         s.transact(chain.nexus.register(source, s.address, 1))
-                    profile = {**net.profile, "payload_url": store.base_url}
                     stop = mp.Event()
                     proc = mp.get_context("fork").Process(
                         target=serve,
-                        args=(profile, source, roles, chain.block_number(), str(store.root.resolve()), stop),
+                        args=(profile, source, ROLES, chain.block_number(), str(store.root.resolve()), stop),
                     )
                     proc.start()
-                    before = rss_mb()
+                    before_rss, before_events = rss_mb(), sender_counts()
+                    queue_full0 = queue_full_lines(tmp)
+                    began = time.time()
                     t0 = time.perf_counter()
                     results = run_batch(
                         source,
@@ -106,19 +169,37 @@ def main() -> None:
                         poll_interval=0.2,
                     )
                     times[n] = time.perf_counter() - t0
-                    peaks[n] = rss_mb() - before
+                    peaks[n] = rss_mb() - before_rss
                     stop.set()
                     proc.join(timeout=60)
+                    events.sender().flush(60.0)
+                    after_events = sender_counts()
+                    emitted = sum(after_events[k] - before_events[k] for k in ("sent", "dropped", "unsent"))
+                    stored = sum(wait_stored(began, emitted).values())
+                    queue_full = queue_full_lines(tmp) - queue_full0
+                    dropped[n] = emitted - stored + queue_full
                     ok = sum(r.status == "finalized" for r in results)
                     print(
                         f"{n:>6} tasks: {ok} finalized in {times[n]:.1f}s ({n / times[n]:.0f} tasks/s), "
-                        f"client peak RSS +{peaks[n]:.0f} MB (max RSS {rss_mb():.0f} MB)",
+                        f"{times[n] / floors[n]:.2f}x the floor; client RSS +{peaks[n]:.0f} MB "
+                        f"(max RSS {rss_mb():.0f} MB); events emitted {emitted}, stored {stored}, "
+                        f"'queue is full' lines {queue_full}",
                         flush=True,
                     )
         finally:
             net.stop()
-        big, small = max(sizes), min(sizes)
-        print(f"peak_mb_10k={rss_mb():.0f} growth={times[big] / ((big / small) * times[small]):.2f}")
+    big = max(sizes)
+    ref = 1000 if 1000 in sizes and big != 1000 else min(sizes)
+    ratio = {n: times[n] / floors[n] for n in sizes}
+    print(
+        "ours/floor by size: "
+        + ", ".join(f"{n}: {ratio[n]:.2f} ({times[n]:.1f}s / {floors[n]:.1f}s)" for n in sizes)
+        + f"; time growth {big}/{ref}: ours {times[big] / times[ref]:.2f}x, floor {floors[big] / floors[ref]:.2f}x "
+        f"(x{big // ref} tasks)"
+    )
+    if big != 10000:
+        print(f"(the largest size here is {big}: the *_10k figures below are at {big} tasks)")
+    print(f"peak_mb_10k={rss_mb():.0f} growth_vs_floor={ratio[big] / ratio[ref]:.2f} events_dropped_10k={dropped[big]}")
 
 
 if __name__ == "__main__":

@@ -48,9 +48,8 @@ from ogpu_prefect.flowkit import (
     Seconds,
     Storage,
     Wallet,
+    batch_flow,
     redact_stored_parameters,
-    redacting_flow,
-    settle_on_exit,
     tag_run,
 )
 from ogpu_prefect.models import TaskResult
@@ -75,14 +74,10 @@ def batch_run_name() -> str:
     return f"ogpu-batch-{n}-tasks"
 
 
-@redacting_flow(
+@batch_flow(
     name="ogpu-run-batch",
     flow_run_name=batch_run_name,
     run_tags=RUN_TAGS,
-    log_prints=True,
-    on_failure=[settle_on_exit],
-    on_crashed=[settle_on_exit],
-    on_cancellation=[settle_on_exit],
 )
 def run_batch(
     source: str,

@@ -12,6 +12,7 @@ prefect.yaml (`prefect deploy --name nightly`), or serve it on a cron schedule:
 """
 
 import bisect
+import hashlib
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -30,12 +31,12 @@ from ogpu_prefect.flowkit import (
     Network,
     Storage,
     Wallet,
+    batch_flow,
     or_none,
-    redacting_flow,
-    settle_on_exit,
+    redact_stored_parameters,
     tag_run,
 )
-from ogpu_prefect.flows.stream_batch import stream_tasks
+from ogpu_prefect.flows.stream_batch import results_storage_options, stream_tasks
 from ogpu_prefect.stream_io import read_results
 
 # No `from __future__ import annotations` here: a served flow is pickled by value into its run's
@@ -51,14 +52,10 @@ def inbox_run_name() -> str:
     return f"ogpu-inbox-{inbox.rstrip('/').rsplit('/', 1)[-1] or 'root'}"
 
 
-@redacting_flow(
+@batch_flow(
     name="ogpu-scheduled-batch",
     flow_run_name=inbox_run_name,
     run_tags=RUN_TAGS,
-    log_prints=True,
-    on_failure=[settle_on_exit],
-    on_crashed=[settle_on_exit],
-    on_cancellation=[settle_on_exit],
 )
 def scheduled_batch(
     inbox: str,
@@ -102,6 +99,7 @@ def scheduled_batch(
     Returns:
         {input file: results file} for every file processed.
     """
+    redact_stored_parameters()
     log = get_run_logger()
     tag_run(RUN_TAGS)
     fs, root = fsspec.core.url_to_fs(inbox)
@@ -127,13 +125,26 @@ def scheduled_batch(
         task_timeout=task_timeout,
         max_in_flight=max_in_flight,
         budget=budget,
+        batch_key=inbox_key(inbox, fs, files),
     )
     out_fs.makedirs(out_root, exist_ok=True)
-    written = write_outbox(inputs, summary.results_url, out_fs, out_root)
+    options = results_storage_options(storage, summary.results_url)
+    written = write_outbox(inputs, summary.results_url, out_fs, out_root, options)
     fs.makedirs(f"{root}/done", exist_ok=True)
     for path in files:
         fs.mv(path, f"{root}/done/{path.rsplit('/', 1)[-1]}")
     return written
+
+
+def inbox_key(inbox: str, fs: Any, files: list[str]) -> str:
+    """The batch_key of these inbox files: the same files (names, sizes, versions) are the same
+    batch, so a run after a crash or a failure after publishing resumes it, paying nothing twice."""
+    parts = [inbox.rstrip("/")]
+    for path in files:
+        info = fs.info(path)
+        version = next((info[k] for k in ("ETag", "etag", "mtime", "LastModified", "updated") if k in info), "")
+        parts.append(f"{path}\0{info.get('size')}\0{version}")
+    return "inbox-" + hashlib.sha256("\n".join(parts).encode()).hexdigest()[:24]
 
 
 class InboxInputs:
@@ -173,7 +184,9 @@ class InboxInputs:
         yield from data if isinstance(data, list) else [data]
 
 
-def write_outbox(inputs: InboxInputs, results_url: str, out_fs: Any, out_root: str) -> dict[str, str]:
+def write_outbox(
+    inputs: InboxInputs, results_url: str, out_fs: Any, out_root: str, storage_options: dict[str, Any] | None = None
+) -> dict[str, str]:
     """Each file's results, from the batch's results (read a part at a time): a JSON list in input
     order for a .json file, JSON lines as they ended for a .jsonl file (`index`: within the file)."""
     starts = [start for _, start, _ in inputs.spans]
@@ -187,7 +200,7 @@ def write_outbox(inputs: InboxInputs, results_url: str, out_fs: Any, out_root: s
         else:
             lists[path] = []
     try:
-        for r in read_results(results_url):
+        for r in read_results(results_url, storage_options):
             path, start, _ = inputs.spans[bisect.bisect_right(starts, r["index"]) - 1]
             r["index"] -= start
             if path in handles:

@@ -3,7 +3,8 @@
 Inputs come from a JSON-lines file (any fsspec URL) or a list; at most `max_in_flight` tasks are
 on chain at once, never more than `budget` in escrow; more are published as earlier ones end, and
 each result is written to storage (JSON lines, `results_url`) as it ends. Memory follows
-`max_in_flight`, not the number of inputs. A retry, a re-run or a new run with the same
+`max_in_flight`, not the number of inputs (a resumed run also keeps one entry per task the
+earlier runs published). A retry, a re-run or a new run with the same
 `batch_key` resumes: inputs with a result are skipped, tasks an earlier run published are reused
 (ogpu_prefect/streaming.py). From Python, `stream_tasks` does the same inside any flow and also
 takes any iterable (a generator cannot be a flow parameter: Prefect reads it to store it).
@@ -20,6 +21,7 @@ from prefect.runtime import flow_run
 from ogpu_prefect.amounts import Amount, format_ogpu
 from ogpu_prefect.batch import (
     BatchFailedError,
+    BatchIncompleteError,
     Ledger,
     check_delivery,
     find_batch,
@@ -28,7 +30,7 @@ from ogpu_prefect.batch import (
     open_batch,
     variable_name,
 )
-from ogpu_prefect.batch_report import ProgressReporter, ogpu
+from ogpu_prefect.batch_report import ProgressReporter, ogpu, report_escrow
 from ogpu_prefect.blocks import OGPUStorage
 from ogpu_prefect.chain.errors import (
     BudgetExceededError,
@@ -38,6 +40,7 @@ from ogpu_prefect.chain.errors import (
     UnknownSourceInputError,
 )
 from ogpu_prefect.client import MIN_TTL
+from ogpu_prefect.escrow import EscrowReport
 from ogpu_prefect.events import emit_batch_event
 from ogpu_prefect.flowkit import (
     BatchKey,
@@ -49,10 +52,10 @@ from ogpu_prefect.flowkit import (
     Seconds,
     Storage,
     Wallet,
+    batch_flow,
     or_none,
     redact_stored_parameters,
-    redacting_flow,
-    settle_on_exit,
+    settled_on_error,
     tag_run,
 )
 from ogpu_prefect.reputation import open_book, parse_reputation
@@ -78,14 +81,10 @@ def stream_run_name() -> str:
     return f"ogpu-stream-{len(inputs) if isinstance(inputs, list) else 0}-inputs"
 
 
-@redacting_flow(
+@batch_flow(
     name="ogpu-stream-batch",
     flow_run_name=stream_run_name,
     run_tags=RUN_TAGS,
-    log_prints=True,
-    on_failure=[settle_on_exit],
-    on_crashed=[settle_on_exit],
-    on_cancellation=[settle_on_exit],
 )
 def stream_batch(
     source: str,
@@ -231,13 +230,15 @@ def stream_tasks(
             "task_timeout",
             f"{task_timeout}s is outside [{MIN_TTL}, {terms.max_expiry_duration}] (the source's maxExpiryDuration)",
         )
+    if budget is None:  # a window's worth: failed tasks still holding escrow count against it
+        budget = max_in_flight * payment
     limits = Limits(payment, task_timeout, max_in_flight, max_republish, budget, None, poll_interval)
     first_wave = limits.slots if total < 0 else min(limits.slots, total)
     client.check_batch(terms, first_wave, payment, client.chain.now() + task_timeout)
     key = batch_key or _call_key()
     results_url = _results_url(results_url, storage, key)
-    writer = ResultsWriter(results_url, _storage_options(storage, results_url))
-    with hold_batch(key, str(flow_run.get_id())):
+    writer = ResultsWriter(results_url, results_storage_options(storage, results_url))
+    with hold_batch(key, str(flow_run.get_id())), settled_on_error(key):
         resumed = find_batch(key) is not None
         record = open_batch(client, key, terms.address)
         writer.resume({"batch_key": key, "chain_id": record.chain_id, "client": record.client, "source": record.source})
@@ -280,8 +281,21 @@ def stream_tasks(
             if reporter is not None:
                 reporter.close()
             writer.flush(held_peak_wei=str(run.held_peak))  # every result so far is kept
+        if run.held_back:
+            held = EscrowReport(
+                waiting={t: e for t, e in run.held_back.items() if t not in run.unreadable},
+                unreadable=sorted(run.unreadable),
+            )
+            log.warning("escrow of %d task(s) is still held: %s", len(run.held_back), held.summary())
+            report_escrow(held, key)
         if run.stopped is not None:
             raise BatchFailedError(f"batch {key}: every input failed the same way: {run.stopped}")
+        if run.unreadable:  # the failure hook settles them if the node is back by then
+            raise BatchIncompleteError(
+                f"batch {key}: {len(run.unreadable)} task(s) could not be settled (the node did not answer); "
+                f"a run with batch_key={key!r} settles them",
+                sorted(run.unreadable),
+            )
         writer.flush(complete=True)
         summary = run.summary(started)
         _report(summary, record.chain_id, terms.address, payment)
@@ -312,7 +326,7 @@ def _results_url(given: str | None, storage: Any, key: str) -> str:
     return f"{block.write_url.rstrip('/')}/results/{variable_name(key)}"
 
 
-def _storage_options(storage: Any, results_url: str) -> dict[str, Any]:
+def results_storage_options(storage: Any, results_url: str) -> dict[str, Any]:
     """The storage block's fsspec options when the results go under its write_url."""
     block = load_block(OGPUStorage, storage, "storage")
     if block.write_url and results_url.startswith(block.write_url.rstrip("/")):

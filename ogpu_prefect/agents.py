@@ -84,6 +84,10 @@ def announce_provider(chain: Chain, signer: Any, provider: str, amount: int = 0)
         raise InvalidInputError("wallet", f"{me} is a provider: a provider cannot be a master")
     if not _is_zero(provider_master):
         raise InvalidInputError("provider", f"{provider} is already paired with master {provider_master}")
+    if current.lower() == provider.lower():  # a retry after it landed would lock `amount` again
+        raise InvalidInputError(
+            "provider", f"{me} has announced {provider} already; the provider's announce_master completes the pairing"
+        )
     if (
         not _is_zero(current)
         and current.lower() != provider.lower()

@@ -124,9 +124,9 @@ def open_batch(client: OGPUClient, key: str, source: str) -> BatchRecord:
     return record
 
 
-def hold_batch(key: str, flow_run_id: str | None = None) -> BatchLease:
+def hold_batch(key: str, flow_run_id: str | None = None, *, wait_s: float | None = None) -> BatchLease:
     """One run of batch `key` at a time (lease.py): `with hold_batch(key, run_id): ...`."""
-    return BatchLease(variable_name(key), key, flow_run_id)
+    return BatchLease(variable_name(key), key, flow_run_id, wait_s=wait_s)
 
 
 def find_batch(key: str) -> BatchRecord | None:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import copy
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -192,12 +193,19 @@ class RedactingFlow(Flow[Any, Any]):
         parameter, like the flow's own checks."""
         from prefect.exceptions import ParameterTypeError
 
-        for name, value in parameters.items():
-            if isinstance(value, (list, tuple)):
-                for i, item in enumerate(value):
-                    refuse_secret(f"{name}[{i}]", item)
-            else:
-                refuse_secret(name, value)
+        try:
+            for name, value in parameters.items():
+                if isinstance(value, (list, tuple)):
+                    for i, item in enumerate(value):
+                        refuse_secret(f"{name}[{i}]", item)
+                else:
+                    refuse_secret(name, value)
+        except InvalidInputError:
+            try:  # a run created through the API stored the key as given: redact it there first
+                redact_stored_parameters()
+            except Exception as e:
+                log.warning("could not redact this run's stored parameters: %s", type(e).__name__)
+            raise
         try:
             return super().validate_parameters(parameters)
         except ParameterTypeError as e:  # "...parameters:\n - payment: Input should be ..."
@@ -206,8 +214,12 @@ class RedactingFlow(Flow[Any, Any]):
             raise InvalidInputError(name.split(".")[0] or "parameters", why or str(e)) from None
 
 
-def redacting_flow(**options: Any) -> Callable[[Callable[..., Any]], RedactingFlow]:
-    """`@flow(**options)`, as a RedactingFlow (`run_tags=`: the tags of the runs it starts)."""
+def batch_flow(**options: Any) -> Callable[[Callable[..., Any]], RedactingFlow]:
+    """`@flow(**options)` for a flow that publishes tasks: a RedactingFlow (`run_tags=`: the tags
+    of the runs it starts) that prints to its logs and settles its batch's escrow when it fails,
+    crashes or is cancelled."""
+    hooks = [settle_on_exit]
+    options = {"log_prints": True, "on_failure": hooks, "on_crashed": hooks, "on_cancellation": hooks, **options}
 
     def decorate(fn: Callable[..., Any]) -> RedactingFlow:
         return RedactingFlow(fn=fn, **options)
@@ -246,6 +258,59 @@ def redact_stored_parameters() -> None:
         client.update_flow_run(run_id, parameters=redact(json.loads(json.dumps(params, default=str))))
 
 
+@contextmanager
+def settled_on_error(key: str) -> Iterator[None]:
+    """Settles batch `key`'s running ledger when the block raises, unless the flow run's own
+    hooks will (a `batch_flow`): stream_tasks inside a user's flow, which has no such hooks."""
+    try:
+        yield
+    except BaseException as error:
+        from prefect.context import FlowRunContext
+
+        from .batch import live_ledger
+
+        ctx = FlowRunContext.get()
+        if ctx is not None and settle_on_exit in (ctx.flow.on_failure_hooks or []):
+            raise
+        ledger = live_ledger(key, drop=True)
+        if ledger is not None:
+            try:
+                report = ledger.settle()
+                log.warning("batch %s stopped (%s); escrow settled: %s", key, type(error).__name__, report.summary())
+            except Exception as e:  # the batch's own error is the one to raise
+                _log_unsettled(key, type(error).__name__, e)
+        raise
+
+
+def _log_unsettled(key: str, after: str, error: Exception) -> None:
+    log.error(
+        "could not settle the escrow of batch %s after %s: %s (a run with batch_key=%r settles it)",
+        key,
+        after,
+        error,
+        key,
+    )
+
+
+def _lease_to_settle(key: str, flow_run: FlowRun, state: State[Any]) -> Any:
+    """The batch's lease, held while a hook settles it; False when another live run holds the
+    batch (this run failed waiting for it, or was a duplicate): settling would cancel that run's
+    tasks under it. None when the lease cannot be asked (the API is away): the run's own ledger
+    is settled anyway. A crashed run's lease may outlive its process briefly: wait for it."""
+    from .batch import hold_batch
+    from .lease import LEASE_S, BatchKeyConflictError
+
+    lease = hold_batch(key, str(flow_run.id), wait_s=LEASE_S + 5 if state.is_crashed() else 0)
+    try:
+        return lease.__enter__()
+    except BatchKeyConflictError:
+        log.warning("batch %s is being run by another flow run: its escrow is that run's to settle", key)
+        return False
+    except Exception as e:
+        log.warning("could not take batch %s's lease to settle it (%s); settling anyway", key, e)
+        return None
+
+
 def settle_on_exit(flow: Flow[Any, Any], flow_run: FlowRun, state: State[Any]) -> None:
     """on_failure / on_crashed / on_cancellation hook of run_batch: settles the batch's escrow
     (cancel NEW tasks, reclaim expired ones where possible) and records where every task's escrow
@@ -258,6 +323,9 @@ def settle_on_exit(flow: Flow[Any, Any], flow_run: FlowRun, state: State[Any]) -
 
     params = flow_run.parameters or {}
     key = params.get("batch_key") or str(flow_run.id)
+    lease = _lease_to_settle(key, flow_run, state)
+    if lease is False:
+        return
     try:
         ledger = live_ledger(key, drop=True)
         if ledger is not None:
@@ -271,14 +339,11 @@ def settle_on_exit(flow: Flow[Any, Any], flow_run: FlowRun, state: State[Any]) -
             tasks, _ = batch_tasks_on_chain(client, record)
             report = settle(client, tasks)
     except Exception as e:  # a hook must not hide the run's own failure
-        log.error(
-            "could not settle the escrow of batch %s after %s: %s (a run with batch_key=%r settles it)",
-            key,
-            state.type.value.lower(),
-            e,
-            key,
-        )
+        _log_unsettled(key, state.type.value.lower(), e)
         return
+    finally:
+        if lease is not None:
+            lease.__exit__(None, None, None)
     log.warning("batch %s %s; escrow settled: %s", key, state.type.value.lower(), report.summary())
     from .events import emit_batch_event
 

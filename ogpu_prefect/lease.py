@@ -26,8 +26,6 @@ log = logging.getLogger(__name__)
 LEASE_S = 60
 """Seconds the slot stays held after its holder stops renewing it: the least Prefect allows."""
 RENEW_S = 15
-WAIT_S = 90
-"""Seconds a run waits for a live holder of its batch to finish before giving up."""
 
 _held: set[str] = set()  # lease ids this process holds now
 _held_lock = threading.Lock()
@@ -40,8 +38,11 @@ class BatchKeyConflictError(InvalidInputError):
 class BatchLease:
     """`with BatchLease(name, flow_run_id): ...` holds batch `name`'s slot (see module doc)."""
 
-    def __init__(self, name: str, key: str, flow_run_id: str | None, *, wait_s: float = WAIT_S) -> None:
-        self.name, self.key, self.flow_run_id, self.wait_s = name, key, flow_run_id, wait_s
+    def __init__(self, name: str, key: str, flow_run_id: str | None, *, wait_s: float | None = None) -> None:
+        from .settings import get_settings
+
+        self.name, self.key, self.flow_run_id = name, key, flow_run_id
+        self.wait_s = get_settings().batch_lease_wait_s if wait_s is None else wait_s
         self.holder_variable = name.replace("ogpu-batch-", "ogpu-lease-", 1)
         self.lease_id: str | None = None
         self._stop = threading.Event()
@@ -101,8 +102,8 @@ class BatchLease:
                     raise
             else:
                 lease_id = str(reply.json()["lease_id"])
-                me = {"lease_id": lease_id, "flow_run": self.flow_run_id, "host": socket.gethostname()}
-                me["pid"] = os.getpid()
+                me = {"lease_id": lease_id, "flow_run": self.flow_run_id, **_machine(), "pid": os.getpid()}
+                me["started"] = _start_time(os.getpid())
                 with _held_lock:
                     _held.add(lease_id)
                 Variable.set(self.holder_variable, me, overwrite=True)
@@ -126,14 +127,16 @@ class BatchLease:
         saved = Variable.get(self.holder_variable, default=None)
         if not isinstance(saved, dict) or not saved.get("lease_id"):
             return False
-        if saved.get("host") != socket.gethostname():
-            return False  # another machine's: only the server can tell (the lease runs out)
+        if any(saved.get(k) != v for k, v in _machine().items()):
+            # Another machine's, or another container's on this host (a pid means nothing there):
+            # only the server can tell (the lease runs out).
+            return False
         pid = saved.get("pid")
         if pid == os.getpid():
             with _held_lock:
                 if saved["lease_id"] in _held:
                     return False  # another thread of this process runs it now
-        elif _alive(pid):
+        elif _alive(pid, saved.get("started")):
             return False
         log.warning("batch %s was held by a run that is gone (%s); taking it over", self.key, saved.get("flow_run"))
         c.release_concurrency_slots_with_lease(saved["lease_id"])
@@ -151,7 +154,34 @@ class BatchLease:
                 log.warning("could not renew batch %s's slot: %s", self.key, e)
 
 
-def _alive(pid: Any) -> bool:
+def _machine() -> dict[str, str]:
+    """What makes a pid meaningful: the host, its boot, and the pid namespace."""
+    return {"host": socket.gethostname(), "boot": _read("/proc/sys/kernel/random/boot_id"), "pidns": _pidns()}
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _pidns() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
+def _start_time(pid: int) -> str:
+    """The process's start time in clock ticks since boot (/proc/<pid>/stat field 22): a pid
+    reused by another process has another one."""
+    stat = _read(f"/proc/{pid}/stat")
+    return stat.rsplit(")", 1)[-1].split()[19] if stat else ""
+
+
+def _alive(pid: Any, started: Any = None) -> bool:
     if not isinstance(pid, int) or pid <= 0:
         return True  # unknown: assume it runs
     try:
@@ -160,4 +190,4 @@ def _alive(pid: Any) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return not started or _start_time(pid) in ("", started)

@@ -38,6 +38,13 @@ class OGPUSettings(PrefectBaseSettings):
         "are retried with backoff meanwhile; a batch waiting for results pauses until its deadline).",
     )
 
+    batch_lease_wait_s: float = Field(
+        default=90.0,
+        ge=0,
+        description="Seconds a batch run waits for another live run of the same batch_key to end "
+        "before failing with BatchKeyConflictError.",
+    )
+
 
 def get_settings() -> OGPUSettings:
     """The settings as the environment has them now (read on every call: tests and the demo set

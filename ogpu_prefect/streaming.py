@@ -87,7 +87,7 @@ class Limits:
 
     @property
     def slots(self) -> int:
-        if self.budget is None:
+        if self.budget is None or self.payment == 0:
             return self.max_in_flight
         return min(self.max_in_flight, self.budget // max(self.payment, 1))
 
@@ -134,8 +134,11 @@ class Stream:
         self.held_peak = 0
         self.escrow = EscrowReport()
         self.held_back: dict[str, int] = {}  # failed tasks whose escrow is still held -> expiry
+        self.unreadable: set[str] = set()  # of those, the ones the node could not settle yet
         self.done = 0
-        self.finalized = 0
+        self.finalized = writer.manifest.get("counts", {}).get("finalized", 0)  # earlier runs' count
+        self.first_published = 0  # inputs published for the first time
+        self.first_failures: list[TaskResult] = []  # their failures, while nothing has finalized
         self.stopped: str | None = None  # why no more inputs are published
 
     def _on_change(self, kind: str, t: Tracked) -> None:
@@ -181,8 +184,8 @@ class Stream:
 
     def _refill(self, items: Iterator[tuple[int, TaskInput]], exhausted: bool) -> bool:
         free = self.limits.slots - len(self.inflight)
-        if self.limits.budget is not None:
-            free = min(free, (self.limits.budget - self.held) // max(self.limits.payment, 1))
+        if self.limits.budget is not None and self.limits.payment:
+            free = min(free, (self.limits.budget - self.held) // self.limits.payment)
         if free <= 0 or (self.inflight and free < max(1, self.limits.slots // REFILL_FRACTION)):
             return exhausted
         batch: list[Entry] = []
@@ -227,6 +230,7 @@ class Stream:
         for e, p in zip(batch, published):
             e.tasks.append(p.address)
             self.inflight[p.address] = e
+        self.first_published += sum(1 for e in batch if e.attempt == 0)
         self.held += lim.payment * len(published)
         self.held_peak = max(self.held_peak, self.held)
         self.waiter.add([p for p in published if p.address not in reused])
@@ -267,10 +271,7 @@ class Stream:
             return
         report = self.ledger.settle([e.tasks[-1] for e, _ in failed])
         self._account(report)
-        if self.stopped is None and not self.finalized:
-            self.stopped = same_failure([r for _, r in failed])
-            if self.stopped is not None:
-                log.error("every input failed the same way; publishing no more: %s", self.stopped)
+        self._stop_if_all_fail([r for e, r in failed if e.attempt == 0])
         for e, r in failed:
             if e.attempt < self.limits.max_republish and not self._out_of_time() and self.stopped is None:
                 self.retry.append(Entry(e.index, e.item, e.attempt + 1, e.tasks))
@@ -278,6 +279,17 @@ class Stream:
                 self._write(
                     r.model_copy(update={"open_escrow": {t: self.held_back[t] for t in e.tasks if t in self.held_back}})
                 )
+
+    def _stop_if_all_fail(self, failed: list[TaskResult]) -> None:
+        """Nothing finalized yet and a whole first window (every input published so far, at most
+        `slots`) failed one visible way: republishing would pay for the same failure again."""
+        if self.stopped is not None or self.finalized:
+            return
+        self.first_failures.extend(failed)
+        if len(self.first_failures) >= min(self.limits.slots, self.first_published):
+            self.stopped = same_failure(self.first_failures)
+            if self.stopped is not None:
+                log.error("every input failed the same way; publishing no more: %s", self.stopped)
 
     def _account(self, report: EscrowReport) -> None:
         """Escrow that came back (or was paid) stops counting against the budget."""
@@ -287,6 +299,9 @@ class Stream:
             self.held_back.pop(t, None)
         self.held -= self.limits.payment * len(released)
         self.held_back.update(report.waiting)
+        # Not readable now (the node failed): settled again at the next resettle, still counted.
+        self.held_back.update({t: 0 for t in report.unreadable})
+        self.unreadable = (self.unreadable | set(report.unreadable)) - {*released, *report.waiting}
         self.ledger.drop(released)
 
     def _resettle(self) -> None:

@@ -34,6 +34,7 @@ class SimProvider(threading.Thread):
         take: Callable[[str], bool] = lambda task: True,
         delay: float = 0.0,
         response_url: Callable[[str, str], str] | None = None,
+        per_round: int | None = None,
     ) -> None:
         super().__init__(daemon=True, name=f"sim-provider-{key[-4:]}")
         self.chain = Chain(network)
@@ -45,6 +46,7 @@ class SimProvider(threading.Thread):
         self.take = take
         self.delay = delay
         self.response_url = response_url  # (task, stored URL) -> the URL put on chain (a hostile provider's)
+        self.per_round = per_round  # tasks worked per round (with `delay`: a slow provider's pace)
         self.next_block = from_block
         self.stop_event = threading.Event()
         self.submitted: list[str] = []
@@ -72,7 +74,7 @@ class SimProvider(threading.Thread):
                 if not todo:
                     time.sleep(0.05)
                     continue
-                batch = list(todo)
+                batch = list(todo)[: self.per_round]
                 for t in batch:
                     todo[t] += 1
                 self.work(batch)

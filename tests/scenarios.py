@@ -304,13 +304,55 @@ def same_key_at_once(ctx: Ctx, n: int, api_url: str, mode: str = "run") -> Outco
     return audit(ctx, outcome, source, start)
 
 
+def conflict_leaves_holder(ctx: Ctx, n: int, api_url: str) -> Outcome:
+    """A second run of a live batch's key gives up waiting for it (BatchKeyConflictError): its
+    failure hook must leave the live run's tasks alone (it once cancelled every one still NEW),
+    and the live run completes every input once."""
+    outcome, source = Outcome("a conflicting run leaves the live one alone", n), ctx.source()
+    start = ctx.chain.block_number() + 1
+    key = f"conflict-{start}"
+    names = save_blocks(ctx, f"conflict{start}")
+    live = _batch_process(source, n, key, names, api_url, "run", capture=True)
+    try:
+        deadline = time.time() + 120
+        while ctx.chain.source(source).get_task_count() < n and time.time() < deadline and live.poll() is None:
+            time.sleep(0.05)
+        second = _batch_process(
+            source, n, key, names, api_url, "run", capture=True, PREFECT_INTEGRATIONS_OGPU_BATCH_LEASE_WAIT_S="2"
+        )
+        out = second.communicate(timeout=300)[0].decode(errors="replace")
+        if second.returncode == 0 or "BatchKeyConflictError" not in out:
+            outcome.problems.append(f"the second run did not stop on the conflict: {out[-400:]}")
+        with ctx.providers(source, from_block=start):
+            out = live.communicate(timeout=600)[0].decode(errors="replace")
+        if live.returncode != 0:
+            outcome.problems.append(f"the live run failed: {out[-400:]}")
+    finally:
+        if live.poll() is None:
+            os.killpg(live.pid, signal.SIGKILL)
+            live.wait()
+    tasks = [t for ts in find_published(ctx.chain, ctx.devnet.address("client"), source, start).values() for t in ts]
+    statuses = ctx.chain.read_many([ctx.chain.task(t.address).read.get_status() for t in tasks])
+    cancelled = sum(1 for s in statuses if TaskStatus(s) is TaskStatus.CANCELED)
+    if cancelled:
+        outcome.problems.append(f"{cancelled} of the live run's tasks were cancelled by the other run's hook")
+    return audit(ctx, outcome, source, start)
+
+
 def _batch_process(
-    source: str, n: int, key: str, names: tuple[str, str, str], api_url: str, mode: str, capture: bool = False
+    source: str,
+    n: int,
+    key: str,
+    names: tuple[str, str, str],
+    api_url: str,
+    mode: str,
+    capture: bool = False,
+    **env: str,
 ) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "tests.batch_proc", source, str(n), key, *names, mode],
         cwd=REPO,
-        env={**os.environ, "PREFECT_API_URL": api_url},
+        env={**os.environ, "PREFECT_API_URL": api_url, **env},
         start_new_session=True,
         stdout=subprocess.PIPE if capture else None,
         stderr=subprocess.STDOUT if capture else None,
@@ -548,6 +590,7 @@ SCENARIOS: dict[str, Callable[..., Outcome]] = {
     "crash": crash_and_rerun,
     "stream_crash": stream_crash_and_resume,
     "same_key_at_once": same_key_at_once,
+    "conflict_leaves_holder": conflict_leaves_holder,
     "storage_outage": storage_outage_mid_publish,
     "shared_wallet": wallet_shared_by_processes,
     "rpc_outage": rpc_outage,

@@ -178,7 +178,6 @@ def check_a_worker_on_each_server(a: str, b: str, home: Path, tag: str) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.settings import PREFECT_API_URL, temporary_settings
-    from prefect.workers.process import ProcessWorker
 
     src = home / "flows"
     src.mkdir()
@@ -194,16 +193,22 @@ def check_a_worker_on_each_server(a: str, b: str, home: Path, tag: str) -> None:
     with temporary_settings({PREFECT_API_URL: b}), get_client(sync_client=True) as client:
         for_a = client.create_flow_run_from_deployment(deployment, parameters={"x": 2}, work_queue_name="a").id
 
-    async def work(url: str, queue: str) -> list[Any]:
-        with temporary_settings({PREFECT_API_URL: url}):
-            async with ProcessWorker(work_pool_name=pool, work_queues=[queue], name=f"worker-{queue}") as worker:
-                runs = await worker.get_and_submit_flow_runs()
-            return [run.id for run in runs]  # leaving `async with` waits for the runs to finish
-
-    async def both() -> list[list[Any]]:
-        return list(await asyncio.gather(work(a, "a"), work(b, "b")))
-
-    assert asyncio.run(both()) == [[for_a], [for_b]]
+    # Each worker a process of its own (as on two hosts); in this process, a worker would leave
+    # Prefect's events worker bound to a server that stops with this test, and every later
+    # event of the session would queue for it (draining them at exit took hours).
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--work-queue", queue]
+            + ["--name", f"worker-{queue}", "--type", "process", "--run-once"],
+            env={**os.environ, "PREFECT_API_URL": url},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for url, queue in ((a, "a"), (b, "b"))
+    ]
+    for w in workers:  # --run-once: one poll, then it waits for what it started
+        out = w.communicate(timeout=240)[0].decode(errors="replace")
+        assert w.returncode == 0, out[-2000:]
     for url, run_id in ((b, for_a), (a, for_b)):  # read through the server that did not run it
         with temporary_settings({PREFECT_API_URL: url}), get_client(sync_client=True) as client:
             run = client.read_flow_run(run_id)

@@ -59,6 +59,12 @@ def test_one_batch_key_run_twice_at_once_publishes_each_input_once(ctx: Ctx, mod
     check(scenarios.same_key_at_once(ctx, 20, PREFECT_API_URL.value(), mode))
 
 
+def test_a_run_that_gives_up_on_a_live_batch_leaves_its_tasks_alone(ctx: Ctx) -> None:
+    from prefect.settings import PREFECT_API_URL
+
+    check(scenarios.conflict_leaves_holder(ctx, 10, PREFECT_API_URL.value()))
+
+
 def test_a_storage_outage_mid_publish_leaves_no_escrow_frozen(ctx: Ctx) -> None:
     check(scenarios.storage_outage_mid_publish(ctx, 300))
 

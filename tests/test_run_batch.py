@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from ogpu_prefect.chain.connection import Chain
@@ -149,6 +151,49 @@ def test_a_50_task_batch_completes(env, delivery, method, options, roles, events
     assert done.resource.id.startswith(f"ogpu.{chain.network.chain_id}.task.")
 
 
+def test_a_long_batch_shows_its_progress_every_few_seconds(env, events_sink) -> None:
+    """A batch of ~25 s (a provider answering one task every 2 s): the progress artifact, read
+    from the API while the batch runs, and the `ogpu.batch.progress` events move in steps, not
+    only 0 then 100."""
+    import threading
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    source = make_source(env, DeliveryMethod.FIRST_RESPONSE)
+    sims = start_providers(env, source, ("provider1",), provider1={"delay": 2.0, "per_round": 1})
+    seen: list[tuple[object, float]] = []  # (flow run, progress): earlier tests' batches use the key too
+    stop = threading.Event()
+    progress = ArtifactFilter(key=ArtifactFilterKey(any_=["ogpu-batch-progress"]))
+
+    def watch() -> None:
+        with get_client(sync_client=True) as c:
+            while not stop.wait(1.0):
+                seen.extend(
+                    (a.flow_run_id, float(a.data)) for a in c.read_artifacts(artifact_filter=progress) if a.data
+                )
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    began = time.time()
+    watcher.start()
+    try:
+        state = run(env, source, [{"i": i} for i in range(12)], task_timeout=120)
+        results = state.result()
+    finally:
+        stop.set()
+        watcher.join(timeout=30)
+        for s in sims:
+            s.stop()
+    assert time.time() - began > 20, "the batch is long enough to need progress"
+    assert [r.status for r in results] == ["finalized"] * 12
+    ours = [v for run_id, v in seen if run_id == state.state_details.flow_run_id]
+    between = sorted({v for v in ours if 0 < v < 100})
+    assert len(between) >= 4, f"the artifact moves in steps while the batch runs: {sorted(set(ours))}"
+    percents = [e.payload["percent"] for e in events_sink.events() if e.event == "ogpu.batch.progress"]
+    assert len({p for p in percents if 0 < p < 100}) >= 4, percents
+    assert percents == sorted(percents), "progress never goes back"
+
+
 def test_expired_tasks_are_reclaimed_and_republished_once(env, events_sink) -> None:
     devnet = env[0]
     chain = Chain(devnet.network)
@@ -258,6 +303,41 @@ def test_scheduled_batch_processes_an_inbox_once(env, tmp_path) -> None:
     assert sorted(r["index"] for r in lines) == list(range(7)), "each line once, numbered within its file"
     assert all(r["result"]["result"] == {"line": r["index"]} for r in lines)
     assert len(written) == 3
+
+
+def test_scheduled_batch_after_a_failure_resumes_the_same_files_without_paying_twice(env, tmp_path) -> None:
+    """A run fails after its tasks are paid (the outbox cannot be written) and leaves the files in
+    the inbox: the next run of the same files is the same batch and publishes nothing more (the
+    batch key was the flow run id: the next run paid for every input again)."""
+    import json
+
+    from ogpu_prefect.flows.scheduled_batch import scheduled_batch
+    from ogpu_prefect.reconcile import find_published
+
+    devnet, network, wallet, storage, _ = env
+    chain = Chain(devnet.network)
+    source = make_source(env, DeliveryMethod.FIRST_RESPONSE)
+    start = chain.block_number() + 1
+    sims = start_providers(env, source, ("provider1",))
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "batch.json").write_text(json.dumps([{"text": str(i)} for i in range(6)]))
+    (tmp_path / "not-a-folder").write_text("")
+    args = (f"file://{inbox}", source, 10**16, network, wallet, storage)
+    try:
+        failed = scheduled_batch(
+            *args, outbox=f"file://{tmp_path / 'not-a-folder'}", function_name="echo", return_state=True
+        )
+        assert failed.is_failed(), failed
+        assert (inbox / "batch.json").exists(), "a failed run leaves its files in the inbox"
+        written = scheduled_batch(*args, function_name="echo")
+    finally:
+        for s in sims:
+            s.stop()
+    found = find_published(chain, devnet.address("client"), source, start)
+    assert sum(len(ts) for ts in found.values()) == 6, "each input published once over both runs"
+    rows = json.loads((inbox / "results" / "batch.results.json").read_text())
+    assert [r["status"] for r in rows] == ["finalized"] * 6 and len(written) == 1
 
 
 def test_scheduled_batch_deploys_on_a_cron() -> None:

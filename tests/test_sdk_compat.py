@@ -4,6 +4,8 @@ its IPFS upload URL at a loopback stub (nothing else is patched)."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from ogpu_prefect.chain.connection import Chain
@@ -40,6 +42,13 @@ def sdk(devnet, monkeypatch):
             ogpu.clear_all_nonce_caches()
 
 
+def sdk_now(chain: Chain) -> int:
+    """A time both clocks accept: the SDK checks an expiry against this machine's clock, the
+    contracts against the chain's, and the session's devnet falls behind the wall clock (each
+    test's evm_revert takes its time back too)."""
+    return max(chain.timestamp(), int(time.time()))
+
+
 def test_sdk_publishes_and_reads_sources_and_tasks(devnet, sdk) -> None:
     from ogpu.client import (
         DeliveryMethod,
@@ -74,7 +83,7 @@ def test_sdk_publishes_and_reads_sources_and_tasks(devnet, sdk) -> None:
     register(chain, provider, source.address)
     assert [getattr(r, "address", r) for r in source.get_registrants()] == [provider.address]
 
-    now = chain.timestamp()
+    now = sdk_now(chain)
     task = publish_task(
         TaskInfo(
             source=source.address,
@@ -117,7 +126,7 @@ def test_sdk_typed_errors_fire_on_our_revert_strings(devnet, sdk) -> None:
         deliveryMethod=DeliveryMethod.FIRST_RESPONSE,
     )
     source = publish_source(info, private_key=devnet.key("client"))
-    now = Chain(devnet.network).timestamp()
+    now = sdk_now(Chain(devnet.network))
     with pytest.raises(InsufficientBalanceError):  # the agent account has no vault balance
         publish_task(
             TaskInfo(

@@ -236,6 +236,16 @@ def test_agent_tasks_refuse_what_the_terminal_would_before_any_transaction(world
             (lambda: agent_tasks.set_agent(key, network="net", wallet="master"), SecretInWrongFieldError, "agent"),
         ],
     )
+    world.refused(  # announced already: a retry would lock the amount again
+        "master",
+        [
+            (
+                lambda: agent_tasks.announce_provider(provider, network="net", wallet="master", amount=ETHER),
+                InvalidInputError,
+                "provider",
+            )
+        ],
+    )
     world.refused(
         "provider2",
         [(lambda: agent_tasks.announce_master(master, network="net", wallet="provider2"), InvalidInputError, "master")],

@@ -16,7 +16,7 @@ from prefect import flow
 
 from ogpu_prefect.chain.connection import Chain
 from ogpu_prefect.chain.errors import BudgetExceededError, InvalidInputError
-from ogpu_prefect.chain.types import DeliveryMethod
+from ogpu_prefect.chain.types import DeliveryMethod, TaskStatus
 from ogpu_prefect.reconcile import find_published
 from ogpu_prefect.stream_io import read_results
 
@@ -160,6 +160,41 @@ def test_a_generator_streams_through_stream_tasks_inside_a_flow(env) -> None:
         sims[0].stop()
     assert summary.counts == {"finalized": 25} and pulled == list(range(25))
     assert sorted(r["index"] for r in read_results(summary.results_url)) == list(range(25))
+
+
+def test_a_user_flow_whose_inputs_fail_mid_stream_gets_its_escrow_back(env) -> None:
+    """stream_tasks in a user's own flow (no settle hooks of ours): the generator fails while
+    tasks nobody attempted are on chain; they are cancelled and their escrow is back before the
+    error reaches the flow (it once left them held until their expiry)."""
+    from ogpu_prefect.flows.stream_batch import stream_tasks
+
+    devnet, network, wallet, storage, _ = env
+    chain = Chain(devnet.network)
+    client = devnet.address("client")
+    source = make_source(env, DeliveryMethod.FIRST_RESPONSE)
+    start = chain.block_number() + 1
+    frozen0 = chain.vault.frozen_payment(client)
+
+    def inputs():
+        yield from ({"function_name": "echo", "data": {"i": i}} for i in range(8))
+        raise RuntimeError("the input database went away")
+
+    @flow
+    def my_pipeline() -> object:
+        return stream_tasks(source, inputs(), PAY, network, wallet, storage, max_in_flight=8, task_timeout=600)
+
+    taken: list[str] = []  # the provider serves the first task only: the refill after it fails
+    sims = start_providers(env, source, provider1={"take": lambda task: not taken and not taken.append(task)})
+    try:
+        state = my_pipeline(return_state=True)
+    finally:
+        sims[0].stop()
+    assert state.is_failed() and "input database" in str(state.message)
+    tasks = [t for ts in find_published(chain, client, source, start).values() for t in ts]
+    statuses = [TaskStatus(s) for s in chain.read_many([chain.task(t.address).read.get_status() for t in tasks])]
+    assert len(tasks) == 8 and statuses.count(TaskStatus.FINALIZED) == 1
+    assert statuses.count(TaskStatus.CANCELED) == 7, statuses
+    assert chain.vault.frozen_payment(client) == frozen0, "no escrow left held"
 
 
 def test_bad_input_is_refused_before_any_transaction(env, tmp_path: Path) -> None:

@@ -218,6 +218,8 @@ def test_a_worker_runs_tasks_as_completed_flow_runs_and_earns_exactly_the_paymen
         time.sleep(0.3)
     assert sorted(r.parameters["task"] for r in runs) == sorted(tasks)
     assert all(r.state_type.value == "COMPLETED" for r in runs), [(r.name, r.state_type) for r in runs]
+    wanted_tags = {"ogpu-provider", f"provider:{provider}".lower(), f"source:{source}".lower()}
+    assert all(wanted_tags <= {t.lower() for t in r.tags} for r in runs), "runs filterable by provider and source"
     deadline = time.time() + 30
     while True:  # logs reach the API in batches (every 2 s by default)
         messages = logs_of([r.id for r in runs])

@@ -309,9 +309,10 @@ def load_profile(path: Path) -> dict[str, Any]:
     return profile
 
 
-def read_profile() -> dict[str, Any] | None:
-    """The profile of the devnet `up` started, if it is still answering."""
-    path = profile_path()
+def read_profile(path: Path | None = None) -> dict[str, Any] | None:
+    """The profile of the devnet `up` started (at `path`, default `profile_path()`), if it is
+    still answering."""
+    path = path or profile_path()
     if not path.exists():
         return None
     profile = load_profile(path)

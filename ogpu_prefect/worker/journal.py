@@ -192,7 +192,7 @@ class FlowRunJournal:
             "parameters": e.parameters,
             "name": _run_name(e.task),
             "idempotency_key": e.key,
-            "tags": self.tags,
+            "tags": [*self.tags, f"source:{e.parameters.get('source', '')}"],  # filterable per source
             "work_queue_name": self.queue_name,
             "state": _state_json("RUNNING", e.note if e.resumed else "executing"),
             "flow_id": str(self.flow_id),

@@ -221,7 +221,7 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
             flow_id,
             self._work_pool_name,
             self._queue_name,
-            ["ogpu-provider"],
+            ["ogpu-provider", f"provider:{self.provider.address}"],
             self.get_flow_run_logger,
             self._logger,
         )
