@@ -102,75 +102,77 @@ def _sources(chain: Chain, addrs: list[str], field: str, single: bool = False) -
         if not sid:
             name = field if single else f"{field}[{i}]"
             raise UnknownSourceInputError(name, f"{a} is not a source of {chain.network.name}")
-    reads: list[Any] = []
-    for a in addrs:
+
+    def views(a: str) -> list[Any]:
         s = chain.source(a).read
-        reads += [s.get_source_params(), s.get_status(), s.get_task_count(), s.get_registrant_count()]
-    values = chain.read_many(reads)
-    out = []
-    for i, a in enumerate(addrs):
-        p, status, task_count, registrant_count = values[4 * i : 4 * i + 4]
-        out.append(
-            SourceSnapshot(
-                a,
-                p.client,
-                SourceStatus(status),
-                p.imageMetadataUrl,
-                Environment(p.imageEnvironments),
-                p.minPayment,
-                p.minAvailableLockup,
-                p.maxExpiryDuration,
-                DeliveryMethod(p.deliveryMethod),
-                p.lastUpdateTime,
-                task_count,
-                registrant_count,
-            )
+        return [s.get_source_params(), s.get_status(), s.get_task_count(), s.get_registrant_count()]
+
+    return [
+        SourceSnapshot(
+            a,
+            p.client,
+            SourceStatus(status),
+            p.imageMetadataUrl,
+            Environment(p.imageEnvironments),
+            p.minPayment,
+            p.minAvailableLockup,
+            p.maxExpiryDuration,
+            DeliveryMethod(p.deliveryMethod),
+            p.lastUpdateTime,
+            task_count,
+            registrant_count,
         )
+        for a, (p, status, task_count, registrant_count) in _read_each(chain, addrs, views)
+    ]
+
+
+def _read_each(chain: Chain, addrs: list[str], views: Any) -> list[tuple[str, list[Any]]]:
+    """`views(address)` (a list of typed reads) of every address, in one batch: (address, values)."""
+    per = [views(a) for a in addrs]
+    values = chain.read_many([r for reads in per for r in reads])
+    out, i = [], 0
+    for a, reads in zip(addrs, per):
+        out.append((a, values[i : i + len(reads)]))
+        i += len(reads)
     return out
 
 
 def snapshot_tasks(chain: Chain, tasks: Sequence[str], *, field: str = "tasks") -> list[TaskSnapshot]:
     """Snapshots of `tasks`, in order (an address with no contract: NoContractError)."""
-    addrs = _addresses(field, tasks)
-    reads: list[Any] = []
-    for a in addrs:
+
+    def views(a: str) -> list[Any]:
         t = chain.task(a).read
-        reads += [t.task_params(), t.get_status(), t.get_delivery_method(), t.get_attempt_count(), t.winning_provider()]
-    values = chain.read_many(reads)
-    out = []
-    for i, a in enumerate(addrs):
-        (source, config, expiry, payment), status, method, attempts, winner = values[5 * i : 5 * i + 5]
-        out.append(
-            TaskSnapshot(
-                a,
-                source,
-                TaskStatus(status),
-                config,
-                payment,
-                expiry,
-                DeliveryMethod(method),
-                attempts,
-                None if int(winner, 16) == 0 else winner,
-            )
+        return [t.task_params(), t.get_status(), t.get_delivery_method(), t.get_attempt_count(), t.winning_provider()]
+
+    return [
+        TaskSnapshot(
+            a,
+            source,
+            TaskStatus(status),
+            config,
+            payment,
+            expiry,
+            DeliveryMethod(method),
+            attempts,
+            None if int(winner, 16) == 0 else winner,
         )
-    return out
+        for a, ((source, config, expiry, payment), status, method, attempts, winner) in _read_each(
+            chain, _addresses(field, tasks), views
+        )
+    ]
 
 
 def snapshot_responses(chain: Chain, responses: Sequence[str], *, field: str = "responses") -> list[ResponseSnapshot]:
     """Snapshots of `responses`, in order."""
-    addrs = _addresses(field, responses)
-    reads: list[Any] = []
-    for a in addrs:
+
+    def views(a: str) -> list[Any]:
         r = chain.response(a).read
-        reads += [r.get_response_params(), r.get_status(), r.response_timestamp(), r.confirmed_final()]
-    values = chain.read_many(reads)
-    out = []
-    for i, a in enumerate(addrs):
-        p, status, timestamp, confirmed = values[4 * i : 4 * i + 4]
-        out.append(
-            ResponseSnapshot(a, p.task, p.provider, p.data, p.payment, ResponseStatus(status), timestamp, confirmed)
-        )
-    return out
+        return [r.get_response_params(), r.get_status(), r.response_timestamp(), r.confirmed_final()]
+
+    return [
+        ResponseSnapshot(a, p.task, p.provider, p.data, p.payment, ResponseStatus(status), timestamp, confirmed)
+        for a, (p, status, timestamp, confirmed) in _read_each(chain, _addresses(field, responses), views)
+    ]
 
 
 def snapshot_source(chain: Chain, address: str, *, field: str = "source") -> SourceSnapshot:
