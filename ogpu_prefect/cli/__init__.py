@@ -10,6 +10,7 @@ import sys
 from typing import NoReturn
 
 from . import devnet_cmd, provider_cmd, server_cmd, source_cmd, task_cmd, vault_cmd
+from .output import positive_int
 
 GROUPS = (devnet_cmd, server_cmd, source_cmd, task_cmd, vault_cmd, provider_cmd)
 _KEY_SHAPED = re.compile(r"(0x)?[0-9a-fA-F]{64}")
@@ -21,16 +22,6 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         super().error(_KEY_SHAPED.sub("<redacted>", message))
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected a whole number") from None  # the text is not echoed
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,15 +6,7 @@ import argparse
 import json
 from typing import Any
 
-
-def port_number(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected a port number (1-65535)") from None  # never echoed: a pasted key
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 1-65535, not {value}")
-    return value
+from .output import whole_number
 
 
 def register(sub: Any) -> None:
@@ -22,7 +14,9 @@ def register(sub: Any) -> None:
         dest="action", required=True
     )
     up = dev.add_parser("up", help="start anvil, deploy, wire and fund (idempotent)")
-    up.add_argument("--port", type=port_number, default=None, help="RPC port (default: a free one)")
+    up.add_argument(
+        "--port", type=whole_number(1, 65535, "a port number"), default=None, help="RPC port (default: a free one)"
+    )
     up.add_argument("--json", action="store_true", help="print the profile as one JSON object")
     up.set_defaults(func=_up)
     down = dev.add_parser("down", help="stop the devnet started by `up` (only that anvil)")

@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 MAX_AMOUNT = 2**256 - 1
@@ -43,15 +44,25 @@ def amount(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def seconds(text: str) -> int:
-    """A positive whole number of seconds (argparse type; the text is not echoed)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected a whole number of seconds") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected at least 1 second, got {value}")
-    return value
+def whole_number(low: int, high: int | None = None, what: str = "a whole number") -> Callable[[str], int]:
+    """An argparse type: a whole number from `low` to `high` (the text is never echoed: it may be
+    a pasted key)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}") from None
+        if value < low or (high is not None and value > high):
+            bounds = f"at least {low}" if high is None else f"{low} to {high}"
+            raise argparse.ArgumentTypeError(f"expected {bounds}, got {value}")
+        return value
+
+    return parse
+
+
+seconds = whole_number(1, what="a whole number of seconds")
+positive_int = whole_number(1)
 
 
 def ogpu_text(wei: int) -> str:

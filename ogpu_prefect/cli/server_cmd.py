@@ -7,17 +7,9 @@ import argparse
 import json
 from typing import Any
 
+from .output import whole_number
+
 STACKS = ("sqlite", "production")
-
-
-def server_count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if not 1 <= value <= 16:
-        raise argparse.ArgumentTypeError(f"expected 1 to 16 API servers, got {value}")
-    return value
 
 
 def register(sub: Any) -> None:
@@ -26,7 +18,7 @@ def register(sub: Any) -> None:
     )
     up = srv.add_parser("up", help="start the stack and print the API URL(s) to export (idempotent)")
     up.add_argument("--stack", choices=STACKS, default="sqlite", help="sqlite (default, embedded) or production")
-    up.add_argument("--servers", type=server_count, default=1, help="API servers (production only; default 1)")
+    up.add_argument("--servers", type=whole_number(1, 16), default=1, help="API servers (production only; default 1)")
     up.add_argument("--json", action="store_true", help="print the stack as one JSON object")
     up.set_defaults(func=_up)
     down = srv.add_parser("down", help="stop the stack `up` started (only its own processes)")
