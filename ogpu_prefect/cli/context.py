@@ -34,6 +34,16 @@ seconds per command, so it is done only where something configures this integrat
 _MENTION = re.compile(r"integrations\.ogpu|integrations_ogpu_", re.IGNORECASE)
 
 
+def command(
+    group: Any, name: str, func: Callable[..., Any], *, help: str, role: str = "client", storage: bool = False
+) -> argparse.ArgumentParser:
+    """The subcommand `name` of `group`, running `func`, with the shared options (add_options)."""
+    parser = group.add_parser(name, help=help)
+    add_options(parser, role=role, storage=storage)
+    parser.set_defaults(func=func)
+    return parser
+
+
 def add_options(parser: argparse.ArgumentParser, *, role: str = "client", storage: bool = False) -> None:
     """The network, signer (and, where payloads are written, storage) options, and `--json`."""
     g = parser.add_argument_group("network and signer")

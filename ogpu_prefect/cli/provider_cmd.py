@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .context import add_options, context
+from .context import command, context
 from .output import AMOUNT_HELP, amount, emit, money
 from .vault_cmd import vault_state
 
@@ -17,17 +17,15 @@ def register(sub: Any) -> None:
     prov = sub.add_parser("provider", help="a provider's stake and registrations").add_subparsers(
         dest="action", required=True
     )
-    reg = prov.add_parser("register", help="lock enough stake and register to sources (idempotent)")
+    reg = command(
+        prov, "register", _register, help="lock enough stake and register to sources (idempotent)", role="provider1"
+    )
     reg.add_argument("sources", metavar="SOURCE", nargs="+")
     reg.add_argument("--environment", choices=ENVIRONMENTS, default="cpu", help="the hardware offered (default cpu)")
     reg.add_argument("--stake", type=amount, metavar="AMOUNT", help=f"lock at least this much in all; {AMOUNT_HELP}")
-    add_options(reg, role="provider1")
-    reg.set_defaults(func=_register)
-    status = prov.add_parser("status", help="a provider's stake, earnings and registrations")
+    status = command(prov, "status", _status, help="a provider's stake, earnings and registrations", role="provider1")
     status.add_argument("address", metavar="ADDRESS", nargs="?", help="default: the signer's address")
     status.add_argument("--source", dest="sources", metavar="SOURCE", action="append", default=[], help="repeatable")
-    add_options(status, role="provider1")
-    status.set_defaults(func=_status)
 
 
 def registrations(chain: Any, provider: str, sources: list[str]) -> list[dict[str, Any]]:

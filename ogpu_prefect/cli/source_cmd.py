@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .context import add_options, context
+from .context import command, context
 from .output import AMOUNT_HELP, amount, emit, money, parse_amount, seconds
 
 # SourceSpec field -> the flag that sets it (errors name the flag, or `--spec` for the file's value).
@@ -35,25 +35,19 @@ def register(sub: Any) -> None:
     src = sub.add_parser("source", help="publish, update, inactivate or show a source").add_subparsers(
         dest="action", required=True
     )
-    publish = src.add_parser("publish", help="upload a source's metadata and publish it")
+    publish = command(src, "publish", _publish, help="upload a source's metadata and publish it", storage=True)
     _spec_options(publish)
-    add_options(publish, storage=True)
-    publish.set_defaults(func=_publish)
-    update = src.add_parser("update", help="replace a source's terms and metadata (flags not given are kept)")
+    update = command(
+        src, "update", _update, help="replace a source's terms and metadata (flags not given are kept)", storage=True
+    )
     update.add_argument("source", metavar="SOURCE", help="the source's address")
     _spec_options(update)
-    add_options(update, storage=True)
-    update.set_defaults(func=_update)
-    inactivate = src.add_parser("inactivate", help="stop a source from taking tasks (one-way)")
+    inactivate = command(src, "inactivate", _inactivate, help="stop a source from taking tasks (one-way)")
     inactivate.add_argument("source", metavar="SOURCE")
-    add_options(inactivate)
-    inactivate.set_defaults(func=_inactivate)
-    show = src.add_parser("show", help="a source's terms, status and counts")
+    show = command(src, "show", _show, help="a source's terms, status and counts")
     show.add_argument("source", metavar="SOURCE")
     show.add_argument("--tasks", action="store_true", help="list its tasks' addresses")
     show.add_argument("--registrants", action="store_true", help="list the providers registered to it")
-    add_options(show)
-    show.set_defaults(func=_show)
 
 
 def _spec_options(p: argparse.ArgumentParser) -> None:

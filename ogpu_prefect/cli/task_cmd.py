@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .context import add_options, context
+from .context import command, context
 from .output import AMOUNT_HELP, Progress, amount, emit, money, seconds
 
 CHUNK = 100
@@ -20,8 +20,12 @@ def register(sub: Any) -> None:
     tsk = sub.add_parser("task", help="publish, show, list responses of, confirm or cancel tasks").add_subparsers(
         dest="action", required=True
     )
-    publish = tsk.add_parser(
-        "publish", help="publish one task (--data) or one per line of a JSON-lines file (--inputs)"
+    publish = command(
+        tsk,
+        "publish",
+        _publish,
+        help="publish one task (--data) or one per line of a JSON-lines file (--inputs)",
+        storage=True,
     )
     publish.add_argument("source", metavar="SOURCE")
     what = publish.add_mutually_exclusive_group()
@@ -36,13 +40,9 @@ def register(sub: Any) -> None:
     )
     publish.add_argument("--wait", action="store_true", help="wait until every task is answered, finished or expired")
     publish.add_argument("--timeout", type=seconds, metavar="SECONDS", help="with --wait: stop waiting after this")
-    add_options(publish, storage=True)
-    publish.set_defaults(func=_publish)
-    show = tsk.add_parser("show", help="a task's status, terms and attempts")
+    show = command(tsk, "show", _show, help="a task's status, terms and attempts")
     show.add_argument("task", metavar="TASK")
-    add_options(show)
-    show.set_defaults(func=_show)
-    responses = tsk.add_parser("responses", help="the responses submitted for a task")
+    responses = command(tsk, "responses", _responses, help="the responses submitted for a task", storage=True)
     responses.add_argument("task", metavar="TASK")
     responses.add_argument("--fetch", action="store_true", help="read each response's payload (trusted origins only)")
     responses.add_argument(
@@ -52,16 +52,10 @@ def register(sub: Any) -> None:
         default=[],
         help="with --fetch: also read payloads under this URL prefix (repeatable; default: the storage's own)",
     )
-    add_options(responses, storage=True)
-    responses.set_defaults(func=_responses)
-    confirm = tsk.add_parser("confirm", help="confirm a response: the task is finalized and its provider paid")
+    confirm = command(tsk, "confirm", _confirm, help="confirm a response: the task is finalized and its provider paid")
     confirm.add_argument("response", metavar="RESPONSE")
-    add_options(confirm)
-    confirm.set_defaults(func=_confirm)
-    cancel = tsk.add_parser("cancel", help="cancel tasks nobody attempted yet: their escrow returns")
+    cancel = command(tsk, "cancel", _cancel, help="cancel tasks nobody attempted yet: their escrow returns")
     cancel.add_argument("tasks", metavar="TASK", nargs="+")
-    add_options(cancel)
-    cancel.set_defaults(func=_cancel)
 
 
 def _renamed(e: Any, names: dict[str, str]) -> Any:

@@ -7,7 +7,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from .context import Context, add_options, context
+from .context import Context, command, context
 from .output import AMOUNT_HELP, amount, emit, money
 
 # action -> (help, takes --amount)
@@ -25,18 +25,15 @@ def register(sub: Any) -> None:
     v = sub.add_parser("vault", help="Vault balances, deposits, withdrawals and stake").add_subparsers(
         dest="action", required=True
     )
-    balance = v.add_parser("balance", help="balance, lockup, unbonding, escrow, earnings and eligibility")
+    balance = command(v, "balance", _balance, help="balance, lockup, unbonding, escrow, earnings and eligibility")
     balance.add_argument("address", metavar="ADDRESS", nargs="?", help="default: the signer's address")
-    add_options(balance)
-    balance.set_defaults(func=_balance)
     for name, (text, takes_amount) in ACTIONS.items():
-        p = v.add_parser(name, help=text)
+        p = command(v, name, _move, help=text)
+        p.set_defaults(move=name)
         if takes_amount:
             p.add_argument("--amount", type=amount, metavar="AMOUNT", required=True, help=AMOUNT_HELP)
         if name == "deposit":
             p.add_argument("--to", metavar="ADDRESS", help="credit this account's balance (default: your own)")
-        add_options(p)
-        p.set_defaults(func=_move, move=name)
 
 
 def vault_state(chain: Any, address: str) -> dict[str, Any]:
