@@ -54,107 +54,119 @@ class ProtocolEvent:
         return type(self).__name__
 
 
-@dataclass(frozen=True, kw_only=True)
-class SourcePublished(ProtocolEvent):
+event = dataclass(frozen=True, kw_only=True)
+"""Every protocol event is a frozen, keyword-only dataclass; the bases below hold shared fields."""
+
+
+@event
+class _SourceEvent(ProtocolEvent):
     source: str
 
 
-@dataclass(frozen=True, kw_only=True)
-class SourceUpdated(ProtocolEvent):
-    source: str
+@event
+class _TaskEvent(ProtocolEvent):
+    task: str
+
+
+@event
+class _ResponseEvent(ProtocolEvent):
+    response: str
+
+
+@event
+class _ProviderEvent(ProtocolEvent):
+    provider: str
+
+
+@event
+class _PairingEvent(_ProviderEvent):
+    master: str
+
+
+class SourcePublished(_SourceEvent):
+    pass
+
+
+@event
+class SourceUpdated(_SourceEvent):
     source_params: SourceParams
 
 
-@dataclass(frozen=True, kw_only=True)
-class SourceStatusChanged(ProtocolEvent):
-    source: str
+@event
+class SourceStatusChanged(_SourceEvent):
     status: SourceStatus
 
 
-@dataclass(frozen=True, kw_only=True)
-class Registered(ProtocolEvent):
-    provider: str
+@event
+class Registered(_ProviderEvent):
     registrant_id: int
     source: str
     preferred_environment: Environment
 
 
-@dataclass(frozen=True, kw_only=True)
-class TaskPublished(ProtocolEvent):
-    task: str
+@event
+class TaskPublished(_TaskEvent):
     source: str
 
 
-@dataclass(frozen=True, kw_only=True)
-class Attempted(ProtocolEvent):
-    task: str
+@event
+class Attempted(_TaskEvent):
     provider: str
     suggested_payment: int
 
 
-@dataclass(frozen=True, kw_only=True)
-class ResponseSubmitted(ProtocolEvent):
-    response: str
+@event
+class ResponseSubmitted(_ResponseEvent):
     task: str
 
 
-@dataclass(frozen=True, kw_only=True)
-class TaskStatusChanged(ProtocolEvent):
-    task: str
+@event
+class TaskStatusChanged(_TaskEvent):
     status: TaskStatus
 
 
-@dataclass(frozen=True, kw_only=True)
-class ResponseStatusChanged(ProtocolEvent):
-    response: str
+@event
+class ResponseStatusChanged(_ResponseEvent):
     status: ResponseStatus
 
 
-@dataclass(frozen=True, kw_only=True)
+@event
 class AgentSet(ProtocolEvent):
     account: str
     agent: str
     value: bool
 
 
-@dataclass(frozen=True, kw_only=True)
-class ProviderAnnounced(ProtocolEvent):
-    provider: str
-    master: str
+class ProviderAnnounced(_PairingEvent):
+    """A master named `provider` as its provider (the first half of pairing)."""
 
 
-@dataclass(frozen=True, kw_only=True)
-class MasterAnnounced(ProtocolEvent):
-    provider: str
-    master: str
+class MasterAnnounced(_PairingEvent):
+    """`provider` accepted `master` (the pairing is complete)."""
 
 
-@dataclass(frozen=True, kw_only=True)
-class ProviderRemoved(ProtocolEvent):
-    provider: str
+class ProviderRemoved(_ProviderEvent):
+    pass
 
 
-@dataclass(frozen=True, kw_only=True)
-class RemoveContainer(ProtocolEvent):
-    provider: str
+@event
+class RemoveContainer(_ProviderEvent):
     source: str
 
 
-@dataclass(frozen=True, kw_only=True)
+@event
 class DefaultAgentDisabled(ProtocolEvent):
     master: str
     """The provider that opted out (the real ABI names it `master`)."""
     value: bool
 
 
-@dataclass(frozen=True, kw_only=True)
-class BaseDataUpdated(ProtocolEvent):
-    provider: str
+class BaseDataUpdated(_ProviderEvent):
+    pass
 
 
-@dataclass(frozen=True, kw_only=True)
-class LiveDataUpdated(ProtocolEvent):
-    provider: str
+class LiveDataUpdated(_ProviderEvent):
+    pass
 
 
 NEXUS_EVENTS: dict[str, type[ProtocolEvent]] = {
