@@ -13,6 +13,9 @@ anvil slows as its state grows, 300 tasks run at ~500 tasks/s, 10,000 at ~29).
     .venv/bin/python bench/stream.py [--inputs 20000] [--max-in-flight 500] [--budget-tasks 450]
                                      [--floor-size 2000] [--stack sqlite|production]
 
+On this 24 GB VM anvil itself runs out of memory at about 17,000 inputs (it grows ~1.7 GB a
+minute under this load; BENCHMARKS.md): measure 20,000 on a larger machine, or `--inputs 10000`.
+
 Ends with `stream_inputs=<n> peak_rss_mb=<client process max RSS> escrow_max_over_budget_wei=<max
 sampled escrow - budget, <= 0 is within> exactly_once=<1 if every input has one result line>
 time_vs_floor=<ours / floor scaled to n>`.
