@@ -8,6 +8,7 @@ awaited even when a later step fails, and such a failure names what landed (Part
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -15,13 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 from .chain.errors import EscrowHeldError
 from .chain.logs import created_address
-from .chain.tx import PendingTx, Receipt
+from .chain.tx import SUPERSEDED, PendingTx, Receipt
 from .chain.types import TaskParams
 from .models import PublishedTask
 from .storage import put_many
 
 if TYPE_CHECKING:
     from .client import OGPUClient
+
+log = logging.getLogger(__name__)
 
 PUBLISH_CHUNK = 128
 """Tasks whose transactions are signed together, and whose configs a network store writes
@@ -49,6 +52,12 @@ class Publication:
         chain); returns them in order."""
         store = self.client._store()
         out: dict[int, PublishedTask] = {}
+        # A nonce of ours taken by another sender of the key may have gone to this very task (a
+        # killed run's last broadcasts, landing after this run read the chain): the sender asks
+        # before signing such a transaction again (_published_meanwhile).
+        self.first_block, self.out, self.meta = self.client.chain.block_number(), out, {}
+        sender = self.client.sender
+        previous, sender.superseded = sender.superseded, self._published_meanwhile
         sent: list[tuple[int, str, float, PendingTx]] = []
         # Pipelined: this thread signs a chunk's transactions (and writes its configs, for a
         # network store) while a second thread sends, in nonce order, everything signed since its
@@ -112,7 +121,9 @@ class Publication:
                     ]
                     if gas is None:
                         gas = self.client.sender.estimate(calls[:1])[0]  # same shape for all: one estimate serves
-                    ready += [(i, url, p) for (i, url), p in zip(todo, self.client.sender.sign(calls, gas))]
+                    signed = self.client.sender.sign(calls, gas)
+                    self.meta.update({id(p): (i, url) for (i, url), p in zip(todo, signed)})
+                    ready += [(i, url, p) for (i, url), p in zip(todo, signed)]
                     flush(block=False)
                 while ready or in_flight is not None:
                     flush(block=True)
@@ -126,12 +137,14 @@ class Publication:
         try:
             reverted = self._await(sent, out)
         except Exception as e:  # sent, but their outcome unknown: a reconciling retry finds them
+            sender.superseded = previous
             landed = [out[i] for i in sorted(out)]
             raise PartialPublishError(
                 f"{len(sent)} publishTask transaction(s) were sent but their receipts could "
                 f"not be read ({e}); a retry with the same marks finds what landed",
                 landed,
             ) from (failure or e)
+        sender.superseded = previous
         landed = [out[i] for i in sorted(out)]
         if failure is not None:
             if landed and isinstance(failure, Exception):
@@ -156,6 +169,8 @@ class Publication:
         for start in range(0, len(sent), AWAIT_SLICE):
             part = sent[start : start + AWAIT_SLICE]
             for (i, url, sent_at, _), receipt in zip(part, self.client.sender.wait([p for *_, p in part], check=False)):
+                if receipt.status == SUPERSEDED:  # out[i] is the task another sender published
+                    continue
                 if receipt.status != 1:
                     reverted = reverted or receipt
                     continue
@@ -171,3 +186,32 @@ class Publication:
                     published_at=sent_at,
                 )
         return reverted
+
+    def _published_meanwhile(self, lost: list[PendingTx]) -> list[PendingTx]:
+        """Of `lost` (their nonces went to other transactions of the key), those whose config is
+        on chain already, published since this publication began: their tasks go into `out`;
+        the sender does not sign them again."""
+        from .reconcile import find_published
+
+        mine = [(p, self.meta[id(p)]) for p in lost if id(p) in self.meta]
+        if not mine:
+            return []
+        found = find_published(self.client.chain, self.client.address, self.source, self.first_block)
+        done = []
+        for p, (i, url) in mine:
+            if url in found:
+                t = found[url][0]
+                self.out[i] = PublishedTask(
+                    index=self.indexes[i],
+                    address=t.address,
+                    source=self.source,
+                    payment=t.payment,
+                    expiry_time=t.expiry_time,
+                    config_url=url,
+                    tx_hash=t.tx_hash,
+                    published_at=time.time(),
+                )
+                done.append(p)
+        if done:
+            log.warning("%d task(s) were published meanwhile by another sender of the key: not again", len(done))
+        return done

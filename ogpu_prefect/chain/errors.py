@@ -290,3 +290,21 @@ def revert_error(data: bytes, *, context: str = "") -> TxRevertError:
     if token == "NotOwner" or (cls is TxRevertError and "NotOwner" in reason):
         cls = NotSourceOwnerError if "source" in (context + reason).lower() else NotTaskOwnerError
     return cls(reason, context=context, token=token, data=data)
+
+
+def already_known(e: RpcError) -> bool:
+    """A node's answer to a transaction it has (the same bytes sent again)."""
+    m = e.message.lower()
+    return "already known" in m or "already imported" in m or "known transaction" in m
+
+
+def nonce_too_low(e: RpcError) -> bool:
+    """A node's answer to a transaction whose nonce its sender has used."""
+    m = e.message.lower()
+    return "nonce too low" in m or "nonce is too low" in m
+
+
+def replacement_underpriced(e: RpcError) -> bool:
+    """A node's answer to a transaction whose nonce another one holds in its pool."""
+    m = e.message.lower()
+    return "replacement transaction underpriced" in m or "replacement" in m and "underpriced" in m

@@ -15,6 +15,14 @@ from .rpc import Rpc
 log = logging.getLogger(__name__)
 
 
+def is_anvil(rpc: Rpc) -> bool:
+    """Whether the node is anvil (which mines on demand)."""
+    try:
+        return "anvil" in str(rpc.call("web3_clientVersion")).lower()
+    except Exception:
+        return False
+
+
 def requeue_stuck(rpc: Rpc, address: str, missing: Sequence[Any]) -> bool:
     """anvil only. Its pool decides at insertion whether a transaction waits for its
     predecessor, from the nonce it read before inserting; when the block that mined the

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,12 +22,15 @@ from .errors import (
     RpcError,
     TxReceiptTimeoutError,
     TxRevertError,
+    already_known,
     as_revert,
+    nonce_too_low,
+    replacement_underpriced,
     revert_error,
 )
 from .logs import Log
 from .nonces import wallet_lock
-from .pool import describe_unmined, requeue_stuck
+from .pool import describe_unmined, is_anvil, requeue_stuck
 from .rpc import Rpc
 from .signing import TxSigner
 
@@ -74,6 +77,9 @@ class Receipt:
         )
 
 
+SUPERSEDED = -1  # a Receipt status: lost its nonce, and what it would do is on chain (resign)
+
+
 @dataclass
 class PendingTx:
     """A signed transaction of ours. When its nonce is lost to another sender of the key it is
@@ -88,6 +94,11 @@ class PendingTx:
     """Whether a node ever took it into its pool (then it may still be mined, until its nonce is used)."""
     replaced: list[str] = field(default_factory=list)
     """Hashes it had before being signed again."""
+    superseded: bool = False
+    """Lost its nonce, and what it would do is on chain already: not signed again (see SUPERSEDED)."""
+
+
+Superseded = Callable[[list[PendingTx]], list[PendingTx]]  # of those that lost their nonce: not to re-sign
 
 
 class TxSender:
@@ -110,6 +121,8 @@ class TxSender:
         self.rpc, self.signer, self.chain_id = rpc, signer, chain_id
         self.gas_margin, self.receipt_timeout, self.poll_interval = gas_margin, receipt_timeout, poll_interval
         self._lock = threading.Lock()
+        # Asked before transactions that lost their nonce are signed again (see resign).
+        self.superseded: Superseded | None = None
         self._nonce: int | None = None
         self._wallet = wallet_lock(chain_id, signer.address, rpc.url)
         self._dev: bool | None = None
@@ -211,10 +224,9 @@ class TxSender:
         Those whose nonce another sender of the key took are signed again and sent (see resign)."""
         for _ in range(RESIGN_ROUNDS):
             lost = self._send_raw(pending)
-            if not lost:
+            pending = self.resign(lost) if lost else []
+            if not pending:
                 return
-            self.resign(lost)
-            pending = lost
         raise NonceConflictError(
             f"{len(pending)} transaction(s) of {self.address} kept losing their nonces to "
             f"other senders of the key ({RESIGN_ROUNDS} rounds)"
@@ -226,11 +238,11 @@ class TxSender:
         results = self.rpc.batch([("eth_sendRawTransaction", ["0x" + p.raw.hex()]) for p in pending])
         refused, unclear = [], []
         for p, r in zip(pending, results):
-            if not isinstance(r, Exception) or (isinstance(r, RpcError) and _already_known(r)):
+            if not isinstance(r, Exception) or (isinstance(r, RpcError) and already_known(r)):
                 p.accepted = True  # the node has it (maybe from an earlier, retried send)
-            elif isinstance(r, RpcError) and _nonce_too_low(r):
+            elif isinstance(r, RpcError) and nonce_too_low(r):
                 unclear.append(p)  # used: by this very transaction (fine) or by another one
-            elif isinstance(r, RpcError) and _replaced(r):
+            elif isinstance(r, RpcError) and replacement_underpriced(r):
                 refused.append(p)  # another transaction holds the nonce in the pool
             else:
                 self.resync_nonce()
@@ -241,9 +253,16 @@ class TxSender:
         # held elsewhere: it is signed again only once its nonce is mined (wait's check).
         return lost + [p for p in refused if not p.accepted]
 
-    def resign(self, lost: Sequence[PendingTx]) -> None:
+    def resign(self, lost: Sequence[PendingTx]) -> list[PendingTx]:
         """Signs `lost` again, in place, at fresh nonces (their old nonces were used by another
-        sender of the key, or their old bytes were refused)."""
+        sender of the key, or their old bytes were refused), except those `superseded` names:
+        they are marked and left. Returns the ones signed again."""
+        if self.superseded is not None:
+            for p in self.superseded(list(lost)):
+                p.superseded = True
+            lost = [p for p in lost if not p.superseded]
+            if not lost:
+                return []
         log.warning(
             "%d transaction(s) of %s lost their nonce to another sender of the key: signing them again",
             len(lost),
@@ -255,6 +274,7 @@ class TxSender:
                 fresh = self._signed(p.call, nonce, p.gas, fees)
                 p.replaced.append(p.tx_hash)
                 p.nonce, p.tx_hash, p.raw, p.accepted = fresh.nonce, fresh.tx_hash, fresh.raw, False
+        return list(lost)
 
     def send(self, calls: Sequence[Call], gas: Sequence[int] | int | None = None) -> list[PendingTx]:
         """Signs and broadcasts without waiting: the pipelined path."""
@@ -277,6 +297,9 @@ class TxSender:
         seen, stalled_since = 0, time.monotonic()
         suspects: set[str] = set()
         while True:
+            for p in pending:
+                if p.superseded and p.tx_hash not in receipts:
+                    receipts[p.tx_hash] = Receipt(p.tx_hash, SUPERSEDED, 0, 0, [], p.call.context)
             missing = [p for p in pending if p.tx_hash not in receipts]
             if not missing:
                 break
@@ -291,7 +314,9 @@ class TxSender:
                 seen, stalled_since = len(receipts), now
             elif now - stalled_since > 1.0:
                 suspects = self._recover_replaced(missing, receipts, suspects)
-                if self._is_dev_node():
+                if self._dev is None:
+                    self._dev = is_anvil(self.rpc)
+                if self._dev:
                     # anvil's automine mines when a transaction arrives; what did not fit in
                     # that block waits for the next arrival. Mine one instead of waiting forever.
                     self.rpc.call("evm_mine")
@@ -305,7 +330,7 @@ class TxSender:
             delay = min(delay * 1.5, 0.05)
         out = [receipts[p.tx_hash] for p in pending]
         if check:
-            failed = [r for r in out if r.status != 1]
+            failed = [r for r in out if r.status not in (1, SUPERSEDED)]
             if failed:
                 raise self.explain(failed[0])
         return out
@@ -336,8 +361,9 @@ class TxSender:
         lost = [p for p in stale if p.tx_hash not in receipts]
         confirmed = [p for p in lost if p.tx_hash in suspects]
         if confirmed:
-            self.resign(confirmed)
-            self.broadcast(confirmed)
+            resent = self.resign(confirmed)
+            if resent:
+                self.broadcast(resent)
         return {p.tx_hash for p in lost if p not in confirmed}
 
     def transact(self, call: Call, gas: int | None = None) -> Receipt:
@@ -364,35 +390,11 @@ class TxSender:
                 log.debug("replay at block %d failed: %s", block, e)
         return TxRevertError("mined but reverted", context=receipt.context)
 
-    def _is_dev_node(self) -> bool:
-        """Whether the node is anvil (which mines on demand); asked once."""
-        if self._dev is None:
-            try:
-                self._dev = "anvil" in str(self.rpc.call("web3_clientVersion")).lower()
-            except Exception:
-                self._dev = False
-        return self._dev
-
     def _tx_json(self, call: Call) -> dict[str, Any]:
         tx = {"from": self.address, "data": "0x" + call.data.hex(), "value": hex(call.value)}
         if call.to:
             tx["to"] = call.to
         return tx
-
-
-def _already_known(e: RpcError) -> bool:
-    m = e.message.lower()
-    return "already known" in m or "already imported" in m or "known transaction" in m
-
-
-def _nonce_too_low(e: RpcError) -> bool:
-    m = e.message.lower()
-    return "nonce too low" in m or "nonce is too low" in m
-
-
-def _replaced(e: RpcError) -> bool:
-    m = e.message.lower()
-    return "replacement transaction underpriced" in m or "replacement" in m and "underpriced" in m
 
 
 __all__ = ["Call", "PendingTx", "Receipt", "TxSender"]
