@@ -28,7 +28,7 @@ from typing import Any
 
 from ogpu_prefect.chain.connection import Chain
 from ogpu_prefect.chain.network import Network
-from ogpu_prefect.chain.types import ResponseParams
+from ogpu_prefect.chain.structs import ResponseParams
 
 ECHO = Path(__file__).resolve().parents[1] / "flows" / "sources" / "echo" / "docker-compose.cpu.yml"
 PAY = 10**16
@@ -111,7 +111,7 @@ class ServiceRig:
 
     def __init__(self, provider_keys: Sequence[str]) -> None:
         from ogpu_prefect.chain.types import Environment
-        from ogpu_prefect.plugin_manager import get_hardware_backend
+        from ogpu_prefect.plugin_manager import PluginKind, create
         from ogpu_prefect.worker.compose import ComposeSpec
         from ogpu_prefect.worker.service import CallbackReceiver
 
@@ -120,7 +120,7 @@ class ServiceRig:
             for i, key in enumerate(provider_keys):
                 receiver = CallbackReceiver().start()
                 # Our own owner tag: a worker reaps its address's services when it starts.
-                backend = get_hardware_backend("local", owner=f"bench-floor-{i}")
+                backend = create(PluginKind.HARDWARE_BACKEND, "local", owner=f"bench-floor-{i}")
                 self.rigs[key] = (receiver, None)
                 service = backend.start(
                     ComposeSpec.load(ECHO), Environment.CPU, callback_url=receiver.url, log=lambda line: None

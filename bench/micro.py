@@ -48,7 +48,8 @@ from ogpu_prefect.chain.abi import checksum_address, spec  # noqa: E402
 from ogpu_prefect.chain.connection import Chain  # noqa: E402
 from ogpu_prefect.chain.logs import Log, created_address, decode_logs  # noqa: E402
 from ogpu_prefect.chain.signing import Signer  # noqa: E402
-from ogpu_prefect.chain.types import DeliveryMethod, SourceParams, TaskParams, TaskStatus  # noqa: E402
+from ogpu_prefect.chain.structs import SourceParams, TaskParams  # noqa: E402
+from ogpu_prefect.chain.types import DeliveryMethod, TaskStatus  # noqa: E402
 
 CONFIG_URL = "https://ipfs.example.org/ipfs/bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
 rng = random.Random(55)  # fixed inputs: two runs measure the same work

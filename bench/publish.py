@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ogpu_prefect.chain import devnet  # noqa: E402
 from ogpu_prefect.chain.connection import Chain  # noqa: E402
-from ogpu_prefect.chain.types import DeliveryMethod, TaskParams  # noqa: E402
+from ogpu_prefect.chain.structs import TaskParams  # noqa: E402
+from ogpu_prefect.chain.types import DeliveryMethod  # noqa: E402
 from ogpu_prefect.client import OGPUClient  # noqa: E402
 from ogpu_prefect.models import SourceSpec, TaskInput  # noqa: E402
 from ogpu_prefect.storage import LocalStore  # noqa: E402

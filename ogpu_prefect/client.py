@@ -15,8 +15,9 @@ from .chain import errors
 from .chain.connection import Chain
 from .chain.logs import created_address
 from .chain.rpc import http_session
+from .chain.structs import SourceParams
 from .chain.tx import Call, Receipt
-from .chain.types import DeliveryMethod, SourceParams, SourceStatus
+from .chain.types import DeliveryMethod, SourceStatus
 from .delivery import DeliveryStrategy
 from .models import PublishedTask, SourceSpec, TaskInput
 from .publishing import Publication
@@ -175,7 +176,7 @@ class OGPUClient:
 
     def publish_tasks(
         self,
-        source: str,
+        source: str | SourceTerms,
         inputs: Sequence[TaskInput],
         payment: int,
         expiry_time: int,
@@ -183,47 +184,28 @@ class OGPUClient:
         marks: Sequence[dict[str, Any]] | None = None,
         indexes: Sequence[int] | None = None,
         reconcile_from_block: int | None = None,
+        existing: Mapping[str, OnChainTask] | None = None,
     ) -> list[PublishedTask]:
         """Publishes one task per input, pipelined, and returns them in input order.
 
-        `marks` (one dict per input, merged into its config) make each config URL unique. With
+        `source` is an address, or the SourceTerms already read (`source_terms`). `marks` (one dict
+        per input, merged into its config) make each config URL unique. With
         `reconcile_from_block`, tasks of ours already published since that block with the same
         config URL are reused, not published again: a retry after a crash publishes nothing twice.
-        A failure after the first transaction raises PartialPublishError listing what landed."""
+        `existing` (config URL -> task, from `find_published`) is the same, read once by a caller
+        that publishes many times (a streaming batch). A failure after the first transaction raises
+        PartialPublishError listing what landed."""
         inputs, marks, indexes = validation.check_batch_shape(inputs, marks, indexes)
         validation.check_int("reconcile_from_block", reconcile_from_block, minimum=0, optional=True)
-        terms = self.source_terms(source)
-        existing = (
-            {
-                url: tasks[0]
-                for url, tasks in find_published(self.chain, self.address, terms.address, reconcile_from_block).items()
-            }
-            if reconcile_from_block is not None
-            else {}
-        )
-        return self.publish_checked(
-            terms, inputs, payment, expiry_time, marks=marks, indexes=indexes, existing=existing
-        )
-
-    def publish_checked(
-        self,
-        terms: SourceTerms,
-        inputs: Sequence[TaskInput],
-        payment: int,
-        expiry_time: int,
-        *,
-        marks: Sequence[dict[str, Any]] | None = None,
-        indexes: Sequence[int] | None = None,
-        existing: Mapping[str, OnChainTask] | None = None,
-    ) -> list[PublishedTask]:
-        """`publish_tasks` on terms already read, reusing the `existing` tasks (config URL -> task,
-        from `find_published`) instead of reading the chain for them: a streaming batch reads both
-        once, not per publication."""
-        inputs, marks, indexes = validation.check_batch_shape(inputs, marks, indexes)
+        terms = source if isinstance(source, SourceTerms) else self.source_terms(source)
+        known = dict(existing or {})
+        if reconcile_from_block is not None:
+            found = find_published(self.chain, self.address, terms.address, reconcile_from_block)
+            known.update({url: tasks[0] for url, tasks in found.items()})
         self.check_batch(terms, len(inputs), payment, expiry_time)
         bodies = self.config_bodies(inputs, marks, indexes)  # every input checked before any write
         self._store()  # a client without a store is refused before anything is sent
-        return Publication(self, terms.address, payment, expiry_time, indexes).run(bodies, existing or {})
+        return Publication(self, terms.address, payment, expiry_time, indexes).run(bodies, known)
 
     # ---- waiting ----
 

@@ -75,11 +75,11 @@ class _InstalledDeliveryMethods:
     deployment was made (plugins.md). Any name is checked against those installed at run time."""
 
     def __get_pydantic_json_schema__(self, core: Any, handler: Any) -> dict[str, Any]:
-        from .plugin_manager import PluginError, delivery_methods
+        from .plugin_manager import PluginError, PluginKind, installed
 
         schema = handler(core)
         try:
-            schema["enum"] = sorted(delivery_methods())
+            schema["enum"] = sorted(installed(PluginKind.DELIVERY_METHOD))
         except PluginError:
             pass
         return schema  # type: ignore[no-any-return]

@@ -12,8 +12,9 @@ from pathlib import Path
 from .chain import devnet
 from .chain.connection import Chain
 from .chain.logs import created_address
+from .chain.structs import ResponseParams, SourceParams, TaskParams
 from .chain.tx import TxSender
-from .chain.types import DeliveryMethod, Environment, ResponseParams, SourceParams, TaskParams, TaskStatus
+from .chain.types import DeliveryMethod, Environment, TaskStatus
 from .storage import LocalStore
 
 ETHER = 10**18

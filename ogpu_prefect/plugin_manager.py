@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import threading
+from enum import Enum
 from typing import Any
 
 import pluggy
@@ -31,9 +32,23 @@ def plugin_manager(*, reload: bool = False) -> pluggy.PluginManager:
         return _manager
 
 
-def _collect(results: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    merged: dict[str, Any] = {}
-    for provided in results:
+class PluginKind(Enum):
+    """What a plugin provides; each kind is one hook of hookspecs.py (the member's value)."""
+
+    DELIVERY_METHOD = "ogpu_prefect_delivery_methods"
+    HARDWARE_BACKEND = "ogpu_prefect_hardware_backends"
+    TASK_POLICY = "ogpu_prefect_task_policies"
+    REPUTATION_POLICY = "ogpu_prefect_reputation_policies"
+
+    def __str__(self) -> str:
+        return self.name.lower().replace("_", " ")
+
+
+def installed(kind: PluginKind) -> dict[str, type[Any]]:
+    """Every installed plugin of `kind` (e.g. `PluginKind.DELIVERY_METHOD`), by name. Two plugins
+    giving one name to different classes is a PluginError."""
+    merged: dict[str, type[Any]] = {}
+    for provided in getattr(plugin_manager().hook, kind.value)():
         for name, cls in provided.items():
             if name in merged and merged[name] is not cls:
                 raise PluginError(f"two plugins provide the {kind} {name!r}")
@@ -41,47 +56,10 @@ def _collect(results: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     return merged
 
 
-def delivery_methods() -> dict[str, type[Any]]:
-    """Every installed delivery method, by name."""
-    return _collect(plugin_manager().hook.ogpu_prefect_delivery_methods(), "delivery method")
-
-
-def _instance(kind: str, table: dict[str, type[Any]], name: str, options: dict[str, Any]) -> Any:
+def create(kind: PluginKind, name: str, **options: Any) -> Any:
+    """An instance of the installed plugin of `kind` called `name`, configured with `options`
+    (`create(PluginKind.DELIVERY_METHOD, "manual", policy="cheapest")`)."""
+    table = installed(kind)
     if name not in table:
         raise PluginError(f"unknown {kind} {name!r}; installed: {', '.join(sorted(table))}")
     return table[name](**options)
-
-
-def get_delivery_method(name: str, **options: Any) -> Any:
-    """An instance of the delivery method `name`, configured with `options`."""
-    return _instance("delivery method", delivery_methods(), name, options)
-
-
-def hardware_backends() -> dict[str, type[Any]]:
-    """Every installed hardware backend, by name."""
-    return _collect(plugin_manager().hook.ogpu_prefect_hardware_backends(), "hardware backend")
-
-
-def get_hardware_backend(name: str, **options: Any) -> Any:
-    """An instance of the hardware backend `name`, configured with `options`."""
-    return _instance("hardware backend", hardware_backends(), name, options)
-
-
-def task_policies() -> dict[str, type[Any]]:
-    """Every installed task policy, by name."""
-    return _collect(plugin_manager().hook.ogpu_prefect_task_policies(), "task policy")
-
-
-def get_task_policy(name: str, **options: Any) -> Any:
-    """An instance of the task policy `name`, configured with `options`."""
-    return _instance("task policy", task_policies(), name, options)
-
-
-def reputation_policies() -> dict[str, type[Any]]:
-    """Every installed provider-reputation policy, by name."""
-    return _collect(plugin_manager().hook.ogpu_prefect_reputation_policies(), "reputation policy")
-
-
-def get_reputation_policy(name: str, **options: Any) -> Any:
-    """An instance of the reputation policy `name`, configured with `options`."""
-    return _instance("reputation policy", reputation_policies(), name, options)

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from .chain.errors import EscrowHeldError
 from .chain.logs import created_address
+from .chain.structs import TaskParams
 from .chain.tx import SUPERSEDED, PendingTx, Receipt
-from .chain.types import TaskParams
 from .models import PublishedTask
 from .storage import put_many
 

@@ -369,10 +369,10 @@ def parse_reputation(name: Any, options: Any = None) -> ReputationPolicy | None:
     if name is None or name == OFF:
         return None
     check_name("reputation", name)
-    from .plugin_manager import PluginError, reputation_policies
+    from .plugin_manager import PluginError, PluginKind, installed
 
     try:
-        table = reputation_policies()
+        table = installed(PluginKind.REPUTATION_POLICY)
     except PluginError as e:
         raise InvalidInputError("reputation", str(e)) from None
     if name not in table:

@@ -211,7 +211,7 @@ class Stream:
         expiry = chain.now() + ttl
         marks = [m for e in batch for m in batch_marks(self.key, [e.index], e.attempt)]
         try:
-            published = self.client.publish_checked(
+            published = self.client.publish_tasks(
                 self.terms,
                 [e.item for e in batch],
                 lim.payment,

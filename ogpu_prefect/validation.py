@@ -210,7 +210,7 @@ def parse_delivery(delivery: Any, options: Any) -> Any:
     from pydantic import ConfigDict, TypeAdapter, ValidationError
 
     from .delivery import DeliveryStrategy
-    from .plugin_manager import PluginError, delivery_methods
+    from .plugin_manager import PluginError, PluginKind, installed
 
     check_name("delivery", delivery)
     refuse_secret("delivery_options", options)
@@ -218,12 +218,13 @@ def parse_delivery(delivery: Any, options: Any) -> Any:
         raise InvalidInputError("delivery_options", f"a dict of options, not {type(options).__name__}")
     options = options or {}
     try:
-        cls = delivery_methods()[delivery]
-    except KeyError:
-        installed = ", ".join(sorted(delivery_methods()))
-        raise InvalidInputError("delivery", f"unknown delivery method {delivery!r}; installed: {installed}") from None
+        methods = installed(PluginKind.DELIVERY_METHOD)
     except PluginError as e:
         raise InvalidInputError("delivery", str(e)) from None
+    if delivery not in methods:
+        known = ", ".join(sorted(methods))
+        raise InvalidInputError("delivery", f"unknown delivery method {delivery!r}; installed: {known}")
+    cls = methods[delivery]
     # The base class's **options means "no options"; a plugin's own **options takes any.
     params = {} if cls.__init__ is DeliveryStrategy.__init__ else dict(inspect.signature(cls).parameters)
     any_name = any(p.kind is p.VAR_KEYWORD for p in params.values())

@@ -1,6 +1,6 @@
-"""Protocol events for programs outside Prefect: `watch` (a blocking iterator) and `awatch` (an
-async one) yield the Nexus's and the Terminal's events as typed values, in chain order, each with
-its block number, transaction hash and log index.
+"""Protocol events for programs outside Prefect: `watch` yields the Nexus's and the Terminal's
+events as typed values, in chain order, each with its block number, transaction hash and log index,
+to a `for` loop (blocking) or an `async for` loop (each poll in a worker thread).
 
 Both read through one `EventCursor` (one `eth_getLogs` per poll, whatever the number of event
 kinds): an RPC outage is waited out, first by the RPC layer's own retries (`Rpc.outage_s`), then
@@ -25,10 +25,12 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from .chain.abi import spec
 from .chain.connection import Chain
 from .chain.errors import InvalidInputError, TxRpcError
 from .chain.logs import EventCursor, EventLog
-from .chain.types import Environment, ResponseStatus, SourceParams, SourceStatus, TaskStatus
+from .chain.structs import SourceParams
+from .chain.types import Environment, ResponseStatus, SourceStatus, TaskStatus
 from .validation import check_int, check_number
 
 log = logging.getLogger(__name__)
@@ -169,33 +171,16 @@ class LiveDataUpdated(_ProviderEvent):
     pass
 
 
-NEXUS_EVENTS: dict[str, type[ProtocolEvent]] = {
-    c.__name__: c
-    for c in (
-        SourcePublished,
-        SourceUpdated,
-        SourceStatusChanged,
-        Registered,
-        TaskPublished,
-        Attempted,
-        ResponseSubmitted,
-        TaskStatusChanged,
-        ResponseStatusChanged,
-    )
+_DEFINED = {
+    name: cls
+    for name, cls in list(globals().items())
+    if isinstance(cls, type)
+    and issubclass(cls, ProtocolEvent)
+    and not name.startswith("_")
+    and cls is not ProtocolEvent
 }
-TERMINAL_EVENTS: dict[str, type[ProtocolEvent]] = {
-    c.__name__: c
-    for c in (
-        AgentSet,
-        ProviderAnnounced,
-        MasterAnnounced,
-        ProviderRemoved,
-        RemoveContainer,
-        DefaultAgentDisabled,
-        BaseDataUpdated,
-        LiveDataUpdated,
-    )
-}
+NEXUS_EVENTS: dict[str, type[ProtocolEvent]] = {n: c for n, c in _DEFINED.items() if n in spec("Nexus").events}
+TERMINAL_EVENTS: dict[str, type[ProtocolEvent]] = {n: c for n, c in _DEFINED.items() if n in spec("Terminal").events}
 LIFECYCLE = ("TaskPublished", "Attempted", "ResponseSubmitted", "TaskStatusChanged", "ResponseStatusChanged")
 """The default: a task's way from publication to its end."""
 _CASTS: dict[str, Callable[[Any], Any]] = {
@@ -222,7 +207,7 @@ def _same(value: Any) -> Any:
 
 
 class EventWatcher:
-    """The polling step under `watch` and `awatch`: one cursor over the Nexus and (when asked for
+    """The polling step under `watch`: one cursor over the Nexus and (when asked for
     its events) the Terminal. `from_block` None: from the block after the head now (or, if the
     node cannot be reached now, at the first poll that reaches it)."""
 
@@ -277,10 +262,6 @@ def _stopped(stop: Stop) -> bool:
     return bool(stop())
 
 
-def _checked(poll_interval: float) -> float:
-    return float(check_number("poll_interval", poll_interval, exclusive_minimum=0, maximum=3600))
-
-
 def watch(
     chain: Chain,
     events: Iterable[str] | None = None,
@@ -288,30 +269,72 @@ def watch(
     from_block: int | None = None,
     poll_interval: float = 1.0,
     stop: Stop = None,
-) -> Iterator[ProtocolEvent]:
+) -> EventStream:
     """Yields `events` (names; default: LIFECYCLE) from `from_block` (default: the blocks after the
-    head at this call), in chain order, until `stop`. Polls every `poll_interval` seconds; an RPC outage is waited out
-    (logged), never ends the iteration, and never makes an event come twice. Bad arguments raise
-    InvalidInputError naming the field here, not at the first `next`."""
-    return _watch(EventWatcher(chain, events, from_block), _checked(poll_interval), stop)
+    head at this call), in chain order, until `stop`: `for event in watch(...)` blocks between
+    polls, `async for event in watch(...)` runs each poll in a worker thread (`stop` may then be an
+    `asyncio.Event`). Polls every `poll_interval` seconds; an RPC outage is waited out (logged),
+    never ends the iteration, and never makes an event come twice. Bad arguments raise
+    InvalidInputError naming the field here, not at the first event."""
+    interval = float(check_number("poll_interval", poll_interval, exclusive_minimum=0, maximum=3600))
+    return EventStream(EventWatcher(chain, events, from_block), interval, stop)
 
 
-def _watch(watcher: EventWatcher, interval: float, stop: Stop) -> Iterator[ProtocolEvent]:
-    backoff = interval
-    while not _stopped(stop):
+class EventStream:
+    """What `watch` returns: an iterator and an async iterator over one `EventWatcher`."""
+
+    def __init__(self, watcher: EventWatcher, interval: float, stop: Stop) -> None:
+        self.watcher = watcher
+        self.interval = interval
+        self.stop = stop
+        self._backoff = interval
+        self._sync: Iterator[ProtocolEvent] | None = None
+        self._async: AsyncIterator[ProtocolEvent] | None = None
+
+    def _poll(self) -> tuple[list[ProtocolEvent], float]:
+        """One poll: its events and how long to wait before the next (backing off while the RPC fails)."""
         try:
-            batch = watcher.poll()
+            batch = self.watcher.poll()
         except TxRpcError as e:
-            log.warning("event watch: the RPC failed (%s); retrying in %.1fs", e, backoff)
-            _sleep(backoff, stop)
-            backoff = min(backoff * 2, MAX_BACKOFF_S)
-            continue
-        backoff = interval
-        for event in batch:
-            if _stopped(stop):
-                return
-            yield event
-        _sleep(interval, stop)
+            wait, self._backoff = self._backoff, min(self._backoff * 2, MAX_BACKOFF_S)
+            log.warning("event watch: the RPC failed (%s); retrying in %.1fs", e, wait)
+            return [], wait
+        self._backoff = self.interval
+        return batch, self.interval
+
+    def __iter__(self) -> Iterator[ProtocolEvent]:
+        if self._sync is None:
+            self._sync = self._events()
+        return self._sync
+
+    def __next__(self) -> ProtocolEvent:
+        return next(iter(self))
+
+    def __aiter__(self) -> AsyncIterator[ProtocolEvent]:
+        if self._async is None:
+            self._async = self._aevents()
+        return self._async
+
+    async def __anext__(self) -> ProtocolEvent:
+        return await self.__aiter__().__anext__()
+
+    def _events(self) -> Iterator[ProtocolEvent]:
+        while not _stopped(self.stop):
+            batch, wait = self._poll()
+            for event in batch:
+                if _stopped(self.stop):
+                    return
+                yield event
+            _sleep(wait, self.stop)
+
+    async def _aevents(self) -> AsyncIterator[ProtocolEvent]:
+        while not _stopped(self.stop):
+            batch, wait = await asyncio.to_thread(self._poll)
+            for event in batch:
+                if _stopped(self.stop):
+                    return
+                yield event
+            await _asleep(wait, self.stop)
 
 
 def _sleep(seconds: float, stop: Stop) -> None:
@@ -321,37 +344,6 @@ def _sleep(seconds: float, stop: Stop) -> None:
     end = time.monotonic() + seconds
     while not _stopped(stop) and time.monotonic() < end:
         time.sleep(min(0.05, max(end - time.monotonic(), 0)))
-
-
-def awatch(
-    chain: Chain,
-    events: Iterable[str] | None = None,
-    *,
-    from_block: int | None = None,
-    poll_interval: float = 1.0,
-    stop: Stop = None,
-) -> AsyncIterator[ProtocolEvent]:
-    """`watch` for asyncio (`async for event in awatch(chain)`): each poll runs in a worker thread,
-    the event loop stays free. `stop` may be an `asyncio.Event`."""
-    return _awatch(EventWatcher(chain, events, from_block), _checked(poll_interval), stop)
-
-
-async def _awatch(watcher: EventWatcher, interval: float, stop: Stop) -> AsyncIterator[ProtocolEvent]:
-    backoff = interval
-    while not _stopped(stop):
-        try:
-            batch = await asyncio.to_thread(watcher.poll)
-        except TxRpcError as e:
-            log.warning("event watch: the RPC failed (%s); retrying in %.1fs", e, backoff)
-            await _asleep(backoff, stop)
-            backoff = min(backoff * 2, MAX_BACKOFF_S)
-            continue
-        backoff = interval
-        for event in batch:
-            if _stopped(stop):
-                return
-            yield event
-        await _asleep(interval, stop)
 
 
 async def _asleep(seconds: float, stop: Stop) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from ogpu_prefect.chain.connection import Chain
 from ogpu_prefect.chain.logs import created_address
+from ogpu_prefect.chain.structs import ResponseParams, SourceParams, TaskParams
 from ogpu_prefect.chain.tx import TxSender
-from ogpu_prefect.chain.types import DeliveryMethod, Environment, ResponseParams, SourceParams, TaskParams
+from ogpu_prefect.chain.types import DeliveryMethod, Environment
 
 ETHER = 10**18
 META = "http://127.0.0.1:9/meta.json"  # never fetched by the contracts; any http URL will do

@@ -12,7 +12,7 @@ from typing import Any
 
 from ogpu_prefect.chain.connection import Chain
 from ogpu_prefect.chain.network import Network
-from ogpu_prefect.chain.types import ResponseParams
+from ogpu_prefect.chain.structs import ResponseParams
 from ogpu_prefect.storage import PayloadStore, fetch_json
 
 

@@ -364,9 +364,9 @@ CLIENT = [
 
 
 def _first_response() -> Any:
-    from ogpu_prefect.plugin_manager import get_delivery_method
+    from ogpu_prefect.plugin_manager import PluginKind, create
 
-    return get_delivery_method("first_response")
+    return create(PluginKind.DELIVERY_METHOD, "first_response")
 
 
 @pytest.mark.parametrize("case", CLIENT, ids=ids(CLIENT))

@@ -12,15 +12,8 @@ from ogpu_prefect.chain import errors
 from ogpu_prefect.chain.connection import Chain
 from ogpu_prefect.chain.logs import created_address
 from ogpu_prefect.chain.signing import Signer
-from ogpu_prefect.chain.types import (
-    DeliveryMethod,
-    Environment,
-    ResponseStatus,
-    SourceParams,
-    SourceStatus,
-    TaskParams,
-    TaskStatus,
-)
+from ogpu_prefect.chain.structs import SourceParams, TaskParams
+from ogpu_prefect.chain.types import DeliveryMethod, Environment, ResponseStatus, SourceStatus, TaskStatus
 
 from .helpers import CONFIG, ETHER, publish_source, publish_task, register, respond
 
@@ -31,7 +24,7 @@ def lifecycle_gas(chain, client, provider, method: DeliveryMethod, source: str) 
     r1 = client.transact(chain.controller.publish_task(TaskParams(source, CONFIG, chain.timestamp() + 600, 10**17)))
     task = created_address(r1, "TaskPublished", "task", chain.network.nexus)
     r2 = provider.transact(chain.nexus.attempt(task, provider.address, 10**17))
-    from ogpu_prefect.chain.types import ResponseParams
+    from ogpu_prefect.chain.structs import ResponseParams
 
     r3 = provider.transact(
         chain.nexus.submit_response(

@@ -10,7 +10,8 @@ import pytest
 
 from ogpu_prefect.chain.connection import Chain
 from ogpu_prefect.chain.logs import created_address
-from ogpu_prefect.chain.types import DeliveryMethod, TaskParams
+from ogpu_prefect.chain.structs import TaskParams
+from ogpu_prefect.chain.types import DeliveryMethod
 from ogpu_prefect.delivery import DecisionKind
 
 from .faultproxy import FaultProxy, Faults

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ogpu_prefect.chain.types import Environment
-from ogpu_prefect.plugin_manager import get_hardware_backend
+from ogpu_prefect.plugin_manager import PluginKind, create
 from ogpu_prefect.worker.compose import ComposeError, ComposeSpec
 from ogpu_prefect.worker.service import CallbackReceiver, ServiceClient, ServiceError
 
@@ -19,7 +19,7 @@ ECHO = Path(__file__).resolve().parents[1] / "flows" / "sources" / "echo" / "doc
 
 
 def test_two_echo_services_side_by_side_answer_through_callbacks() -> None:
-    backend = get_hardware_backend("local")
+    backend = create(PluginKind.HARDWARE_BACKEND, "local")
     assert backend.environments() == Environment.CPU
     lines: list[str] = []
     with CallbackReceiver() as receiver:
@@ -53,11 +53,11 @@ def test_a_compose_file_without_the_extension_is_refused(tmp_path: Path) -> None
     f = tmp_path / "compose.yml"
     f.write_text("services:\n  app:\n    image: some/image\n")
     with pytest.raises(ComposeError, match="x-ogpu-local"):
-        get_hardware_backend("local").start(
+        create(PluginKind.HARDWARE_BACKEND, "local").start(
             ComposeSpec.load(f), Environment.CPU, callback_url="http://127.0.0.1:9", log=print
         )
     with pytest.raises(ValueError, match="CPU only"):
-        get_hardware_backend("local").start(
+        create(PluginKind.HARDWARE_BACKEND, "local").start(
             ComposeSpec.load(ECHO), Environment.NVIDIA, callback_url="http://127.0.0.1:9", log=print
         )
 
@@ -66,7 +66,7 @@ def test_a_service_that_dies_at_start_is_reported(tmp_path: Path) -> None:
     f = tmp_path / "compose.yml"
     f.write_text("services:\n  app:\n    x-ogpu-local:\n      command: python -c 'raise SystemExit(3)'\n")
     with pytest.raises(ServiceError, match="exited with 3"):
-        get_hardware_backend("local").start(
+        create(PluginKind.HARDWARE_BACKEND, "local").start(
             ComposeSpec.load(f), Environment.CPU, callback_url="http://127.0.0.1:9", log=print
         )
 

@@ -42,7 +42,7 @@ def test_builtins_come_from_entry_points() -> None:
     pm = plugins.plugin_manager(reload=True)
     loaded = {name for name, _ in pm.list_name_plugin()}
     assert {"first_response", "manual", "consensus", "auction"} <= loaded
-    methods = plugins.delivery_methods()
+    methods = plugins.installed(plugins.PluginKind.DELIVERY_METHOD)
     assert methods["first_response"].requires is DeliveryMethod.FIRST_RESPONSE
     assert all(methods[m].requires is DeliveryMethod.MANUAL_CONFIRMATION for m in ("manual", "consensus", "auction"))
 
@@ -70,7 +70,7 @@ def test_a_third_party_plugin_is_installed_and_selected_by_name(site: Path) -> N
     source = (Path(__file__).parent / "third_party_plugin" / "ogpu_test_plugin.py").read_text()
     install_fake_distribution(site, "ogpu_test_plugin", source, "[ogpu_prefect]\nmajority = ogpu_test_plugin\n")
     plugins.plugin_manager(reload=True)
-    strategy = plugins.get_delivery_method("majority", quorum=3)
+    strategy = plugins.create(plugins.PluginKind.DELIVERY_METHOD, "majority", quorum=3)
     views = [ResponseView(f"0x{i}", f"0xp{i}", 1, "u", float(i), lambda url, i=i: {"v": min(i, 1)}) for i in range(3)]
     task = TaskView("0xt", TaskStatus.RESPONDED, 1, 0, views, 3)
     decision = strategy.decide(task)
@@ -108,8 +108,8 @@ def test_a_third_party_hardware_backend_runs_a_task(site: Path, devnet, tmp_path
     source_code = (Path(__file__).parent / "third_party_plugin" / "ogpu_test_plugin.py").read_text()
     install_fake_distribution(site, "ogpu_test_plugin", source_code, "[ogpu_prefect]\nmajority = ogpu_test_plugin\n")
     plugins.plugin_manager(reload=True)
-    assert "nice_local" in plugins.hardware_backends()
-    backend = plugins.get_hardware_backend("nice_local", niceness=7)
+    assert "nice_local" in plugins.installed(plugins.PluginKind.HARDWARE_BACKEND)
+    backend = plugins.create(plugins.PluginKind.HARDWARE_BACKEND, "nice_local", niceness=7)
     echo = Path(__file__).resolve().parents[1] / "flows" / "sources" / "echo" / "docker-compose.cpu.yml"
     with LocalStore(tmp_path) as store:
         chain = Chain(devnet.network)
@@ -140,6 +140,6 @@ def test_a_third_party_hardware_backend_runs_a_task(site: Path, devnet, tmp_path
 
 def test_unknown_delivery_method_is_a_clear_error() -> None:
     with pytest.raises(plugins.PluginError, match="unknown delivery method 'nope'.*first_response"):
-        plugins.get_delivery_method("nope")
+        plugins.create(plugins.PluginKind.DELIVERY_METHOD, "nope")
     with pytest.raises(ValueError, match="policy"):
-        plugins.get_delivery_method("manual", policy="cheapest-ish")
+        plugins.create(plugins.PluginKind.DELIVERY_METHOD, "manual", policy="cheapest-ish")

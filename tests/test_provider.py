@@ -11,7 +11,7 @@ from ogpu_prefect.chain.connection import Chain
 from ogpu_prefect.chain.types import Environment, TaskStatus
 from ogpu_prefect.client import OGPUClient
 from ogpu_prefect.models import SourceSpec, TaskInput
-from ogpu_prefect.plugin_manager import get_hardware_backend
+from ogpu_prefect.plugin_manager import PluginKind, create
 from ogpu_prefect.plugins.first_response import FirstResponse
 from ogpu_prefect.storage import LocalStore, fetch_json
 from ogpu_prefect.worker.provider import Provider
@@ -37,7 +37,7 @@ def test_provider_executes_tasks_of_the_echo_source(devnet, tmp_path: Path) -> N
             Chain(devnet.network),
             devnet.key("provider3"),
             store,
-            get_hardware_backend("local"),
+            create(PluginKind.HARDWARE_BACKEND, "local"),
             Environment.CPU,
             service_log=lambda src, line: lines.append(line),
         )
@@ -81,7 +81,9 @@ def test_the_sentiment_source_scores_real_text(devnet, tmp_path: Path) -> None:
                 delivery_method="FIRST_RESPONSE",
             )
         )
-        provider = Provider(Chain(devnet.network), devnet.key("provider3"), store, get_hardware_backend("local"))
+        provider = Provider(
+            Chain(devnet.network), devnet.key("provider3"), store, create(PluginKind.HARDWARE_BACKEND, "local")
+        )
         texts = [
             "I love this library, it is wonderful!",
             "This is the worst, most broken thing ever.",

@@ -257,7 +257,7 @@ def schema_of(flow: Any) -> dict[str, Any]:
 def test_every_parameter_is_described_and_typed_for_the_form(name: str) -> None:
     import importlib
 
-    from ogpu_prefect.plugin_manager import delivery_methods
+    from ogpu_prefect.plugin_manager import PluginKind, installed
     from ogpu_prefect.plugins.manual import Manual
 
     flow = getattr(importlib.import_module(f"ogpu_prefect.flows.{name}"), name)
@@ -273,7 +273,7 @@ def test_every_parameter_is_described_and_typed_for_the_form(name: str) -> None:
     assert props["payment"]["type"] == "string" and props["payment"]["pattern"], "an amount with its unit"
     assert "0.01 OGPU" in props["payment"]["examples"]
     assert props["budget"]["anyOf"][0]["pattern"] == props["payment"]["pattern"]
-    assert props["delivery"]["enum"] == sorted(delivery_methods())
+    assert props["delivery"]["enum"] == sorted(installed(PluginKind.DELIVERY_METHOD))
     policy = props["delivery_options"]["anyOf"][0]["properties"]["policy"]
     assert policy["enum"] == list(Manual.POLICIES), "the manual policies, as the plugin knows them"
 

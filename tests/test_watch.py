@@ -21,7 +21,6 @@ from ogpu_prefect.watch import (
     ResponseSubmitted,
     TaskPublished,
     TaskStatusChanged,
-    awatch,
     watch,
 )
 
@@ -96,7 +95,7 @@ def test_watch_from_a_past_block_and_the_terminals_events(devnet) -> None:
     assert (agent_set.account, agent_set.agent, agent_set.value) == (master.address, devnet.address("agent"), True)
 
 
-def test_awatch_yields_the_same_in_an_event_loop(devnet) -> None:
+def test_async_for_over_watch_yields_the_same_in_an_event_loop(devnet) -> None:
     chain = Chain(devnet.network)
     start = chain.block_number() + 1
     _, task = lifecycle(devnet, chain)
@@ -113,7 +112,7 @@ def test_awatch_yields_the_same_in_an_event_loop(devnet) -> None:
                 await asyncio.sleep(0.01)
 
         tick = asyncio.create_task(ticker())
-        async for e in awatch(chain, EVENTS, from_block=start, poll_interval=0.05, stop=stop):
+        async for e in watch(chain, EVENTS, from_block=start, poll_interval=0.05, stop=stop):
             seen.append(e)
             if len(seen) == 5:
                 stop.set()
@@ -160,7 +159,7 @@ def test_bad_arguments_are_refused_when_called(devnet) -> None:
         watch(chain, "TaskPublished")
     assert bad.value.field == "events"
     with pytest.raises(InvalidInputError) as bad:
-        awatch(chain, poll_interval=0)
+        watch(chain, poll_interval=0)
     assert bad.value.field == "poll_interval"
     with pytest.raises(InvalidInputError) as bad:
         watch(chain, from_block=-1)

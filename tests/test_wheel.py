@@ -28,11 +28,12 @@ CHECK = textwrap.dedent("""
     blocks = sorted(b.get_block_type_slug() for b in (get_registry_for_type(Block) or {}).values()
                     if b.__module__.startswith("ogpu_prefect"))
     from ogpu_prefect.flows.run_batch import run_batch
-    from ogpu_prefect.plugin_manager import delivery_methods, hardware_backends, task_policies
+    from ogpu_prefect.plugin_manager import PluginKind, installed
     import flows  # the user's own package, not ours
     print(json.dumps({"worker": worker.__name__, "blocks": blocks, "flow": run_batch.name,
-                      "delivery": sorted(delivery_methods()), "backends": sorted(hardware_backends()),
-                      "policies": sorted(task_policies()), "user_flows": flows.MARK}))
+                      "delivery": sorted(installed(PluginKind.DELIVERY_METHOD)),
+                      "backends": sorted(installed(PluginKind.HARDWARE_BACKEND)),
+                      "policies": sorted(installed(PluginKind.TASK_POLICY)), "user_flows": flows.MARK}))
 """)
 
 

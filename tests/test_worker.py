@@ -359,7 +359,8 @@ def test_a_task_another_provider_wins_frees_its_slot_without_waiting_for_the_ser
     """While our service still works on a task, another provider answers it first (FIRST_RESPONSE
     finalizes it): the worker stops waiting, its flow run is Cancelled with the reason, and its
     slot takes the next task, long before the service would have answered."""
-    from ogpu_prefect.chain.types import Environment, ResponseParams
+    from ogpu_prefect.chain.structs import ResponseParams
+    from ogpu_prefect.chain.types import Environment
 
     source = fleet.publish_source()
     fleet.create_pool("gpus-lose", [source], wallet_block=f"{fleet.name}-provider1", max_concurrent_tasks=1)

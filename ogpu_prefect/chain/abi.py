@@ -17,7 +17,8 @@ from eth_abi import encode as abi_encode
 from eth_hash.auto import keccak as _keccak
 from eth_utils import keccak, to_checksum_address
 
-from .types import ENUMS, STRUCTS
+from .structs import STRUCTS
+from .types import ENUMS
 
 
 @lru_cache(maxsize=16384)

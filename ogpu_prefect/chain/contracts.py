@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from ._contract import BlockId, Contract, Read
 from .tx import Call
-from .types import DeliveryMethod, ResponseParams, ResponseStatus, SourceParams, SourceStatus, TaskParams, TaskStatus
+from .structs import ResponseParams, SourceParams, TaskParams
+from .types import DeliveryMethod, ResponseStatus, SourceStatus, TaskStatus
 
 __all__ = ["Manager", "Terminal", "Nexus", "Vault", "Controller", "Source", "Task", "Response"]
 

@@ -118,7 +118,8 @@ def deploy_protocol(
     names = ["Manager", "Terminal", "Nexus", "Vault", "Controller", "Source", "Task", "Response"]
     addr = {n: _create_address(admin.address, base + i) for i, n in enumerate(names)}
     zero = "0x" + "00" * 20
-    from .types import DeliveryMethod, ResponseParams, SourceParams, TaskParams
+    from .structs import ResponseParams, SourceParams, TaskParams
+    from .types import DeliveryMethod
 
     ctor_args: dict[str, tuple[Any, ...]] = {
         "Manager": (),

@@ -1,10 +1,9 @@
-"""Protocol enums and structs, with the exact values and field order of the real network's ABIs."""
+"""Protocol enums, with the exact values of the real network's ABIs (the structs are generated:
+structs.py)."""
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass
 from enum import IntEnum, IntFlag
-from typing import Any
 
 
 class TaskStatus(IntEnum):
@@ -46,56 +45,3 @@ class Environment(IntFlag):
 
 
 ENUMS: dict[str, type[IntEnum]] = {e.__name__: e for e in (TaskStatus, SourceStatus, ResponseStatus, DeliveryMethod)}
-
-
-class _Struct:
-    def as_tuple(self) -> tuple[Any, ...]:
-        return astuple(self)  # type: ignore[call-overload]
-
-    @classmethod
-    def from_tuple(cls, values: tuple[Any, ...]) -> Any:
-        return cls(*values)
-
-
-@dataclass(frozen=True)
-class SourceParams(_Struct):
-    client: str
-    imageMetadataUrl: str
-    imageEnvironments: int
-    minPayment: int
-    minAvailableLockup: int
-    maxExpiryDuration: int
-    privacyEnabled: bool = False
-    optionalParamsUrl: str = ""
-    deliveryMethod: DeliveryMethod = DeliveryMethod.MANUAL_CONFIRMATION
-    lastUpdateTime: int = 0
-
-    @classmethod
-    def from_tuple(cls, values: tuple[Any, ...]) -> SourceParams:
-        v = list(values)
-        v[8] = DeliveryMethod(v[8])
-        return cls(*v)
-
-
-@dataclass(frozen=True)
-class TaskParams(_Struct):
-    """A task as published: its source, config URL, expiry and payment."""
-
-    source: str
-    config: str
-    expiryTime: int
-    payment: int
-
-
-@dataclass(frozen=True)
-class ResponseParams(_Struct):
-    """A response as submitted: its task and provider, the URL of its payload, and the payment
-    it asks for."""
-
-    task: str
-    provider: str
-    data: str
-    payment: int
-
-
-STRUCTS: dict[str, type[_Struct]] = {s.__name__: s for s in (SourceParams, TaskParams, ResponseParams)}

@@ -47,10 +47,10 @@ class JobVariableError(InvalidInputError, SystemExit):
 
 
 def _installed(kind: str) -> list[str]:
-    from ..plugin_manager import hardware_backends, task_policies
+    from ..plugin_manager import PluginKind, installed
 
     try:
-        return sorted(hardware_backends() if kind == "backend" else task_policies())
+        return sorted(installed(PluginKind.HARDWARE_BACKEND if kind == "backend" else PluginKind.TASK_POLICY))
     except Exception:  # a broken third-party plugin must not break the schema
         return []
 

@@ -9,7 +9,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
 from ..chain.logs import created_address
-from ..chain.types import ResponseParams
+from ..chain.structs import ResponseParams
 from .outcomes import Executed, ProviderError, TaskTakenError
 
 if TYPE_CHECKING:

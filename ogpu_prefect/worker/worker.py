@@ -171,15 +171,15 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
         await super().teardown(*exc_info)
 
     async def _start_provider(self, config: ProviderJobConfiguration) -> None:
-        from ..plugin_manager import get_hardware_backend, get_task_policy
+        from ..plugin_manager import PluginKind, create
 
         # Blocks the pool references, or names (older pools; the per-machine wallet setting). One
         # not set stops `prefect worker start` with one line naming it (JobVariableError).
         wallet, network, storage = await anyio.to_thread.run_sync(config.blocks)
         acting_for = config.acting_for(wallet.address)  # an agent pool's provider, or None: the wallet's own
         me = acting_for or wallet.address
-        self._policy = get_task_policy(config.task_policy, **config.task_policy_options)
-        backend = get_hardware_backend(config.backend, owner=me, **config.backend_options)
+        self._policy = create(PluginKind.TASK_POLICY, config.task_policy, **config.task_policy_options)
+        backend = create(PluginKind.HARDWARE_BACKEND, config.backend, owner=me, **config.backend_options)
         environment = Environment[config.environment.upper()]
 
         def route(source: str, line: str) -> None:

@@ -24,7 +24,7 @@ from ogpu_prefect.delivery import (
     TaskView,
 )
 from ogpu_prefect.models import PublishedTask
-from ogpu_prefect.plugin_manager import reputation_policies
+from ogpu_prefect.plugin_manager import PluginKind, installed
 from ogpu_prefect.plugins.consensus import Consensus
 from ogpu_prefect.plugins.manual import Manual
 from ogpu_prefect.reputation import (
@@ -86,7 +86,7 @@ def test_policy_options_are_checked_with_their_names() -> None:
     assert info.value.field == "reputation_options.ban_after"
     assert parse_reputation(None) is None and parse_reputation("off") is None
     assert parse_reputation("strict", {"forgive_s": 60}).k == 1
-    assert {"default", "strict"} <= set(reputation_policies()), "built-ins come through the hook"
+    assert {"default", "strict"} <= set(installed(PluginKind.REPUTATION_POLICY)), "built-ins come through the hook"
 
 
 # ---- records and the book ----
