@@ -300,7 +300,9 @@ class CallTimer:
     RUN_BATCH_NAMES = (
         "redact_stored_parameters",
         "tag_run",
-        "_check_parameters",
+        "check_parameters",
+        "check_limits",
+        "_check_inputs",
         "make_client",
         "open_batch",
         "live_ledger",
@@ -752,8 +754,9 @@ def main() -> None:
             }
             print(f"worker {role} log: " + ", ".join(f"{k!r} x{v}" for k, v in notable.items()))
             lines = text.splitlines()
-            for i in [i for i, line in enumerate(lines) if "ERROR" in line or "Traceback" in line][:3]:
-                print("  | " + "\n  | ".join(lines[i : i + 3])[:600])
+            for i in [i for i, line in enumerate(lines) if "ERROR" in line][:3]:
+                cause = next((c for c in lines[i + 1 : i + 80] if re.match(r"[\w.]+(Error|Exception)\b", c)), "")
+                print(f"  | {lines[i][:300]}\n  |   {cause[:300]}")
 
     done = [r for r in results if r.status == "finalized"]
     lat = sorted(r.latency_s for r in done if r.latency_s is not None)

@@ -22,20 +22,16 @@ from ogpu_prefect.batch import (
     BatchFailedError,
     BatchIncompleteError,
     Ledger,
-    check_delivery,
+    check_limits,
+    check_parameters,
+    check_source_fits,
     hold_batch,
     live_ledger,
     open_batch,
     same_failure,
 )
 from ogpu_prefect.batch_report import ProgressReporter, report_batch, report_escrow
-from ogpu_prefect.chain.errors import (
-    BudgetExceededError,
-    ExpiryOutOfRangeError,
-    InvalidInputError,
-    PaymentOutOfRangeError,
-    UnknownSourceInputError,
-)
+from ogpu_prefect.chain.errors import BudgetExceededError, InvalidInputError
 from ogpu_prefect.client import MIN_TTL
 from ogpu_prefect.escrow import EscrowReport
 from ogpu_prefect.flowkit import (
@@ -56,7 +52,7 @@ from ogpu_prefect.models import TaskResult
 from ogpu_prefect.publishing import PartialPublishError
 from ogpu_prefect.reputation import parse_reputation
 from ogpu_prefect.tasks import coerce_inputs, make_client, publish_tasks, wait_for_results
-from ogpu_prefect.validation import check_address, check_int, check_name, check_number, parse_delivery, refuse_secret
+from ogpu_prefect.validation import parse_delivery
 
 # No `from __future__ import annotations` here: a served flow is pickled by value into its run's
 # process, and a name used only in a string annotation would not be there to resolve it.
@@ -146,31 +142,15 @@ def run_batch(
     redact_stored_parameters()
     tag_run(RUN_TAGS)
     started = time.time()
-    n = _check_parameters(
-        source,
-        inputs,
-        payment,
-        function_name,
-        delivery,
-        delivery_options,
-        task_timeout,
-        batch_deadline,
-        max_republish,
-        budget,
-        poll_interval,
-        batch_key,
-    )
+    check_parameters(source, payment, function_name, delivery, delivery_options, batch_key)
+    check_limits(task_timeout, batch_deadline, max_republish, budget, poll_interval)
+    n = _check_inputs(inputs, payment, budget)
     items = coerce_inputs(inputs, function_name)
     strategy = parse_delivery(delivery, delivery_options)
     parse_reputation(reputation, reputation_options)  # a bad option fails before any transaction
     client = make_client(network, wallet, storage)
     terms = client.source_terms(source)
-    check_delivery(strategy, terms.delivery_method)
-    if not MIN_TTL <= task_timeout <= terms.max_expiry_duration:
-        raise ExpiryOutOfRangeError(
-            "task_timeout",
-            f"{task_timeout}s is outside [{MIN_TTL}, {terms.max_expiry_duration}] (the source's maxExpiryDuration)",
-        )
+    check_source_fits(strategy, terms, task_timeout)
     client.check_batch(terms, n, payment, client.chain.now() + task_timeout)
     key = batch_key or str(flow_run.get_id())
     with hold_batch(key, str(flow_run.get_id())):  # one run of a batch_key at a time
@@ -301,46 +281,16 @@ def _reasons(outcomes: Sequence[TaskResult]) -> dict[str, int]:
     return counts
 
 
-def _check_parameters(
-    source: Any,
-    inputs: Any,
-    payment: Any,
-    function_name: Any,
-    delivery: Any,
-    delivery_options: Any,
-    task_timeout: Any,
-    batch_deadline: Any,
-    max_republish: Any,
-    budget: Any,
-    poll_interval: Any,
-    batch_key: Any,
-) -> int:
-    """Every parameter that needs no chain, checked before anything else (the number of inputs)."""
-    check_address("source", source, UnknownSourceInputError)
+def _check_inputs(inputs: Any, payment: int, budget: int | None) -> int:
+    """The inputs, and a budget the whole first round must fit (the number of inputs)."""
     if isinstance(inputs, (str, bytes, dict)) or not isinstance(inputs, Sequence) or not inputs:
         raise InvalidInputError("inputs", "a non-empty list of inputs")
-    check_int("payment", payment, minimum=0, maximum=2**96 - 1, error=PaymentOutOfRangeError)
-    check_name("delivery", delivery)
-    refuse_secret("delivery_options", delivery_options)
-    if delivery_options is not None and not isinstance(delivery_options, dict):
-        raise InvalidInputError("delivery_options", f"a dict of options, not {type(delivery_options).__name__}")
-    check_int("task_timeout", task_timeout, minimum=MIN_TTL, error=ExpiryOutOfRangeError)
-    if batch_deadline is not None:
-        check_int("batch_deadline", batch_deadline, minimum=2 * MIN_TTL, error=ExpiryOutOfRangeError)
-    check_int("max_republish", max_republish, minimum=0, maximum=100)
-    if budget is not None:
-        check_int("budget", budget, minimum=0)
-        if len(inputs) * payment > budget:
-            raise BudgetExceededError(
-                "budget",
-                f"{len(inputs)} tasks x {format_ogpu(payment)} = {format_ogpu(len(inputs) * payment)} "
-                f"exceeds the budget of {format_ogpu(budget)}; nothing was published",
-            )
-    check_number("poll_interval", poll_interval, exclusive_minimum=0, maximum=60)
-    if batch_key is not None:
-        check_name("batch_key", batch_key)
-    if function_name is not None:
-        check_name("function_name", function_name)
+    if budget is not None and len(inputs) * payment > budget:
+        raise BudgetExceededError(
+            "budget",
+            f"{len(inputs)} tasks x {format_ogpu(payment)} = {format_ogpu(len(inputs) * payment)} "
+            f"exceeds the budget of {format_ogpu(budget)}; nothing was published",
+        )
     return len(inputs)
 
 

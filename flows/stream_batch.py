@@ -23,7 +23,9 @@ from ogpu_prefect.batch import (
     BatchFailedError,
     BatchIncompleteError,
     Ledger,
-    check_delivery,
+    check_limits,
+    check_parameters,
+    check_source_fits,
     find_batch,
     hold_batch,
     live_ledger,
@@ -32,14 +34,7 @@ from ogpu_prefect.batch import (
 )
 from ogpu_prefect.batch_report import ProgressReporter, ogpu, report_escrow
 from ogpu_prefect.blocks import OGPUStorage
-from ogpu_prefect.chain.errors import (
-    BudgetExceededError,
-    ExpiryOutOfRangeError,
-    InvalidInputError,
-    PaymentOutOfRangeError,
-    UnknownSourceInputError,
-)
-from ogpu_prefect.client import MIN_TTL
+from ogpu_prefect.chain.errors import BudgetExceededError, InvalidInputError
 from ogpu_prefect.escrow import EscrowReport
 from ogpu_prefect.events import emit_batch_event
 from ogpu_prefect.flowkit import (
@@ -62,7 +57,7 @@ from ogpu_prefect.reputation import open_book, parse_reputation
 from ogpu_prefect.stream_io import InputStream, ResultsWriter
 from ogpu_prefect.streaming import Limits, Stream, StreamSummary, summarize
 from ogpu_prefect.tasks import load_block, make_client
-from ogpu_prefect.validation import check_address, check_int, check_name, check_number, parse_delivery, refuse_secret
+from ogpu_prefect.validation import check_int, parse_delivery
 
 # No `from __future__ import annotations` here: a served flow is pickled by value into its run's
 # process, and a name used only in a string annotation would not be there to resolve it.
@@ -198,38 +193,20 @@ def stream_tasks(
     `batch_key` the batch is the calling flow run's."""
     log = get_run_logger()
     started = time.time()
-    check_address("source", source, UnknownSourceInputError)
-    check_int("payment", payment, minimum=0, maximum=2**96 - 1, error=PaymentOutOfRangeError)
-    check_name("delivery", delivery)
-    refuse_secret("delivery_options", delivery_options)
-    if delivery_options is not None and not isinstance(delivery_options, dict):
-        raise InvalidInputError("delivery_options", f"a dict of options, not {type(delivery_options).__name__}")
-    check_int("task_timeout", task_timeout, minimum=MIN_TTL, error=ExpiryOutOfRangeError)
+    check_parameters(source, payment, function_name, delivery, delivery_options, batch_key)
+    check_limits(task_timeout, batch_deadline, max_republish, budget, poll_interval)
     check_int("max_in_flight", max_in_flight, minimum=1, maximum=MAX_IN_FLIGHT)
-    check_int("max_republish", max_republish, minimum=0, maximum=100)
-    if budget is not None:
-        check_int("budget", budget, minimum=0)
-        if budget < payment:
-            raise BudgetExceededError(
-                "budget", f"{format_ogpu(budget)} is less than one task's payment ({format_ogpu(payment)})"
-            )
-    if batch_deadline is not None:
-        check_int("batch_deadline", batch_deadline, minimum=2 * MIN_TTL, error=ExpiryOutOfRangeError)
-    check_number("poll_interval", poll_interval, exclusive_minimum=0, maximum=60)
-    check_name("batch_key", batch_key, optional=True)
-    check_name("function_name", function_name, optional=True)
+    if budget is not None and budget < payment:
+        raise BudgetExceededError(
+            "budget", f"{format_ogpu(budget)} is less than one task's payment ({format_ogpu(payment)})"
+        )
     stream = InputStream.open(inputs, function_name)
     total = stream.check_all()  # -1: an iterable, checked as it is consumed
     strategy = parse_delivery(delivery, delivery_options)
     parse_reputation(reputation, reputation_options)
     client = make_client(network, wallet, storage)
     terms = client.source_terms(source)
-    check_delivery(strategy, terms.delivery_method)
-    if not MIN_TTL <= task_timeout <= terms.max_expiry_duration:
-        raise ExpiryOutOfRangeError(
-            "task_timeout",
-            f"{task_timeout}s is outside [{MIN_TTL}, {terms.max_expiry_duration}] (the source's maxExpiryDuration)",
-        )
+    check_source_fits(strategy, terms, task_timeout)
     if budget is None:  # a window's worth: failed tasks still holding escrow count against it
         budget = max_in_flight * payment
     limits = Limits(payment, task_timeout, max_in_flight, max_republish, budget, None, poll_interval)

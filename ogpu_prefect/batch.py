@@ -23,11 +23,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .chain.errors import EscrowHeldError, InvalidInputError, OGPUError
-from .client import OGPUClient
+from .chain.errors import (
+    EscrowHeldError,
+    ExpiryOutOfRangeError,
+    InvalidInputError,
+    OGPUError,
+    PaymentOutOfRangeError,
+    UnknownSourceInputError,
+)
+from .client import MIN_TTL, OGPUClient, SourceTerms
 from .escrow import EscrowReport, settle
 from .lease import BatchKeyConflictError, BatchLease
 from .reconcile import find_published
+from .validation import check_address, check_int, check_name, check_number, refuse_secret
 
 if TYPE_CHECKING:
     from .delivery import DeliveryStrategy
@@ -136,6 +144,41 @@ def find_batch(key: str) -> BatchRecord | None:
     if saved is None:
         return None
     return BatchRecord(saved["key"], int(saved["chain_id"]), saved["client"], saved["source"], int(saved["from_block"]))
+
+
+def check_parameters(
+    source: Any, payment: Any, function_name: Any, delivery: Any, delivery_options: Any, batch_key: Any
+) -> None:
+    """What every batch flow runs and pays, checked before the chain is read: a bad parameter
+    raises a typed InvalidInputError naming it, before any wei moves."""
+    check_address("source", source, UnknownSourceInputError)
+    check_int("payment", payment, minimum=0, maximum=2**96 - 1, error=PaymentOutOfRangeError)
+    check_name("function_name", function_name, optional=True)
+    check_name("delivery", delivery)
+    refuse_secret("delivery_options", delivery_options)
+    if delivery_options is not None and not isinstance(delivery_options, dict):
+        raise InvalidInputError("delivery_options", f"a dict of options, not {type(delivery_options).__name__}")
+    check_name("batch_key", batch_key, optional=True)
+
+
+def check_limits(task_timeout: Any, batch_deadline: Any, max_republish: Any, budget: Any, poll_interval: Any) -> None:
+    """Every batch flow's limits (times, rounds, budget, polling), checked like check_parameters."""
+    check_int("task_timeout", task_timeout, minimum=MIN_TTL, error=ExpiryOutOfRangeError)
+    check_int("batch_deadline", batch_deadline, minimum=2 * MIN_TTL, optional=True, error=ExpiryOutOfRangeError)
+    check_int("max_republish", max_republish, minimum=0, maximum=100)
+    check_int("budget", budget, minimum=0, optional=True)
+    check_number("poll_interval", poll_interval, exclusive_minimum=0, maximum=60)
+
+
+def check_source_fits(strategy: DeliveryStrategy, terms: SourceTerms, task_timeout: int) -> None:
+    """Refuses a batch the source cannot take: another delivery method, or a task_timeout past
+    the source's maxExpiryDuration."""
+    check_delivery(strategy, terms.delivery_method)
+    if not MIN_TTL <= task_timeout <= terms.max_expiry_duration:
+        raise ExpiryOutOfRangeError(
+            "task_timeout",
+            f"{task_timeout}s is outside [{MIN_TTL}, {terms.max_expiry_duration}] (the source's maxExpiryDuration)",
+        )
 
 
 def check_delivery(strategy: DeliveryStrategy, method: Any) -> None:

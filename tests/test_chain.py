@@ -4,6 +4,7 @@ errors, revert decoding, pipelining, event decoding, paging, nonces, and two net
 from __future__ import annotations
 
 import pickle
+from typing import Any
 
 import pytest
 
@@ -415,3 +416,49 @@ def test_a_lost_nonce_found_by_the_send_thread_of_a_pipelined_publish_is_signed_
     [receipt] = a.wait([pending])
     assert receipt.status == 1 and pending.replaced
     assert chain.vault.balance_of(a.address) == before + 3
+
+
+def test_threads_of_one_sender_never_sign_at_a_nonce_read_before_the_other_sent(devnet) -> None:
+    """A provider worker sends attempts and responses from two threads through one sender. The
+    thread that takes the key's lock re-reads the node's count; another thread of the same sender
+    entered meanwhile and signed at the old count, so the re-read missed its transactions and every
+    nonce given after it collided with them: "kept losing their nonces (8 rounds)" for 5 tasks of
+    a 1,000-task e2e run. Here the first thread's count is answered before the second sends 10
+    and delivered after (a slow node); the old code raised NonceConflictError."""
+    import threading
+    import time
+
+    from ogpu_prefect.chain.rpc import Rpc
+
+    chain = Chain(devnet.network)
+    sender = chain.sender(devnet.key("client"))
+    before = chain.vault.balance_of(sender.address)
+    sender.transact(chain.vault.deposit(sender.address, value=1))  # the sender knows its nonce
+    counted, slow = threading.Event(), threading.local()
+    real_call = Rpc.call
+
+    def call(rpc: Rpc, method: str, params: Any = None, *args: Any, **kwargs: Any) -> Any:
+        result = real_call(rpc, method, params, *args, **kwargs)
+        if method == "eth_getTransactionCount" and getattr(slow, "on", False):
+            slow.on = False
+            counted.set()
+            time.sleep(1.0)  # the count is on its way while the other thread sends
+        return result
+
+    errors: list[BaseException] = []
+
+    def first() -> None:
+        slow.on = True
+        try:
+            sender.wait(sender.send([chain.vault.deposit(sender.address, value=2)], 100_000))
+        except BaseException as e:
+            errors.append(e)
+
+    sender.rpc.call = call.__get__(sender.rpc)  # type: ignore[method-assign]
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert counted.wait(30)
+    sender.wait(sender.send([chain.vault.deposit(sender.address, value=10)] * 10, 100_000))
+    thread.join(60)
+    assert not errors, errors
+    assert chain.vault.balance_of(sender.address) == before + 1 + 2 + 100, "every deposit, each once"

@@ -17,7 +17,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -44,8 +44,10 @@ class WalletLock:
         self.path = directory / f"{chain_id}-{address.lower()}-{where}.lock"
 
     @contextmanager
-    def held(self, owner: object) -> Iterator[bool]:
-        """Holds the lock for `owner`; yields True when this call took it (the outermost hold)."""
+    def held(self, owner: object, on_take: Callable[[], None] | None = None) -> Iterator[bool]:
+        """Holds the lock for `owner`; yields True when this call took it (the outermost hold).
+        `on_take` runs once the lock is taken and before the owner's other threads may enter (a
+        sender re-reads its nonce there: a thread that signed in between would share one)."""
         with self._cond:
             while self._owner is not None and self._owner is not owner:
                 self._cond.wait()
@@ -59,9 +61,13 @@ class WalletLock:
         try:
             if outermost:  # another process may hold it: wait outside our own condition
                 fd = self._take_file_lock()
-                with self._cond:
-                    self._fd = fd
-                    self._cond.notify_all()
+                try:
+                    if on_take is not None:
+                        on_take()
+                finally:
+                    with self._cond:
+                        self._fd = fd
+                        self._cond.notify_all()
             yield outermost
         finally:
             with self._cond:

@@ -140,16 +140,13 @@ class TxSender:
     def exclusive(self) -> Iterator[None]:
         """Holds the key's lock: sign and broadcast inside it, so that no other sender of this key
         on this machine takes the same nonces. Taking it re-reads the node's pending count."""
-        with self._wallet.held(self) as outermost:
-            if outermost:
-                pending = int(self.rpc.call("eth_getTransactionCount", [self.address, "pending"]), 16)
-                with self._lock:  # the node's count covers our own sent ones too
-                    self._nonce = pending
+        with self._wallet.held(self, on_take=self.resync_nonce):
             yield
 
     def _next_nonces(self, n: int) -> list[int]:
         with self.exclusive(), self._lock:
-            assert self._nonce is not None
+            if self._nonce is None:  # the node's count covers our own sent ones too
+                self._nonce = int(self.rpc.call("eth_getTransactionCount", [self.address, "pending"]), 16)
             start = self._nonce
             self._nonce += n
             return list(range(start, start + n))
