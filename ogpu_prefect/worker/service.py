@@ -122,10 +122,17 @@ class ServiceClient:
     def submit(self, function_name: str, task_address: str, data: Any) -> None:
         """Sends the task's input (the handler's input model, unwrapped); expects 202."""
         url = f"{self.base_url}/run/{function_name}/{task_address}"
-        try:
-            resp = self._session.post(url, json=data, timeout=self.timeout)
-        except requests.RequestException as e:
-            raise ServiceError(f"service at {self.base_url} unreachable: {e}") from None
+        for attempt in (1, 2):
+            try:
+                resp = self._session.post(url, json=data, timeout=self.timeout)
+                break
+            except requests.ConnectionError as e:
+                # A kept-alive connection the service closed as we reused it (uvicorn drops idle
+                # ones after 5 s) is reset before an answer: once, on a new connection.
+                if attempt == 2 or "Connection aborted" not in str(e):
+                    raise ServiceError(f"service at {self.base_url} unreachable: {e}") from None
+            except requests.RequestException as e:
+                raise ServiceError(f"service at {self.base_url} unreachable: {e}") from None
         if resp.status_code != 202:
             raise ServiceError(f"{url} answered HTTP {resp.status_code}: {resp.text[:500]}")
 
