@@ -148,26 +148,29 @@ class FlowRunJournal:
     # ---- flushing ----
 
     async def run(self, stop: anyio.Event, interval: float = 0.25) -> None:
+        behind = False
         while not stop.is_set():
-            with anyio.move_on_after(interval * 8):
-                await self._wake.wait()
+            if not behind:  # with artifacts still to write, no waiting for news
+                with anyio.move_on_after(interval * 8):
+                    await self._wake.wait()
             self._wake = anyio.Event()
             try:
-                await self.flush()
+                behind = await self.flush()
             except Exception as e:  # the API hiccuped: what is not written is kept and retried
                 self.log_.warning("recording flow runs failed (%s); retrying", e)
                 await anyio.sleep(random.uniform(0.5, 2.0))
             else:
                 await anyio.sleep(interval)  # lets a burst accumulate into one request
 
-    async def flush(self) -> None:
+    async def flush(self) -> bool:
+        """Writes what is pending; True when ended tasks' artifacts are still to be written."""
         while self._closing:
             run_id, message = self._closing[0]
             await self.close_runs([run_id], "CANCELLED", message)
             self._closing.pop(0)
         await self._create()
         await self._set_states()
-        await self._write_artifacts()
+        return await self._write_artifacts()
 
     async def _create(self) -> None:
         todo = [e for e in self._entries.values() if e.run_id is None]
@@ -279,8 +282,9 @@ class FlowRunJournal:
             await self.client.set_flow_run_state(i, state, force=True)
         return set(ids)
 
-    async def _write_artifacts(self, at_most: int = 16) -> None:
-        """The ended tasks' artifacts, a few per flush: creations and states go first."""
+    async def _write_artifacts(self, at_most: int = 16) -> bool:
+        """The ended tasks' artifacts, a few per flush: creations and states go first. True when
+        more are left."""
         from prefect.client.schemas.actions import ArtifactCreate
 
         ended = [(t, e) for t, e in self._entries.items() if e.end_set]
@@ -300,6 +304,7 @@ class FlowRunJournal:
                 self._late[e.task] = e.logger  # for output that trails the task
                 while len(self._late) > 256:
                     self._late.pop(next(iter(self._late)))
+        return len(ended) > at_most
 
     def _attach(self, e: _Entry) -> None:
         from prefect.client.schemas.objects import FlowRun
