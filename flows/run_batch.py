@@ -46,6 +46,7 @@ from ogpu_prefect.flowkit import (
     Wallet,
     batch_flow,
     redact_stored_parameters,
+    served_parameters,
     tag_run,
 )
 from ogpu_prefect.models import TaskResult
@@ -297,15 +298,8 @@ def _check_inputs(inputs: Any, payment: int, budget: int | None) -> int:
 if __name__ == "__main__":
     # `python flows/run_batch.py`: serves the deployment "ogpu-run-batch/run-batch" (run it from the
     # UI's form or `prefect deployment run`); the defaults name the blocks `./dev demo` saves.
-    import os
-
     run_batch.serve(
         name="run-batch",
         tags=list(RUN_TAGS),
-        parameters={
-            "payment": os.environ.get("OGPU_PAYMENT", "0.01 OGPU"),
-            "network": os.environ.get("OGPU_NETWORK_BLOCK", "devnet"),
-            "wallet": os.environ.get("OGPU_WALLET_BLOCK", "client"),
-            "storage": os.environ.get("OGPU_STORAGE_BLOCK", "devnet"),
-        },
+        parameters=served_parameters(),
     )

@@ -34,6 +34,7 @@ from ogpu_prefect.flowkit import (
     batch_flow,
     or_none,
     redact_stored_parameters,
+    served_parameters,
     tag_run,
 )
 from ogpu_prefect.flows.stream_batch import results_storage_options, stream_tasks
@@ -220,9 +221,6 @@ def serve_nightly() -> None:
     (`OGPU_BATCH_CRON`, default 02:00 every day) with its parameters from the environment."""
     import os
 
-    payment = os.environ.get("OGPU_PAYMENT", "")
-    if not payment and os.environ.get("OGPU_PAYMENT_WEI"):
-        payment = f"{int(os.environ['OGPU_PAYMENT_WEI'])} wei"
     scheduled_batch.serve(
         name="nightly",
         cron=os.environ.get("OGPU_BATCH_CRON", "0 2 * * *"),
@@ -230,10 +228,7 @@ def serve_nightly() -> None:
         parameters={
             "inbox": os.environ.get("OGPU_BATCH_INBOX", "file://./inbox"),
             "source": os.environ["OGPU_SOURCE"],
-            "payment": payment or "0.01 OGPU",
-            "network": os.environ.get("OGPU_NETWORK_BLOCK", "devnet"),
-            "wallet": os.environ.get("OGPU_WALLET_BLOCK", "client"),
-            "storage": os.environ.get("OGPU_STORAGE_BLOCK", "devnet"),
+            **served_parameters(),
         },
     )
 

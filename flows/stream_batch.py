@@ -50,6 +50,7 @@ from ogpu_prefect.flowkit import (
     batch_flow,
     or_none,
     redact_stored_parameters,
+    served_parameters,
     settled_on_error,
     tag_run,
 )
@@ -353,15 +354,8 @@ def _report(summary: StreamSummary, chain_id: int, source: str, payment: int) ->
 
 if __name__ == "__main__":
     # `python flows/stream_batch.py`: serves the deployment "ogpu-stream-batch/stream-batch".
-    import os
-
     stream_batch.serve(
         name="stream-batch",
         tags=list(RUN_TAGS),
-        parameters={
-            "payment": os.environ.get("OGPU_PAYMENT", "0.01 OGPU"),
-            "network": os.environ.get("OGPU_NETWORK_BLOCK", "devnet"),
-            "wallet": os.environ.get("OGPU_WALLET_BLOCK", "client"),
-            "storage": os.environ.get("OGPU_STORAGE_BLOCK", "devnet"),
-        },
+        parameters=served_parameters(),
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
@@ -225,6 +226,22 @@ def batch_flow(**options: Any) -> Callable[[Callable[..., Any]], RedactingFlow]:
         return RedactingFlow(fn=fn, **options)
 
     return decorate
+
+
+def served_parameters() -> dict[str, str]:
+    """The parameters a served batch flow's deployment takes from the environment (`python
+    flows/<flow>.py`): the payment (`OGPU_PAYMENT`, an amount with its unit, or `OGPU_PAYMENT_WEI`,
+    a number of wei; default 0.01 OGPU) and the blocks `./dev demo` saves (`OGPU_NETWORK_BLOCK`,
+    `OGPU_WALLET_BLOCK`, `OGPU_STORAGE_BLOCK`)."""
+    payment = os.environ.get("OGPU_PAYMENT", "")
+    if not payment and os.environ.get("OGPU_PAYMENT_WEI"):
+        payment = f"{int(os.environ['OGPU_PAYMENT_WEI'])} wei"
+    return {
+        "payment": payment or "0.01 OGPU",
+        "network": os.environ.get("OGPU_NETWORK_BLOCK", "devnet"),
+        "wallet": os.environ.get("OGPU_WALLET_BLOCK", "client"),
+        "storage": os.environ.get("OGPU_STORAGE_BLOCK", "devnet"),
+    }
 
 
 def tag_run(wanted: Iterable[str]) -> None:

@@ -45,23 +45,11 @@ by hand.
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass
-from typing import Any
+from dataclasses import dataclass
 
-from .types import {enums}
+from .types import AbiStruct, {enums}
 
 __all__ = [{names}]
-
-
-class _Struct:
-    """The ABI encoder takes a struct as the tuple of its values; the decoder builds it from one."""
-
-    def as_tuple(self) -> tuple[Any, ...]:
-        return astuple(self)  # type: ignore[call-overload]
-
-    @classmethod
-    def from_tuple(cls, values: tuple[Any, ...]) -> Any:
-        return cls(*values)
 '''
 
 STRUCT_DOCS = {
@@ -106,7 +94,7 @@ def render_structs() -> str:
     out = [STRUCTS_HEADER.format(enums=", ".join(enums), names=names)]
     for name, components in structs.items():
         defaults = STRUCT_DEFAULTS.get(name, {})
-        lines = [f"\n\n@dataclass(frozen=True)\nclass {name}(_Struct):\n"]
+        lines = [f"\n\n@dataclass(frozen=True)\nclass {name}(AbiStruct):\n"]
         doc = textwrap.fill(f'"""{STRUCT_DOCS[name]}"""', 100, initial_indent="    ", subsequent_indent="    ")
         lines.append(f"{doc}\n\n")
         for c in components:
@@ -114,7 +102,7 @@ def render_structs() -> str:
             lines.append(f"    {c['name']}: {py_type(c)}{default}\n")
         out.append("".join(lines))
     listed = ", ".join(structs)
-    out.append(f"\n\nSTRUCTS: dict[str, type[_Struct]] = {{s.__name__: s for s in ({listed})}}\n")
+    out.append(f"\n\nSTRUCTS: dict[str, type[AbiStruct]] = {{s.__name__: s for s in ({listed})}}\n")
     return "".join(out)
 
 

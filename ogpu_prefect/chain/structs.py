@@ -5,27 +5,15 @@ by hand.
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass
-from typing import Any
+from dataclasses import dataclass
 
-from .types import DeliveryMethod
+from .types import AbiStruct, DeliveryMethod
 
 __all__ = ["SourceParams", "ResponseParams", "TaskParams", "STRUCTS"]
 
 
-class _Struct:
-    """The ABI encoder takes a struct as the tuple of its values; the decoder builds it from one."""
-
-    def as_tuple(self) -> tuple[Any, ...]:
-        return astuple(self)  # type: ignore[call-overload]
-
-    @classmethod
-    def from_tuple(cls, values: tuple[Any, ...]) -> Any:
-        return cls(*values)
-
-
 @dataclass(frozen=True)
-class SourceParams(_Struct):
+class SourceParams(AbiStruct):
     """A source's terms: its client, image metadata URL, environments, minimum payment, lockup and
     expiry, privacy, optional parameters, delivery method and last update."""
 
@@ -42,7 +30,7 @@ class SourceParams(_Struct):
 
 
 @dataclass(frozen=True)
-class ResponseParams(_Struct):
+class ResponseParams(AbiStruct):
     """A response as submitted: its task and provider, the URL of its payload, and the payment it
     asks for."""
 
@@ -53,7 +41,7 @@ class ResponseParams(_Struct):
 
 
 @dataclass(frozen=True)
-class TaskParams(_Struct):
+class TaskParams(AbiStruct):
     """A task as published: its source, config URL, expiry and payment."""
 
     source: str
@@ -62,4 +50,4 @@ class TaskParams(_Struct):
     payment: int
 
 
-STRUCTS: dict[str, type[_Struct]] = {s.__name__: s for s in (SourceParams, ResponseParams, TaskParams)}
+STRUCTS: dict[str, type[AbiStruct]] = {s.__name__: s for s in (SourceParams, ResponseParams, TaskParams)}

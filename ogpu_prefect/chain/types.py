@@ -3,7 +3,9 @@ structs.py)."""
 
 from __future__ import annotations
 
+from dataclasses import astuple
 from enum import IntEnum, IntFlag
+from typing import Any
 
 
 class TaskStatus(IntEnum):
@@ -45,3 +47,15 @@ class Environment(IntFlag):
 
 
 ENUMS: dict[str, type[IntEnum]] = {e.__name__: e for e in (TaskStatus, SourceStatus, ResponseStatus, DeliveryMethod)}
+
+
+class AbiStruct:
+    """The base of the ABIs' structs (structs.py, generated): the ABI encoder takes one as the
+    tuple of its values, and the decoder builds one from that tuple."""
+
+    def as_tuple(self) -> tuple[Any, ...]:
+        return astuple(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_tuple(cls, values: tuple[Any, ...]) -> Any:
+        return cls(*values)
