@@ -146,12 +146,12 @@ class BatchLease:
     def _renew(self) -> None:
         from prefect.client.orchestration import get_client
 
-        while not self._stop.wait(RENEW_S):
-            try:
-                with get_client(sync_client=True) as c:
+        with get_client(sync_client=True) as c:  # one client for the batch: each builds a TLS context
+            while not self._stop.wait(RENEW_S):
+                try:
                     c.renew_concurrency_lease(self.lease_id, LEASE_S)
-            except Exception as e:  # the batch goes on: ending it here would strand what is in flight
-                log.warning("could not renew batch %s's slot: %s", self.key, e)
+                except Exception as e:  # the batch goes on: ending it here would strand what is in flight
+                    log.warning("could not renew batch %s's slot: %s", self.key, e)
 
 
 def _machine() -> dict[str, str]:
