@@ -40,6 +40,7 @@ class ProgressReporter:
         self._changed = threading.Event()
         self._closed = False
         self._client: Any = None
+        self._sending = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="ogpu-batch-progress", daemon=True)
         self._thread.start()
 
@@ -56,10 +57,11 @@ class ProgressReporter:
         self._closed = True
         self._changed.set()
         self._thread.join(timeout=30)
-        self._send(100.0)
-        if self._client is not None:
-            self._client.__exit__(None, None, None)
-            self._client = None
+        self._send(100.0, final=True)
+        with self._sending:
+            if self._client is not None:
+                self._client.__exit__(None, None, None)
+                self._client = None
 
     def _loop(self) -> None:
         while not self._closed:
@@ -73,19 +75,22 @@ class ProgressReporter:
             )
             time.sleep(self.every_s)
 
-    def _send(self, progress: float) -> None:
+    def _send(self, progress: float, final: bool = False) -> None:
         """Updates the progress artifact through one client kept for the batch (Prefect's
         `update_progress_artifact` builds a client, and its TLS context, at each call: a profile
         of a 1,000-task batch put 8% of the client's CPU there)."""
         from prefect.client.orchestration import get_client
         from prefect.client.schemas.actions import ArtifactUpdate
 
-        try:
-            if self._client is None:
-                self._client = get_client(sync_client=True).__enter__()
-            self._client.update_artifact(self.artifact_id, ArtifactUpdate(data=progress))
-        except Exception:  # progress is cosmetic; the final update happens in close()
-            pass
+        with self._sending:  # the loop thread, or close() after it
+            if self._closed and not final:
+                return
+            try:
+                if self._client is None:
+                    self._client = get_client(sync_client=True).__enter__()
+                self._client.update_artifact(self.artifact_id, ArtifactUpdate(data=progress))
+            except Exception:  # progress is cosmetic; the final update happens in close()
+                pass
 
 
 def preview(result: Any) -> str:

@@ -12,6 +12,7 @@ the server to.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -146,12 +147,22 @@ class BatchLease:
     def _renew(self) -> None:
         from prefect.client.orchestration import get_client
 
-        with get_client(sync_client=True) as c:  # one client for the batch: each builds a TLS context
-            while not self._stop.wait(RENEW_S):
-                try:
-                    c.renew_concurrency_lease(self.lease_id, LEASE_S)
-                except Exception as e:  # the batch goes on: ending it here would strand what is in flight
-                    log.warning("could not renew batch %s's slot: %s", self.key, e)
+        client: Any = None  # kept across renewals: each new client builds a TLS context
+        while not self._stop.wait(RENEW_S):
+            try:
+                if client is None:
+                    client = get_client(sync_client=True).__enter__()
+                client.renew_concurrency_lease(self.lease_id, LEASE_S)
+            except Exception as e:  # the batch goes on: ending it here would strand what is in flight
+                log.warning("could not renew batch %s's slot: %s", self.key, e)
+                client = _closed(client)
+        _closed(client)
+
+
+def _closed(client: Any) -> None:
+    if client is not None:
+        with contextlib.suppress(Exception):
+            client.__exit__(None, None, None)
 
 
 def _machine() -> dict[str, str]:

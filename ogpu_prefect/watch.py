@@ -304,6 +304,7 @@ class EventStream:
 
     def __iter__(self) -> Iterator[ProtocolEvent]:
         if self._sync is None:
+            self._refuse_both(self._async)
             self._sync = self._events()
         return self._sync
 
@@ -312,8 +313,14 @@ class EventStream:
 
     def __aiter__(self) -> AsyncIterator[ProtocolEvent]:
         if self._async is None:
+            self._refuse_both(self._sync)
             self._async = self._aevents()
         return self._async
+
+    @staticmethod
+    def _refuse_both(other: object) -> None:
+        if other is not None:  # the other loop may hold a polled batch: its events would be lost
+            raise TypeError("read a watch with `for` or with `async for`, not both")
 
     async def __anext__(self) -> ProtocolEvent:
         return await self.__aiter__().__anext__()

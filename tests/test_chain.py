@@ -462,3 +462,65 @@ def test_threads_of_one_sender_never_sign_at_a_nonce_read_before_the_other_sent(
     thread.join(60)
     assert not errors, errors
     assert chain.vault.balance_of(sender.address) == before + 1 + 2 + 100, "every deposit, each once"
+
+
+def test_a_resync_by_one_thread_never_gives_away_another_threads_unsent_nonces(devnet) -> None:
+    """A failed broadcast makes its thread forget the nonce (its signed transactions were never
+    sent). Another thread of the same sender has signed 10 it has not sent yet: the node's count
+    misses them, so reading it then would hand those nonces out again (review of the fix above)."""
+    import threading
+
+    chain = Chain(devnet.network)
+    sender = chain.sender(devnet.key("client"))
+    signed, go_on = threading.Event(), threading.Event()
+    first: list[Any] = []
+
+    def holder() -> None:
+        with sender.exclusive():
+            first.extend(sender.sign([chain.vault.deposit(sender.address, value=1)] * 10, 100_000))
+            signed.set()
+            go_on.wait(30)
+            sender.broadcast(first)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    assert signed.wait(30)
+    sender.resync_nonce()
+    [late] = sender.sign([chain.vault.deposit(sender.address, value=1)], 100_000)
+    go_on.set()
+    thread.join(30)
+    assert late.nonce == first[-1].nonce + 1
+    sender.broadcast([late])
+    assert all(r.status == 1 for r in sender.wait([*first, late]))
+
+
+def test_a_failed_take_lets_a_waiting_thread_of_the_owner_take_the_lock_afresh() -> None:
+    """If the outermost hold's on_take raises, a thread of the same owner that waited must not
+    enter without an on_take of its own (review of the fix above)."""
+    import threading
+    import time
+
+    from ogpu_prefect.chain.nonces import WalletLock
+
+    lock, owner = WalletLock(1, "0x" + "ab" * 20, "test-failed-take"), object()
+    entered: list[bool] = []
+
+    def failing() -> None:
+        time.sleep(0.3)  # the other thread is waiting meanwhile
+        raise RuntimeError("the node did not answer")
+
+    def first() -> None:
+        with pytest.raises(RuntimeError), lock.held(owner, on_take=failing):
+            pass
+
+    def second() -> None:
+        time.sleep(0.1)
+        with lock.held(owner, on_take=lambda: entered.append(True)) as outermost:
+            entered.append(outermost)
+
+    threads = [threading.Thread(target=first, daemon=True), threading.Thread(target=second, daemon=True)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert entered == [True, True], "the second took it as outermost and ran its own on_take"

@@ -37,6 +37,7 @@ class WalletLock:
         self._cond = threading.Condition()
         self._owner: object | None = None
         self._depth = 0
+        self._threads: dict[int, int] = {}  # thread id -> its holds (nested ones included)
         self._fd: int | None = None
         directory = Path(tempfile.gettempdir()) / "ogpu-prefect-wallets"
         directory.mkdir(parents=True, exist_ok=True)
@@ -47,31 +48,41 @@ class WalletLock:
     def held(self, owner: object, on_take: Callable[[], None] | None = None) -> Iterator[bool]:
         """Holds the lock for `owner`; yields True when this call took it (the outermost hold).
         `on_take` runs once the lock is taken and before the owner's other threads may enter (a
-        sender re-reads its nonce there: a thread that signed in between would share one)."""
+        sender re-reads its nonce there: a thread that signed in between would share one). If it
+        raises, the lock is let go and a waiting thread of the owner takes it afresh."""
+        me = threading.get_ident()
         with self._cond:
-            while self._owner is not None and self._owner is not owner:
+            while True:
+                if self._owner is None:
+                    self._owner, outermost = owner, True
+                    break
+                if self._owner is owner and self._fd is not None:  # the owner's hold is ready
+                    outermost = False
+                    break
                 self._cond.wait()
-            outermost = self._owner is None
-            if outermost:
-                self._owner = owner
-            else:
-                while self._fd is None:  # the outermost hold is still taking the file lock
-                    self._cond.wait()
             self._depth += 1
+            self._threads[me] = self._threads.get(me, 0) + 1
         try:
             if outermost:  # another process may hold it: wait outside our own condition
                 fd = self._take_file_lock()
                 try:
                     if on_take is not None:
                         on_take()
-                finally:
-                    with self._cond:
-                        self._fd = fd
-                        self._cond.notify_all()
+                except BaseException:
+                    if fd >= 0:
+                        fcntl.flock(fd, fcntl.LOCK_UN)
+                        os.close(fd)
+                    raise
+                with self._cond:
+                    self._fd = fd
+                    self._cond.notify_all()
             yield outermost
         finally:
             with self._cond:
                 self._depth -= 1
+                self._threads[me] -= 1
+                if not self._threads[me]:
+                    del self._threads[me]
                 if self._depth == 0:
                     if self._fd is not None:
                         if self._fd >= 0:
@@ -80,6 +91,12 @@ class WalletLock:
                         self._fd = None
                     self._owner = None
                     self._cond.notify_all()
+
+    def others_inside(self) -> bool:
+        """Whether a thread other than this one is inside the hold."""
+        me = threading.get_ident()
+        with self._cond:
+            return any(t != me for t in self._threads)
 
     def _take_file_lock(self) -> int:
         """The file lock's descriptor; -1 when another process held it past FILE_LOCK_WAIT_S (a
@@ -98,6 +115,39 @@ class WalletLock:
                     )
                     return -1
                 time.sleep(0.01)
+
+
+class NonceCounter:
+    """A sender's next nonce: read from the node (`read_pending`, its pending count) when unknown,
+    then counted up locally while the sender holds the key's lock."""
+
+    def __init__(self, wallet: WalletLock, read_pending: Callable[[], int]) -> None:
+        self._wallet, self._read_pending = wallet, read_pending
+        self._lock = threading.Lock()
+        self._next: int | None = None
+        self._stale = False
+
+    def forget(self) -> None:
+        """At each take of the key's lock: every earlier holder's transactions are with the node."""
+        with self._lock:
+            self._next, self._stale = None, False
+
+    def resync(self) -> None:
+        """Signed transactions were never sent: read the count again, but only once no other
+        thread of the sender is inside the lock (the node's count would miss what it signed and
+        has not sent yet), at the latest at the next take."""
+        with self._lock:
+            self._stale = True
+
+    def take(self, n: int) -> list[int]:
+        """n consecutive nonces; call inside the key's lock."""
+        with self._lock:
+            if self._stale and not self._wallet.others_inside():
+                self._next, self._stale = None, False
+            if self._next is None:
+                self._next = self._read_pending()
+            start, self._next = self._next, self._next + n
+            return list(range(start, start + n))
 
 
 def wallet_lock(chain_id: int, address: str, endpoint: str = "") -> WalletLock:

@@ -9,7 +9,6 @@ has it ("already known", "nonce too low"), the hash is looked up instead.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -29,7 +28,7 @@ from .errors import (
     revert_error,
 )
 from .logs import Log
-from .nonces import wallet_lock
+from .nonces import NonceCounter, wallet_lock
 from .pool import describe_unmined, is_anvil, requeue_stuck
 from .rpc import Rpc
 from .signing import TxSigner
@@ -120,11 +119,12 @@ class TxSender:
     ) -> None:
         self.rpc, self.signer, self.chain_id = rpc, signer, chain_id
         self.gas_margin, self.receipt_timeout, self.poll_interval = gas_margin, receipt_timeout, poll_interval
-        self._lock = threading.Lock()
         # Asked before transactions that lost their nonce are signed again (see resign).
         self.superseded: Superseded | None = None
-        self._nonce: int | None = None
         self._wallet = wallet_lock(chain_id, signer.address, rpc.url)
+        self._nonces = NonceCounter(
+            self._wallet, lambda: int(self.rpc.call("eth_getTransactionCount", [self.address, "pending"]), 16)
+        )
         self._dev: bool | None = None
 
     @property
@@ -140,21 +140,16 @@ class TxSender:
     def exclusive(self) -> Iterator[None]:
         """Holds the key's lock: sign and broadcast inside it, so that no other sender of this key
         on this machine takes the same nonces. Taking it re-reads the node's pending count."""
-        with self._wallet.held(self, on_take=self.resync_nonce):
+        with self._wallet.held(self, on_take=self._nonces.forget):
             yield
 
     def _next_nonces(self, n: int) -> list[int]:
-        with self.exclusive(), self._lock:
-            if self._nonce is None:  # the node's count covers our own sent ones too
-                self._nonce = int(self.rpc.call("eth_getTransactionCount", [self.address, "pending"]), 16)
-            start = self._nonce
-            self._nonce += n
-            return list(range(start, start + n))
+        with self.exclusive():
+            return self._nonces.take(n)
 
     def resync_nonce(self) -> None:
-        """Forget the local nonce; the next send reads it from the node."""
-        with self._lock:
-            self._nonce = None
+        """Forget the local nonce (signed transactions were never sent; see NonceCounter.resync)."""
+        self._nonces.resync()
 
     def _fees(self, total_gas: int) -> dict[str, int]:
         """Fees for a batch using `total_gas`. EIP-1559 where blocks carry a base fee: a pipelined

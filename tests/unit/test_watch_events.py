@@ -22,3 +22,15 @@ def test_each_event_class_has_a_field_per_abi_input() -> None:
             inputs = spec(contract).events[name].inputs
             own = {f.name for f in dataclasses.fields(cls)} - base
             assert len(own) == len(inputs), (contract, name, own, [p["name"] for p in inputs])
+
+
+def test_a_watch_is_read_with_for_or_async_for_not_both() -> None:
+    """A loop that stopped holds the rest of its polled batch: the other kind of loop would lose it."""
+    import pytest
+
+    from ogpu_prefect.watch import EventStream
+
+    stream = EventStream(object(), 1.0, None)  # type: ignore[arg-type]  # nothing polls before the first event
+    iter(stream)
+    with pytest.raises(TypeError, match="not both"):
+        stream.__aiter__()
