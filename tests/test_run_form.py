@@ -224,22 +224,35 @@ def fill_in_and_submit(driver: Any, world: World, deployment_id: Any) -> str:
 
     form_url = driver.current_url
     driver.find_element(By.XPATH, "//button[normalize-space(.)='Submit']").click()
-    deadline = time.time() + 60
+    deadline, retried = time.time() + 60, False
     while driver.current_url == form_url:  # the UI goes back to the deployment once the run is made
         if time.time() > deadline:
             driver.save_screenshot(str(SHOTS / "run-form-refused.png"))
             raise AssertionError(driver.find_element(By.TAG_NAME, "body").text[:3000])
+        if not retried and "Something went wrong" in driver.find_element(By.TAG_NAME, "body").text:
+            # The UI's generic toast for a failed API call: seen once in a clean-clone CI run on a
+            # loaded 2-CPU machine, with the same form accepted in every other run. Submitted again
+            # only if no run was made; a second failure fails the test.
+            driver.save_screenshot(str(SHOTS / "run-form-retried.png"))
+            if not runs_of(deployment_id):
+                print("the run form's first submit failed in the UI ('Something went wrong'); submitting again")
+                driver.find_element(By.XPATH, "//button[normalize-space(.)='Submit']").click()
+            retried, deadline = True, time.time() + 60
         time.sleep(0.5)
     return created_run(deployment_id)
 
 
-def created_run(deployment_id: Any) -> str:
-    """The id of the flow run the form just created (the deployment's only run)."""
+def runs_of(deployment_id: Any) -> list[Any]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
     with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
+        return client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
+
+
+def created_run(deployment_id: Any) -> str:
+    """The id of the flow run the form just created (the deployment's only run)."""
+    runs = runs_of(deployment_id)
     assert len(runs) == 1, runs
     return str(runs[0].id)
 
