@@ -119,12 +119,13 @@ def _proc_table() -> dict[int, tuple[int, str, float]]:
     return out
 
 
-def cpu_seconds(extra_roots: tuple[int, ...] = ()) -> dict[int, tuple[str, float]]:
+def cpu_seconds(extra_roots: tuple[int, ...] = (), named: dict[int, str] | None = None) -> dict[int, tuple[str, float]]:
     """CPU seconds used so far by each process of this run, by pid, with its part: this process
     (the client: run_batch and, in floors, the floor loops) and its descendants (the stack's
     servers, workers and their services, anvil, the payload server), plus the trees of
-    `extra_roots` (PostgreSQL's postmaster, which daemonizes). Other users' processes on the
-    machine are not counted. A process' children's time counts once they are reaped by it."""
+    `extra_roots` (PostgreSQL's postmaster, which daemonizes); `named` gives parts to pids that
+    no command line tells apart (a forked child). Other users' processes on the machine are not
+    counted. A process' children's time counts once they are reaped by it."""
     table = _proc_table()
     children: dict[int, list[int]] = {}
     for pid, (ppid, _, _) in table.items():
@@ -141,6 +142,7 @@ def cpu_seconds(extra_roots: tuple[int, ...] = ()) -> dict[int, tuple[str, float
     for pid in mine:
         _, cmd, secs = table[pid]
         role = "client" if pid == me else next((r for key, r in ROLES if key in cmd), "other")
+        role = (named or {}).get(pid, role)
         out[pid] = (role, secs)
     return out
 

@@ -11,7 +11,11 @@ from 1,000 to 10,000 tasks is anvil's, so ours/floor at each size separates the 
 from the node's. After each batch it compares the `ogpu.` events the client emitted during it
 (its sender's counters) with those the server stored.
 
-    .venv/bin/python bench/scaling.py [--sizes 1000,10000] [--stack production]
+    .venv/bin/python bench/scaling.py [--sizes 1000,10000] [--stack production] [--profile]
+
+Each batch prints the CPU seconds of every part of the run (client, stand-in providers, Prefect
+API and services, PostgreSQL, Redis, anvil) from /proc; `--profile` adds a py-spy profile of the
+client, the stand-in providers and the Prefect servers in the largest batch (bench/_profile.py).
 
 Ends with `peak_mb_10k=<the client process' maximum RSS, MB, by the end of the largest batch
 (imports included)> growth_vs_floor=<(ours/floor) at the largest size / (ours/floor) at 1,000 (or
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import resource
 import sys
 import time
@@ -32,7 +37,16 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _floors import chain_floor, stand_providers  # noqa: E402
-from _prefect_api import prefect_api, queue_full_lines, sender_counts, wait_stored  # noqa: E402
+from _prefect_api import (  # noqa: E402
+    cpu_by_part,
+    cpu_seconds,
+    postmaster_pid,
+    prefect_api,
+    queue_full_lines,
+    sender_counts,
+    wait_stored,
+)
+from _profile import start_profilers, stop_profilers  # noqa: E402
 from _workdir import workdir  # noqa: E402
 
 from ogpu_prefect.chain.connection import Chain  # noqa: E402
@@ -97,6 +111,12 @@ def run_floor(profile: dict, store_root: str, n: int) -> float:
         proc.join(timeout=60)
 
 
+def show_cpu(n: int, what: str, cpu: dict[str, float]) -> None:
+    parts = ", ".join(f"{k} {v:.1f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]) if v >= 0.05)
+    total = sum(cpu.values())
+    print(f"{n:>6} tasks: CPU seconds in {what} ({total:.1f} on {os.cpu_count()} CPUs): {parts}", flush=True)
+
+
 def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -106,6 +126,9 @@ def main() -> None:
     ap.add_argument("--sizes", default="1000,10000")
     ap.add_argument("--stack", choices=("sqlite", "production"), default="production")
     ap.add_argument("--servers", type=int, default=1, help="API servers of the production stack")
+    ap.add_argument("--profile", action="store_true", help="py-spy the client, providers and servers (largest batch)")
+    ap.add_argument("--profile-rate", type=int, default=50)
+    ap.add_argument("--profile-dir", type=Path, default=Path("/tmp"), help="where py-spy's raw profiles are kept")
     args = ap.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
 
@@ -131,8 +154,11 @@ def main() -> None:
                 storage = OGPUStorage(write_url=f"file://{store.root.resolve()}", read_url=store.base_url)
                 profile = {**net.profile, "payload_url": store.base_url}
                 for n in sizes:
+                    pg = postmaster_pid(tmp)
+                    cpu0 = cpu_seconds(pg)
                     floors[n] = run_floor(profile, str(store.root.resolve()), n)
                     print(f"{n:>6} tasks: chain floor {floors[n]:.1f}s", flush=True)
+                    show_cpu(n, "the floor", cpu_by_part(cpu0, cpu_seconds(pg)))
 
                     client = OGPUClient(chain, net.key("client"), store)  # the floor and run_batch moved the nonce
                     spec = SourceSpec(
@@ -153,8 +179,17 @@ def main() -> None:
                         args=(profile, source, ROLES, chain.block_number(), str(store.root.resolve()), stop),
                     )
                     proc.start()
+                    profs = []
+                    if args.profile and n == max(sizes):
+                        targets = {"client": os.getpid(), "providers": proc.pid}
+                        for pid, (role, _) in cpu_seconds().items():
+                            if role in ("Prefect API", "Prefect services"):
+                                targets[f"{role.replace(' ', '-')}-{pid}"] = pid
+                        profs = start_profilers(targets, args.profile_dir, args.profile_rate)
+                        time.sleep(2.0)  # py-spy attaches
                     before_rss, before_events = rss_mb(), sender_counts()
                     queue_full0 = queue_full_lines(tmp)
+                    cpu0 = cpu_seconds(pg, {proc.pid: "providers"})
                     began = time.time()
                     t0 = time.perf_counter()
                     results = run_batch(
@@ -170,6 +205,9 @@ def main() -> None:
                     )
                     times[n] = time.perf_counter() - t0
                     peaks[n] = rss_mb() - before_rss
+                    cpu = cpu_by_part(cpu0, cpu_seconds(pg, {proc.pid: "providers"}))
+                    if profs:
+                        stop_profilers(profs)
                     stop.set()
                     proc.join(timeout=60)
                     events.sender().flush(60.0)
@@ -186,6 +224,7 @@ def main() -> None:
                         f"'queue is full' lines {queue_full}",
                         flush=True,
                     )
+                    show_cpu(n, "the batch", cpu)
         finally:
             net.stop()
     big = max(sizes)
