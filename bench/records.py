@@ -10,7 +10,11 @@ worker's, N tasks (default 1,000) are recorded twice:
 - ours: a FlowRunJournal told of every task's start and end at once, flushing until nothing is
   pending (its own pacing, concurrency and retries).
 
-    .venv/bin/python bench/records.py [--tasks 1000] [--stack production] [--at-once 8]
+    .venv/bin/python bench/records.py [--tasks 1000] [--stack production] [--at-once 8] [--profile]
+
+Each phase prints the CPU seconds of every part (this process, the Prefect API and services,
+PostgreSQL, Redis) from /proc; `--profile` adds a py-spy profile of this process and the Prefect
+servers in each phase (bench/_profile.py).
 
 Ends with `records_floor_s=<s> records_ours_s=<s> records_vs_floor=<ours / floor>`.
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -28,7 +33,8 @@ from uuid import UUID
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _prefect_api import prefect_api  # noqa: E402
+from _prefect_api import cpu_by_part, cpu_seconds, postmaster_pid, prefect_api  # noqa: E402
+from _profile import start_profilers, stop_profilers  # noqa: E402
 from _workdir import workdir  # noqa: E402
 
 ARTIFACT = "| task | response |\n|---|---|\n| 0x... | 0x... |"
@@ -119,13 +125,40 @@ async def ours(client: Any, n: int) -> float:
     return time.perf_counter() - start
 
 
-async def measure(api: str, n: int, at_once: int) -> tuple[float, float]:
+class Phase:
+    """One phase's CPU seconds by part, and its py-spy profiles when asked."""
+
+    def __init__(self, home: Path, name: str, profile: dict[str, Any] | None) -> None:
+        self.pg, self.name, self.profile = postmaster_pid(home), name, profile
+        self.profs: list[Any] = []
+
+    def __enter__(self) -> None:
+        if self.profile is not None:
+            targets = {"bench": os.getpid()}
+            for pid, (role, _) in cpu_seconds().items():
+                if role in ("Prefect API", "Prefect services"):
+                    targets[f"{self.name}-{role.replace(' ', '-')}-{pid}"] = pid
+            self.profs = start_profilers(targets, self.profile["dir"], self.profile["rate"])
+            time.sleep(2.0)  # py-spy attaches
+        self.cpu0 = cpu_seconds(self.pg)
+
+    def __exit__(self, *exc: object) -> None:
+        cpu = cpu_by_part(self.cpu0, cpu_seconds(self.pg))
+        parts = ", ".join(f"{k} {v:.1f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]) if v >= 0.05)
+        print(f"{self.name}: CPU seconds ({sum(cpu.values()):.1f} on {os.cpu_count()} CPUs): {parts}", flush=True)
+        if self.profs:
+            stop_profilers(self.profs)
+
+
+async def measure(api: str, home: Path, n: int, at_once: int, profile: dict[str, Any] | None) -> tuple[float, float]:
     from prefect.client.orchestration import PrefectClient
 
     async with PrefectClient(api) as client:  # this stack's API, whatever the profile says
-        floor_s = await floor(client, n, at_once)
+        with Phase(home, "floor", profile):
+            floor_s = await floor(client, n, at_once)
         print(f"floor: {n} records in {floor_s:.1f}s ({n / floor_s:.0f}/s) at {at_once} requests in flight")
-        ours_s = await ours(client, n)
+        with Phase(home, "ours", profile):
+            ours_s = await ours(client, n)
         print(f"ours (FlowRunJournal): {n} records in {ours_s:.1f}s ({n / ours_s:.0f}/s)")
         return floor_s, ours_s
 
@@ -135,9 +168,13 @@ def main() -> None:
     ap.add_argument("--tasks", type=int, default=1000)
     ap.add_argument("--stack", choices=("sqlite", "production"), default="production")
     ap.add_argument("--at-once", type=int, default=8, help="the floor's requests in flight (the journal's own: 8)")
+    ap.add_argument("--profile", action="store_true", help="py-spy this process and the servers in each phase")
+    ap.add_argument("--profile-rate", type=int, default=50)
+    ap.add_argument("--profile-dir", type=Path, default=Path("/tmp"), help="where py-spy's raw profiles are kept")
     args = ap.parse_args()
+    profile = {"dir": args.profile_dir, "rate": args.profile_rate} if args.profile else None
     with workdir("ogpu-records-") as tmp, prefect_api(tmp, args.stack) as info:
-        floor_s, ours_s = asyncio.run(measure(info.api_url, args.tasks, args.at_once))
+        floor_s, ours_s = asyncio.run(measure(info.api_url, tmp, args.tasks, args.at_once, profile))
     print(f"records_floor_s={floor_s:.1f} records_ours_s={ours_s:.1f} records_vs_floor={ours_s / floor_s:.2f}")
 
 

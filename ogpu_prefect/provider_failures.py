@@ -47,16 +47,32 @@ def ask(source: FailureSource, open_tasks: Sequence[Tracked]) -> None:
         t.provider_errors.update(found.get(t.published.address.lower(), {}))
 
 
+def may_fail_together(open_tasks: Sequence[Tracked], now: float) -> bool:
+    """What the chain alone says of the shortcut: every open task was attempted, none answered,
+    none had news for QUIET_S. When not, no report can end them, so none is asked for: in a
+    healthy batch the reports would be read over and over for nothing (at 10,000 tasks, queries
+    on the Prefect API's whole event table every few seconds)."""
+    return bool(open_tasks) and all(
+        t.attempt_count and not t.responses and now - t.last_news >= QUIET_S for t in open_tasks
+    )
+
+
+def fail_together(source: FailureSource, open_tasks: Sequence[Tracked], now: float) -> str | None:
+    """Asks `source` for what it has not yet reported, only where it can matter; returns the
+    shared error when the open tasks all failed the same way (failed_together), else None."""
+    if not may_fail_together(open_tasks, now):
+        return None
+    ask(source, open_tasks)
+    return failed_together(open_tasks, now)
+
+
 def failed_together(open_tasks: Sequence[Tracked], now: float) -> str | None:
     """The shared error when every open task was failed by every provider that attempted it, none
     answered, and all errors are of one kind; else None."""
-    if not open_tasks:
+    if not may_fail_together(open_tasks, now):
         return None
-    for t in open_tasks:
-        if t.responses or not t.attempt_count or len(t.provider_errors) < t.attempt_count:
-            return None
-        if now - t.last_news < QUIET_S:
-            return None
+    if any(len(t.provider_errors) < t.attempt_count for t in open_tasks):
+        return None
     errors = [e for t in open_tasks for e in t.provider_errors.values()]
     if len({same_error(e) for e in errors}) != 1:
         return None

@@ -27,7 +27,7 @@ from .chain.logs import EventLog
 from .chain.types import TaskStatus
 from .delivery import Decision, DecisionKind, DeliveryStrategy, FailReason, Rejection, ResponseView, TaskView
 from .models import PublishedTask
-from .provider_failures import FAILURES_EVERY_S, FailureSource, ask, failed_together
+from .provider_failures import FAILURES_EVERY_S, FailureSource, fail_together
 
 if TYPE_CHECKING:
     from .client import OGPUClient
@@ -160,12 +160,11 @@ class Waiter:
         """Every few seconds: what providers reported about the tasks attempted and unanswered;
         when all open tasks failed the same way and nothing was accepted, they fail now
         (provider_failures.py) instead of waiting out their expiry."""
-        if self.failures is None or time.monotonic() - self._last_failures < FAILURES_EVERY_S:
-            return
+        if self.failures is None or self.accepted or time.monotonic() - self._last_failures < FAILURES_EVERY_S:
+            return  # once a result was accepted, the failures are not the service refusing everything
         self._last_failures = time.monotonic()
         open_ = [t for t in self.tracked.values() if t.outcome is None]
-        ask(self.failures, open_)
-        note = None if self.accepted else failed_together(open_, time.time())
+        note = fail_together(self.failures, open_, time.time())
         if note is not None:
             for t in open_:
                 self._settle(t, Decision.fail(note, FailReason.PROVIDER_ERROR))

@@ -3,10 +3,13 @@ and when a batch stops instead of re-publishing (batch.same_failure). No chain, 
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from ogpu_prefect.batch import same_failure
 from ogpu_prefect.models import PublishedTask, TaskResult
-from ogpu_prefect.provider_failures import QUIET_S, ask, failed_together, same_error
-from ogpu_prefect.waiting import Tracked
+from ogpu_prefect.plugins.first_response import FirstResponse
+from ogpu_prefect.provider_failures import QUIET_S, ask, fail_together, failed_together, same_error
+from ogpu_prefect.waiting import Tracked, Waiter
 
 NOW = 1_000_000.0
 
@@ -69,3 +72,46 @@ def test_a_batch_stops_only_when_nothing_succeeded_and_all_failed_one_visible_wa
     assert same_failure([failed(1, "expired", "expired"), failed(2, "expired", "expired")]) is None, "not visible"
     assert same_failure([failed(1, "provider error", err(1)), failed(2, "provider error", "oom")]) is None
     assert same_failure([]) is None
+
+
+class CountingSource:
+    """A FailureSource that reports every asked task failed with `err`, and counts the asks."""
+
+    def __init__(self) -> None:
+        self.asked: list[list[str]] = []
+
+    def __call__(self, tasks: list[str]) -> dict[str, dict[str, str]]:
+        self.asked.append(tasks)
+        return {t.lower(): {"0xp": err(int(t, 16))} for t in tasks}
+
+
+def test_reports_are_read_only_when_they_can_end_the_open_tasks() -> None:
+    source = CountingSource()
+    assert fail_together(source, [tracked(1), tracked(2, attempts=0)], NOW) is None
+    assert fail_together(source, [tracked(1), tracked(2, quiet=0.5)], NOW) is None
+    answered = tracked(2)
+    answered.responses["0xr"] = object()  # type: ignore[assignment]
+    assert fail_together(source, [tracked(1), answered], NOW) is None
+    assert source.asked == [], "while the chain says it cannot be, the Prefect API is not queried"
+    both = [tracked(1), tracked(2)]
+    assert "the same way" in (fail_together(source, both, NOW) or "")
+    assert len(source.asked) == 1
+
+
+def test_a_wait_that_accepted_a_result_stops_reading_failure_reports() -> None:
+    """At 10,000 tasks the old wait queried the Prefect API's events for every attempted and
+    unanswered task every 3 s, all batch long: 17% of the API server's samples."""
+
+    def wait(*open_: Tracked, accepted: int) -> CountingSource:
+        source = CountingSource()
+        client = SimpleNamespace(chain=SimpleNamespace(cursor=lambda names, block: None), fetch=lambda url: None)
+        w = Waiter(client, [], FirstResponse(), from_block=0, failures=source)  # type: ignore[arg-type]
+        w.tracked = {t.published.address: t for t in open_}
+        w.accepted, w._last_failures = accepted, 0.0
+        w._provider_errors()
+        return source
+
+    assert wait(tracked(1), tracked(2), accepted=1).asked == [], "results came back: nothing refuses everything"
+    assert wait(tracked(1), tracked(2, attempts=0), accepted=0).asked == [], "an open task nobody tried yet"
+    source = wait(tracked(1), tracked(2), accepted=0)
+    assert len(source.asked) == 1, "every open task failed and nothing was accepted: the reports are read"
