@@ -1,7 +1,7 @@
 """The delivery-method plugin interface: how a task's result is chosen and paid.
 
-A strategy sees one task at a time (`TaskView`: on-chain status, responses, lazily fetched
-payloads, when each was first seen) and answers with a `Decision`. The waiting loop
+A strategy sees one task at a time (`TaskView`: on-chain status, responses, their payloads
+(fetched as they arrive, or when first read), when each was first seen) and answers with a `Decision`. The waiting loop
 (`ogpu_prefect.client.wait_for`) does the chain reads, the confirmations and the bookkeeping; a
 strategy only decides, and marks the responses it refuses (`ResponseView.reject`): the loop
 counts those in the providers' reputation (reputation.py), hides banned providers' responses from
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -93,6 +93,18 @@ class ResponseView:
                 break
             time.sleep(pause * (attempt + 1))
         return self._payload
+
+
+def prefetch(views: Sequence[ResponseView]) -> None:
+    """Reads many new responses' payloads 8 at a time (each as its `payload` would), before
+    anything decides on them: one by one, a wait's loop spent a round trip per result (at 10,000
+    tasks, 35% of the client's samples)."""
+    if len(views) <= 1:
+        return  # read when decided on, as before
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(8, len(views)), thread_name_prefix="ogpu-fetch") as pool:
+        list(pool.map(lambda v: v.payload, views))
 
 
 @dataclass

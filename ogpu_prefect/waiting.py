@@ -25,7 +25,16 @@ from typing import TYPE_CHECKING
 from .chain.errors import TxRpcError
 from .chain.logs import EventLog
 from .chain.types import TaskStatus
-from .delivery import Decision, DecisionKind, DeliveryStrategy, FailReason, Rejection, ResponseView, TaskView
+from .delivery import (
+    Decision,
+    DecisionKind,
+    DeliveryStrategy,
+    FailReason,
+    Rejection,
+    ResponseView,
+    TaskView,
+    prefetch,
+)
 from .models import PublishedTask
 from .provider_failures import FAILURES_EVERY_S, FailureSource, fail_together
 
@@ -334,11 +343,15 @@ class Waiter:
             return
         params = self.chain.read_many([self.chain.response(r).read.get_response_params() for _, r in pairs])
         seen = time.time()
+        views = []
         for (t, r), p in zip(pairs, params):
-            t.responses[r] = ResponseView(r, p.provider, p.payment, p.data, seen, self.client.fetch)
+            t.responses[r] = view = ResponseView(r, p.provider, p.payment, p.data, seen, self.client.fetch)
             if self.book is not None:
                 self.book.seen(p.provider, seen)
+            if self.book is None or not self.book.banned(p.provider, seen):  # a banned one's URL is not read
+                views.append(view)
             self.notify("responded", t)
+        prefetch(views)
 
     def _confirm(self, confirms: list[Tracked]) -> None:
         responses = [t.outcome.response.address for t in confirms]  # type: ignore[union-attr]

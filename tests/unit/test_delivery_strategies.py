@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from ogpu_prefect.chain.types import TaskStatus
-from ogpu_prefect.delivery import DecisionKind, FailReason, ResponseView, TaskView
+from ogpu_prefect.delivery import DecisionKind, FailReason, ResponseView, TaskView, prefetch
 from ogpu_prefect.plugins.auction import Auction
 from ogpu_prefect.plugins.consensus import Consensus
 from ogpu_prefect.plugins.first_response import FirstResponse
@@ -77,3 +78,22 @@ def test_auction_confirms_the_lowest_bid_after_its_window() -> None:
     rs = [response(1, {"v": 1}, payment=70, seen=0), response(2, {"v": 1}, payment=30, seen=1)]
     assert Auction(window=5).decide(view(TaskStatus.RESPONDED, rs, now=3)).kind is DecisionKind.WAIT
     assert Auction(window=5).decide(view(TaskStatus.RESPONDED, rs, now=6)).response.address == "0xr2"
+
+
+def test_new_responses_payloads_are_read_together_each_once_and_failures_as_a_lazy_read() -> None:
+    """Three reads can only pass a three-party barrier if they are in flight at once (one by one,
+    the first would wait for the barrier's timeout and fail)."""
+    barrier, calls = threading.Barrier(3, timeout=10), []
+
+    def fetch(url: str) -> Any:
+        calls.append(url)
+        if url == "bad":
+            raise OSError("gone")
+        barrier.wait()
+        return {"url": url}
+
+    views = [ResponseView(f"0xr{i}", "0xp", 1, url, 0.0, fetch) for i, url in enumerate(["u0", "u1", "u2", "bad"])]
+    prefetch(views)
+    assert [v.payload for v in views[:3]] == [{"url": "u0"}, {"url": "u1"}, {"url": "u2"}]
+    assert all(v.fetched for v in views[:3]) and sorted(calls) == ["bad", "u0", "u1", "u2"], "each read once"
+    assert not views[3].fetched and views[3].fetch_error == "gone", "a failed read backs off as a lazy one does"

@@ -287,3 +287,18 @@ def test_a_final_tasks_winner_is_accepted_even_from_a_banned_provider() -> None:
     waiter(FirstResponse(), book, t)._decide([t], 0)
     assert t.outcome.kind is DecisionKind.ACCEPT, "FIRST_RESPONSE paid it: the result is ours"
     assert book.record(W).accepted == 1
+
+
+def test_new_responses_are_read_as_they_arrive_except_a_banned_providers() -> None:
+    book = ReputationBook(1, ReputationPolicy(k=1), MemoryStore())
+    book.reject(W, "validator")
+    read: list[str] = []
+    providers = {"0xa": H, "0xb": W, "0xc": H}
+    w = waiter(Recording(), book)
+    w.client.fetch = lambda url: read.append(url) or {"url": url}
+    w.chain.response = lambda r: SimpleNamespace(read=SimpleNamespace(get_response_params=lambda: r))
+    w.chain.read_many = lambda calls: [SimpleNamespace(provider=providers[r], payment=1, data=f"u{r}") for r in calls]
+    t = tracked(0, attempts=3)
+    w._load_responses([(t, "0xa"), (t, "0xb"), (t, "0xc")])
+    assert sorted(read) == ["u0xa", "u0xc"], "read before any decision; the banned provider's URL never"
+    assert t.responses["0xa"].fetched and not t.responses["0xb"].fetched
