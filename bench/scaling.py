@@ -155,9 +155,10 @@ def main() -> None:
                 profile = {**net.profile, "payload_url": store.base_url}
                 for n in sizes:
                     pg = postmaster_pid(tmp)
-                    cpu0 = cpu_seconds(pg)
+                    cpu0, block0 = cpu_seconds(pg), Chain(net.network).block_number()
                     floors[n] = run_floor(profile, str(store.root.resolve()), n)
-                    print(f"{n:>6} tasks: chain floor {floors[n]:.1f}s", flush=True)
+                    blocks = Chain(net.network).block_number() - block0
+                    print(f"{n:>6} tasks: chain floor {floors[n]:.1f}s, {blocks} blocks mined", flush=True)
                     show_cpu(n, "the floor", cpu_by_part(cpu0, cpu_seconds(pg)))
 
                     client = OGPUClient(chain, net.key("client"), store)  # the floor and run_batch moved the nonce
@@ -190,7 +191,7 @@ def main() -> None:
                     before_rss, before_events = rss_mb(), sender_counts()
                     queue_full0 = queue_full_lines(tmp)
                     cpu0 = cpu_seconds(pg, {proc.pid: "providers"})
-                    began = time.time()
+                    began, block0 = time.time(), chain.block_number()
                     t0 = time.perf_counter()
                     results = run_batch(
                         source,
@@ -205,6 +206,7 @@ def main() -> None:
                     )
                     times[n] = time.perf_counter() - t0
                     peaks[n] = rss_mb() - before_rss
+                    blocks = chain.block_number() - block0
                     cpu = cpu_by_part(cpu0, cpu_seconds(pg, {proc.pid: "providers"}))
                     if profs:
                         stop_profilers(profs)
@@ -219,7 +221,7 @@ def main() -> None:
                     ok = sum(r.status == "finalized" for r in results)
                     print(
                         f"{n:>6} tasks: {ok} finalized in {times[n]:.1f}s ({n / times[n]:.0f} tasks/s), "
-                        f"{times[n] / floors[n]:.2f}x the floor; client RSS +{peaks[n]:.0f} MB "
+                        f"{times[n] / floors[n]:.2f}x the floor, {blocks} blocks mined; client RSS +{peaks[n]:.0f} MB "
                         f"(max RSS {rss_mb():.0f} MB); events emitted {emitted}, stored {stored}, "
                         f"'queue is full' lines {queue_full}",
                         flush=True,
