@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -38,6 +37,7 @@ class ProgressReporter:
         self._value: float | None = None
         self._done = 0
         self._changed = threading.Event()
+        self._closing = threading.Event()  # wakes the loop from its pause: close() must not wait it out
         self._closed = False
         self._client: Any = None
         self._sending = threading.Lock()
@@ -55,6 +55,7 @@ class ProgressReporter:
 
     def close(self) -> None:
         self._closed = True
+        self._closing.set()
         self._changed.set()
         self._thread.join(timeout=30)
         self._send(100.0, final=True)
@@ -73,7 +74,7 @@ class ProgressReporter:
             emit_batch_event(
                 "progress", *self.identity, {"done": self._done, "inputs": self.total, "percent": round(self._value, 1)}
             )
-            time.sleep(self.every_s)
+            self._closing.wait(self.every_s)
 
     def _send(self, progress: float, final: bool = False) -> None:
         """Updates the progress artifact through one client kept for the batch (Prefect's
