@@ -46,8 +46,9 @@ class SourceTerms:
 class OGPUClient:
     """One client account on one network, with a payload store. `signer`: a private key, an
     eth_account `LocalAccount`, or anything with `address` and `sign_transaction`. `fetch` reads
-    response payloads (default: over one kept-alive session, from any URL: pass `trusted_origins`
-    to refuse others, as `ogpu_prefect.tasks` does from the storage block)."""
+    response payloads, from several threads at once (default: over one kept-alive session, from
+    any URL: pass `trusted_origins` to refuse others, as `ogpu_prefect.tasks` does from the
+    storage block)."""
 
     def __init__(
         self,

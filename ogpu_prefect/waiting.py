@@ -338,20 +338,29 @@ class Waiter:
         return touched
 
     def _load_responses(self, pairs: list[tuple[Tracked, str]]) -> None:
-        """Reads what each (task, response address) names, in one batch."""
+        """Reads what each (task, response address) names, in one batch, and the payloads a
+        decision will read (`_worth_reading`), together."""
         if not pairs:
             return
         params = self.chain.read_many([self.chain.response(r).read.get_response_params() for _, r in pairs])
         seen = time.time()
-        views = []
+        loaded = []
         for (t, r), p in zip(pairs, params):
             t.responses[r] = view = ResponseView(r, p.provider, p.payment, p.data, seen, self.client.fetch)
             if self.book is not None:
                 self.book.seen(p.provider, seen)
-            if self.book is None or not self.book.banned(p.provider, seen):  # a banned one's URL is not read
-                views.append(view)
+            loaded.append((t, view))
             self.notify("responded", t)
-        prefetch(views)
+        prefetch([v for t, v in loaded if self._worth_reading(t, v, seen)])
+
+    def _worth_reading(self, t: Tracked, view: ResponseView, now: float) -> bool:
+        """Whether a decision will read this payload: its task is undecided, its provider not
+        banned (a ban made by a decision in this same poll comes too late to spare its other
+        URLs of the poll), and, for a task already closed, it is the task's only response (a
+        FIRST_RESPONSE winner; of several, the delivery method reads the winner's alone)."""
+        if t.outcome is not None or (self.book is not None and self.book.banned(view.provider, now)):
+            return False
+        return not t.status.is_final or len(t.responses) == 1
 
     def _confirm(self, confirms: list[Tracked]) -> None:
         responses = [t.outcome.response.address for t in confirms]  # type: ignore[union-attr]

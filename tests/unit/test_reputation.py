@@ -302,3 +302,11 @@ def test_new_responses_are_read_as_they_arrive_except_a_banned_providers() -> No
     w._load_responses([(t, "0xa"), (t, "0xb"), (t, "0xc")])
     assert sorted(read) == ["u0xa", "u0xc"], "read before any decision; the banned provider's URL never"
     assert t.responses["0xa"].fetched and not t.responses["0xb"].fetched
+
+    read.clear()
+    decided, closed, won, won2 = (tracked(i, attempts=2) for i in range(1, 5))
+    decided.outcome = Decision.fail("expired", FailReason.EXPIRED)
+    closed.status = won.status = won2.status = TaskStatus.FINALIZED
+    providers.update({"0xd": H, "0xe": H, "0xf": H, "0xg": H, "0xh": H})
+    w._load_responses([(decided, "0xd"), (closed, "0xe"), (closed, "0xf"), (won, "0xg"), (won2, "0xh")])
+    assert sorted(read) == ["u0xg", "u0xh"], "a closed task's only response (its winner) is read; others as before"
