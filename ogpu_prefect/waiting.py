@@ -25,16 +25,7 @@ from typing import TYPE_CHECKING
 from .chain.errors import TxRpcError
 from .chain.logs import EventLog
 from .chain.types import TaskStatus
-from .delivery import (
-    Decision,
-    DecisionKind,
-    DeliveryStrategy,
-    FailReason,
-    Rejection,
-    ResponseView,
-    TaskView,
-    prefetch,
-)
+from .delivery import Decision, DecisionKind, DeliveryStrategy, FailReason, Rejection, ResponseView, TaskView, prefetch
 from .models import PublishedTask
 from .provider_failures import FAILURES_EVERY_S, FailureSource, fail_together
 
