@@ -91,17 +91,23 @@ def test_closing_the_progress_reporter_does_not_wait_out_its_pause(prefect_harne
     """The reporter pauses `every_s` between updates; close() ended that pause by waiting for it (2 s
     added to every batch, most of a one-task batch's wall). Here the pause is an hour: the old
     close() gave up joining after 30 s and left the thread asleep."""
+    from prefect import flow
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterId
 
     from ogpu_prefect.batch_report import ProgressReporter
 
-    reporter = ProgressReporter(4, "test", chain_id=1, key="k", source="0xs", every_s=3600)
-    reporter.set(1)
-    deadline = time.monotonic() + 30
-    while reporter._client is None and time.monotonic() < deadline:  # the first update went out: it pauses
-        time.sleep(0.05)
-    reporter.close()
+    @flow
+    def batch() -> ProgressReporter:  # as in run_batch: the reporter belongs to the batch's flow run
+        reporter = ProgressReporter(4, "test", chain_id=1, key="k", source="0xs", every_s=3600)
+        reporter.set(1)
+        deadline = time.monotonic() + 30
+        while reporter._client is None and time.monotonic() < deadline:  # the first update went out: it pauses
+            time.sleep(0.05)
+        reporter.close()
+        return reporter
+
+    reporter = batch()
     assert not reporter._thread.is_alive()
     with get_client(sync_client=True) as c:
         [artifact] = c.read_artifacts(artifact_filter=ArtifactFilter(id=ArtifactFilterId(any_=[reporter.artifact_id])))
