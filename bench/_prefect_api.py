@@ -147,6 +147,20 @@ def cpu_seconds(extra_roots: tuple[int, ...] = (), named: dict[int, str] | None 
     return out
 
 
+def server_pids() -> dict[str, int]:
+    """The Prefect API servers' and the services process' pids, by a name for profiles."""
+    return {
+        f"{role.replace(' ', '-')}-{pid}": pid
+        for pid, (role, _) in cpu_seconds().items()
+        if role in ("Prefect API", "Prefect services")
+    }
+
+
+def parts_text(parts: dict[str, float]) -> str:
+    """CPU seconds by part, largest first: `anvil 14.1, Prefect API 12.2, ...`."""
+    return ", ".join(f"{k} {v:.1f}" for k, v in sorted(parts.items(), key=lambda kv: -kv[1]) if v >= 0.05)
+
+
 def cpu_by_part(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
     parts: dict[str, float] = {}
     for pid, (role, secs) in after.items():

@@ -23,6 +23,7 @@ def start_profilers(targets: dict[str, int], out: Path, rate: int) -> list[tuple
             [*cmd, "-o", str(path), "-p", str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         profs.append((name, proc, path))
+    time.sleep(2.0)  # py-spy attaches
     return profs
 
 

@@ -49,10 +49,12 @@ from _prefect_api import (  # noqa: E402
     cpu_by_part,
     cpu_seconds,
     machine_busy,
+    parts_text,
     postmaster_pid,
     prefect_api,
     queue_full_lines,
     sender_counts,
+    server_pids,
     wait_stored,
 )
 from _profile import dump_threads, start_profilers, stop_profilers  # noqa: E402
@@ -598,11 +600,8 @@ def main() -> None:
                 if args.profile:
                     targets = {"client": os.getpid()}
                     targets.update({f"worker-{r}": p.pid for r, p in fleet.procs.items()})
-                    for pid, (role, _) in cpu_seconds().items():
-                        if role in ("Prefect API", "Prefect services"):
-                            targets[f"{role.replace(' ', '-')}-{pid}"] = pid
+                    targets.update(server_pids())
                     profs = start_profilers(targets, args.profile_dir, args.profile_rate)
-                    time.sleep(2.0)  # py-spy attaches
                 dumps: list[str] = []
                 dumper = (
                     dump_threads({f"worker-{r}": p.pid for r, p in fleet.procs.items()}, args.dump_after, dumps)
@@ -698,8 +697,7 @@ def main() -> None:
         total = sum(parts.values())
         print(
             f"CPU seconds, {title} ({wall:.1f}s of wall on {os.cpu_count()} CPUs, {total:.1f} CPU-s used, "
-            f"{max(machine - total, 0):.1f} by other work): "
-            + ", ".join(f"{k} {v:.1f}" for k, v in sorted(parts.items(), key=lambda kv: -kv[1]) if v >= 0.05)
+            f"{max(machine - total, 0):.1f} by other work): {parts_text(parts)}"
         )
 
     show("chain floor", cpu_chain, chain_s, machine_floors[0])

@@ -33,7 +33,7 @@ from uuid import UUID
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _prefect_api import cpu_by_part, cpu_seconds, postmaster_pid, prefect_api  # noqa: E402
+from _prefect_api import cpu_by_part, cpu_seconds, parts_text, postmaster_pid, prefect_api, server_pids  # noqa: E402
 from _profile import start_profilers, stop_profilers  # noqa: E402
 from _workdir import workdir  # noqa: E402
 
@@ -134,18 +134,14 @@ class Phase:
 
     def __enter__(self) -> None:
         if self.profile is not None:
-            targets = {"bench": os.getpid()}
-            for pid, (role, _) in cpu_seconds().items():
-                if role in ("Prefect API", "Prefect services"):
-                    targets[f"{self.name}-{role.replace(' ', '-')}-{pid}"] = pid
+            targets = {"bench": os.getpid(), **{f"{self.name}-{k}": pid for k, pid in server_pids().items()}}
             self.profs = start_profilers(targets, self.profile["dir"], self.profile["rate"])
-            time.sleep(2.0)  # py-spy attaches
         self.cpu0 = cpu_seconds(self.pg)
 
     def __exit__(self, *exc: object) -> None:
         cpu = cpu_by_part(self.cpu0, cpu_seconds(self.pg))
-        parts = ", ".join(f"{k} {v:.1f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]) if v >= 0.05)
-        print(f"{self.name}: CPU seconds ({sum(cpu.values()):.1f} on {os.cpu_count()} CPUs): {parts}", flush=True)
+        total = sum(cpu.values())
+        print(f"{self.name}: CPU seconds ({total:.1f} on {os.cpu_count()} CPUs): {parts_text(cpu)}", flush=True)
         if self.profs:
             stop_profilers(self.profs)
 

@@ -40,10 +40,12 @@ from _floors import chain_floor, stand_providers  # noqa: E402
 from _prefect_api import (  # noqa: E402
     cpu_by_part,
     cpu_seconds,
+    parts_text,
     postmaster_pid,
     prefect_api,
     queue_full_lines,
     sender_counts,
+    server_pids,
     wait_stored,
 )
 from _profile import start_profilers, stop_profilers  # noqa: E402
@@ -112,9 +114,8 @@ def run_floor(profile: dict, store_root: str, n: int) -> float:
 
 
 def show_cpu(n: int, what: str, cpu: dict[str, float]) -> None:
-    parts = ", ".join(f"{k} {v:.1f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]) if v >= 0.05)
     total = sum(cpu.values())
-    print(f"{n:>6} tasks: CPU seconds in {what} ({total:.1f} on {os.cpu_count()} CPUs): {parts}", flush=True)
+    print(f"{n:>6} tasks: CPU seconds in {what} ({total:.1f} on {os.cpu_count()} CPUs): {parts_text(cpu)}", flush=True)
 
 
 def rss_mb() -> float:
@@ -182,12 +183,8 @@ def main() -> None:
                     proc.start()
                     profs = []
                     if args.profile and n == max(sizes):
-                        targets = {"client": os.getpid(), "providers": proc.pid}
-                        for pid, (role, _) in cpu_seconds().items():
-                            if role in ("Prefect API", "Prefect services"):
-                                targets[f"{role.replace(' ', '-')}-{pid}"] = pid
+                        targets = {"client": os.getpid(), "providers": proc.pid, **server_pids()}
                         profs = start_profilers(targets, args.profile_dir, args.profile_rate)
-                        time.sleep(2.0)  # py-spy attaches
                     before_rss, before_events = rss_mb(), sender_counts()
                     queue_full0 = queue_full_lines(tmp)
                     cpu0 = cpu_seconds(pg, {proc.pid: "providers"})
