@@ -36,8 +36,7 @@ class WalletLock:
     def __init__(self, chain_id: int, address: str, endpoint: str = "") -> None:
         self._cond = threading.Condition()
         self._owner: object | None = None
-        self._depth = 0
-        self._threads: dict[int, int] = {}  # thread id -> its holds (nested ones included)
+        self._threads: dict[int, int] = {}  # thread id -> its holds (nested ones included); empty: free
         self._fd: int | None = None
         directory = Path(tempfile.gettempdir()) / "ogpu-prefect-wallets"
         directory.mkdir(parents=True, exist_ok=True)
@@ -60,7 +59,6 @@ class WalletLock:
                     outermost = False
                     break
                 self._cond.wait()
-            self._depth += 1
             self._threads[me] = self._threads.get(me, 0) + 1
         try:
             if outermost:  # another process may hold it: wait outside our own condition
@@ -69,9 +67,7 @@ class WalletLock:
                     if on_take is not None:
                         on_take()
                 except BaseException:
-                    if fd >= 0:
-                        fcntl.flock(fd, fcntl.LOCK_UN)
-                        os.close(fd)
+                    _let_go(fd)
                     raise
                 with self._cond:
                     self._fd = fd
@@ -79,15 +75,12 @@ class WalletLock:
             yield outermost
         finally:
             with self._cond:
-                self._depth -= 1
                 self._threads[me] -= 1
                 if not self._threads[me]:
                     del self._threads[me]
-                if self._depth == 0:
+                if not self._threads:
                     if self._fd is not None:
-                        if self._fd >= 0:
-                            fcntl.flock(self._fd, fcntl.LOCK_UN)
-                            os.close(self._fd)
+                        _let_go(self._fd)
                         self._fd = None
                     self._owner = None
                     self._cond.notify_all()
@@ -115,6 +108,13 @@ class WalletLock:
                     )
                     return -1
                 time.sleep(0.01)
+
+
+def _let_go(fd: int) -> None:
+    """Releases a file lock taken by `_take_file_lock` (-1: none was taken)."""
+    if fd >= 0:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 class NonceCounter:
