@@ -1,12 +1,13 @@
 """The delivery-method plugin interface: how a task's result is chosen and paid.
 
-A strategy sees one task at a time (`TaskView`: on-chain status, responses, their payloads
-(fetched as they arrive, or when first read), when each was first seen) and answers with a `Decision`. The waiting loop
-(`ogpu_prefect.client.wait_for`) does the chain reads, the confirmations and the bookkeeping; a
-strategy only decides, and marks the responses it refuses (`ResponseView.reject`): the loop
-counts those in the providers' reputation (reputation.py), hides banned providers' responses from
-the strategy, and gives up on a task whose every response was refused so that its input is
-re-published. Plugins register strategies through the `ogpu_prefect_delivery_methods` hook.
+A strategy sees one task at a time (`TaskView`: on-chain status, responses, their payloads (fetched
+as they arrive, or when first read), when each was first seen) and answers with a `Decision`. The
+waiting loop (`ogpu_prefect.client.wait_for`) does the chain reads, the confirmations and the
+bookkeeping; a strategy only decides, and marks the responses it refuses (`ResponseView.reject`):
+the loop counts those in the providers' reputation (reputation.py), hides banned providers'
+responses from the strategy, and gives up on a task whose every response was refused so that its
+input is re-published. Plugins register strategies through the `ogpu_prefect_delivery_methods`
+hook.
 """
 
 from __future__ import annotations
