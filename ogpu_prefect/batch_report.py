@@ -11,6 +11,7 @@ from typing import Any
 from .escrow import EscrowReport
 from .events import emit_batch_event
 from .models import TaskResult
+from .prefect_api import in_caller_context
 
 ETHER = 10**18
 PREVIEW_CHARS = 60
@@ -41,7 +42,8 @@ class ProgressReporter:
         self._closed = False
         self._client: Any = None
         self._sending = threading.Lock()
-        self._thread = threading.Thread(target=self._loop, name="ogpu-batch-progress", daemon=True)
+        # In the caller's context: a temporary_settings API URL reaches the updates.
+        self._thread = threading.Thread(target=in_caller_context(self._loop), name="ogpu-batch-progress", daemon=True)
         self._thread.start()
 
     def round_progress(self, done_before: int) -> Callable[[int, int], None]:

@@ -20,10 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import requests
-
 from .chain import devnet
 from .chain.connection import Chain
+from .prefect_api import use_server
 from .settings import get_settings
 
 FLOWS = Path(__file__).parent / "flows"  # the repository's flows/ folder, installed as ogpu_prefect.flows
@@ -33,6 +32,14 @@ POOL = "ogpu-demo"
 PROVIDERS = ("provider1", "provider2")
 PAYMENT = 10**16  # 0.01 OGPU per task
 CHUNK = 10  # sentences per task (`analyze_batch`): fewer, larger tasks keep per-task overhead small
+# The blocks the demo saves: named so that none is taken for a CLI keyword (devnet, mainnet, testnet).
+NETWORK_BLOCK = "demo-chain"
+STORAGE_BLOCK = "demo-payloads"
+
+
+def wallet_block(role: str) -> str:
+    """The demo's wallet block of a devnet role (`demo-client`, `demo-provider1`, ...)."""
+    return f"demo-{role}"
 
 
 class Demo:
@@ -42,41 +49,24 @@ class Demo:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.net: devnet.Devnet | None = None
         self.store: Any = None
+        self.stack: Any = None
         self.api_url = ""
 
     # ---- bring-up ----
 
     def start_prefect(self) -> None:
-        port = devnet.free_port()
-        self.api_url = f"http://127.0.0.1:{port}/api"
-        env = {
-            **os.environ,
-            "PREFECT_HOME": str(self.home / "prefect"),
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_API_URL": self.api_url,
-        }
-        log = open(self.home / "prefect-server.log", "ab")  # noqa: SIM115
-        self.procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        )
-        os.environ["PREFECT_API_URL"] = self.api_url  # this process' flows and clients talk to it
-        os.environ["PREFECT_HOME"] = str(self.home / "prefect")
-        deadline = time.time() + 120
-        while True:
-            try:
-                if requests.get(f"{self.api_url}/health", timeout=2).ok:
-                    return
-            except requests.RequestException:
-                pass
-            if self.procs[-1].poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"the Prefect server did not start; see {self.home / 'prefect-server.log'}")
-            time.sleep(0.5)
+        """A Prefect server of the demo's own (the sqlite stack under its home): the demo talks to
+        it and to nothing else, whatever the user's environment or profile points at."""
+        from .stack import PrefectStack
+
+        self.stack = PrefectStack(self.home, stack="sqlite", timeout=300)
+        self.api_url = self.stack.start().api_url
+
+    def prefect_env(self, **more: str) -> dict[str, str]:
+        """The explicit environment of a process the demo starts: its server, its Prefect home."""
+        from .prefect_api import server_env
+
+        return {**server_env(self.api_url, self.home / "prefect"), **more}
 
     def save_blocks(self) -> None:
         from .blocks import OGPUNetwork, OGPUStorage, OGPUWallet
@@ -84,18 +74,18 @@ class Demo:
 
         assert self.net is not None
         self.store = LocalStore(self.home / "payloads").__enter__()
-        OGPUNetwork.from_network(self.net.network).save("devnet", overwrite=True)
+        OGPUNetwork.from_network(self.net.network).save(NETWORK_BLOCK, overwrite=True)
         OGPUStorage(write_url=f"file://{self.store.root.resolve()}", read_url=self.store.base_url).save(
-            "devnet", overwrite=True
+            STORAGE_BLOCK, overwrite=True
         )
         for role in ("client", *PROVIDERS):
-            OGPUWallet(private_key=self.net.key(role)).save(role, overwrite=True)
+            OGPUWallet(private_key=self.net.key(role)).save(wallet_block(role), overwrite=True)
 
     def publish_source(self) -> str:
         from .models import SourceSpec
         from .tasks import make_client
 
-        client = make_client("devnet", "client", "devnet")
+        client = make_client(NETWORK_BLOCK, wallet_block("client"), STORAGE_BLOCK)
         return client.publish_source(
             SourceSpec(
                 name="sentiment",
@@ -120,9 +110,9 @@ class Demo:
         # worker signs with its own wallet (PREFECT_INTEGRATIONS_OGPU_PROVIDER_WALLET_BLOCK below).
         template = with_defaults(
             OGPUProviderWorker.get_default_base_job_template(),
-            network=OGPUNetwork.load("devnet"),
-            storage=OGPUStorage.load("devnet"),
-            wallet=OGPUWallet.load(PROVIDERS[0]),
+            network=OGPUNetwork.load(NETWORK_BLOCK),
+            storage=OGPUStorage.load(STORAGE_BLOCK),
+            wallet=OGPUWallet.load(wallet_block(PROVIDERS[0])),
             sources=[source],
             max_concurrent_tasks=16,
             poll_interval_s=0.1,
@@ -132,11 +122,9 @@ class Demo:
                 WorkPoolCreate(name=POOL, type="ogpu-provider", base_job_template=template), overwrite=True
             )
         for role in PROVIDERS:
-            env = {
-                **os.environ,
-                "PREFECT_INTEGRATIONS_OGPU_PROVIDER_WALLET_BLOCK": role,
-                "PREFECT_WORKER_QUERY_SECONDS": "2",
-            }
+            env = self.prefect_env(
+                PREFECT_INTEGRATIONS_OGPU_PROVIDER_WALLET_BLOCK=wallet_block(role), PREFECT_WORKER_QUERY_SECONDS="2"
+            )
             log = open(self.home / f"worker-{role}.log", "ab")  # noqa: SIM115
             self.procs.append(
                 subprocess.Popen(
@@ -149,14 +137,14 @@ class Demo:
             )
         assert self.net is not None
         chain = Chain(self.net.network)
-        deadline = time.time() + 120
+        deadline = time.time() + 300  # a loaded machine: each worker imports Prefect first
         for role in PROVIDERS:
             while chain.source(source).get_registrant_id(self.net.address(role)) == 0:
                 if time.time() > deadline or any(p.poll() is not None for p in self.procs):
                     raise RuntimeError(f"worker {role} did not register; see {self.home / f'worker-{role}.log'}")
                 time.sleep(0.3)
 
-    def wait_services(self, since: float, timeout: float = 180) -> list[str]:
+    def wait_services(self, since: float, timeout: float = 300) -> list[str]:
         """Waits until every worker reported its service started (event `ogpu.provider.service.started`,
         emitted once it answers): a batch sent earlier is raced by whichever worker is warm first.
         Returns the roles still not ready at `timeout` (the batch then runs without them)."""
@@ -205,6 +193,8 @@ class Demo:
 
             for role in PROVIDERS:  # a worker that could not stop cleanly leaves no service behind
                 LocalBackend(self.net.address(role)).reap()
+        if self.stack is not None:
+            self.stack.stop()
         if self.store is not None:
             self.store.__exit__(None, None, None)
         if self.net is not None:
@@ -255,6 +245,7 @@ def main(tasks: int = 300, keep: bool = False, say: Callable[[str], None] = prin
         demo.net = devnet.start(log_path=home / "anvil.log")
         step(f"devnet at {demo.net.rpc_url}; starting the Prefect server (SQLite)")
         demo.start_prefect()
+        use_server(demo.api_url, home / "prefect")  # this process too: its flows, blocks and events
         ui = demo.api_url.removesuffix("/api")
         step(f"Prefect server at {ui}; saving blocks (network, wallets, storage)")
         demo.save_blocks()
@@ -279,9 +270,9 @@ def main(tasks: int = 300, keep: bool = False, say: Callable[[str], None] = prin
             source,
             [{"texts": c} for c in chunks],
             PAYMENT,
-            "devnet",
-            "client",
-            "devnet",
+            NETWORK_BLOCK,
+            wallet_block("client"),
+            STORAGE_BLOCK,
             function_name="analyze_batch",
             task_timeout=300,
         )

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import contextvars
 import logging
 import queue
 import threading
@@ -30,6 +29,8 @@ import time
 from collections.abc import Callable
 from datetime import UTC
 from typing import Any
+
+from .prefect_api import in_caller_context
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +101,7 @@ class EventSender:
         self.dropped = 0
         self._progress_at = time.monotonic()
         # The thread runs in a copy of its creator's context: it sees the same Prefect settings.
-        self._thread = threading.Thread(
-            target=contextvars.copy_context().run, args=(self._run,), name="ogpu-events", daemon=True
-        )
+        self._thread = threading.Thread(target=in_caller_context(self._run), name="ogpu-events", daemon=True)
         self._thread.start()
 
     def put(self, event: Any) -> None:

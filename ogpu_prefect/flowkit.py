@@ -238,9 +238,9 @@ def served_parameters() -> dict[str, str]:
         payment = f"{int(os.environ['OGPU_PAYMENT_WEI'])} wei"
     return {
         "payment": payment or "0.01 OGPU",
-        "network": os.environ.get("OGPU_NETWORK_BLOCK", "devnet"),
-        "wallet": os.environ.get("OGPU_WALLET_BLOCK", "client"),
-        "storage": os.environ.get("OGPU_STORAGE_BLOCK", "devnet"),
+        "network": os.environ.get("OGPU_NETWORK_BLOCK", "demo-chain"),
+        "wallet": os.environ.get("OGPU_WALLET_BLOCK", "demo-client"),
+        "storage": os.environ.get("OGPU_STORAGE_BLOCK", "demo-payloads"),
     }
 
 

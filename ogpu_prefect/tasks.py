@@ -20,6 +20,7 @@ from .client import OGPUClient
 from .delivery import DecisionKind
 from .events import emit_task_event
 from .models import PublishedTask, SourceSpec, TaskInput, TaskResult, coerce_inputs
+from .prefect_api import require_api
 from .provider_failures import from_prefect_events
 from .reputation import open_book
 from .validation import (
@@ -49,11 +50,13 @@ def load_block(cls: type[B], value: Any, field: str) -> B:
         return value
     if isinstance(value, dict) and set(value) == {"$ref"}:  # a run form's block, as stored with the run
         refuse_secret(field, value)
+        require_api(f"{field} (a saved block)")
         try:
             return cls.load_from_ref(value["$ref"])  # type: ignore[return-value]
         except (ValueError, TypeError):
             raise InvalidInputError(field, f"no {cls.__name__} block saved under {value['$ref']!r}") from None
     name = check_name(field, value)
+    require_api(f"{field} {name!r}")  # a name is looked up in a Prefect API: never a temporary one
     try:
         return cls.load(name)  # type: ignore[return-value]
     except ValueError:

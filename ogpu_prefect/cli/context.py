@@ -133,8 +133,10 @@ def load_block(kind: str, name: str, option: str) -> Any:
     naming `option` when nothing is saved under it."""
     from .. import blocks
     from ..chain.errors import InvalidInputError, OGPUError
+    from ..prefect_api import require_api
 
     cls = getattr(blocks, kind)
+    require_api(f"{option} {name}")  # a saved block lives in a Prefect API: never a temporary one
     try:
         return cls.load(name)
     except ValueError:
