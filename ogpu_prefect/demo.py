@@ -290,6 +290,10 @@ def main(tasks: int = 300, keep: bool = False, say: Callable[[str], None] = prin
         say(f"cost:      {spent / 10**18:.4f} OGPU for {len(done)} task(s) ({PAYMENT / 10**18:.4f} each)")
         say(f"Prefect UI: {ui}/runs  (flow runs, provider task runs, logs, artifacts; pool {POOL!r})")
         if keep:
+            say(
+                f"From another shell: PREFECT_API_URL={demo.api_url} uv run ogpu-prefect vault balance "
+                f"--network {NETWORK_BLOCK} --wallet {wallet_block('client')}"
+            )
             say("--keep: everything stays up; Ctrl-C stops it")
             while True:
                 time.sleep(3600)
@@ -298,5 +302,8 @@ def main(tasks: int = 300, keep: bool = False, say: Callable[[str], None] = prin
         say("\ninterrupted")
         return 130
     finally:
+        # A second Ctrl-C (a terminal and `uv run` both deliver one) must not cut the clean-up short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         step("stopping the workers, the Prefect server and the devnet")
         demo.stop()

@@ -78,7 +78,6 @@ def ui_server() -> Iterator[tuple[str, dict[str, Any]]]:
     home = Path(__file__).resolve().parents[1] / ".ogpu" / "pool-ui-test"
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
-    saved = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "PREFECT_HOME")}
     d = demo_mod.Demo(print, home)
     try:
         d.start_prefect()
@@ -89,11 +88,6 @@ def ui_server() -> Iterator[tuple[str, dict[str, Any]]]:
             yield d.api_url.removesuffix("/api"), blocks
     finally:
         d.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def wait_for(driver: Any, url: str, expect: list[str], timeout: float = 60) -> str:

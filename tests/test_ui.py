@@ -6,7 +6,6 @@ tests/artifacts/ (ignored by git)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -70,7 +69,6 @@ def demo_run() -> Iterator[tuple[demo_mod.Demo, list[Any]]]:
     home = Path(__file__).resolve().parents[1] / ".ogpu" / "ui-test"
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
-    saved = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "PREFECT_HOME")}
     d = demo_mod.Demo(print, home)
     try:
         d.net = devnet.start(log_path=home / "anvil.log")
@@ -87,20 +85,15 @@ def demo_run() -> Iterator[tuple[demo_mod.Demo, list[Any]]]:
                 source,
                 [{"text": t} for t in ("A lovely day.", "A dreadful, broken mess.", "The bus leaves at six.")],
                 demo_mod.PAYMENT,
-                "devnet",
-                "client",
-                "devnet",
+                demo_mod.NETWORK_BLOCK,
+                demo_mod.wallet_block("client"),
+                demo_mod.STORAGE_BLOCK,
                 function_name="analyze",
                 task_timeout=120,
             )
             yield d, results
     finally:
         d.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def page_text(driver: Any, url: str, expect: list[str], shot: str, timeout: float = 60) -> str:

@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
 HOME_ENV = "PREFECT_INTEGRATIONS_OGPU_HOME"
 OUTAGE_ENV = "PREFECT_INTEGRATIONS_OGPU_RPC_OUTAGE_S"
+BLOCK_PREFIX = {"OGPUNetwork": "ogpu-network", "OGPUWallet": "ogpu-wallet", "OGPUStorage": "ogpu-storage"}
+"""`--network ogpu-network/NAME` (and `ogpu-wallet/`, `ogpu-storage/`) names a saved block even where
+NAME is also a keyword (devnet, mainnet, testnet) or a devnet role: the blocks' type slugs."""
 DEFAULTS: dict[str, Any] = {"home": Path(".ogpu"), "rpc_outage_s": 60.0}
 """OGPUSettings' defaults (tests/test_cli.py checks they agree): loading Prefect's settings costs
 seconds per command, so it is done only where something configures this integration."""
@@ -136,6 +139,7 @@ def load_block(kind: str, name: str, option: str) -> Any:
     from ..prefect_api import require_api
 
     cls = getattr(blocks, kind)
+    name = name.removeprefix(f"{BLOCK_PREFIX[kind]}/")  # `ogpu-network/devnet`: a block, whatever its name
     require_api(f"{option} {name}")  # a saved block lives in a Prefect API: never a temporary one
     try:
         return cls.load(name)
@@ -163,7 +167,9 @@ class Context:
 
         name = check_name("--network", args.network, optional=True)
         profile: dict[str, Any] | None = None
-        if name is None or name == "devnet":
+        if name is not None and name.startswith(f"{BLOCK_PREFIX['OGPUNetwork']}/"):
+            network = load_block("OGPUNetwork", name, "--network").to_network()
+        elif name is None or name == "devnet":
             profile = running_devnet()
             if profile is None:
                 raise InvalidInputError(
