@@ -89,6 +89,9 @@ def test_the_demo_uses_only_its_own_prefect_and_the_cli_reaches_its_chain(tmp_pa
             os.killpg(demo.pid, signal.SIGKILL)
             raise
         reader.join(timeout=10)
+        from ogpu_prefect.stack import PrefectStack
+
+        PrefectStack(tmp_path / "ogpu" / "demo").stop()  # whatever a failed demo left running
     out = "".join(lines)
     assert code == 130, out[-3000:]  # Ctrl-C after --keep
     assert "Traceback" not in out, out
