@@ -225,7 +225,9 @@ def results_table(rows: list[tuple[int, str, dict[str, Any], Any]], limit: int =
     return "\n".join(lines)
 
 
-def main(tasks: int = 300, keep: bool = False, say: Callable[[str], None] = print) -> int:
+def main(
+    tasks: int = 300, keep: bool = False, say: Callable[[str], None] = print, block_time: float | None = None
+) -> int:
     home = get_settings().home.resolve() / "demo"
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
@@ -242,7 +244,7 @@ def main(tasks: int = 300, keep: bool = False, say: Callable[[str], None] = prin
     signal.signal(signal.SIGTERM, interrupt)
     try:
         step("starting the devnet (anvil + OpenGPU contracts)")
-        demo.net = devnet.start(log_path=home / "anvil.log")
+        demo.net = devnet.start(log_path=home / "anvil.log", block_time=block_time)
         step(f"devnet at {demo.net.rpc_url}; starting the Prefect server (SQLite)")
         demo.start_prefect()
         use_server(demo.api_url, home / "prefect")  # this process too: its flows, blocks and events

@@ -21,6 +21,7 @@ import rlp
 from eth_utils import keccak, to_canonical_address, to_checksum_address
 
 from .abi import spec
+from .mining import check_mining, set_block_time
 from .network import Network
 from .rpc import Rpc
 from .signing import Signer
@@ -77,14 +78,22 @@ def free_port() -> int:
 
 
 def start_anvil(
-    port: int, *, detach: bool = False, log_path: Path | None = None, hardfork: str | None = None
+    port: int,
+    *,
+    detach: bool = False,
+    log_path: Path | None = None,
+    hardfork: str | None = None,
+    block_time: float | None = None,
 ) -> subprocess.Popen[bytes]:
     """Starts anvil on 127.0.0.1:port and waits until it answers. `hardfork`: e.g. "berlin" for a
-    chain whose blocks carry no base fee (legacy transactions)."""
+    chain whose blocks carry no base fee (legacy transactions); `block_time`: a block every so many
+    seconds from the start (default: one per transaction)."""
     cmd = [find_anvil(), "--host", "127.0.0.1", "--port", str(port), "--silent", "--prune-history"]
     cmd += ["--chain-id", str(CHAIN_ID), "--gas-limit", "300000000"]  # a batch of a thousand tasks fits in a few blocks
     if hardfork:
         cmd += ["--hardfork", hardfork]
+    if block_time is not None:
+        cmd += ["--block-time", str(block_time)]
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115  (anvil keeps it)
     proc = subprocess.Popen(cmd, stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=detach)
     rpc = Rpc(f"http://127.0.0.1:{port}", timeout=2, outage_s=0)
@@ -262,10 +271,22 @@ def start(
     settings: DevnetSettings = DevnetSettings(),
     log_path: Path | None = None,
     hardfork: str | None = None,
+    block_time: float | None = None,
+    gas_limit: int | None = None,
 ) -> Devnet:
-    """Starts anvil, deploys, wires and funds. `detach` lets the devnet outlive this process."""
+    """Starts anvil, deploys, wires and funds. `detach` lets the devnet outlive this process.
+
+    `block_time` (seconds) makes it mine a block every so often, as a real chain does, instead of
+    one per transaction; `gas_limit` caps each block's gas (applied once the protocol is deployed:
+    a contract's creation needs more). A whole number of seconds applies once the protocol is
+    deployed and funded (on demand: ~2 s, against ~5 s with 1 s blocks from the start); anvil
+    switches only whole seconds at run time, so a fraction is given to anvil from the start."""
+    block_time = check_mining(block_time, gas_limit)
     port = port or free_port()
-    proc = start_anvil(port, detach=detach, log_path=log_path, hardfork=hardfork)
+    whole = block_time is None or block_time.is_integer()
+    proc = start_anvil(
+        port, detach=detach, log_path=log_path, hardfork=hardfork, block_time=None if whole else block_time
+    )
     try:
         rpc = Rpc(f"http://127.0.0.1:{port}")
         signers = {role: Signer(key) for role, key in zip(ROLES, DEV_KEYS)}
@@ -274,6 +295,10 @@ def start(
             raise RuntimeError("anvil's accounts are not the default test mnemonic's")
         contracts, gas = deploy_protocol(rpc, signers["admin"], settings=settings)
         fund_accounts(rpc, signers, contracts, settings)
+        if gas_limit is not None:
+            rpc.call("evm_setBlockGasLimit", [hex(gas_limit)])
+        if whole and block_time is not None:
+            set_block_time(rpc, block_time)
     except BaseException:
         proc.kill()
         raise

@@ -28,6 +28,7 @@ from .errors import (
     revert_error,
 )
 from .logs import Log
+from .mining import mines_on_demand
 from .nonces import NonceCounter, wallet_lock
 from .pool import describe_unmined, is_anvil, requeue_stuck
 from .rpc import Rpc
@@ -126,6 +127,7 @@ class TxSender:
             self._wallet, lambda: int(self.rpc.call("eth_getTransactionCount", [self.address, "pending"]), 16)
         )
         self._dev: bool | None = None
+        self._automine = True
 
     @property
     def address(self) -> str:
@@ -307,11 +309,13 @@ class TxSender:
             elif now - stalled_since > 1.0:
                 suspects = self._recover_replaced(missing, receipts, suspects)
                 if self._dev is None:
-                    self._dev = is_anvil(self.rpc)
+                    self._dev, self._automine = is_anvil(self.rpc), mines_on_demand(self.rpc)
                 if self._dev:
                     # anvil's automine mines when a transaction arrives; what did not fit in
-                    # that block waits for the next arrival. Mine one instead of waiting forever.
-                    self.rpc.call("evm_mine")
+                    # that block waits for the next arrival. Mine one instead of waiting forever
+                    # (with a block time, the next block comes anyway).
+                    if self._automine:
+                        self.rpc.call("evm_mine")
                     if requeue_stuck(self.rpc, self.address, [p for p in pending if p.tx_hash not in receipts]):
                         self.broadcast(sorted(missing, key=lambda p: p.nonce))
                 stalled_since = now

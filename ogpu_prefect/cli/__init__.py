@@ -34,6 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--tasks", type=positive_int, default=300, help="sentences to analyse (default 300, at most 300)")
     demo.add_argument("--keep", action="store_true", help="leave everything running for exploring the UI")
+    demo.add_argument(
+        "--block-time",
+        type=devnet_cmd.block_time,
+        default=None,
+        metavar="S",
+        help="the devnet mines a block every S seconds (default: one block per transaction)",
+    )
     demo.set_defaults(func=_demo)
     life = sub.add_parser("lifecycle", help="one task through the raw protocol lifecycle, step by step, with gas")
     life.set_defaults(func=_lifecycle)
@@ -43,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _demo(args: argparse.Namespace) -> int:
     from ..demo import main
 
-    return main(tasks=args.tasks, keep=args.keep)
+    return main(tasks=args.tasks, keep=args.keep, block_time=args.block_time)
 
 
 def _lifecycle(args: argparse.Namespace) -> int:

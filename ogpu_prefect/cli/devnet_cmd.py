@@ -17,6 +17,16 @@ def register(sub: Any) -> None:
     up.add_argument(
         "--port", type=whole_number(1, 65535, "a port number"), default=None, help="RPC port (default: a free one)"
     )
+    up.add_argument(
+        "--block-time",
+        type=block_time,
+        default=None,
+        metavar="S",
+        help="mine a block every S seconds, as a real chain does (default: one block per transaction)",
+    )
+    up.add_argument(
+        "--gas-limit", type=_gas_limit, default=None, metavar="G", help="each block's gas limit (default 300000000)"
+    )
     up.add_argument("--json", action="store_true", help="print the profile as one JSON object")
     up.set_defaults(func=_up)
     down = dev.add_parser("down", help="stop the devnet started by `up` (only that anvil)")
@@ -24,6 +34,25 @@ def register(sub: Any) -> None:
     status = dev.add_parser("status", help="is the devnet up?")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=_status)
+
+
+def block_time(text: str) -> float:
+    """--block-time as seconds, checked by the devnet's own rule (imported only when given)."""
+    from ..chain.errors import InvalidInputError
+    from ..chain.mining import check_mining
+
+    try:
+        return float(check_mining(float(text), None) or 0)
+    except InvalidInputError as e:
+        raise argparse.ArgumentTypeError(str(e).partition(": ")[2]) from None
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected seconds, e.g. 1 or 0.5") from None
+
+
+def _gas_limit(text: str) -> int:
+    from ..chain.mining import MIN_GAS_LIMIT
+
+    return whole_number(MIN_GAS_LIMIT, None, "a whole number of gas")(text)
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -41,7 +70,7 @@ def _up(args: argparse.Namespace) -> int:
             )
         log = devnet.state_dir() / "anvil.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        net = devnet.start(args.port, detach=True, log_path=log)
+        net = devnet.start(args.port, detach=True, log_path=log, block_time=args.block_time, gas_limit=args.gas_limit)
         devnet.write_profile(net)
         profile = net.profile
     if args.json:
