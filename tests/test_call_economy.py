@@ -1,0 +1,54 @@
+"""What a sender costs a metered JSON-RPC endpoint, counted on a devnet that mines a block every
+second (a real chain's cadence: a receipt is there only after the next block). Every call inside a
+batch counts, as hosted plans count them."""
+
+from __future__ import annotations
+
+import collections
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ogpu_prefect.chain import devnet as devnet_mod
+from ogpu_prefect.chain.connection import Chain
+from ogpu_prefect.chain.rpc import Rpc
+from ogpu_prefect.client import OGPUClient
+from ogpu_prefect.models import SourceSpec, TaskInput
+from ogpu_prefect.storage import LocalStore
+
+
+def count_calls(rpc: Rpc) -> collections.Counter[str]:
+    """Counts each call `rpc` sends to the node by method (batch entries one by one)."""
+    calls: collections.Counter[str] = collections.Counter()
+    send = rpc._transport
+
+    def counted(body: Any) -> Any:
+        for entry in body if isinstance(body, list) else [body]:
+            calls[entry["method"]] += 1
+        return send(body)
+
+    rpc._transport = counted  # type: ignore[method-assign]
+    return calls
+
+
+def test_publishing_on_one_second_blocks_asks_each_receipt_about_once() -> None:
+    n = 60
+    net = devnet_mod.start(block_time=1, gas_limit=30_000_000)
+    try:
+        chain = Chain(net.network)
+        calls = count_calls(chain.rpc)
+        with tempfile.TemporaryDirectory() as tmp, LocalStore(Path(tmp)) as store:
+            client = OGPUClient(chain, net.key("client"), store)
+            spec = SourceSpec(name="echo", cpu="http://127.0.0.1:9/c.yml", min_payment=10**15)
+            source = client.publish_source(spec)
+            calls.clear()
+            inputs = [TaskInput(function_name="echo", data={"i": i}) for i in range(n)]
+            tasks = client.publish_tasks(source, inputs, payment=10**16, expiry_time=chain.now() + 600)
+        assert len(tasks) == n
+        # Before: every missing receipt was asked on every poll until its block came (~20 times
+        # a transaction on 1 s blocks). Now one count of used nonces a poll, and each receipt
+        # once it can be there (a node may serve a receipt a poll after it counts the nonce).
+        assert calls["eth_getTransactionReceipt"] <= 2 * n, dict(calls)
+        assert sum(calls.values()) <= 4 * n, dict(calls)
+    finally:
+        net.stop()
