@@ -52,3 +52,30 @@ def test_publishing_on_one_second_blocks_asks_each_receipt_about_once() -> None:
         assert sum(calls.values()) <= 4 * n, dict(calls)
     finally:
         net.stop()
+
+
+def test_a_provider_reads_two_views_a_new_task_and_its_sources_method_once(devnet: Any) -> None:
+    """The worker's watcher on the session devnet: a new task costs its params and status; the
+    delivery method is read once per source (a task carries its source's method as published) and
+    whether we attempted it only on the first poll, the one that resumes after a restart."""
+    from ogpu_prefect.chain.types import DeliveryMethod
+    from ogpu_prefect.worker.watcher import ChainWatcher
+
+    from .helpers import publish_source, publish_task
+
+    chain = Chain(devnet.network)
+    client = chain.sender(devnet.key("client"))
+    source = publish_source(chain, client, DeliveryMethod.FIRST_RESPONSE)
+    watcher = ChainWatcher(chain, devnet.address("provider1"), [source], chain.block_number() + 1)
+    publish_task(chain, client, source)
+    polled, _ = watcher.poll(busy=lambda t: False, skip_resume=set())  # the first poll: resumes
+    assert polled.new_offers == 1
+    calls = count_calls(chain.rpc)
+    n = 20
+    for _ in range(n):
+        publish_task(chain, client, source)
+    calls.clear()
+    polled, _ = watcher.poll(busy=lambda t: False, skip_resume=set())
+    assert polled.new_offers == n
+    assert {o.delivery_method for o in watcher.waiting.values()} == {DeliveryMethod.FIRST_RESPONSE}
+    assert calls["eth_call"] == 2 * n, dict(calls)  # was 4 a task

@@ -1,9 +1,10 @@
 """The provider worker's chain watcher, without Prefect: which published tasks of its sources are
 open, which are ours from before a restart, and which to take now and at what price.
 
-`ChainWatcher.poll` reads `TaskPublished` and `Attempted` events since its last poll (one
-`EventCursor`), then the new tasks' state through the real network's views (`taskParams`,
-`getStatus`, `getDeliveryMethod`, `attempterId`), and sorts them: `resume` (attempted by us before
+`ChainWatcher.poll` reads `TaskPublished`, `Attempted` and `SourceUpdated` events since its last
+poll (one `EventCursor`), then the new tasks' state through the real network's views (`taskParams`
+and `getStatus`; `getDeliveryMethod` once per source; `attempterId` on the first poll only: two
+views a task on a metered endpoint instead of four), and sorts them: `resume` (attempted by us before
 a restart) or waiting offers. `choose_offers` picks among the offers within free capacity (a pure
 function: tests/unit/test_watcher_choice.py).
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from ..chain.connection import Chain
 from ..chain.types import DeliveryMethod, TaskStatus
@@ -76,7 +78,8 @@ class ChainWatcher:
         self.me = provider.lower()
         self.provider = provider
         self.sources = {s.lower() for s in sources}
-        self.cursor = chain.cursor(("TaskPublished", "Attempted"), from_block)
+        self.cursor = chain.cursor(("TaskPublished", "Attempted", "SourceUpdated"), from_block)
+        self.methods: dict[str, DeliveryMethod] = {}  # source -> the delivery method its tasks carry
         self.waiting: dict[str, TaskOffer] = {}
         self.published: dict[str, str] = {}
         """task -> hash of the transaction that published it (names its flow run: a task address
@@ -95,7 +98,8 @@ class ChainWatcher:
         self.published.update(found)
         tasks = [t for t in found if not busy(t) and t not in self.waiting]
         if tasks:
-            self._sort(tasks, polled, now, resume=self.polls == 0, skip_resume=skip_resume)
+            updated = {e["source"].lower() for e in events if e.name == "SourceUpdated"}
+            self._sort(tasks, polled, now, resume=self.polls == 0, skip_resume=skip_resume, updated=updated)
         for e in events:  # others' attempts: their races come after untouched tasks
             offer = self.waiting.get(e["task"]) if e.name == "Attempted" else None
             if offer is not None and e["provider"].lower() != self.me:
@@ -103,22 +107,33 @@ class ChainWatcher:
         self.polls += 1
         return polled, now
 
-    def _sort(self, tasks: list[str], polled: Polled, now: float, *, resume: bool, skip_resume: set[str]) -> None:
+    def _sort(
+        self, tasks: list[str], polled: Polled, now: float, *, resume: bool, skip_resume: set[str], updated: set[str]
+    ) -> None:
+        """Reads what a new task's offer needs: its params and status; its delivery method only
+        where its source's is not known yet (a task keeps the method its source had when it was
+        published: known per source until a SourceUpdated event); whether we attempted it only on
+        the first poll, the one that resumes (a task published since cannot be ours yet)."""
         chain = self.chain
-        reads = chain.read_many(
-            [
-                r
-                for t in tasks
-                for r in (
-                    chain.task(t).read.task_params(),
-                    chain.task(t).read.get_status(),
-                    chain.task(t).read.get_delivery_method(),
-                    chain.task(t).read.attempter_id(self.provider),
-                )
-            ]
-        )
-        for k, t in enumerate(tasks):
-            (source, _config, expiry, payment), status, method, attempter = reads[4 * k : 4 * k + 4]
+        for s in updated:
+            self.methods.pop(s, None)
+        with_method = resume or bool(updated) or not self.methods
+        reads: list[Any] = []
+        for t in tasks:
+            reads += [chain.task(t).read.task_params(), chain.task(t).read.get_status()]
+            reads += [chain.task(t).read.get_delivery_method()] if with_method else []
+            reads += [chain.task(t).read.attempter_id(self.provider)] if resume else []
+        values = iter(chain.read_many(reads))
+        for t in tasks:
+            source, _config, expiry, payment = next(values)
+            status = next(values)
+            if with_method:
+                method = DeliveryMethod(next(values))
+                if source.lower() not in updated:
+                    self.methods[source.lower()] = method
+            elif (method := self.methods.get(source.lower())) is None:  # a source first seen now: once
+                method = self.methods[source.lower()] = DeliveryMethod(chain.task(t).get_delivery_method())
+            attempter = next(values) if resume else 0
             if TaskStatus(status) not in OPEN or expiry <= now:
                 self.forget(t)
             elif attempter:  # ours, from before a restart
