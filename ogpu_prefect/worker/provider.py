@@ -30,7 +30,8 @@ from ..chain.errors import InvalidInputError
 from ..chain.rpc import http_session
 from ..chain.signing import Signer
 from ..chain.types import Environment, TaskStatus
-from ..storage import PayloadStore, fetch_json
+from ..fetching import fetch_json
+from ..storage import IPFS_GATEWAY, PayloadStore
 from .compose import ComposeSpec
 from .outcomes import (
     Executed,
@@ -70,6 +71,7 @@ class Provider:
         service_log: Callable[[str, str], None] | None = None,
         on_service: Callable[[str, str], None] | None = None,
         provider: str | None = None,
+        config_origins: Sequence[str] | None = None,
     ) -> None:
         self.chain = chain
         self.sender = chain.sender(signer)
@@ -81,8 +83,13 @@ class Provider:
         self.store = store
         self.backend = backend
         self.environment = environment
-        self._http = http_session()  # one pool of kept-alive connections for configs and service calls
-        self.fetch = fetch or partial(fetch_json, session=self._http)
+        self._http = http_session()  # one pool of kept-alive connections for service calls
+        default = [*getattr(store, "trusted_origins", []), IPFS_GATEWAY]
+        self.config_origins = list(config_origins or dict.fromkeys(default))
+        """URL prefixes configs and source metadata are read from (fetching.py's rules): a URL on
+        chain is chosen by a client, so anything else is refused unread. Default: where `store`
+        is read, and the network's IPFS gateway."""
+        self.fetch = fetch or partial(fetch_json, allowed_origins=self.config_origins)
         self.service_log = service_log or (lambda source, line: log.info("[%s] %s", source[:10], line))
         self.on_service = on_service or (lambda change, source: None)
         """Told ("started" | "stopped", source) when a source's service starts (ready) or stops."""
