@@ -120,3 +120,26 @@ def test_a_trickling_config_gives_up_at_the_total_deadline(world: World) -> None
         finally:
             provider.close()
     assert "longer than 10 s" in str(error) and held < 15, (held, error)
+
+
+@pytest.mark.parametrize("read_url", ["http://127.0.0.1:9", "other-store"])
+def test_a_store_providers_cannot_read_publishes_nothing(devnet, tmp_path: Path, read_url: str) -> None:
+    """A store whose read_url nobody can read (or that serves other files): a typed error naming
+    the storage's read_url before any transaction; the old code published and froze the payment."""
+    from ogpu_prefect.chain.errors import InvalidInputError
+    from ogpu_prefect.models import TaskInput
+    from ogpu_prefect.storage import FsspecStore
+
+    with LocalStore(tmp_path / "payloads") as good, LocalStore(tmp_path / "other") as other:
+        chain = Chain(devnet.network)
+        source = OGPUClient(chain, devnet.key("client"), good).publish_source(
+            SourceSpec(name="echo", cpu=f"file://{ECHO}", min_payment=10**15, min_available_lockup=10**18)
+        )
+        bad = FsspecStore(f"file://{tmp_path / 'payloads'}", other.base_url if read_url == "other-store" else read_url)
+        client = OGPUClient(chain, devnet.key("client"), bad)
+        frozen, block = chain.vault.frozen_payment(client.address), chain.block_number()
+        with pytest.raises(InvalidInputError) as e:
+            client.publish_tasks(source, [TaskInput(function_name="echo", data={"i": 1})], 10**16, chain.now() + 300)
+        assert e.value.field == "storage.read_url"
+        assert chain.vault.frozen_payment(client.address) == frozen
+        assert chain.block_number() == block, "no transaction was sent"
