@@ -23,6 +23,7 @@ from ogpu_prefect.plugin_manager import PluginKind, create
 from ogpu_prefect.storage import IPFS_GATEWAY, LocalStore
 from ogpu_prefect.worker.provider import Provider
 
+from . import scenarios_fetch
 from .fetch_servers import RedirectServer, SecretServer, TrickleServer
 
 ECHO = Path(__file__).resolve().parents[1] / "flows" / "sources" / "echo" / "docker-compose.cpu.yml"
@@ -143,3 +144,27 @@ def test_a_store_providers_cannot_read_publishes_nothing(devnet, tmp_path: Path,
         assert e.value.field == "storage.read_url"
         assert chain.vault.frozen_payment(client.address) == frozen
         assert chain.block_number() == block, "no transaction was sent"
+
+
+# ---- the bench/reliability.py scenarios, small ----
+
+
+@pytest.fixture
+def ctx(devnet, tmp_path: Path):
+    from .scenarios import Ctx
+
+    with LocalStore(tmp_path / "payloads") as store:
+        yield Ctx(devnet, store, tmp_path)
+
+
+@pytest.mark.parametrize("kind", scenarios_fetch.PROVIDER_FETCHES)
+def test_scenario_provider_fetch(ctx, kind: str) -> None:
+    outcome = scenarios_fetch.provider_fetch(ctx, kind, n=1)
+    assert outcome.passed, outcome
+
+
+@pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.parametrize("name", ["stream_inputs_escape", "scheduled_pattern_escape", "unreadable_read_url"])
+def test_scenario_run_parameters(ctx, name: str) -> None:
+    outcome = getattr(scenarios_fetch, name)(ctx)
+    assert outcome.passed, outcome
