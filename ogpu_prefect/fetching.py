@@ -5,7 +5,8 @@ confined to the reader's `allowed` URL prefixes:
 - **Path**: dot segments (also percent-encoded) are resolved, and encoded slashes refused, before
   the prefix check; the request asks for the resolved path. No user info.
 - **Origin**: same scheme, host (as written) and port as an allowed prefix, the path inside its
-  path on a segment boundary. `file://` only under an allowed `file://` prefix (a regular file,
+  path on a segment boundary; a bare `https://` (or `http://`) prefix allows any host whose
+  addresses are all public. `file://` only under an allowed `file://` prefix (a regular file,
   symlinks resolved); other fsspec schemes only under a prefix of theirs.
 - **Address**: the host is resolved once and the connection goes to that checked address (no DNS
   rebinding between check and connect). A loopback, private, link-local or otherwise non-public
@@ -104,7 +105,11 @@ def matching_origin(url: str, allowed: Iterable[str]) -> str | None:
             a = _normalise(prefix)
         except UntrustedUrlError:
             continue
-        if a.scheme != t.scheme or a.host != t.host or a.port != t.port:
+        if a.scheme != t.scheme:
+            continue
+        if not a.host and a.scheme in ("http", "https"):  # "https://": any host, public addresses only
+            return prefix
+        if a.host != t.host or a.port != t.port:
             continue
         base = a.path.split("?", 1)[0].rstrip("/")
         path = t.path.split("?", 1)[0]
@@ -166,15 +171,25 @@ def fetch_json(
     `timeout` seconds. With `allowed_origins` (URL prefixes), a URL outside them, or resolving
     to an address they do not name, raises UntrustedUrlError without a request. Raises
     StorageError."""
-    if not isinstance(url, str) or not url:
-        raise StorageError(f"not a URL: {url!r:.80}")
-    allowed = None if allowed_origins is None else list(allowed_origins)
-    deadline = time.monotonic() + timeout
-    body = _read(url, allowed, deadline, timeout, max_bytes)
+    body = fetch_bytes(url, allowed_origins=allowed_origins, timeout=timeout, max_bytes=max_bytes)
     try:
         return json.loads(body)
     except ValueError:
         raise StorageError(f"{url[:200]} is not JSON") from None
+
+
+def fetch_bytes(
+    url: str,
+    *,
+    allowed_origins: Iterable[str] | None = None,
+    timeout: float = FETCH_TIMEOUT_S,
+    max_bytes: int = MAX_PAYLOAD_BYTES,
+) -> bytes:
+    """The bytes at `url`, under the same rules as `fetch_json`."""
+    if not isinstance(url, str) or not url:
+        raise StorageError(f"not a URL: {url!r:.80}")
+    allowed = None if allowed_origins is None else list(allowed_origins)
+    return _read(url, allowed, time.monotonic() + timeout, timeout, max_bytes)
 
 
 def _read(url: str, allowed: list[str] | None, deadline: float, timeout: float, max_bytes: int) -> bytes:

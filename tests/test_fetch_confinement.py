@@ -123,6 +123,22 @@ def test_a_trickling_config_gives_up_at_the_total_deadline(world: World) -> None
     assert "longer than 10 s" in str(error) and held < 15, (held, error)
 
 
+def test_a_compose_url_on_the_providers_network_is_not_read(world: World) -> None:
+    """The compose file a source's metadata names is chosen by the source's owner: any public
+    host, never the provider's loopback (the old code fetched it with requests)."""
+    with SecretServer() as internal:
+        source = world.client.publish_source(
+            SourceSpec(name="x", cpu=f"{internal.url}/compose.yml", min_payment=10**15, min_available_lockup=10**18)
+        )
+        provider = world.provider()
+        try:
+            with pytest.raises(UntrustedUrlError):
+                provider.compose_for(source)
+        finally:
+            provider.close()
+        assert internal.hits == 0
+
+
 @pytest.mark.parametrize("read_url", ["http://127.0.0.1:9", "other-store"])
 def test_a_store_providers_cannot_read_publishes_nothing(devnet, tmp_path: Path, read_url: str) -> None:
     """A store whose read_url nobody can read (or that serves other files): a typed error naming

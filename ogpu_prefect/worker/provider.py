@@ -30,7 +30,7 @@ from ..chain.errors import InvalidInputError
 from ..chain.rpc import http_session
 from ..chain.signing import Signer
 from ..chain.types import Environment, TaskStatus
-from ..fetching import fetch_json
+from ..fetching import fetch_bytes, fetch_json
 from ..storage import IPFS_GATEWAY, PayloadStore
 from .compose import ComposeSpec
 from .outcomes import (
@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 
 DEADLINE_MARGIN_S = 5
 """Seconds before a task's expiry by which its response must be on its way to the chain."""
+MAX_COMPOSE_BYTES = 1024 * 1024
+"""Largest compose file read from a source's metadata URL."""
 AUTHORITY_CHECK_S = 10.0
 """Seconds an agent's authority, once read, is trusted before the next attempts read it again."""
 
@@ -140,15 +142,13 @@ class Provider:
         url = (metadata or {}).get(self.environment.name.lower(), "")
         if not url:
             raise ProviderError(f"source {source} has no compose file for {self.environment.name.lower()}")
-        if url.startswith("file://"):
+        if url.startswith("file://"):  # a source published on this machine (the devnet's)
             return ComposeSpec.load(url[len("file://") :])
-        import requests
-
-        body = requests.get(url, timeout=30)
-        body.raise_for_status()
+        # Chosen by the source's owner: any public https/http host, never this machine's network.
+        body = fetch_bytes(url, allowed_origins=["https://", "http://"], timeout=30, max_bytes=MAX_COMPOSE_BYTES)
         path = self._workdir / source / "docker-compose.yml"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(body.content)
+        path.write_bytes(body)
         return ComposeSpec.load(path)
 
     def service_for(self, source: str) -> RunningService:
