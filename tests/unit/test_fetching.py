@@ -106,3 +106,17 @@ def test_a_body_over_the_cap_is_not_read(tmp_path: Path) -> None:
         with pytest.raises(StorageError, match="payload limit"):
             fetch_json(f"{store.base_url}/big.json", allowed_origins=[store.base_url])
         assert fetch_json(f"{store.base_url}/big.json", allowed_origins=[store.base_url], max_bytes=10**6)[0] == 1
+
+
+def test_the_config_origins_job_variable_takes_urls_only() -> None:
+    from pydantic import ValidationError
+
+    from ogpu_prefect.worker.configuration import ProviderVariables
+
+    schema = ProviderVariables.model_json_schema()["properties"]["config_origins"]
+    assert schema["title"] == "Config origins" and "refused unread" in schema["description"]
+    assert ProviderVariables(config_origins=["http://10.0.0.5:8080/payloads/"]).config_origins == [
+        "http://10.0.0.5:8080/payloads/"
+    ]
+    with pytest.raises(ValidationError, match="config_origins"):
+        ProviderVariables(config_origins=["payloads/"])
