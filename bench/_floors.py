@@ -170,7 +170,7 @@ def service_floor(
             session = getattr(local, "session", None)
             if session is None:
                 session = local.session = http_session()
-            config = fetch_json(config_url, session=session)
+            config = fetch_json(config_url, allowed_origins=store.trusted_origins)
             receiver.expect(task)
             ServiceClient(service.base_url, session=session).submit(
                 config["function_name"], task, config.get("data", {})

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ogpu_prefect.chain import devnet as devnet_mod  # noqa: E402
 from ogpu_prefect.storage import LocalStore  # noqa: E402
-from tests import scenarios  # noqa: E402
+from tests import scenarios, scenarios_fetch  # noqa: E402
 from tests.scenarios import Ctx, Outcome  # noqa: E402
 
 
@@ -45,6 +45,15 @@ def plan(outage: float, api_url: str) -> list[tuple[str, str | None, object]]:
         ("keys", None, scenarios.key_in_wrong_fields),
         ("abi_firewall", None, lambda c: scenarios.abi_firewall(c, 20)),
         ("legacy_gas", "berlin", lambda c: scenarios.legacy_gas_chain(c, 50)),
+        ("fetch_loopback", None, lambda c: scenarios_fetch.provider_fetch(c, "loopback", 5)),
+        ("fetch_private", None, lambda c: scenarios_fetch.provider_fetch(c, "private", 5)),
+        ("fetch_file", None, lambda c: scenarios_fetch.provider_fetch(c, "file", 5)),
+        ("fetch_redirect", None, lambda c: scenarios_fetch.provider_fetch(c, "redirect", 5)),
+        ("fetch_slow", None, lambda c: scenarios_fetch.provider_fetch(c, "slow", 5)),
+        ("fetch_dots", None, lambda c: scenarios_fetch.provider_fetch(c, "dots", 5)),
+        ("stream_inputs_escape", None, scenarios_fetch.stream_inputs_escape),
+        ("scheduled_pattern_escape", None, scenarios_fetch.scheduled_pattern_escape),
+        ("unreadable_read_url", None, lambda c: scenarios_fetch.unreadable_read_url(c, 20)),
     ]
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import resource
 import sys
 import threading
@@ -55,6 +56,8 @@ def client_child(profile: dict, store_root: str, source: str, url: str, args: di
     network = OGPUNetwork.from_network(Network.from_profile(profile))
     wallet = OGPUWallet(private_key=DEV_KEYS[DEV_ROLES.index("client")])
     storage = OGPUStorage(write_url=f"file://{store_root}", read_url=profile["payload_url"])
+    # Run parameters read only under the input roots: this bench's own input folder.
+    os.environ["PREFECT_INTEGRATIONS_OGPU_INPUT_ROOTS"] = json.dumps([url.removeprefix("file://").rsplit("/", 1)[0]])
     t0 = time.perf_counter()
     summary = stream_batch(
         source,

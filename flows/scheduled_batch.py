@@ -14,6 +14,7 @@ prefect.yaml (`prefect deploy --name nightly`), or serve it on a cron schedule:
 import bisect
 import hashlib
 import json
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -38,12 +39,16 @@ from ogpu_prefect.flowkit import (
     tag_run,
 )
 from ogpu_prefect.flows.stream_batch import results_storage_options, stream_tasks
-from ogpu_prefect.stream_io import read_results
+from ogpu_prefect.stream_io import check_under_roots, json_lines, read_results
+from ogpu_prefect.validation import refuse_secret
 
 # No `from __future__ import annotations` here: a served flow is pickled by value into its run's
 # process, and a name used only in a string annotation would not be there to resolve it.
 
 RUN_TAGS = ("ogpu", "ogpu-scheduled-batch")
+MAX_JSON_FILE_BYTES = 8 * 1024 * 1024
+"""Largest `.json` inbox file (parsed whole, ~6x its size in memory); `.jsonl` files of any size
+are read a line at a time."""
 Outbox = or_none(str, "URL", "<inbox>/results")
 
 
@@ -103,11 +108,11 @@ def scheduled_batch(
     redact_stored_parameters()
     log = get_run_logger()
     tag_run(RUN_TAGS)
-    fs, root = fsspec.core.url_to_fs(inbox)
+    fs, root = fsspec.core.url_to_fs(check_under_roots("inbox", inbox))
     root = root.rstrip("/")
-    out_fs, out_root = fsspec.core.url_to_fs(outbox or f"{inbox.rstrip('/')}/results")
+    out_fs, out_root = fsspec.core.url_to_fs(check_under_roots("outbox", outbox or f"{inbox.rstrip('/')}/results"))
     out_root = out_root.rstrip("/")
-    files = sorted(fs.glob(f"{root}/{pattern}"))
+    files = inbox_files(fs, root, pattern)
     if not files:
         log.info("inbox %s is empty", inbox)
         return {}
@@ -135,6 +140,25 @@ def scheduled_batch(
     for path in files:
         fs.mv(path, f"{root}/done/{path.rsplit('/', 1)[-1]}")
     return written
+
+
+def inbox_files(fs: Any, root: str, pattern: str) -> list[str]:
+    """The files `pattern` matches inside the inbox `root`, not in its `done/`: a pattern that
+    could leave the inbox (absolute, `..`, a URL) is refused, and a match whose real path is
+    elsewhere (a symlink) is skipped, so nothing outside the inbox is read or moved."""
+    refuse_secret("pattern", pattern)
+    parts = pattern.replace("\\", "/").split("/")
+    if not pattern or pattern.startswith(("/", "~")) or "://" in pattern or ".." in parts:
+        raise InvalidInputError("pattern", f"{pattern[:100]!r} must be a glob inside the inbox (no /, ~, .. or URL)")
+    local = "file" in ((fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol)
+    real_root = os.path.realpath(root) if local else root
+    found = []
+    for path in sorted(fs.glob(f"{root}/{pattern}")):
+        real = os.path.realpath(path) if local else path
+        inside = real.startswith(real_root + "/") and not real.startswith(f"{real_root}/done/")
+        if inside and fs.isfile(path):
+            found.append(path)
+    return found
 
 
 def inbox_key(inbox: str, fs: Any, files: list[str]) -> str:
@@ -171,17 +195,19 @@ class InboxInputs:
     def _items(self, path: str) -> Iterator[Any]:
         if path.endswith(".jsonl"):
             with self.fs.open(path, "rt", encoding="utf-8") as f:
-                for n, line in enumerate(f, start=1):
-                    if line.strip():
-                        try:
-                            yield json.loads(line)
-                        except ValueError:
-                            raise InvalidInputError("inbox", f"line {n} of {path} is not JSON") from None
+                yield from json_lines(f, path, "inbox")
             return
+        with self.fs.open(path, "rb") as f:  # a .json file is parsed whole: its size is capped first
+            body = f.read(MAX_JSON_FILE_BYTES + 1)
+        if len(body) > MAX_JSON_FILE_BYTES:
+            raise InvalidInputError(
+                "inbox", f"{path} is over the {MAX_JSON_FILE_BYTES:,}-byte limit of a .json file: write it as .jsonl"
+            )
         try:
-            data = json.loads(self.fs.cat_file(path))
+            data = json.loads(body)
         except ValueError:
             raise InvalidInputError("inbox", f"{path} is not JSON") from None
+        del body
         yield from data if isinstance(data, list) else [data]
 
 

@@ -110,9 +110,10 @@ def stream_batch(
     Args:
         source: The source's address (0x...): the service the tasks run on.
         inputs: A JSON-lines file (an fsspec URL: file:///data/in.jsonl, s3://bucket/in.jsonl.gz)
-            with one input per line, or a list of inputs. Each input is
-            `{"function_name": ..., "data": ...}`, or any JSON value (then `function_name` says
-            which function runs it).
+            with one input per line (at most 1 Mi characters), under the input roots (setting
+            PREFECT_INTEGRATIONS_OGPU_INPUT_ROOTS; default: the working directory), or a list of
+            inputs. Each input is `{"function_name": ..., "data": ...}`, or any JSON value (then
+            `function_name` says which function runs it).
         payment: What each task pays, with its unit: "0.01 OGPU", "10 gwei" or "10000000000000000 wei".
         network: The OpenGPU network: a saved OGPUNetwork block (or its name).
         wallet: The client wallet that signs and pays: a saved OGPUWallet block (or its name).

@@ -14,7 +14,6 @@ from . import validation
 from .chain import errors
 from .chain.connection import Chain
 from .chain.logs import created_address
-from .chain.rpc import http_session
 from .chain.structs import SourceParams
 from .chain.tx import Call, Receipt
 from .chain.types import DeliveryMethod, SourceStatus
@@ -65,7 +64,7 @@ class OGPUClient:
         self.sender = chain.sender(validation.check_signer("signer", signer))
         self.store = store
         allowed = list(trusted_origins) if trusted_origins is not None else None
-        self.fetch = fetch or partial(fetch_json, session=http_session(), allowed_origins=allowed)
+        self.fetch = fetch or partial(fetch_json, allowed_origins=allowed)
 
     @property
     def address(self) -> str:

@@ -8,16 +8,18 @@ awaited even when a later step fails, and such a failure names what landed (Part
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from .chain.errors import EscrowHeldError
+from .chain.errors import EscrowHeldError, InvalidInputError
 from .chain.logs import created_address
 from .chain.structs import TaskParams
 from .chain.tx import SUPERSEDED, PendingTx, Receipt
+from .fetching import StorageError, fetch_json
 from .models import PublishedTask
 from .storage import put_many
 
@@ -40,6 +42,20 @@ class PartialPublishError(EscrowHeldError):
     @property
     def published(self) -> list[PublishedTask]:
         return self.tasks
+
+
+def check_readable(url: str, body: bytes) -> None:
+    """A config just written must be readable at the URL providers will be given, and be what
+    was written: otherwise every task's escrow would sit frozen until its expiry, since no
+    provider can serve it. InvalidInputError naming `storage.read_url`."""
+    try:
+        found = fetch_json(url)
+    except StorageError as e:
+        raise InvalidInputError(
+            "storage.read_url", f"a config written to the storage cannot be read back at {url[:200]}: {e}"
+        ) from None
+    if found != json.loads(body):
+        raise InvalidInputError("storage.read_url", f"{url[:200]} does not serve the config written there")
 
 
 class Publication:
@@ -113,6 +129,8 @@ class Publication:
                             todo.append((i, urls[i]))
                     if not todo:
                         continue
+                    if gas is None:  # once, before the first transaction is signed
+                        check_readable(todo[0][1], bodies[todo[0][0]])
                     calls = [
                         self.client.chain.controller.publish_task(
                             TaskParams(self.source, url, self.expiry_time, self.payment)

@@ -38,6 +38,14 @@ class OGPUSettings(PrefectBaseSettings):
         "are retried with backoff meanwhile; a batch waiting for results pauses until its deadline).",
     )
 
+    input_roots: list[str] = Field(
+        default=["."],
+        description="Where a flow's run parameters may read inputs from (stream_batch `inputs`, "
+        "scheduled_batch `inbox` and `outbox`): folders and URL prefixes (file:///data/in, "
+        "s3://bucket/in/, https://data.example.com/in/). A parameter elsewhere is refused. Default: "
+        "the working directory. A loopback or private address only where a prefix names it.",
+    )
+
     batch_lease_wait_s: float = Field(
         default=90.0,
         ge=0,

@@ -5,7 +5,8 @@ twice is a no-op and returns the same URL.
 - `FsspecStore`: any fsspec URL to write to (file://, memory://, s3://, ...), and optionally the
   public URL prefix under which the same names can be read (an http(s) server, a bucket's site).
 - `IpfsStore`: the real network's IPFS upload API (a multipart POST answering `{"link": ...}`).
-- `fetch_json`: reads any of those back (http(s) with requests, everything else with fsspec).
+- `fetch_json` (fetching.py, re-exported here): reads any of those back, confined to the reader's
+  allowed origins.
 - `serve_directory`: a loopback HTTP server over a folder: the devnet's default store.
 """
 
@@ -16,29 +17,25 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 import requests
 
 from ._loopback import DirectoryServer
-from .chain.errors import InvalidInputError, OGPUError
+from .chain.errors import InvalidInputError
+from .fetching import MAX_PAYLOAD_BYTES, StorageError
+from .fetching import UntrustedUrlError as UntrustedUrlError  # re-exported: one implementation, in fetching.py
+from .fetching import fetch_json as fetch_json
+from .fetching import is_trusted as is_trusted
 from .validation import check_int, check_number, check_url, refuse_secret
 
 log = logging.getLogger(__name__)
 
-MAX_PAYLOAD_BYTES = 512 * 1024
-"""Largest JSON payload (task input, source metadata, response) accepted: 512 KiB. Bigger data
-belongs in its own storage, referenced by URL from the payload."""
-
 IPFS_API_URL = "https://capi.ogpuscan.io/file/create"
-
-
-class StorageError(OGPUError):
-    """A payload could not be written or read."""
+IPFS_GATEWAY = "https://cipfs.ogpuscan.io/ipfs/"
+"""Where the real network's IPFS upload API links its files (PROTOCOL.md section 6)."""
 
 
 def canonical_json(obj: Any, *, field: str = "data") -> bytes:
@@ -130,6 +127,11 @@ class FsspecStore:
             self._fs.pipe_file(path, body)
         return f"{(self.read_url or self.write_url).rstrip('/')}/{name}"
 
+    @property
+    def trusted_origins(self) -> list[str]:
+        """Where payloads written here are read."""
+        return [self.read_url or self.write_url]
+
 
 @dataclass
 class IpfsStore:
@@ -145,6 +147,11 @@ class IpfsStore:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     parallel = True
+
+    @property
+    def trusted_origins(self) -> list[str]:
+        """Where the API's links point: the network's gateway."""
+        return [IPFS_GATEWAY]
 
     def __post_init__(self) -> None:
         check_url("api_url", self.api_url, ("http", "https"))
@@ -185,80 +192,6 @@ class IpfsStore:
                 time.sleep(delay)
                 delay *= 2
         raise StorageError(f"IPFS API {self.api_url} failed after {self.retries} attempts: {err}")
-
-
-FETCH_TIMEOUT_S = 10.0
-"""Seconds a payload read may take (connect and each read)."""
-IPFS_GATEWAY = "https://cipfs.ogpuscan.io/ipfs/"
-"""Where the real network's IPFS upload API links its files (PROTOCOL.md section 6)."""
-
-
-class UntrustedUrlError(StorageError):
-    """A URL outside the origins the reader trusts: not fetched (a provider's response pointing
-    at a private network would otherwise make every client probe it)."""
-
-
-def is_trusted(url: str, allowed: Iterable[str]) -> bool:
-    """Whether `url` lies under one of the `allowed` URL prefixes: same scheme, host and port
-    (http/https), and a path inside the prefix's path. No user info in the URL."""
-    try:
-        u = urlsplit(url)
-        port = u.port
-    except ValueError:
-        return False
-    if u.username or u.password:
-        return False
-    for prefix in allowed:
-        a = urlsplit(prefix)
-        if a.scheme.lower() != u.scheme.lower():
-            continue
-        if u.scheme.lower() in ("http", "https"):
-            default = 443 if u.scheme.lower() == "https" else 80
-            if (u.hostname or "").lower() != (a.hostname or "").lower() or (port or default) != (a.port or default):
-                continue
-            base = a.path.rstrip("/")
-            if not base or u.path == base or u.path.startswith(base + "/"):
-                return True
-        elif url.startswith(prefix.rstrip("/") + "/"):
-            return True
-    return False
-
-
-def fetch_json(
-    url: str,
-    *,
-    timeout: float = FETCH_TIMEOUT_S,
-    session: requests.Session | None = None,
-    allowed_origins: Iterable[str] | None = None,
-) -> Any:
-    """The JSON at `url` (http(s), or any fsspec URL), at most MAX_PAYLOAD_BYTES, read within
-    `timeout`, no redirects followed. With `allowed_origins` (URL prefixes), any other URL raises
-    UntrustedUrlError without a request. Raises StorageError."""
-    if not isinstance(url, str) or not url:
-        raise StorageError(f"not a URL: {url!r:.80}")
-    if allowed_origins is not None and not is_trusted(url, allowed_origins):
-        raise UntrustedUrlError(f"{url[:200]} is not under a trusted origin ({', '.join(allowed_origins) or 'none'})")
-    try:
-        if url.startswith(("http://", "https://")):
-            with (session or requests).get(url, timeout=timeout, allow_redirects=False, stream=True) as resp:
-                if resp.status_code != 200:
-                    raise StorageError(f"GET {url}: HTTP {resp.status_code}")
-                body = resp.raw.read(MAX_PAYLOAD_BYTES + 1, decode_content=True)
-        else:
-            import fsspec
-
-            with fsspec.open(url, "rb") as f:
-                body = f.read(MAX_PAYLOAD_BYTES + 1)
-    except StorageError:
-        raise
-    except Exception as e:
-        raise StorageError(f"cannot read {url}: {e}") from None
-    if len(body) > MAX_PAYLOAD_BYTES:
-        raise StorageError(f"{url} is over the {MAX_PAYLOAD_BYTES:,}-byte payload limit")
-    try:
-        return json.loads(body)
-    except ValueError:
-        raise StorageError(f"{url} is not JSON") from None
 
 
 def serve_directory(root: Path, port: int = 0) -> DirectoryServer:

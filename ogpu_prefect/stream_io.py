@@ -31,6 +31,9 @@ PART_LINES = 1000
 """Results per part file."""
 PART_EVERY_S = 10.0
 """A part is written at least this often while results come in (a crash loses no more)."""
+MAX_LINE_CHARS = 1024 * 1024
+"""Longest line of a JSON-lines input read (1 Mi characters; an input is at most 512 KiB as
+canonical JSON): memory per line stays bounded whatever a file holds."""
 
 
 def check_item(index: int, value: Any, function_name: str | None) -> TaskInput:
@@ -46,19 +49,69 @@ def check_item(index: int, value: Any, function_name: str | None) -> TaskInput:
     return item
 
 
+def json_lines(f: Any, where: str, field: str) -> Iterator[Any]:
+    """The values of an open JSON-lines text file, one at a time (blank lines skipped). A line
+    is read at most MAX_LINE_CHARS (+1) at a time: a longer one raises InvalidInputError naming
+    `field` before it is held whole, as does a line that is not JSON."""
+    n = 0
+    while line := f.readline(MAX_LINE_CHARS + 2):
+        n += 1
+        if len(line.rstrip("\n")) > MAX_LINE_CHARS:
+            raise InvalidInputError(field, f"line {n} of {where} is over {MAX_LINE_CHARS:,} characters")
+        if not line.strip():
+            continue
+        try:
+            yield json.loads(line)
+        except ValueError:
+            raise InvalidInputError(field, f"line {n} of {where} is not JSON") from None
+
+
 def read_jsonl(url: str, storage_options: dict[str, Any] | None = None) -> Iterator[Any]:
-    """The values of a JSON-lines file at an fsspec URL, one at a time (blank lines skipped); a
-    line that is not JSON raises InvalidInputError naming it."""
+    """The values of a JSON-lines file at an fsspec URL (`json_lines`), `.gz`/... by suffix."""
     import fsspec
 
     with fsspec.open(url, "rt", compression="infer", encoding="utf-8", **(storage_options or {})) as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield json.loads(line)
-            except ValueError:
-                raise InvalidInputError("inputs", f"line {n} of {url} is not JSON") from None
+        yield from json_lines(f, url, "inputs")
+
+
+def check_under_roots(field: str, value: str, roots: list[str] | None = None) -> str:
+    """`value` (a path or an fsspec URL given as a run parameter) as a URL, if it lies under one
+    of `roots` (default: the `input_roots` setting): dot segments resolved and symlinks followed
+    first; an http(s) host must resolve to an address the root allows (fetching.py's rules).
+    Otherwise InvalidInputError naming `field`, before anything is read."""
+    from .fetching import UntrustedUrlError, checked_address, matching_origin
+    from .settings import get_settings
+
+    refuse_secret(field, value)
+    if "::" in value:
+        raise InvalidInputError(field, "chained fsspec URLs (a::b) are not accepted as run parameters")
+    roots = get_settings().input_roots if roots is None else roots
+    url, allowed = _as_url(value), [_as_url(r) for r in roots]
+    root = matching_origin(url, allowed)
+    if root is None:
+        raise InvalidInputError(
+            field, f"{value[:200]} is outside the input roots ({', '.join(roots) or 'none'}: the "
+            "PREFECT_INTEGRATIONS_OGPU_INPUT_ROOTS setting)"
+        )  # fmt: skip
+    scheme, _, rest = url.partition("://")
+    if scheme in ("http", "https"):
+        from urllib.parse import urlsplit
+
+        u, r = urlsplit(url), urlsplit(root)
+        try:
+            checked_address(u.hostname or "", u.port or (443 if scheme == "https" else 80), r.hostname)
+        except (UntrustedUrlError, OSError) as e:
+            raise InvalidInputError(field, str(e)) from None
+    return url
+
+
+def _as_url(value: str) -> str:
+    """A local path or file:// URL as an absolute file:// URL (symlinks resolved); others as they are."""
+    if value.startswith("file://"):
+        value = value[len("file://") :]
+    elif "://" in value:
+        return value
+    return "file://" + os.path.realpath(value)
 
 
 @dataclass
@@ -77,7 +130,7 @@ class InputStream:
                 check_write_url("inputs", inputs)  # a protocol fsspec knows
             elif not os.path.exists(inputs):
                 raise InvalidInputError("inputs", f"no such file: {inputs[:200]}")
-            return cls(inputs, function_name)
+            return cls(check_under_roots("inputs", inputs), function_name)
         if isinstance(inputs, (bytes, dict)) or not isinstance(inputs, Iterable):
             raise InvalidInputError("inputs", f"a list, an iterable or a JSON-lines URL, not {type(inputs).__name__}")
         return cls(inputs, function_name, len(inputs) if _reiterable(inputs) else None)

@@ -4,6 +4,8 @@ evm_revert (which also keeps anvil fast)."""
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,20 @@ import pytest
 
 from ogpu_prefect.chain import devnet as devnet_mod
 from ogpu_prefect.chain.devnet import Devnet
+
+
+@pytest.fixture(autouse=True, scope="session")
+def input_roots(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Run parameters read only under the input roots (settings.py; default: the working
+    directory): the tests' input files live in pytest's temporary folder, which is added."""
+    key = "PREFECT_INTEGRATIONS_OGPU_INPUT_ROOTS"
+    before = os.environ.get(key)
+    os.environ[key] = json.dumps([".", str(tmp_path_factory.getbasetemp())])
+    yield
+    if before is None:
+        os.environ.pop(key, None)
+    else:
+        os.environ[key] = before
 
 
 @pytest.fixture(scope="session")

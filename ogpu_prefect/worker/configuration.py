@@ -23,7 +23,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 from ..blocks import OGPUNetwork, OGPUStorage, OGPUWallet
 from ..chain.errors import InvalidInputError
-from ..validation import check_address, check_name, refuse_secret
+from ..validation import check_address, check_name, check_url, refuse_secret
 
 ADDRESS_PATTERN = r"^0x[0-9a-fA-F]{40}$"
 ADDRESS_LIST = {"items": {"type": "string", "pattern": ADDRESS_PATTERN}}
@@ -166,6 +166,20 @@ class _Fields(_Checks):
     """Seconds between chain polls for new tasks (above 0, at most 60)."""
     lookback_blocks: int = Field(10_000, ge=0, title="Lookback (blocks)", examples=[50_000])
     """Blocks scanned back on start, for tasks published while the worker was down."""
+
+    config_origins: list[str] = Field(
+        default_factory=list,
+        title="Config origins",
+        examples=[["https://cipfs.ogpuscan.io/ipfs/", "http://10.0.0.5:8080/payloads/"]],
+    )
+    """URL prefixes task configs and source metadata may be read from: a config URL is chosen by
+    the task's client, so any other is refused unread. A loopback or private address is read only
+    where a prefix names it. Empty: the result storage's read URL and the network's IPFS gateway."""
+
+    @field_validator("config_origins")
+    @classmethod
+    def _config_origins(cls, value: list[str]) -> list[str]:
+        return [check_url(f"config_origins[{i}]", u) for i, u in enumerate(value)]
 
     # Pools created before the block-typed variables name their blocks; the wallet's name can also
     # come from the PREFECT_INTEGRATIONS_OGPU_PROVIDER_WALLET_BLOCK setting. A name wins over a block.

@@ -30,7 +30,8 @@ from ..chain.errors import InvalidInputError
 from ..chain.rpc import http_session
 from ..chain.signing import Signer
 from ..chain.types import Environment, TaskStatus
-from ..storage import PayloadStore, fetch_json
+from ..fetching import fetch_bytes, fetch_json
+from ..storage import IPFS_GATEWAY, PayloadStore
 from .compose import ComposeSpec
 from .outcomes import (
     Executed,
@@ -47,6 +48,8 @@ log = logging.getLogger(__name__)
 
 DEADLINE_MARGIN_S = 5
 """Seconds before a task's expiry by which its response must be on its way to the chain."""
+MAX_COMPOSE_BYTES = 1024 * 1024
+"""Largest compose file read from a source's metadata URL."""
 AUTHORITY_CHECK_S = 10.0
 """Seconds an agent's authority, once read, is trusted before the next attempts read it again."""
 
@@ -70,6 +73,7 @@ class Provider:
         service_log: Callable[[str, str], None] | None = None,
         on_service: Callable[[str, str], None] | None = None,
         provider: str | None = None,
+        config_origins: Sequence[str] | None = None,
     ) -> None:
         self.chain = chain
         self.sender = chain.sender(signer)
@@ -81,8 +85,13 @@ class Provider:
         self.store = store
         self.backend = backend
         self.environment = environment
-        self._http = http_session()  # one pool of kept-alive connections for configs and service calls
-        self.fetch = fetch or partial(fetch_json, session=self._http)
+        self._http = http_session()  # one pool of kept-alive connections for service calls
+        default = [*getattr(store, "trusted_origins", []), IPFS_GATEWAY]
+        self.config_origins = list(config_origins or dict.fromkeys(default))
+        """URL prefixes configs and source metadata are read from (fetching.py's rules): a URL on
+        chain is chosen by a client, so anything else is refused unread. Default: where `store`
+        is read, and the network's IPFS gateway."""
+        self.fetch = fetch or partial(fetch_json, allowed_origins=self.config_origins)
         self.service_log = service_log or (lambda source, line: log.info("[%s] %s", source[:10], line))
         self.on_service = on_service or (lambda change, source: None)
         """Told ("started" | "stopped", source) when a source's service starts (ready) or stops."""
@@ -133,15 +142,13 @@ class Provider:
         url = (metadata or {}).get(self.environment.name.lower(), "")
         if not url:
             raise ProviderError(f"source {source} has no compose file for {self.environment.name.lower()}")
-        if url.startswith("file://"):
+        if url.startswith("file://"):  # a source published on this machine (the devnet's)
             return ComposeSpec.load(url[len("file://") :])
-        import requests
-
-        body = requests.get(url, timeout=30)
-        body.raise_for_status()
+        # Chosen by the source's owner: any public https/http host, never this machine's network.
+        body = fetch_bytes(url, allowed_origins=["https://", "http://"], timeout=30, max_bytes=MAX_COMPOSE_BYTES)
         path = self._workdir / source / "docker-compose.yml"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(body.content)
+        path.write_bytes(body)
         return ComposeSpec.load(path)
 
     def service_for(self, source: str) -> RunningService:

@@ -203,6 +203,7 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
                     change, network.chain_id, me, source, self._related_resources()
                 ),
                 provider=acting_for,
+                config_origins=config.config_origins or None,
             )
             provider.ensure_standing(config.sources, stake=config.stake_wei)
             return provider
