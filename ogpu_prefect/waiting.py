@@ -89,6 +89,7 @@ class Waiter:
         self.client, self.chain, self.strategy = client, client.chain, strategy
         self.tracked = {p.address: Tracked(p) for p in published}
         self.cursor = self.chain.cursor(WATCHED_EVENTS, from_block)
+        self.clock = self.chain.clock()
         self.poll_interval = poll_interval
         self.notify = on_change or (lambda kind, t: None)
         self.outage_since: float | None = None
@@ -127,9 +128,16 @@ class Waiter:
                 self.poll()
                 if all(t.outcome is not None for t in self.tracked.values()) or time.time() >= deadline:
                     return self.tracked
-                time.sleep(self.poll_interval if self.outage_since is None else 1.0)
+                time.sleep(self._pause())
         finally:
             self.close()
+
+    def _pause(self) -> float:
+        """Seconds to the next poll: `poll_interval`, at least 250 ms on a chain with block times
+        (a block a second: polling faster only spends calls), 1 s while the node is away."""
+        if self.outage_since is not None:
+            return 1.0
+        return self.poll_interval if self.chain.mines_on_demand() else max(self.poll_interval, 0.25)
 
     def poll(self) -> list[Tracked]:
         """One pass: new events applied, due tasks decided (confirming where the method says);
@@ -137,7 +145,7 @@ class Waiter:
         logged and ends nothing."""
         try:
             touched = self._apply_events(self.cursor.poll())
-            now_chain = self.chain.now()
+            now_chain = self.clock.now(self.cursor.head)
             if time.monotonic() - self._last_sweep >= SWEEP_S:
                 self._last_sweep = time.monotonic()
                 self._undecided = [

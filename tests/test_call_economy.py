@@ -79,3 +79,31 @@ def test_a_provider_reads_two_views_a_new_task_and_its_sources_method_once(devne
     assert polled.new_offers == n
     assert {o.delivery_method for o in watcher.waiting.values()} == {DeliveryMethod.FIRST_RESPONSE}
     assert calls["eth_call"] == 2 * n, dict(calls)  # was 4 a task
+
+
+def test_waiting_on_one_second_blocks_polls_at_the_chains_pace() -> None:
+    """A client waiting 4 s for tasks nobody answers, on 1 s blocks: it polls at most every 250 ms
+    (not every `poll_interval` of 100 ms) and asks the chain's time only when a block came or a
+    second passed (the time in between is the last answer plus the time elapsed)."""
+    import time
+
+    from ogpu_prefect.plugins.first_response import FirstResponse
+
+    net = devnet_mod.start(block_time=1, gas_limit=30_000_000)
+    try:
+        chain = Chain(net.network)
+        with tempfile.TemporaryDirectory() as tmp, LocalStore(Path(tmp)) as store:
+            client = OGPUClient(chain, net.key("client"), store)
+            source = client.publish_source(SourceSpec(name="echo", cpu="http://127.0.0.1:9/c.yml", min_payment=10**15))
+            start = chain.block_number()
+            inputs = [TaskInput(function_name="echo", data={"i": i}) for i in range(5)]
+            tasks = client.publish_tasks(source, inputs, payment=10**16, expiry_time=chain.now() + 600)
+            calls = count_calls(chain.rpc)
+            waited = time.monotonic()
+            client.wait_for(tasks, FirstResponse(), deadline=time.time() + 4, from_block=start, poll_interval=0.1)
+            waited = time.monotonic() - waited
+        polls = calls["eth_blockNumber"]
+        assert polls <= waited / 0.25 + 2, dict(calls)  # was one every 100 ms
+        assert calls["eth_getBlockByNumber"] <= waited + 2 + polls / 4, dict(calls)  # was one a poll
+    finally:
+        net.stop()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ._contract import BlockId, Read, block_param
 from .contracts import Controller, Manager, Nexus, Response, Source, Task, Terminal, Vault
 from .logs import EventCursor
+from .mining import mines_on_demand
 from .network import Network
 from .rpc import Rpc, Web3Rpc
 from .signing import as_signer
@@ -32,6 +34,7 @@ class Chain:
         self.vault = Vault(self.rpc, network.vault)
         self.manager = Manager(self.rpc, network.manager) if network.manager else None
         self._extensions: bool | None = None
+        self._on_demand: bool | None = None
 
     def __repr__(self) -> str:
         return f"Chain({self.network.name} @ {self.network.rpc_url})"
@@ -62,6 +65,17 @@ class Chain:
         is idle (anvil mines only on demand)."""
         return self.timestamp("pending")
 
+    def mines_on_demand(self) -> bool:
+        """Whether a block follows each transaction (anvil's automine): then polling fast pays;
+        on a chain with block times it only spends calls. Asked once."""
+        if self._on_demand is None:
+            self._on_demand = mines_on_demand(self.rpc)
+        return self._on_demand
+
+    def clock(self) -> ChainClock:
+        """A ChainClock over this chain (one per poller)."""
+        return ChainClock(self)
+
     def balance(self, address: str) -> int:
         return int(self.rpc.call("eth_getBalance", [address, "latest"]), 16)
 
@@ -90,3 +104,23 @@ class Chain:
             except Exception:  # refused, reverted, or not there: the real network's path
                 self._extensions = False
         return self._extensions
+
+
+class ChainClock:
+    """The chain's next-block time for a poller, without asking on every poll: asked again when
+    the poll saw a new block or `resync_s` passed, and in between the last answer plus the time
+    elapsed here (the pending block's time follows the wall clock). A poller on a metered
+    endpoint saves one call a poll."""
+
+    def __init__(self, chain: Chain, resync_s: float = 1.0) -> None:
+        self.chain, self.resync_s = chain, resync_s
+        self._head: int | None = None
+        self._value, self._at = 0, float("-inf")
+
+    def now(self, head: int | None) -> int:
+        """The next-block time; `head`: the latest block number the poll saw."""
+        t = time.monotonic()
+        if head is None or head != self._head or t - self._at >= self.resync_s:
+            self._value, self._at, self._head = self.chain.now(), t, head
+            return self._value
+        return self._value + int(t - self._at)

@@ -96,6 +96,7 @@ class EventCursor:
         self.address: str | list[str] = address if isinstance(address, str) else list(address)
         self.names = tuple(names)
         self.next_block = max(from_block, 0)
+        self.head: int | None = None  # the latest block the last poll read up to
         contracts = [contract] if isinstance(contract, str) else list(contract)
         self.topics = [topic(next(c for c in contracts if n in spec(c).events), n) for n in self.names]
 
@@ -110,6 +111,7 @@ class EventCursor:
             logs += [Log.from_rpc(lg) for lg in self.rpc.call("eth_getLogs", [query])]
             start = end + 1
         self.next_block = start  # only once every chunk was read
+        self.head = head
         return decode_logs(logs, self.names)
 
 

@@ -79,6 +79,7 @@ class ChainWatcher:
         self.provider = provider
         self.sources = {s.lower() for s in sources}
         self.cursor = chain.cursor(("TaskPublished", "Attempted", "SourceUpdated"), from_block)
+        self.clock = chain.clock()
         self.methods: dict[str, DeliveryMethod] = {}  # source -> the delivery method its tasks carry
         self.waiting: dict[str, TaskOffer] = {}
         self.published: dict[str, str] = {}
@@ -94,7 +95,7 @@ class ChainWatcher:
             e["task"]: e.tx_hash for e in events if e.name == "TaskPublished" and e["source"].lower() in self.sources
         }
         polled = Polled()
-        now = float(self.chain.now())
+        now = float(self.clock.now(self.cursor.head))
         self.published.update(found)
         tasks = [t for t in found if not busy(t) and t not in self.waiting]
         if tasks:
