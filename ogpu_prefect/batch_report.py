@@ -3,6 +3,7 @@ when any escrow is still held, where it stands."""
 
 from __future__ import annotations
 
+import contextvars
 import json
 import threading
 from collections.abc import Callable
@@ -41,7 +42,10 @@ class ProgressReporter:
         self._closed = False
         self._client: Any = None
         self._sending = threading.Lock()
-        self._thread = threading.Thread(target=self._loop, name="ogpu-batch-progress", daemon=True)
+        # In a copy of this context: the thread writes to the same Prefect API (temporary_settings).
+        self._thread = threading.Thread(
+            target=contextvars.copy_context().run, args=(self._loop,), name="ogpu-batch-progress", daemon=True
+        )
         self._thread.start()
 
     def round_progress(self, done_before: int) -> Callable[[int, int], None]:
