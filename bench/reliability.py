@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ogpu_prefect.chain import devnet as devnet_mod  # noqa: E402
 from ogpu_prefect.storage import LocalStore  # noqa: E402
-from tests import scenarios  # noqa: E402
+from tests import scenarios, scenarios_lease  # noqa: E402
 from tests.scenarios import Ctx, Outcome  # noqa: E402
 
 
@@ -45,6 +45,7 @@ def plan(outage: float, api_url: str) -> list[tuple[str, str | None, object]]:
         ("keys", None, scenarios.key_in_wrong_fields),
         ("abi_firewall", None, lambda c: scenarios.abi_firewall(c, 20)),
         ("legacy_gas", "berlin", lambda c: scenarios.legacy_gas_chain(c, 50)),
+        ("lapsed_lease", None, lambda c: scenarios_lease.lapsed_lease(c, 400)),
     ]
 
 
