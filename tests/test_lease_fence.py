@@ -23,7 +23,7 @@ from ogpu_prefect.models import TaskInput
 from ogpu_prefect.storage import LocalStore
 
 from . import scenarios_lease
-from .scenarios import PAYMENT, Ctx
+from .scenarios import PAYMENT, Ctx, run_flow
 from .scenarios_lease import CutProxy
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -75,20 +75,25 @@ def test_a_holder_that_cannot_renew_stops_publishing_before_its_lease_can_lapse(
     assert ctx.chain.source(source).get_task_count() == 0
 
 
-def test_the_lease_renewer_uses_the_callers_prefect_api(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Under `temporary_settings(PREFECT_API_URL=...)` (a per-context setting), every renewal goes
-    to that API and no temporary Prefect server starts. The old renewer thread saw no API URL:
-    its renewals went to a temporary server (outside the test harness: 'Server process did not
-    start', and an orphaned server)."""
+def test_a_batch_under_temporary_settings_renews_its_lease_on_that_api(
+    ctx: Ctx, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """run_batch under `temporary_settings(PREFECT_API_URL=...)` (a per-context setting, here a
+    proxy in front of the real server): every renewal goes to that API, and no temporary Prefect
+    server starts. The old renewer thread saw no API URL: its renewals went to a temporary server
+    (outside the test harness: 'Server process did not start', and an orphaned server; 0 renewals
+    reached the caller's API)."""
     from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     monkeypatch.setattr(lease_mod, "RENEW_S", 0.2)
     servers = dict(SubprocessASGIServer._instances)
-    with CutProxy(PREFECT_API_URL.value()) as proxy, temporary_settings({PREFECT_API_URL: proxy.url}):
-        with hold_batch(f"settings-{time.time()}"):
-            time.sleep(1.5)
+    source = ctx.source()
+    proxy = CutProxy(PREFECT_API_URL.value())
+    with proxy, temporary_settings({PREFECT_API_URL: proxy.url}), ctx.providers(source):
+        state = run_flow(ctx, source, 3)
         renewals = proxy.count("/renew")
+    assert state.is_completed(), state
     assert renewals >= 3, f"{renewals} renewal(s) reached the caller's API"
     assert SubprocessASGIServer._instances == servers, "a temporary Prefect server was started"
 
