@@ -3,8 +3,8 @@ runs it smaller), on a chain that mines a block every second, and the TCP proxy 
 process's Prefect API.
 
 What is real: two batch processes on one batch_key, a real Prefect server, the devnet mining every
-second with a block gas limit that lets about one run's worth of publishTask transactions in a
-minute (a congested chain: transactions wait in the pool, as on a busy network), the outage of
+second with a block gas limit that lets one publishTask transaction in a block (a congested chain:
+transactions wait in the pool, as on a busy network), the outage of
 one process's Prefect API (every connection through the proxy closed and refused), stand-in
 providers (tests/provider_sim.py) answering once the congestion clears."""
 
@@ -120,7 +120,7 @@ class CutProxy:
 
 
 def lapsed_lease(ctx: Ctx, n: int) -> Outcome:
-    """Run A publishes n inputs into a congested chain (1 s blocks, room for ~n/75 publishTask a
+    """Run A publishes n inputs into a congested chain (1 s blocks, room for one publishTask a
     block) and its Prefect API is cut for 80 s; run B, same batch_key, takes the lease once it
     lapses (~60 s) while A's transactions are still pending, then the congestion clears. The
     finding (issue 20): B reconciled at once and published again what A had pending (528 tasks for
@@ -145,12 +145,13 @@ def _lapsed_lease(ctx: Ctx, n: int, api_url: str) -> Outcome:
     key = f"lapsed-{start}"
     names = save_blocks(ctx, f"lapsed{start}")
     holder = variable_name(key).replace("ogpu-batch-", "ogpu-lease-", 1)
-    per_block = max(1, n // 75)
     procs: list[Any] = []
     with CutProxy(api_url) as proxy:
         try:
             set_block_time(rpc, 1)
-            rpc.call("evm_setBlockGasLimit", [hex(per_block * PUBLISH_GAS + 150_000)])
+            # One publishTask a block: A's transactions outlast its lease (cleared once B holds it). More
+            # a block would fill blocks past the EIP-1559 target and price the backlog out of its fee cap.
+            rpc.call("evm_setBlockGasLimit", [hex(PUBLISH_GAS + 150_000)])
             a = _run(ctx, "a", source, n, key, names, proxy.url)
             procs.append(a)
             _until(lambda: ctx.chain.source(source).get_task_count() > 0 or a.poll() is not None, 120)
