@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ogpu_prefect.chain import devnet as devnet_mod  # noqa: E402
 from ogpu_prefect.storage import LocalStore  # noqa: E402
-from tests import scenarios, scenarios_fetch  # noqa: E402
+from tests import scenarios, scenarios_fetch, scenarios_lease  # noqa: E402
 from tests.scenarios import Ctx, Outcome  # noqa: E402
 
 
@@ -54,6 +54,7 @@ def plan(outage: float, api_url: str) -> list[tuple[str, str | None, object]]:
         ("stream_inputs_escape", None, scenarios_fetch.stream_inputs_escape),
         ("scheduled_pattern_escape", None, scenarios_fetch.scheduled_pattern_escape),
         ("unreadable_read_url", None, lambda c: scenarios_fetch.unreadable_read_url(c, 20)),
+        ("lapsed_lease", None, lambda c: scenarios_lease.lapsed_lease(c, 400)),
     ]
 
 

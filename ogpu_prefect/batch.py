@@ -33,7 +33,7 @@ from .chain.errors import (
 )
 from .client import MIN_TTL, OGPUClient, SourceTerms
 from .escrow import EscrowReport, settle
-from .lease import BatchKeyConflictError, BatchLease
+from .lease import BatchKeyConflictError, BatchLease, current_lease
 from .reconcile import find_published
 from .validation import check_address, check_int, check_name, check_number, refuse_secret
 
@@ -95,6 +95,7 @@ def open_batch(client: OGPUClient, key: str, source: str) -> BatchRecord:
     one) and saved before anything is published."""
     from prefect.variables import Variable
 
+    await_predecessor(client)
     name = variable_name(key)
     saved = Variable.get(name, default=None)
     if saved is None:
@@ -130,6 +131,14 @@ def open_batch(client: OGPUClient, key: str, source: str) -> BatchRecord:
             f"on chain {record.chain_id}; use another key",
         )
     return record
+
+
+def await_predecessor(client: OGPUClient) -> None:
+    """Inside `hold_batch`: before the batch's tasks are read from the chain, waits until the
+    previous holder's transactions are mined or can never be (lease.py's fence)."""
+    lease = current_lease()
+    if lease is not None:
+        lease.await_predecessor(client.chain.rpc)
 
 
 def hold_batch(key: str, flow_run_id: str | None = None, *, wait_s: float | None = None) -> BatchLease:
@@ -234,6 +243,7 @@ def live_ledger(key: str, ledger: Ledger | None = None, *, drop: bool = False) -
 def batch_tasks_on_chain(client: OGPUClient, record: BatchRecord) -> tuple[list[str], list[str]]:
     """(tasks of the batch, duplicates among them) from the chain alone: the client's tasks on the
     source since the batch's first block whose config carries this batch's mark."""
+    await_predecessor(client)
     found = find_published(client.chain, client.address, record.source, record.from_block)
     ours, duplicates = [], []
     for url, tasks in found.items():

@@ -20,6 +20,7 @@ from .chain.logs import created_address
 from .chain.structs import TaskParams
 from .chain.tx import SUPERSEDED, PendingTx, Receipt
 from .fetching import StorageError, fetch_json
+from .lease import current_lease
 from .models import PublishedTask
 from .storage import put_many
 
@@ -99,6 +100,7 @@ class Publication:
         # Local files are all written before the send thread starts (~15 us each): a file create
         # releases the GIL, and getting it back from a busy send thread costs up to a switch
         # interval (5 ms). Network stores write a chunk at a time, in parallel with the sends.
+        lease = current_lease()
         write_ahead = len(bodies) if not getattr(store, "parallel", True) else PUBLISH_CHUNK
         urls: list[str] = []
         gas: int | None = None
@@ -139,7 +141,11 @@ class Publication:
                     ]
                     if gas is None:
                         gas = self.client.sender.estimate(calls[:1])[0]  # same shape for all: one estimate serves
+                    if lease is not None:  # the batch's fence (lease.py): never publish on a lapsing lease
+                        lease.check()
                     signed = self.client.sender.sign(calls, gas)
+                    if lease is not None:
+                        lease.record_nonces(self.client.address, max(p.nonce for p in signed))
                     self.meta.update({id(p): (i, url) for (i, url), p in zip(todo, signed)})
                     ready += [(i, url, p) for (i, url), p in zip(todo, signed)]
                     flush(block=False)
