@@ -72,6 +72,8 @@ class BatchLease:
         from .settings import get_settings
 
         self.name, self.key, self.flow_run_id = name, key, flow_run_id
+        self.what = f"batch {key}"  # in log lines
+        self.holder_info: dict[str, Any] = {}  # more about the holder, for whoever finds the slot taken
         self.wait_s = get_settings().batch_lease_wait_s if wait_s is None else wait_s
         self.holder_variable = name.replace("ogpu-batch-", "ogpu-lease-", 1)
         self.lease_id: str | None = None
@@ -118,7 +120,7 @@ class BatchLease:
             if not self.lost:  # the mark stays for the next holder (a transaction may still be pending)
                 Variable.set(self.holder_variable, _released(self._record), overwrite=True)
         except Exception as e:  # the server takes the slot back when the lease runs out
-            log.warning("could not release batch %s's slot (%s); it frees itself within %ds", self.key, e, LEASE_S)
+            log.warning("could not release %s's slot (%s); it frees itself within %ds", self.what, e, LEASE_S)
 
     # ---- the fence ----
 
@@ -234,7 +236,8 @@ class BatchLease:
                 lease_id = str(reply.json()["lease_id"])
                 self.valid_until = asked_at + LEASE_S - FENCE_MARGIN_S
                 before = Variable.get(self.holder_variable, default=None)
-                me: dict[str, Any] = {"lease_id": lease_id, "flow_run": self.flow_run_id, **_machine()}
+                me: dict[str, Any] = {"lease_id": lease_id, "flow_run": self.flow_run_id, **self.holder_info}
+                me.update(_machine())
                 me.update(pid=os.getpid(), started=_start_time(os.getpid()))
                 if isinstance(before, dict) and before.get("address") and before.get("nonce_mark") is not None:
                     self.inherited = (str(before["address"]), int(before["nonce_mark"]))
@@ -247,15 +250,18 @@ class BatchLease:
             if self._release_if_gone(c):
                 continue
             if time.monotonic() >= deadline:
-                raise BatchKeyConflictError(
-                    "batch_key",
-                    f"{self.key!r} is being run by another flow run (waited {self.wait_s:.0f}s); "
-                    "try again when it ends",
-                )
+                raise self._conflict(Variable.get(self.holder_variable, default=None))
             if not told:
-                log.warning("batch %s is being run elsewhere: waiting up to %.0fs for it", self.key, self.wait_s)
+                log.warning("%s is being run elsewhere: waiting up to %.0fs for it", self.what, self.wait_s)
                 told = True
             time.sleep(1.0)
+
+    def _conflict(self, holder: Any) -> InvalidInputError:
+        """The error for a slot another live holder keeps (`holder`: its record, if readable)."""
+        return BatchKeyConflictError(
+            "batch_key",
+            f"{self.key!r} is being run by another flow run (waited {self.wait_s:.0f}s); try again when it ends",
+        )
 
     def _release_if_gone(self, c: Any) -> bool:
         from prefect.variables import Variable
@@ -274,7 +280,7 @@ class BatchLease:
                     return False  # another thread of this process runs it now
         elif _alive(pid, saved.get("started")):
             return False
-        log.warning("batch %s was held by a run that is gone (%s); taking it over", self.key, saved.get("flow_run"))
+        log.warning("%s was held by a run that is gone (%s); taking it over", self.what, saved.get("flow_run"))
         c.release_concurrency_slots_with_lease(saved["lease_id"])
         Variable.set(self.holder_variable, _released(saved), overwrite=True)  # its nonce mark stays
         self._holder_dead = True
@@ -295,12 +301,12 @@ class BatchLease:
             except HTTPStatusError as e:
                 if e.response.status_code in (404, 410):  # the server took it back: another run may hold it
                     self.lost = True
-                    log.warning("batch %s's slot was taken back (%s): publishing stops", self.key, e)
+                    log.warning("%s's slot was taken back (%s): publishing stops", self.what, e)
                     break
-                log.warning("could not renew batch %s's slot: %s", self.key, e)
+                log.warning("could not renew %s's slot: %s", self.what, e)
                 client = _closed(client)
             except Exception as e:  # the batch goes on (check() fences publishing): ending it would strand escrow
-                log.warning("could not renew batch %s's slot: %s", self.key, e)
+                log.warning("could not renew %s's slot: %s", self.what, e)
                 client = _closed(client)
         _closed(client)
 

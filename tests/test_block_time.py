@@ -28,9 +28,7 @@ def _block(rpc: Rpc) -> tuple[int, int]:
 
 
 def test_publish_attempt_submit_on_a_one_second_block_devnet() -> None:
-    t0 = time.monotonic()
     net = devnet_mod.start(block_time=1, gas_limit=30_000_000)
-    started_s = time.monotonic() - t0
     try:
         rpc = Rpc(net.rpc_url)
         assert rpc.call("anvil_getAutomine") is False
@@ -53,7 +51,6 @@ def test_publish_attempt_submit_on_a_one_second_block_devnet() -> None:
         assert blocks <= took + 2, f"{blocks} blocks in {took:.1f}s: blocks were mined on demand"
     finally:
         net.stop()
-    assert started_s < 15, f"the devnet took {started_s:.1f}s to start"
 
 
 def test_the_block_time_and_gas_limit_are_checked_before_anvil_starts() -> None:

@@ -445,3 +445,41 @@ def test_the_docker_backend_builds_and_runs_the_source_image(fleet: Fleet, docke
         ["docker", "ps", "-aq", "--filter", f"label={OWNER_LABEL}={provider.lower()}"], capture_output=True, text=True
     ).stdout.split()
     assert left == [], "no container outlives the worker"
+
+
+def test_a_second_worker_with_a_live_workers_key_refuses_to_start_and_leaves_its_services(fleet: Fleet) -> None:
+    """Before: the second worker logged "stopped 1 service(s) left running by an earlier worker" and
+    killed the live worker's service. Now it refuses to start, naming the worker that holds the key."""
+    source = fleet.publish_source()
+    fleet.create_pool("one-key", [source], wallet_block=f"{fleet.name}-provider1")
+    first = fleet.start_worker("one-key", "provider1")
+    fleet.wait_registered(source, "provider1")
+    provider = fleet.devnet.address("provider1")
+    fleet.wait_final([p.address for p in fleet.publish(source, [{"text": "warm"}])])
+    services = service_processes(provider)
+    assert services, "the first worker's service runs"
+
+    from prefect.settings import PREFECT_API_URL
+
+    log_path = fleet.tmp / "worker-second.log"
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_HOME": str(fleet.tmp / "home-second")}
+    with open(log_path, "ab") as log:
+        second = subprocess.Popen(
+            worker_command("one-key", f"{fleet.name}-second"),
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        code = second.wait(timeout=180)
+    finally:
+        if second.poll() is None:
+            os.killpg(second.pid, signal.SIGKILL)
+    out = log_path.read_text(errors="replace")
+    assert code != 0, out[-3000:]
+    assert f"{fleet.name}-provider1" in out and "in use by worker" in out, out[-3000:]
+    assert "left running by an earlier worker" not in out, out[-3000:]
+    assert first.poll() is None, fleet.worker_log("provider1")
+    assert set(services) <= set(service_processes(provider)), "the live worker's service was left alone"
+    fleet.wait_final([p.address for p in fleet.publish(source, [{"text": "still served"}])])

@@ -40,6 +40,7 @@ from ..settings import get_settings
 from .configuration import JobVariableError, ProviderJobConfiguration, ProviderVariables
 from .execution import TaskRuns
 from .journal import FlowRunJournal
+from .key_lease import ProviderKeyLease
 from .provider import Provider
 from .resume import ensure_deployment, resume_left_open
 from .summary import ProviderSummary
@@ -96,6 +97,7 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
         self._policy: Any = None
         self._resumed: set[str] = set()  # tasks whose left-open flow runs this start resumed
         self._refused: str | None = None  # why an agent may not sign for its provider now
+        self._key_lease: ProviderKeyLease | None = None  # this worker alone signs with its key
 
     def _related_resources(self) -> list[dict[str, str]]:
         """This worker and its work pool, as related resources of its events (as prefect-docker's)."""
@@ -168,6 +170,8 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
                 await self.summary.write(self.client, force=True)
             except Exception as e:
                 self._logger.warning("could not write the provider's summary: %s", e)
+        if self._key_lease is not None:  # last: nothing of ours runs with the key now
+            await anyio.to_thread.run_sync(self._key_lease.__exit__, None, None, None)
         await super().teardown(*exc_info)
 
     async def _start_provider(self, config: ProviderJobConfiguration) -> None:
@@ -189,6 +193,10 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
                 self._logger.info("[%s] %s", source[:10], line)
 
         def start() -> Provider:
+            # This worker alone signs with the key: a live one elsewhere must keep its services.
+            self._key_lease = ProviderKeyLease(
+                network.chain_id, wallet.address, worker=self.name, pool=self._work_pool_name
+            ).__enter__()
             reaped = backend.reap()
             if reaped:
                 self._logger.warning("stopped %d service(s) left running by an earlier worker", reaped)
