@@ -44,10 +44,14 @@ def api_url() -> str | None:
     return PREFECT_API_URL.value() or None
 
 
-def require_api(what: str) -> str:
-    """The current API URL; NoPrefectAPIError naming `what` instead of a temporary server."""
+def require_api(what: str) -> str | None:
+    """The current API URL; NoPrefectAPIError naming `what` instead of a temporary server. Inside
+    a flow or task run, the API the run itself talks to is used (a user's script run without a
+    server runs on the temporary server Prefect started for it: nothing more is started)."""
+    from prefect.context import FlowRunContext, TaskRunContext
+
     url = api_url()
-    if url is None:
+    if url is None and FlowRunContext.get() is None and TaskRunContext.get() is None:
         raise NoPrefectAPIError(what)
     return url
 
