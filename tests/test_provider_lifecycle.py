@@ -5,7 +5,11 @@ the CLI runs in-process as a user's shell would run it (tests/test_cli.py's Worl
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from ogpu_prefect.chain.devnet import Devnet
 from ogpu_prefect.chain.types import DeliveryMethod, Environment
@@ -16,6 +20,7 @@ from ogpu_prefect.storage import LocalStore, fetch_json
 
 from .helpers import publish_source, register
 from .test_cli import ETHER, World, advance, world  # noqa: F401  (world: the fixture)
+from .test_worker import Fleet, fleet  # noqa: F401  (the fixture)
 
 
 def test_unregister_leaves_the_source_and_unbonds(world: World) -> None:  # noqa: F811
@@ -77,3 +82,37 @@ def test_hardware_base_data_is_set_once_and_read_back(devnet: Devnet, tmp_path: 
         assert row.environment is Environment.CPU
         assert list(leave_sources(chain, sender, sender.address, [source])) == [source]
         assert source_providers(chain, source) == []
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_the_worker_leaves_sources_and_reports_its_hardware(fleet: Fleet) -> None:  # noqa: F811
+    """A real `ogpu-provider` worker process: the pool's `leave_sources` takes it off a source it
+    served before; its machine's hardware is on the Terminal once it has started (base data, read
+    back from the chain and the worker's storage), and its live data every `live_data_interval_s`."""
+    chain = fleet.chain
+    old, kept = fleet.publish_source(), fleet.publish_source()
+    me = fleet.devnet.address("provider1")
+    register(chain, chain.sender(fleet.devnet.key("provider1")), old)  # a source it served before
+    pool = f"{fleet.name}-pool"
+    fleet.create_pool(pool, [kept], f"{fleet.name}-provider1", leave_sources=[old], live_data_interval_s=10)
+    fleet.start_worker(pool, "provider1")
+    fleet.wait_registered(kept, "provider1")
+    base = _wait_for(lambda: chain.terminal.base_data_of(me), fleet, 60)
+    doc = fetch_json(base)
+    here = machine_hardware()
+    assert (
+        doc["schema"] == HARDWARE_SCHEMA and doc["cpu"] == here["cpu"] and doc["memory_bytes"] == here["memory_bytes"]
+    )
+    assert chain.source(old).get_registrant_id(me) == 0, "left the source of leave_sources"
+    assert source_registrants(chain, kept) == [me]
+    live = fetch_json(_wait_for(lambda: chain.terminal.live_data_of(me), fleet, 60))
+    assert live["schema"] == "ogpu-prefect/live/1" and live["memory_available_bytes"] > 0, live
+    assert "left 1 source(s)" in fleet.worker_log("provider1")
+
+
+def _wait_for(read: Callable[[], str], on: Fleet, timeout: float) -> str:
+    deadline = time.time() + timeout
+    while not (value := read()):
+        assert on.procs["provider1"].poll() is None and time.time() < deadline, on.worker_log("provider1")
+        time.sleep(0.3)
+    return value

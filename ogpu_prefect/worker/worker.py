@@ -42,6 +42,7 @@ from .execution import TaskRuns
 from .journal import FlowRunJournal
 from .provider import Provider
 from .resume import ensure_deployment, resume_left_open
+from .standing import stand
 from .summary import ProviderSummary
 from .watcher import ChainWatcher
 
@@ -204,7 +205,7 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
                 ),
                 provider=acting_for,
             )
-            provider.ensure_standing(config.sources, stake=config.stake_wei)
+            stand(provider, config, self._logger)  # stake, registrations, leave_sources, hardware
             return provider
 
         try:
