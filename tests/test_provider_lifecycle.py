@@ -116,3 +116,19 @@ def _wait_for(read: Callable[[], str], on: Fleet, timeout: float) -> str:
         assert on.procs["provider1"].poll() is None and time.time() < deadline, on.worker_log("provider1")
         time.sleep(0.3)
     return value
+
+
+def test_dry_run_and_unregister_use_only_the_real_networks_abi(world: World) -> None:  # noqa: F811
+    """Through the ABI firewall (tests/abi_firewall.py, strict): the dry run's reads and gas
+    estimate, the unserved warning's reads, and unregister + unbond exist on the real network."""
+    from .abi_firewall import AbiFirewall
+
+    source = world.source("manual")
+    world.ok("provider", "register", source)
+    with AbiFirewall(world.devnet.rpc_url, singletons=world.devnet.contracts, strict=True) as fw:
+        via = ["--rpc-url", fw.url]
+        est = world.ok("task", "publish", source, "--data", "{}", "--function", "echo", "--dry-run", *via)
+        assert est["gas_estimated_by"] == "eth_estimateGas" and len(est["providers"]) == 1
+        out = world.ok("provider", "unregister", source, "--unbond", "1ogpu", *via)
+        assert out["unregistered"] == [source]
+    assert fw.allowed_count > 5 and not fw.refused, fw.refused
