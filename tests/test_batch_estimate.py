@@ -131,6 +131,21 @@ def test_an_unserved_source_warns_before_publishing_or_is_refused(env, run_logs)
     assert state.result()[0].status == "expired"
 
 
+def test_stream_batch_warns_about_an_unserved_source(env, run_logs) -> None:
+    from ogpu_prefect.flows.stream_batch import stream_batch
+
+    _, network, wallet, storage, _ = env
+    source = make_source(env, DeliveryMethod.FIRST_RESPONSE)
+    run(env, source, [{"i": 0}], dry_run=True)  # configures Prefect's logging first (run_logs)
+    lines = run_logs()
+    summary = stream_batch(
+        source, [{"i": 1}], 10**16, network, wallet, storage, function_name="echo", task_timeout=10, max_republish=0
+    )
+    warned = [m for level, m in lines if level == "WARNING" and "no provider is registered" in m]
+    assert len(warned) == 1 and source in warned[0], lines
+    assert summary.counts == {"expired": 1}, summary.counts
+
+
 def test_cli_dry_run_prints_the_figures_and_moves_nothing(devnet, tmp_path: Path, monkeypatch, capsys) -> None:
     from ogpu_prefect.chain.devnet import write_profile
     from ogpu_prefect.cli import main
