@@ -7,7 +7,9 @@ new task, never the same one twice) up to `max_republish` times, and never holds
 in escrow. Every parameter is checked before the first transaction; a retry, a re-run or a new run
 with the same `batch_key` publishes only what is missing; a failure, crash or cancellation settles
 the escrow of what it leaves (ogpu_prefect/batch.py). Results come back in input order, with a
-progress artifact while it runs and results, cost and escrow artifacts at the end.
+progress artifact while it runs and results, cost and escrow artifacts at the end. `dry_run`
+reports the cost and the source's providers without spending anything (batch_estimate.py); an
+`escalation` policy raises the payment of inputs that expired untaken, within the budget.
 """
 
 import time
