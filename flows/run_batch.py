@@ -7,7 +7,9 @@ new task, never the same one twice) up to `max_republish` times, and never holds
 in escrow. Every parameter is checked before the first transaction; a retry, a re-run or a new run
 with the same `batch_key` publishes only what is missing; a failure, crash or cancellation settles
 the escrow of what it leaves (ogpu_prefect/batch.py). Results come back in input order, with a
-progress artifact while it runs and results, cost and escrow artifacts at the end.
+progress artifact while it runs and results, cost and escrow artifacts at the end. `dry_run`
+reports the cost and the source's providers without spending anything (batch_estimate.py); an
+`escalation` policy raises the payment of inputs that expired untaken, within the budget.
 """
 
 import time
@@ -30,9 +32,12 @@ from ogpu_prefect.batch import (
     open_batch,
     same_failure,
 )
+from ogpu_prefect.batch_estimate import BatchEstimate, check_served, estimate_batch, report_estimate
 from ogpu_prefect.batch_report import ProgressReporter, report_batch, report_escrow
-from ogpu_prefect.chain.errors import BudgetExceededError, InvalidInputError
+from ogpu_prefect.chain.errors import BalanceTooLowError, BudgetExceededError, InvalidInputError
+from ogpu_prefect.chain.types import TaskStatus
 from ogpu_prefect.client import MIN_TTL
+from ogpu_prefect.escalation import escalated_payment, parse_escalation
 from ogpu_prefect.escrow import EscrowReport
 from ogpu_prefect.flowkit import (
     BatchKey,
@@ -95,7 +100,11 @@ def run_batch(
     batch_key: BatchKey = None,
     reputation: str | None = "default",
     reputation_options: dict[str, Any] | None = None,
-) -> list[TaskResult]:
+    escalation: str | None = None,
+    escalation_options: dict[str, Any] | None = None,
+    require_providers: bool = False,
+    dry_run: bool = False,
+) -> list[TaskResult] | BatchEstimate:
     """Runs every input as one OpenGPU task on a source, pays the results the delivery method
     chooses, and returns them in input order.
 
@@ -135,9 +144,18 @@ def run_batch(
             responses ignored, and an input whose every response was refused re-published.
         reputation_options: The policy's options: k (strikes before a ban), forgive_s,
             reject_grace_s, count (docs/reputation.md).
+        escalation: What re-publishing pays for inputs whose tasks expired untaken: "escalate"
+            (x factor per round up to a cap), a plugin's, or empty/"off" (the same payment).
+        escalation_options: The policy's options: escalate's factor (default 1.5) and cap (an
+            amount). Never above the budget.
+        require_providers: Refuse the batch, before any transaction, when nobody is registered
+            to the source (otherwise a warning, and the tasks expire untaken).
+        dry_run: Publish nothing and spend nothing: report the escrow the batch needs, the gas
+            it costs at the current fee, the client's Vault balance, and the source's providers
+            and their environments (an artifact), and return that estimate.
 
     Returns:
-        A TaskResult per input, in input order.
+        A TaskResult per input, in input order (a dry run: its BatchEstimate).
     """
     log = get_run_logger()
     redact_stored_parameters()
@@ -145,14 +163,26 @@ def run_batch(
     started = time.time()
     check_parameters(source, payment, function_name, delivery, delivery_options, batch_key)
     check_limits(task_timeout, batch_deadline, max_republish, budget, poll_interval)
-    n = _check_inputs(inputs, payment, budget)
+    n = _check_inputs(inputs, payment, None if dry_run else budget)  # a dry run reports the budget instead
     items = coerce_inputs(inputs, function_name)
     strategy = parse_delivery(delivery, delivery_options)
     parse_reputation(reputation, reputation_options)  # a bad option fails before any transaction
+    escalator = parse_escalation(escalation, escalation_options, payment)
     client = make_client(network, wallet, storage)
     terms = client.source_terms(source)
     check_source_fits(strategy, terms, task_timeout)
-    client.check_batch(terms, n, payment, client.chain.now() + task_timeout)
+    providers = check_served(client.chain, terms.address, require=require_providers, warn=log.warning)
+    expiry = client.chain.now() + task_timeout
+    if dry_run:
+        try:
+            client.check_batch(terms, n, payment, expiry)
+        except BalanceTooLowError:
+            pass  # the estimate reports the balance
+        estimate = estimate_batch(client, terms.address, n, payment, expiry, budget=budget, providers=providers)
+        report_estimate(estimate)
+        log.info("dry run, nothing published: %s", estimate.model_dump_json())
+        return estimate
+    client.check_batch(terms, n, payment, expiry)
     key = batch_key or str(flow_run.get_id())
     with hold_batch(key, str(flow_run.get_id())):  # one run of a batch_key at a time
         record = open_batch(client, key, terms.address)
@@ -165,6 +195,8 @@ def run_batch(
         history: dict[int, list[str]] = {i: [] for i in range(n)}
         held = 0  # wei of this batch in escrow right now
         pending = list(range(n))
+        pay = payment  # this round's payment (an escalation policy raises it for untaken inputs)
+        untaken = False
         chain_id = client.chain.network.chain_id
         reporter = ProgressReporter(
             n, f"OpenGPU batch of {n} task(s) on {terms.address}", chain_id=chain_id, key=key, source=terms.address
@@ -175,7 +207,19 @@ def run_batch(
             for round_no in range(max_republish + 1):
                 if not pending or time.time() >= deadline - MIN_TTL:
                     break
-                room = pending if budget is None else pending[: max(0, (budget - held) // max(payment, 1))]
+                if round_no and escalator is not None and untaken:
+                    raised = escalated_payment(escalator, pay, round_no, len(pending), held, budget)
+                    if raised > pay:
+                        log.info(
+                            "round %d: escalation %s raises the payment from %s to %s (budget %s)",
+                            round_no,
+                            escalation,
+                            format_ogpu(pay),
+                            format_ogpu(raised),
+                            "none" if budget is None else format_ogpu(budget),
+                        )
+                        pay = raised
+                room = pending if budget is None else pending[: max(0, (budget - held) // max(pay, 1))]
                 for i in pending[len(room) :]:
                     results[i] = TaskResult(
                         index=i,
@@ -193,7 +237,7 @@ def run_batch(
                     published = publish_tasks(
                         source,
                         [items[i] for i in room],
-                        payment,
+                        pay,
                         network,
                         wallet,
                         storage,
@@ -207,7 +251,7 @@ def run_batch(
                     ledger.add([p.address for p in e.published])
                     raise
                 ledger.add([p.address for p in published])
-                held += payment * len(published)
+                held += pay * len(published)
                 for p in published:
                     history[p.index].append(p.address)
                 outcomes = wait_for_results(
@@ -228,7 +272,7 @@ def run_batch(
                 for p, r in zip(published, outcomes):
                     results[p.index] = r.model_copy(update={"tasks": history[p.index], "republished": round_no})
                     if r.status == "finalized":
-                        held -= payment
+                        held -= pay
                     else:
                         failed.append(p.address)
                 if failed:
@@ -241,8 +285,9 @@ def run_batch(
                     )
                     settled = ledger.settle(failed)
                     escrow.merge(settled)
-                    held -= payment * (len(settled.cancelled) + len(settled.reclaimed) + len(settled.finalized))
+                    held -= pay * (len(settled.cancelled) + len(settled.reclaimed) + len(settled.finalized))
                 pending = [p.index for p, r in zip(published, outcomes) if r.status != "finalized"]
+                untaken = any(r.status == "expired" and r.chain_status is TaskStatus.NEW for r in outcomes)
                 if not any(r.ok for r in results.values()):  # a batch with results goes on
                     stopped = same_failure(outcomes)
                 if stopped is not None:

@@ -32,6 +32,7 @@ from ogpu_prefect.batch import (
     open_batch,
     variable_name,
 )
+from ogpu_prefect.batch_estimate import check_served
 from ogpu_prefect.batch_report import ProgressReporter, ogpu, report_escrow
 from ogpu_prefect.blocks import OGPUStorage
 from ogpu_prefect.chain.errors import BudgetExceededError, InvalidInputError
@@ -209,6 +210,7 @@ def stream_tasks(
     client = make_client(network, wallet, storage)
     terms = client.source_terms(source)
     check_source_fits(strategy, terms, task_timeout)
+    check_served(client.chain, terms.address, warn=log.warning)  # nobody registered: a warning before publishing
     if budget is None:  # a window's worth: failed tasks still holding escrow count against it
         budget = max_in_flight * payment
     limits = Limits(payment, task_timeout, max_in_flight, max_republish, budget, None, poll_interval)

@@ -55,3 +55,13 @@ def ogpu_prefect_reputation_policies() -> dict[str, type[Any]]:
     the provider is banned (its responses hidden from every delivery method) and when it is
     forgiven. `run_batch(reputation=name, reputation_options=...)` picks one. Names must be
     unique across plugins; "off" is reserved."""
+
+
+@hookspec
+def ogpu_prefect_escalation_policies() -> dict[str, type[Any]]:
+    """Return the escalation policies this plugin provides, by name: subclasses of
+    `ogpu_prefect.escalation.EscalationPolicy` (frozen dataclasses; their fields are the options).
+    A policy says what a batch pays, round after round, for the inputs whose tasks expired with
+    nobody attempting them; the batch keeps it within its budget and never lowers the payment.
+    `run_batch(escalation=name, escalation_options=...)` picks one. Names must be unique across
+    plugins; "off" is reserved."""

@@ -223,6 +223,34 @@ def source_registrants(chain: Chain, source: str) -> list[str]:
 
 
 @dataclass(frozen=True)
+class RegisteredProvider(_Snapshot):
+    """A provider registered to a source: the environment it offers there, its Vault standing and
+    the hardware description it published (Terminal.baseDataOf: a URL, '' if none)."""
+
+    address: str
+    environment: Environment
+    lockup: int
+    eligible: bool
+    base_data: str
+
+
+def source_providers(chain: Chain, source: str) -> list[RegisteredProvider]:
+    """Every provider registered to `source`, read in one batch after the registrant list (the
+    real network's views only)."""
+    registrants = source_registrants(chain, source)
+    src = chain.source(source).read
+    v, t = chain.vault.read, chain.terminal.read
+
+    def views(a: str) -> list[Any]:
+        return [src.preferred_environment_of(a), v.lockup_of(a), v.is_eligible(a), t.base_data_of(a)]
+
+    return [
+        RegisteredProvider(a, Environment(env), lockup, eligible, base)
+        for a, (env, lockup, eligible, base) in _read_each(chain, registrants, views)
+    ]
+
+
+@dataclass(frozen=True)
 class VaultSnapshot(_Snapshot):
     """One account's Vault buckets (wei), and its wallet's balance."""
 

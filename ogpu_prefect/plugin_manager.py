@@ -39,6 +39,7 @@ class PluginKind(Enum):
     HARDWARE_BACKEND = "ogpu_prefect_hardware_backends"
     TASK_POLICY = "ogpu_prefect_task_policies"
     REPUTATION_POLICY = "ogpu_prefect_reputation_policies"
+    ESCALATION_POLICY = "ogpu_prefect_escalation_policies"
 
     def __str__(self) -> str:
         return self.name.lower().replace("_", " ")

@@ -1,5 +1,5 @@
-"""`ogpu-prefect provider register|status`: a provider's stake and registrations (what the
-`ogpu-provider` worker does on start, without a worker or a hardware backend)."""
+"""`ogpu-prefect provider register|unregister|status`: a provider's stake and registrations (what
+the `ogpu-provider` worker does on start, without a worker or a hardware backend)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,20 @@ def register(sub: Any) -> None:
     reg.add_argument("sources", metavar="SOURCE", nargs="+")
     reg.add_argument("--environment", choices=ENVIRONMENTS, default="cpu", help="the hardware offered (default cpu)")
     reg.add_argument("--stake", type=amount, metavar="AMOUNT", help=f"lock at least this much in all; {AMOUNT_HELP}")
+    unreg = command(
+        prov,
+        "unregister",
+        _unregister,
+        help="leave sources (idempotent); --unbond starts taking stake back (claim after the unbonding period)",
+        role="provider1",
+    )
+    unreg.add_argument("sources", metavar="SOURCE", nargs="+")
+    unreg.add_argument(
+        "--provider", metavar="ADDRESS", help="the provider to take off (default: the signer; a master or its agent)"
+    )
+    unreg.add_argument(
+        "--unbond", type=amount, metavar="AMOUNT", help=f"then move this much lockup to unbonding; {AMOUNT_HELP}"
+    )
     status = command(prov, "status", _status, help="a provider's stake, earnings and registrations", role="provider1")
     status.add_argument("address", metavar="ADDRESS", nargs="?", help="default: the signer's address")
     status.add_argument("--source", dest="sources", metavar="SOURCE", action="append", default=[], help="repeatable")
@@ -97,6 +111,43 @@ def _register(args: argparse.Namespace) -> int:
         "transactions": steps,
     }
     emit(args, out, f"provider {me}: registered to {len(todo)} source(s), {len(out['already_registered'])} already")
+    return 0
+
+
+def _unregister(args: argparse.Namespace) -> int:
+    from ..inspect import check_vault_move, snapshot_sources
+    from ..standing import leave_sources
+    from ..validation import check_address
+
+    ctx = context(args)
+    chain = ctx.chain
+    sender = chain.sender(ctx.signer())
+    me = check_address("--provider", args.provider) if args.provider is not None else sender.address
+    if args.unbond is not None and me.lower() != sender.address.lower():
+        from ..chain.errors import InvalidInputError
+
+        raise InvalidInputError("--unbond", f"only {me}'s own key moves its stake (the signer is {sender.address})")
+    snaps = snapshot_sources(chain, args.sources, field="SOURCE")
+    sources = [s.address for s in snaps]
+    if args.unbond is not None:  # refused before any transaction, not after the unregistering
+        check_vault_move(chain, "unbond", args.unbond, me, field="--unbond", show=lambda w: f"{money(w)['ogpu']} OGPU")
+    left = leave_sources(chain, sender, me, sources)
+    steps: list[dict[str, Any]] = [{"step": "unregister", "source": s, "tx_hash": r.tx_hash} for s, r in left.items()]
+    if args.unbond is not None:
+        r = sender.transact(chain.vault.unbond(args.unbond))
+        steps.append({"step": "unbond", "amount": money(args.unbond), "tx_hash": r.tx_hash})
+    state = vault_state(chain, me)
+    out = {
+        "provider": me,
+        "unregistered": list(left),
+        "not_registered": [s for s in sources if s not in left],
+        "registrations": registrations(chain, me, sources),
+        "lockup": state["lockup"],
+        "unbonding": state["unbonding"],
+        "unbonding_matures_at": state["unbonding_matures_at"],
+        "transactions": steps,
+    }
+    emit(args, out, f"provider {me}: left {len(left)} source(s), {len(out['not_registered'])} not registered")
     return 0
 
 

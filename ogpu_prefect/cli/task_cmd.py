@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .context import command, context
-from .output import AMOUNT_HELP, Progress, amount, emit, money, seconds
+from .output import AMOUNT_HELP, Progress, amount, emit, money, note, seconds
 
 CHUNK = 100
 """Inputs published per `publish_tasks` call: the progress bar moves once per chunk."""
@@ -40,6 +40,14 @@ def register(sub: Any) -> None:
     )
     publish.add_argument("--wait", action="store_true", help="wait until every task is answered, finished or expired")
     publish.add_argument("--timeout", type=seconds, metavar="SECONDS", help="with --wait: stop waiting after this")
+    publish.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="publish nothing: print the escrow, gas at the current fee, Vault balance and the source's providers",
+    )
+    publish.add_argument(
+        "--require-providers", action="store_true", help="refuse (exit 2) when nobody is registered to the source"
+    )
     show = command(tsk, "show", _show, help="a task's status, terms and attempts")
     show.add_argument("task", metavar="TASK")
     responses = command(tsk, "responses", _responses, help="the responses submitted for a task", storage=True)
@@ -111,7 +119,8 @@ def read_inputs(args: argparse.Namespace) -> tuple[list[Any], list[str]]:
 
 
 def _publish(args: argparse.Namespace) -> int:
-    from ..chain.errors import EscrowHeldError, InvalidInputError
+    from ..batch_estimate import check_served, estimate_batch
+    from ..chain.errors import BalanceTooLowError, EscrowHeldError, InvalidInputError
     from ..validation import check_address
 
     inputs, where = read_inputs(args)
@@ -126,11 +135,21 @@ def _publish(args: argparse.Namespace) -> int:
     ttl = args.ttl if args.ttl is not None else min(600, terms.max_expiry_duration)
     expiry = client.chain.now() + ttl
     names.update({f"inputs[{i}]": w for i, w in enumerate(where)})
+    names["require_providers"] = "--require-providers"
     try:  # the whole batch (terms, balance, every input) is checked before the first chunk is sent
-        client.check_batch(terms, len(inputs), payment, expiry)
+        providers = check_served(client.chain, terms.address, require=args.require_providers, warn=note)
+        try:
+            client.check_batch(terms, len(inputs), payment, expiry)
+        except BalanceTooLowError:
+            if not args.dry_run:  # a dry run reports the balance
+                raise
         client.config_bodies(inputs, [{} for _ in inputs], range(len(inputs)))
     except InvalidInputError as e:
         raise _renamed(e, names) from None
+    if args.dry_run:
+        estimate = estimate_batch(client, terms.address, len(inputs), payment, expiry, providers=providers)
+        emit(args, estimate_json(estimate), f"dry run: {len(inputs)} task(s) on {terms.address}, nothing published")
+        return 0
     published: list[Any] = []
     with Progress(len(inputs), "publishing") as bar:
         for start in range(0, len(inputs), CHUNK):
@@ -160,6 +179,15 @@ def _publish(args: argparse.Namespace) -> int:
         out["results"] = wait_for(ctx.chain, [p.address for p in published], args.timeout)
     emit(args, out, f"published {len(published)} task(s) on {terms.address}")
     return 0
+
+
+def estimate_json(estimate: Any) -> dict[str, Any]:
+    """A BatchEstimate as the CLI prints it: amounts in both units."""
+    out = estimate.model_dump()
+    for k in ("payment", "escrow", "budget", "gas_cost", "balance", "wallet", "fee_per_gas"):
+        if out[k] is not None:
+            out[k] = money(out[k])
+    return out
 
 
 def _partial(published: list[Any], total: int, cause: Exception) -> Exception:

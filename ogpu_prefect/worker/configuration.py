@@ -65,7 +65,7 @@ class _Checks(BaseModel):
 
     model_config = ConfigDict(hide_input_in_errors=True)  # a key pasted into a field is never echoed
 
-    @field_validator("sources", "providers", check_fields=False)
+    @field_validator("sources", "providers", "leave_sources", check_fields=False)
     @classmethod
     def _addresses(cls, value: list[str], info: Any) -> list[str]:
         return [check_address(f"{info.field_name}[{i}]", s) for i, s in enumerate(value)]
@@ -166,6 +166,20 @@ class _Fields(_Checks):
     """Seconds between chain polls for new tasks (above 0, at most 60)."""
     lookback_blocks: int = Field(10_000, ge=0, title="Lookback (blocks)", examples=[50_000])
     """Blocks scanned back on start, for tasks published while the worker was down."""
+    leave_sources: list[str] = Field(
+        default_factory=list, title="Leave sources", examples=[[EXAMPLE_SOURCE]], json_schema_extra=ADDRESS_LIST
+    )
+    """Sources the provider unregisters from when the worker starts (Nexus.unregister; nothing is
+    sent for one it is not registered to). Move a source here from `sources` to stop serving it;
+    the stake stays locked until `ogpu-prefect vault unbond`."""
+    report_hardware: bool = Field(True, title="Report hardware")
+    """Publish this machine's hardware (CPU, memory, GPUs) as the provider's base data on the
+    Terminal when the worker starts: one transaction, none while it is unchanged."""
+    live_data_interval_s: float | None = Field(
+        None, ge=10, allow_inf_nan=False, title="Live data interval (s)", examples=[600]
+    )
+    """Publish the provider's live data (tasks running, load, free memory) on the Terminal this often;
+    each is a transaction. Empty: never."""
 
     config_origins: list[str] = Field(
         default_factory=list,

@@ -31,6 +31,7 @@ from ..chain.rpc import http_session
 from ..chain.signing import Signer
 from ..chain.types import Environment, TaskStatus
 from ..fetching import fetch_bytes, fetch_json
+from ..standing import leave_sources, machine_hardware, machine_load, publish_data
 from ..storage import IPFS_GATEWAY, PayloadStore
 from .compose import ComposeSpec
 from .outcomes import (
@@ -101,6 +102,7 @@ class Provider:
         self._services: dict[str, _Warm] = {}
         self._lock = threading.Lock()
         self._workdir = Path(tempfile.mkdtemp(prefix="ogpu-provider-"))
+        self._closed = threading.Event()  # stops the live data thread
 
     # ---- standing ----
 
@@ -133,6 +135,42 @@ class Provider:
         todo = [s for s, i, e in zip(sources, ids, envs) if i == 0 or e != int(self.environment)]
         for s in todo:
             self.sender.transact(self.chain.nexus.register(s, self.address, int(self.environment)))
+
+    def leave(self, sources: Sequence[str]) -> list[str]:
+        """Unregisters from those of `sources` it is registered to; returns them (standing.py)."""
+        return list(leave_sources(self.chain, self.sender, self.address, sources))
+
+    def report_hardware(self) -> str | None:
+        """Publishes this machine's hardware as the provider's base data on the Terminal; returns
+        the transaction hash, or None when unchanged. Only the provider's own key may (msg.sender):
+        an agent raises InvalidInputError naming `report_hardware`."""
+        self._own_key("report_hardware")
+        return publish_data(self.chain, self.sender, self.store, "base", machine_hardware())
+
+    def report_live(self) -> str | None:
+        """Publishes the provider's live data (warm services, load, free memory) on the Terminal."""
+        self._own_key("live_data_interval_s")
+        with self._lock:
+            warm = sorted(self._services)
+        doc = {"schema": "ogpu-prefect/live/1", "warm_sources": warm, "time": int(self.clock.now()), **machine_load()}
+        return publish_data(self.chain, self.sender, self.store, "live", doc)
+
+    def start_live_data(self, interval_s: float, on_error: Callable[[Exception], None]) -> None:
+        """Publishes the live data every `interval_s` seconds, in a thread, until `close()`."""
+        self._own_key("live_data_interval_s")
+
+        def loop() -> None:
+            while not self._closed.wait(interval_s):
+                try:
+                    self.report_live()
+                except Exception as e:
+                    on_error(e)
+
+        threading.Thread(target=loop, daemon=True, name=f"ogpu-live-data-{self.address[:10]}").start()
+
+    def _own_key(self, field: str) -> None:
+        if self.agent is not None:
+            raise InvalidInputError(field, f"the Terminal takes {self.address}'s data from its own key, not an agent's")
 
     # ---- services ----
 
@@ -314,6 +352,7 @@ class Provider:
         return taken
 
     def close(self) -> None:
+        self._closed.set()
         with self._lock:
             stopped = list(self._services)
             for warm in self._services.values():

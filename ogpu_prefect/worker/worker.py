@@ -43,6 +43,7 @@ from .journal import FlowRunJournal
 from .key_lease import ProviderKeyLease
 from .provider import Provider
 from .resume import ensure_deployment, resume_left_open
+from .standing import stand
 from .summary import ProviderSummary
 from .watcher import ChainWatcher
 
@@ -213,7 +214,7 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
                 provider=acting_for,
                 config_origins=config.config_origins or None,
             )
-            provider.ensure_standing(config.sources, stake=config.stake_wei)
+            stand(provider, config, self._logger)  # stake, registrations, leave_sources, hardware
             return provider
 
         try:
