@@ -20,7 +20,7 @@ Running; the journal writes off the critical path) and reports that lag; then it
 workers and compares the `ogpu.` events the client and workers emitted (their senders' counters;
 workers run through bench/_counted_worker.py) with those the server stored.
 
-    .venv/bin/python bench/e2e.py --tasks 1000 --workers 2 --stack production [--profile]
+    .venv/bin/python bench/e2e.py --tasks 1000 --workers 2 --stack production [--profile] [--smoke]
 
 Ends with `floor_ratio=<ours / chain floor> service_floor_ratio=<ours / service floor>
 records_lag_s=<s> events_dropped=<n> p95_s=<s> idle_latency_s=<s>` (one line).
@@ -58,6 +58,7 @@ from _prefect_api import (  # noqa: E402
     wait_stored,
 )
 from _profile import dump_threads, start_profilers, stop_profilers  # noqa: E402
+from _smoke import parse_args  # noqa: E402
 from _workdir import workdir  # noqa: E402
 
 from ogpu_prefect.chain.connection import Chain  # noqa: E402
@@ -531,7 +532,7 @@ def main() -> None:
     ap.add_argument("--profile-rate", type=int, default=50)
     ap.add_argument("--profile-dir", type=Path, default=Path("/tmp"), help="where py-spy's raw profiles are kept")
     ap.add_argument("--dump-after", type=float, default=0.0, help="py-spy dump the workers this many s into the batch")
-    args = ap.parse_args()
+    args = parse_args(ap, tasks=4, workers=1, stack="sqlite", idle_runs=1, idle_pause=0.0, records_timeout=120.0)
     from ogpu_prefect.blocks import OGPUWallet
     from ogpu_prefect.chain import devnet as devnet_mod
     from ogpu_prefect.flows.run_batch import run_batch

@@ -11,7 +11,7 @@ delivery method, one provider and the same URL lengths (a 28-byte metadata and c
 - the other steps: cancelTask, reclaimExpired (after the expiry), unregister, and the Vault's
   deposit, lock, unbond, cancelUnbonding, claim (after the unbonding period) and withdraw.
 
-    .venv/bin/python bench/gas.py
+    .venv/bin/python bench/gas.py    (--smoke: the same walk; it takes seconds already)
 
 Ends with `total_gas=<FIRST_RESPONSE lifecycle + MANUAL lifecycle, each a source's first task
 (publishTask + attempt + submitResponse, + confirmResponse for MANUAL), one provider>`.
@@ -19,27 +19,26 @@ Ends with `total_gas=<FIRST_RESPONSE lifecycle + MANUAL lifecycle, each a source
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _smoke import parse_args  # noqa: E402
+
 from ogpu_prefect.chain import devnet as devnet_mod  # noqa: E402
 from ogpu_prefect.chain.connection import Chain  # noqa: E402
 from ogpu_prefect.chain.logs import created_address  # noqa: E402
-from ogpu_prefect.chain.types import (  # noqa: E402
-    DeliveryMethod,
-    Environment,
-    ResponseParams,
-    SourceParams,
-    TaskParams,
-)
+from ogpu_prefect.chain.structs import ResponseParams, SourceParams, TaskParams  # noqa: E402
+from ogpu_prefect.chain.types import DeliveryMethod, Environment  # noqa: E402
 
 ETHER = 10**18
 META, CONFIG = "http://127.0.0.1:9/meta.json", "http://127.0.0.1:9/task.json"  # 28 bytes each, as measure_gas.py
 
 
 def main() -> None:
+    parse_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     net = devnet_mod.start()
     rows: list[tuple[str, str, int]] = []  # (group, step, gas)
     lifecycles: dict[str, dict[str, int]] = {}

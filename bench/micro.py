@@ -10,7 +10,7 @@ in one run, same inputs, each pair timed alternately round by round (a noisy mom
 - batched reads, on a fresh devnet: `Chain.read_many` of 500 views vs web3 7's `batch_requests()`
   and vs web3 `ContractFunction.call()` one by one.
 
-    uv run --frozen --no-sync python bench/micro.py [--rounds 7] [--reads 500]
+    uv run --frozen --no-sync python bench/micro.py [--rounds 7] [--reads 500] [--smoke]
 
 Medians over rounds. Ends with `sign_ratio=... read_many_ratio=...`: library time / ours (above 1,
 ours is faster). sign, encode and decode sum the per-op times of their eth_* rows; checksum is the
@@ -36,6 +36,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import eth_abi  # noqa: E402
+from _smoke import parse_args  # noqa: E402
 from eth_account import Account  # noqa: E402
 from eth_utils import to_checksum_address  # noqa: E402
 from web3 import HTTPProvider, Web3  # noqa: E402
@@ -346,7 +347,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=7, help="timed rounds per pair; medians are reported")
     ap.add_argument("--reads", type=int, default=500, help="views per read_many (half statuses, half balances)")
-    args = ap.parse_args()
+    args = parse_args(ap, rounds=1, reads=20)
     print(f"Python {platform.python_version()}, {os.cpu_count()} CPUs; {versions()}")
     load0, t0 = os.getloadavg()[0], time.perf_counter()
     rows: list[Row] = []

@@ -7,7 +7,7 @@ the same run, on a fresh devnet.
   (`ogpu.client.publish_task`, its IPFS upload pointed at a loopback stub), on a subset
   (`--sdk-tasks`), as a rate.
 
-    uv run python bench/publish.py [--tasks 1000] [--sdk-tasks 100]
+    uv run python bench/publish.py [--tasks 1000] [--sdk-tasks 100] [--smoke]
 
 Ends with `floor_ratio=<ours / floor> sdk_loop_ratio=<ours / sdk loop>` (throughput ratios).
 """
@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _smoke import parse_args  # noqa: E402
 
 from ogpu_prefect.chain import devnet  # noqa: E402
 from ogpu_prefect.chain.connection import Chain  # noqa: E402
@@ -173,7 +175,7 @@ def main() -> int:
         default=default_store_dir(),
         help="where the payload store writes (default: tmpfs if the machine has one, see below)",
     )
-    args = ap.parse_args()
+    args = parse_args(ap, tasks=10, sdk_tasks=2, repeat=1)
     print(f"payload store under {args.store_dir}")
     settings = devnet.DevnetSettings(client_deposit=10**21)
     walls: dict[str, list[float]] = {"floor": [], "ours": []}

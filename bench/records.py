@@ -10,7 +10,7 @@ worker's, N tasks (default 1,000) are recorded twice:
 - ours: a FlowRunJournal told of every task's start and end at once, flushing until nothing is
   pending (its own pacing, concurrency and retries).
 
-    .venv/bin/python bench/records.py [--tasks 1000] [--stack production] [--at-once 8] [--profile]
+    .venv/bin/python bench/records.py [--tasks 1000] [--stack production] [--at-once 8] [--profile] [--smoke]
 
 Each phase prints the CPU seconds of every part (this process, the Prefect API and services,
 PostgreSQL, Redis) from /proc; `--profile` adds a py-spy profile of this process and the Prefect
@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _prefect_api import cpu_by_part, cpu_seconds, parts_text, postmaster_pid, prefect_api, server_pids  # noqa: E402
 from _profile import start_profilers, stop_profilers  # noqa: E402
+from _smoke import parse_args  # noqa: E402
 from _workdir import workdir  # noqa: E402
 
 ARTIFACT = "| task | response |\n|---|---|\n| 0x... | 0x... |"
@@ -167,7 +168,7 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="py-spy this process and the servers in each phase")
     ap.add_argument("--profile-rate", type=int, default=50)
     ap.add_argument("--profile-dir", type=Path, default=Path("/tmp"), help="where py-spy's raw profiles are kept")
-    args = ap.parse_args()
+    args = parse_args(ap, tasks=10, stack="sqlite")
     profile = {"dir": args.profile_dir, "rate": args.profile_rate} if args.profile else None
     with workdir("ogpu-records-") as tmp, prefect_api(tmp, args.stack) as info:
         floor_s, ours_s = asyncio.run(measure(info.api_url, tmp, args.tasks, args.at_once, profile))

@@ -5,7 +5,9 @@ ends with
 
     scenarios=<n> passed=<n> duplicates=<n> stranded_wei=<n> leaked_keys=<n>
 
-    uv run python bench/reliability.py [--only retry,crash,...] [--outage 30]
+    uv run python bench/reliability.py [--only retry,crash,...] [--outage 30] [--smoke]
+
+`--smoke` runs SMOKE, a few quick scenarios of the plan, at their sizes.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _smoke import parse_args  # noqa: E402
 
 from ogpu_prefect.chain import devnet as devnet_mod  # noqa: E402
 from ogpu_prefect.storage import LocalStore  # noqa: E402
@@ -58,11 +62,14 @@ def plan(outage: float, api_url: str) -> list[tuple[str, str | None, object]]:
     ]
 
 
+SMOKE = ("retry", "keys")  # a publish retried, the key scan: quick, on the harness a full run uses
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default="", help="comma-separated scenario names")
     parser.add_argument("--outage", type=float, default=30.0, help="seconds the RPC node is unreachable")
-    args = parser.parse_args()
+    args = parse_args(parser, only=",".join(SMOKE), outage=2.0)
     from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 

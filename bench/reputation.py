@@ -9,7 +9,7 @@ floor), and ends with
 
     batch1_s=<s> batch2_s=<s> off_s=<s> floor_s=<s> bans=<n> republished=<n> all_honest=<yes|no>
 
-    uv run python bench/reputation.py [--tasks 100] [--skip 10] [--k 3]
+    uv run python bench/reputation.py [--tasks 100] [--skip 10] [--k 3] [--smoke]
     uv run python bench/reputation.py --decide 10000   # the waiting loop's pass, with and without a book
 """
 
@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _smoke import parse_args  # noqa: E402
 
 from ogpu_prefect.chain import devnet as devnet_mod  # noqa: E402
 from ogpu_prefect.storage import LocalStore  # noqa: E402
@@ -54,7 +56,7 @@ def main() -> int:
     parser.add_argument("--skip", type=int, default=10, help="tasks the honest provider leaves to the wrong one")
     parser.add_argument("--k", type=int, default=3, help="refusals before a ban")
     parser.add_argument("--decide", type=int, default=0, help="only time the waiting loop's pass over N tasks")
-    args = parser.parse_args()
+    args = parse_args(parser, tasks=4, skip=1, k=1)
     if args.decide:
         decide_cost(args.decide)
         return 0

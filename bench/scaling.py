@@ -11,7 +11,7 @@ from 1,000 to 10,000 tasks is anvil's, so ours/floor at each size separates the 
 from the node's. After each batch it compares the `ogpu.` events the client emitted during it
 (its sender's counters) with those the server stored.
 
-    .venv/bin/python bench/scaling.py [--sizes 1000,10000] [--stack production] [--profile]
+    .venv/bin/python bench/scaling.py [--sizes 1000,10000] [--stack production] [--profile] [--smoke]
 
 Each batch prints the CPU seconds of every part of the run (client, stand-in providers, Prefect
 API and services, PostgreSQL, Redis, anvil) from /proc; `--profile` adds a py-spy profile of the
@@ -49,6 +49,7 @@ from _prefect_api import (  # noqa: E402
     wait_stored,
 )
 from _profile import start_profilers, stop_profilers  # noqa: E402
+from _smoke import parse_args  # noqa: E402
 from _workdir import workdir  # noqa: E402
 
 from ogpu_prefect.chain.connection import Chain  # noqa: E402
@@ -130,7 +131,7 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="py-spy the client, providers and servers (largest batch)")
     ap.add_argument("--profile-rate", type=int, default=50)
     ap.add_argument("--profile-dir", type=Path, default=Path("/tmp"), help="where py-spy's raw profiles are kept")
-    args = ap.parse_args()
+    args = parse_args(ap, sizes="5", stack="sqlite")
     sizes = [int(x) for x in args.sizes.split(",")]
 
     from ogpu_prefect import events

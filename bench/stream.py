@@ -11,7 +11,7 @@ tasks (default: as many as the batch; a smaller one is scaled linearly, which fl
 anvil slows as its state grows, 300 tasks run at ~500 tasks/s, 10,000 at ~29).
 
     .venv/bin/python bench/stream.py [--inputs 20000] [--max-in-flight 500] [--budget-tasks 450]
-                                     [--floor-size 2000] [--stack sqlite|production]
+                                     [--floor-size 2000] [--stack sqlite|production] [--smoke]
 
 On this 24 GB VM anvil itself runs out of memory at about 17,000 inputs (it grows ~1.7 GB a
 minute under this load; BENCHMARKS.md): measure 20,000 on a larger machine, or `--inputs 10000`.
@@ -37,6 +37,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _prefect_api import prefect_api  # noqa: E402
+from _smoke import parse_args  # noqa: E402
 from _workdir import workdir  # noqa: E402
 from scaling import ROLES, run_floor, serve  # noqa: E402
 
@@ -99,7 +100,7 @@ def main() -> None:
     ap.add_argument("--budget-tasks", type=int, default=450, help="the budget, in tasks' payments")
     ap.add_argument("--floor-size", type=int, default=0, help="tasks in the chain floor (default: --inputs)")
     ap.add_argument("--stack", choices=("sqlite", "production"), default="sqlite")
-    args = ap.parse_args()
+    args = parse_args(ap, inputs=12, max_in_flight=8, budget_tasks=8)
 
     from ogpu_prefect.chain import devnet as devnet_mod
     from ogpu_prefect.client import OGPUClient

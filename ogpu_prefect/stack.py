@@ -158,15 +158,20 @@ class PrefectStack:
         else:
             db = f"sqlite+aiosqlite:///{self.dir / 'prefect' / 'prefect.db'}"
             self._state.update(database_url=db, settings={"PREFECT_API_DATABASE_CONNECTION_URL": db})
-        for i, port in enumerate(ports, 1):
+        urls = [f"http://{HOST}:{p}/api" for p in ports]
+        for i, (port, url) in enumerate(zip(ports, urls), 1):
             args = ["server", "start", "--host", HOST, "--port", str(port)]
+            # The UI asks its server where the API is (GET /ui-settings); `--port` alone leaves
+            # Prefect's default there (port 4200), so each server names its own.
+            env = {"PREFECT_SERVER_UI_API_URL": url}
             # Servers registering block types at once on a fresh database race on the inserts
             # (IntegrityError at startup): the first registers, the others skip it.
-            env = {} if i == 1 else {"PREFECT_API_BLOCKS_REGISTER_ON_START": "false"}
+            if i > 1:
+                env["PREFECT_API_BLOCKS_REGISTER_ON_START"] = "false"
             self._spawn_prefect(f"api-{i}", args + (["--no-services"] if self.stack == "production" else []), env)
         if self.stack == "production":  # the guide: one background-services process beside the API servers
             self._spawn_prefect("services", ["server", "services", "start"], {})
-        self._state["api_urls"] = urls = [f"http://{HOST}:{p}/api" for p in ports]
+        self._state["api_urls"] = urls
         self._write_state()
         self._wait(lambda: all(_healthy(url) for url in urls), f"Prefect API {', '.join(urls)}")
 

@@ -1,6 +1,7 @@
 """The production stack as Prefect's self-hosting guide lays it out: two API servers and one
 background-services process on one PostgreSQL + Redis, with a worker on each API server. Real
-processes: `postgres` (Debian's 15), `redis-server` (installed by the stack where missing), Prefect."""
+processes: `postgres` (Debian's 15), `redis-server` (installed by the stack where missing), Prefect;
+the UI of either stack checked through its `/ui-settings` and, for production, in headless Chromium."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ import httpx
 import pytest
 
 from ogpu_prefect.stack import PrefectStack, StackUnavailableError, ensure_production
+
+from .test_ui import browser, page_text  # noqa: F401  (the module's headless Chromium)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
@@ -74,6 +77,23 @@ def port_free(port: int) -> bool:
         return False
 
 
+def ui_api_url(api_url: str) -> str:
+    """Where the UI served next to `api_url` sends its API calls: what its `/ui-settings` says."""
+    settings = httpx.get(f"{api_url.removesuffix('/api')}/ui-settings", timeout=10)
+    assert settings.status_code == 200, settings.text
+    return settings.json()["api_url"]
+
+
+def test_the_sqlite_stack_ui_talks_to_its_own_api(tmp_path: Path) -> None:
+    up = cli("server", "up", "--json", home=tmp_path)
+    try:
+        assert up.returncode == 0, up.stderr
+        (url,) = json.loads(up.stdout)["api_urls"]
+        assert ui_api_url(url) == url  # was Prefect's default, http://127.0.0.1:4200/api
+    finally:
+        assert cli("server", "down", home=tmp_path).returncode == 0
+
+
 def test_sqlite_refuses_several_servers(tmp_path: Path) -> None:
     out = cli("server", "up", "--stack", "sqlite", "--servers", "2", home=tmp_path)
     assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
@@ -101,6 +121,7 @@ def test_two_api_servers_share_postgres_and_redis_with_a_worker_on_each(home: Pa
         assert info.settings["PREFECT_MESSAGING_BROKER"] == "prefect_redis.messaging"
         for url in (a, b):
             assert httpx.get(f"{url}/health", timeout=5).json() is True
+            assert ui_api_url(url) == url, "each server's UI talks to its own API"
         assert a != b and stack.status()["running"]
 
         status = cli("server", "status", "--json", home=home)
@@ -215,3 +236,30 @@ def check_a_worker_on_each_server(a: str, b: str, home: Path, tag: str) -> None:
             assert run.state is not None and run.state.is_completed(), run.state
             workers = {w.name for w in client.read_workers_for_work_pool(pool)}
             assert workers == {"worker-a", "worker-b"}
+
+
+def test_the_production_stack_ui_shows_a_flow_run(home: Path, browser: Any) -> None:  # noqa: F811
+    """`server up --stack production` as a user runs it, a real flow run through its API, then the
+    run's page in Chromium: the UI reaches the API (it used to show "Can't connect to Server API")."""
+    try:
+        ensure_production()
+    except StackUnavailableError as e:
+        pytest.skip(f"the production stack cannot run here: {e}")
+    up = cli("server", "up", "--stack", "production", "--json", home=home)
+    try:
+        assert up.returncode == 0, up.stderr
+        (url,) = json.loads(up.stdout)["api_urls"]
+        assert ui_api_url(url) == url
+        name = f"ui-probe-{uuid.uuid4().hex[:8]}"
+        code = FLOW + f"\n\nprobe.with_options(flow_run_name={name!r})(1)\n"
+        env = {**os.environ, "PREFECT_API_URL": url, "PREFECT_HOME": str(home / "client")}
+        ran = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180)
+        assert ran.returncode == 0, ran.stderr[-2000:]
+        found = httpx.post(f"{url}/flow_runs/filter", json={"flow_runs": {"name": {"any_": [name]}}}, timeout=10)
+        (run,) = found.json()
+        assert run["state_type"] == "COMPLETED"
+        ui = url.removesuffix("/api")
+        text = page_text(browser, f"{ui}/runs/flow-run/{run['id']}", [name, "Completed"], "production-flow-run.png")
+        assert name in text and "Completed" in text and "Can't connect" not in text, text[:2000]
+    finally:
+        assert cli("server", "down", home=home).returncode == 0

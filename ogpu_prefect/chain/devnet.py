@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,21 +55,32 @@ class DevnetSettings:
     unbonding_period: int = 60
 
 
-def find_anvil() -> str:
-    """The `anvil` setting (PREFECT_INTEGRATIONS_OGPU_ANVIL), the binary installed by the set-up
-    (contracts/node_modules), or anvil on PATH."""
-    from ..settings import get_settings
+ANVIL_VERSION = "1.7.1"  # contracts/package.json's pin (tests/unit/test_find_anvil.py keeps them equal)
 
-    candidates = [get_settings().anvil or ""]
-    repo = Path(__file__).resolve().parents[2]
-    candidates.append(str(repo / "contracts/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"))
-    candidates.append(shutil.which("anvil") or "")
-    for c in candidates:
-        if c and os.access(c, os.X_OK):
-            return c
-    raise FileNotFoundError(
-        "anvil not found: run the set-up (npm --prefix contracts ci), set PREFECT_INTEGRATIONS_OGPU_ANVIL, "
-        "or put anvil on PATH"
+
+def find_anvil() -> str:
+    """The `anvil` setting (PREFECT_INTEGRATIONS_OGPU_ANVIL); else a checkout's set-up's, anvil on
+    PATH, foundryup's, or foundry's npm package in node_modules here, above, or npm's global one."""
+    from ..settings import get_settings
+    from .errors import InvalidInputError
+
+    setting = "PREFECT_INTEGRATIONS_OGPU_ANVIL"
+    if configured := get_settings().anvil:  # said explicitly: never silently another one
+        if Path(configured).is_file() and os.access(configured, os.X_OK):
+            return configured
+        raise InvalidInputError(setting, f"{configured} is not an executable file")
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+    package, cwd = f"@foundry-rs/anvil-{sys.platform}-{arch}", Path.cwd()
+    checkout = Path(__file__).resolve().parents[2] / "contracts"  # `npm --prefix contracts ci`'s
+    roots = [checkout, cwd, *cwd.parents, Path("/usr/local/lib"), Path("/usr/lib")]
+    npm = [root / "node_modules" / package / "bin" / "anvil" for root in roots]
+    for found in [npm[0], shutil.which("anvil"), Path.home() / ".foundry" / "bin" / "anvil", *npm[1:]]:
+        if found and os.access(found, os.X_OK):
+            return str(found)
+    raise InvalidInputError(
+        setting,
+        f"anvil not found: run `npm install {package}@{ANVIL_VERSION}` here (in a checkout: npm --prefix "
+        "contracts ci), or set this setting to an anvil binary's path",
     )
 
 

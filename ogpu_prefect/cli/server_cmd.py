@@ -45,6 +45,7 @@ def _up(args: argparse.Namespace) -> int:
     print(f"export PREFECT_API_URL={info.api_url}")
     for url in info.api_urls[1:]:
         print(f"  (or another API server of the same stack: PREFECT_API_URL={url})")
+    print(f"Prefect UI: {info.api_url.removesuffix('/api')}")
     print(f"state and logs: {stack.dir}")
     return 0
 
