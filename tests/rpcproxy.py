@@ -16,6 +16,7 @@ import http.client
 import http.server
 import json
 import math
+import multiprocessing as mp
 import threading
 import time
 from collections import Counter
@@ -218,3 +219,64 @@ class RpcProxy(LoopbackServer):
                 if attempt:
                     raise
         raise AssertionError("unreachable")
+
+
+class ProxyProcess:
+    """An RpcProxy in a process of its own (forked), so that its threads do not share a GIL with
+    the process it meters (a bench's client). `metering()` and `set_limit()` go over a pipe."""
+
+    def __init__(self, upstream: str, **options: Any) -> None:
+        self._conn, theirs = mp.get_context("fork").Pipe()
+        self._proc = mp.get_context("fork").Process(target=_proxy_child, args=(upstream, options, theirs), daemon=True)
+        self._proc.start()
+        theirs.close()
+        self.url = str(self._conn.recv())
+
+    def url_for(self, role: str) -> str:
+        return f"{self.url}/{role}"
+
+    def _ask(self, *command: Any) -> Any:
+        self._conn.send(command)
+        return self._conn.recv()
+
+    def metering(self) -> Metering:
+        return self._ask("metering")  # type: ignore[no-any-return]
+
+    def set_limit(self, limit: float | None) -> None:
+        self._ask("limit", limit)
+
+    def stop(self) -> None:
+        if self._proc.is_alive():
+            self._ask("stop")
+        self._proc.join(timeout=10)
+        if self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join()
+
+    def __enter__(self) -> ProxyProcess:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def _proxy_child(upstream: str, options: dict[str, Any], conn: Any) -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us
+    with RpcProxy(upstream, **options) as proxy:
+        conn.send(proxy.url)
+        while True:
+            try:
+                command = conn.recv()
+            except EOFError:
+                return
+            if command[0] == "metering":
+                with proxy._lock:
+                    conn.send(proxy.metering.snapshot())
+            elif command[0] == "limit":
+                proxy.set_limit(command[1])
+                conn.send(None)
+            else:
+                conn.send(None)
+                return
