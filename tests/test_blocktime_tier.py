@@ -113,3 +113,59 @@ def test_run_batch_first_response_adapting_to_32005(chain_1s: Devnet, tmp_path: 
     assert [r.status for r in out["results"]] == ["finalized"] * 3
     assert out["tasks_on_chain"] == 3 and out["frozen_delta"] == 0
     assert m.total_rejected() <= 0.1 * m.total_calls(), (m.total_rejected(), m.total_calls())
+
+
+def test_the_workers_provider_serves_tasks_at_a_configured_limit(chain_1s: Devnet, tmp_path: Path) -> None:
+    """The worker's Provider (stake, attempt, the echo source run by the local backend over real
+    HTTP, submit) and a client, each on its own URL and share of a 10 calls/s endpoint."""
+    import time
+
+    from ogpu_prefect.client import OGPUClient
+    from ogpu_prefect.models import TaskInput
+    from ogpu_prefect.plugin_manager import PluginKind, create
+    from ogpu_prefect.plugins.first_response import FirstResponse
+    from ogpu_prefect.storage import LocalStore
+    from ogpu_prefect.worker.provider import Provider
+
+    from .test_provider import ECHO
+
+    net = chain_1s
+    with RpcProxy(net.rpc_url, delay_s=0.04, limit=10) as proxy, LocalStore(tmp_path) as store:
+
+        def chain(role: str, rate: float) -> Chain:
+            return Chain(dataclasses.replace(net.network, rpc_url=proxy.url_for(role), rate_limit=rate))
+
+        client = OGPUClient(chain("client", 4.5), net.key("client"), store)
+        source = client.publish_source(
+            SourceSpec(
+                name="echo",
+                cpu=f"file://{ECHO}",
+                min_payment=10**15,
+                min_available_lockup=10**18,
+                delivery_method=DeliveryMethod.FIRST_RESPONSE,
+            )
+        )
+        provider = Provider(
+            chain("worker", 4.5), net.key("provider3"), store, create(PluginKind.HARDWARE_BACKEND, "local")
+        )
+        try:
+            provider.ensure_standing([source])
+            start = client.chain.block_number() + 1
+            published = client.publish_tasks(
+                source,
+                [TaskInput(function_name="echo", data={"text": f"t{i}"}) for i in range(3)],
+                10**15,
+                client.chain.now() + 300,
+            )
+            attempted = provider.attempt([p.address for p in published])
+            assert attempted == [p.address for p in published]
+            for t in attempted:
+                provider.execute(t)
+            tracked = client.wait_for(published, FirstResponse(), deadline=time.time() + 60, from_block=start)
+        finally:
+            provider.close()
+        m = proxy.metering
+    results = [tracked[p.address].outcome.response.payload["result"] for p in published]
+    assert [r["upper"] for r in results] == ["T0", "T1", "T2"]
+    assert m.total_rejected() == 0, m.rejected_calls
+    assert m.total_calls("worker") > 0 and m.total_calls("client") > 0
