@@ -17,7 +17,7 @@ import requests
 
 from ogpu_prefect.chain.connection import Chain
 from ogpu_prefect.chain.errors import InvalidInputError, TxRpcError
-from ogpu_prefect.chain.pacing import retry_after_seconds
+from ogpu_prefect.chain.pacing import is_rate_limit, retry_after_seconds
 from ogpu_prefect.chain.rpc import Rpc
 
 from .rpcproxy import LIMIT_EXCEEDED, RpcProxy
@@ -170,6 +170,13 @@ def test_retry_after_as_an_http_date_pauses_every_caller_until_then(devnet) -> N
         chain.block_number()
         assert time.monotonic() - t0 >= 1.5, "the Retry-After date was not waited for"
         assert proxy.metering.rejected_http["dated"] == 1
+
+
+def test_only_a_limits_wording_is_a_rate_limit() -> None:
+    assert is_rate_limit(-32005, "limit exceeded") and is_rate_limit(429, "Too Many Requests")
+    assert is_rate_limit(-32005, "daily request count exceeded, request rate limited")
+    assert not is_rate_limit(-32005, "query returned more than 10000 results"), "a log query's cap: no waiting"
+    assert not is_rate_limit(-32000, "rate limit"), "another code"
 
 
 def test_a_batchs_32005_entries_are_asked_again_not_failed(devnet) -> None:

@@ -24,6 +24,16 @@ LIMIT_EXCEEDED = -32005
 """The JSON-RPC error code of a call refused for the endpoint's rate limit (EIP-1474)."""
 
 
+_LIMIT_WORDING = ("limit", "rate", "too many", "exceed", "capacity")
+
+
+def is_rate_limit(code: int, message: str) -> bool:
+    """Whether a JSON-RPC error refuses a call for the endpoint's rate limit: -32005 (or 429) with
+    a limit's wording. Some nodes also answer -32005 to a log query over their result cap ("query
+    returned more than 10000 results"): that is no signal to wait, and asking again fails again."""
+    return code in (LIMIT_EXCEEDED, 429) and any(w in message.lower() for w in _LIMIT_WORDING)
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """When to retry and when to give up. A transport failure (no answer, 5xx) counts toward

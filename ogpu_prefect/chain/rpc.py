@@ -19,7 +19,7 @@ from typing import Any
 import requests
 
 from .errors import RpcError, TxRpcError
-from .pacing import LIMIT_EXCEEDED, RetryPolicy, pacer_for, retry_after_seconds
+from .pacing import RetryPolicy, is_rate_limit, pacer_for, retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -222,8 +222,7 @@ class _Refused(Exception):
 
 
 def _limited(e: RpcError) -> bool:
-    """A call refused for the endpoint's rate limit (EIP-1474's -32005; some nodes say 429)."""
-    return e.code in (LIMIT_EXCEEDED, 429)
+    return is_rate_limit(e.code, e.message)
 
 
 def _state_race(e: RpcError) -> bool:
