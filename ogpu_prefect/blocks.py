@@ -41,6 +41,13 @@ class OGPUNetwork(Block):
     terminal: str = Field(description="Terminal contract address.")
     vault: str = Field(description="Vault contract address.")
     manager: str | None = Field(default=None, description="Manager contract address, where known.")
+    rate_limit: float | None = Field(
+        default=None,
+        gt=0,
+        description="The endpoint's limit in calls per second (each call in a batch counts), if it has one: "
+        "every process paces its calls under it. Empty: no limit, but a node's HTTP 429 / -32005 still slows "
+        "callers down.",
+    )
 
     @field_validator("name")
     @classmethod
@@ -66,7 +73,15 @@ class OGPUNetwork(Block):
 
     def to_network(self) -> Network:
         return Network(
-            self.name, self.rpc_url, self.chain_id, self.nexus, self.controller, self.terminal, self.vault, self.manager
+            self.name,
+            self.rpc_url,
+            self.chain_id,
+            self.nexus,
+            self.controller,
+            self.terminal,
+            self.vault,
+            self.manager,
+            self.rate_limit,
         )
 
     def connect(self, **rpc_options: Any) -> Any:
@@ -89,6 +104,7 @@ class OGPUNetwork(Block):
             terminal=network.terminal,
             vault=network.vault,
             manager=network.manager,
+            rate_limit=network.rate_limit,
         )
 
     @classmethod

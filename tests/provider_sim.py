@@ -35,6 +35,7 @@ class SimProvider(threading.Thread):
         delay: float = 0.0,
         response_url: Callable[[str, str], str] | None = None,
         per_round: int | None = None,
+        poll_interval: float = 0.05,
     ) -> None:
         super().__init__(daemon=True, name=f"sim-provider-{key[-4:]}")
         self.chain = Chain(network)
@@ -47,6 +48,7 @@ class SimProvider(threading.Thread):
         self.delay = delay
         self.response_url = response_url  # (task, stored URL) -> the URL put on chain (a hostile provider's)
         self.per_round = per_round  # tasks worked per round (with `delay`: a slow provider's pace)
+        self.poll_interval = poll_interval  # idle; on a metered endpoint each poll is a call or two
         self.next_block = from_block
         self.stop_event = threading.Event()
         self.submitted: list[str] = []
@@ -72,7 +74,7 @@ class SimProvider(threading.Thread):
                     if e["source"].lower() in self.sources and self.take(e["task"]):
                         todo.setdefault(e["task"], 0)
                 if not todo:
-                    time.sleep(0.05)
+                    time.sleep(self.poll_interval)
                     continue
                 batch = list(todo)[: self.per_round]
                 for t in batch:

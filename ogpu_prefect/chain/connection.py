@@ -23,10 +23,12 @@ class Chain:
     """Everything bound to one network. Cheap wrappers are created on demand; no global state.
 
     `Chain(network)` talks JSON-RPC over its own HTTP session; `Chain(network, web3=w3)` sends
-    through an existing `Web3` instance's provider instead (its endpoint, headers, session)."""
+    through an existing `Web3` instance's provider instead (its endpoint, headers, session).
+    Every call is paced under the network's `rate_limit` (chain/pacing.py)."""
 
     def __init__(self, network: Network, *, web3: Any = None, **rpc_options: Any) -> None:
         self.network = network
+        rpc_options.setdefault("rate_limit", network.rate_limit)
         self.rpc: Rpc = Web3Rpc(web3, **rpc_options) if web3 is not None else Rpc(network.rpc_url, **rpc_options)
         self.nexus = Nexus(self.rpc, network.nexus)
         self.controller = Controller(self.rpc, network.controller)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .abi import checksum_address
+from .errors import InvalidInputError
 
 
 @dataclass(frozen=True)
@@ -21,8 +22,11 @@ class Network:
     terminal: str
     vault: str
     manager: str | None = None  # the SDK has no Manager address for the real networks
+    rate_limit: float | None = None  # the endpoint's calls/s (each call in a batch counts); None: unmetered
 
     def __post_init__(self) -> None:
+        if self.rate_limit is not None and not (isinstance(self.rate_limit, int | float) and self.rate_limit > 0):
+            raise InvalidInputError("rate_limit", f"expected calls per second > 0, got {self.rate_limit!r}")
         for role in ("nexus", "controller", "terminal", "vault", "manager"):
             value = getattr(self, role)
             if value is not None:

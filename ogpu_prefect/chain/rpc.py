@@ -1,6 +1,8 @@
 """A small JSON-RPC client: one HTTP session per instance (no globals), batch requests, and
-retries of transient transport failures with backoff for up to `outage_s` (a node that is away for
-a while is waited for, not given up on at once). `Web3Rpc` sends through a user's `Web3` instead.
+retries under one `RetryPolicy` (chain/pacing.py): transient transport failures are retried with
+backoff for up to `outage_s` (a node that is away for a while is waited for, not given up on at
+once); a rate limit (HTTP 429, JSON-RPC -32005, `Retry-After`) slows every caller of the endpoint
+down through its `Pacer` and never counts as an outage. `Web3Rpc` sends through a user's `Web3`.
 
 Retrying is safe for everything this package sends: reads are idempotent, and a transaction is
 always re-sent as the same signed bytes (same nonce, same hash), so a node that already has it
@@ -17,10 +19,17 @@ from typing import Any
 import requests
 
 from .errors import RpcError, TxRpcError
+from .pacing import RetryPolicy, is_rate_limit, pacer_for, retry_after_seconds
 
 log = logging.getLogger(__name__)
 
-TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
+TRANSIENT_STATUS = {408, 425, 500, 502, 503, 504}
+"""HTTP statuses of a node that is (for now) not answering: they count toward the outage."""
+
+
+class RateLimitedError(TxRpcError):
+    """The endpoint kept refusing a request for its rate limit longer than the policy's
+    `throttled_s`."""
 
 
 def http_session(connections: int = 64) -> requests.Session:
@@ -35,13 +44,25 @@ def http_session(connections: int = 64) -> requests.Session:
 
 class Rpc:
     """JSON-RPC over HTTP. `call` raises RpcError for a JSON-RPC error; `batch` returns results
-    with RpcError instances in place of failed entries."""
+    with RpcError instances in place of failed entries. `rate_limit` (calls/s, each call in a
+    batch counting) paces every call this process makes to `url`; `policy` overrides
+    `outage_s`/`backoff`."""
 
-    def __init__(self, url: str, *, timeout: float = 30.0, outage_s: float = 60.0, backoff: float = 0.05) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 30.0,
+        outage_s: float = 60.0,
+        backoff: float = 0.05,
+        rate_limit: float | None = None,
+        policy: RetryPolicy | None = None,
+    ) -> None:
         self.url = url
         self.timeout = timeout
-        self.outage_s = outage_s
-        self.backoff = backoff
+        self.policy = policy or RetryPolicy(outage_s=outage_s, backoff=backoff)
+        self.outage_s = self.policy.outage_s
+        self.pacer = pacer_for(url, rate_limit)
         self._ids = itertools.count(1)
         self._session = http_session()  # a worker runs dozens of tasks at once
 
@@ -62,9 +83,18 @@ class Rpc:
                 time.sleep(0.01)
 
     def batch(self, calls: list[tuple[str, list[Any]]], *, chunk: int = 200) -> list[Any]:
-        """Sends calls as JSON-RPC batches of `chunk`; results come back in call order. Entries that
-        lost a race with block production are asked again."""
+        """Sends calls as JSON-RPC batches of `chunk` (fewer under a rate limit); results come back
+        in call order. Entries refused for the rate limit (-32005), or that lost a race with block
+        production, are asked again."""
         out = self._batch(calls, chunk)
+        refused_since: float | None = None
+        while again := [i for i, r in enumerate(out) if isinstance(r, RpcError) and _limited(r)]:
+            refused_since = refused_since or time.monotonic()
+            if time.monotonic() - refused_since > self.policy.throttled_s:
+                break  # the entries stay refused (RpcError -32005)
+            self.pacer.refused(None, self.policy.default_pause_s)
+            for i, r in zip(again, self._batch([calls[i] for i in again], chunk)):
+                out[i] = r
         for _ in range(3):
             again = [i for i, r in enumerate(out) if isinstance(r, RpcError) and _state_race(r)]
             if not again:
@@ -76,6 +106,7 @@ class Rpc:
 
     def _batch(self, calls: list[tuple[str, list[Any]]], chunk: int) -> list[Any]:
         out: list[Any] = []
+        chunk = self.pacer.chunk(chunk)  # a batch over the endpoint's burst would always be refused
         for start in range(0, len(calls), chunk):
             part = calls[start : start + chunk]
             ids = [next(self._ids) for _ in part]
@@ -98,14 +129,27 @@ class Rpc:
         return out
 
     def _post(self, body: Any) -> Any:
-        """Sends one request or batch; transport failures are retried with backoff until
-        `outage_s` has passed since the first one (then TxRpcError). Resending is safe: see above."""
-        delay, tries = self.backoff, 0
-        give_up_at = time.monotonic() + self.outage_s
+        """Sends one request or batch under the pacer. Transport failures are retried with backoff
+        until `outage_s` has passed since the first of an unbroken run (then TxRpcError); rate-limit
+        refusals pause every caller of the endpoint and are retried until `throttled_s` (then
+        RateLimitedError). Resending is safe: see above."""
+        policy, calls = self.policy, len(body) if isinstance(body, list) else 1
+        delay, tries = policy.backoff, 0
+        outage_since: float | None = None
+        refused_since: float | None = None
         while True:
-            tries += 1
+            self.pacer.acquire(calls)
             try:
-                return self._transport(body)
+                return self._attempt(body)
+            except _Refused as e:
+                outage_since, delay, tries = None, policy.backoff, 0  # the node answered: no outage
+                now = time.monotonic()
+                refused_since = refused_since or now
+                if now - refused_since > policy.throttled_s:
+                    raise RateLimitedError(
+                        f"RPC {self.url} refused a request for its rate limit for {policy.throttled_s:.0f}s"
+                    ) from None
+                self.pacer.refused(e.retry_after, policy.default_pause_s)
             except (
                 requests.ConnectionError,
                 requests.Timeout,
@@ -113,19 +157,35 @@ class Rpc:
                 ValueError,
                 _Transient,
             ) as e:
-                if time.monotonic() + delay > give_up_at:
+                tries += 1
+                outage_since = outage_since or time.monotonic()
+                if time.monotonic() + delay > outage_since + policy.outage_s:
                     raise TxRpcError(
-                        f"RPC {self.url} unreachable for {self.outage_s:.0f}s ({tries} tries): {e}"
+                        f"RPC {self.url} unreachable for {policy.outage_s:.0f}s ({tries} tries): {e}"
                     ) from None
                 if tries == 3:
-                    log.warning("RPC %s unreachable (%s); retrying for up to %.0fs", self.url, e, self.outage_s)
+                    log.warning("RPC %s unreachable (%s); retrying for up to %.0fs", self.url, e, policy.outage_s)
                 time.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                delay = policy.next_delay(delay)
             except requests.HTTPError as e:
                 raise TxRpcError(f"RPC {self.url}: {e}") from None
 
+    def _attempt(self, body: Any) -> Any:
+        """One send; a refusal for the rate limit, however the node words it, raises _Refused."""
+        try:
+            reply = self._transport(body)
+        except requests.HTTPError as e:
+            if e.response is not None and e.response.status_code == 429:  # through a Web3 provider
+                raise _Refused(retry_after_seconds(e.response.headers.get("Retry-After"))) from None
+            raise
+        if isinstance(reply, dict) and _limited(_as_error(reply.get("error") or {}, "request")):
+            raise _Refused(None)
+        return reply
+
     def _transport(self, body: Any) -> Any:
         resp = self._session.post(self.url, json=body, timeout=self.timeout)
+        if resp.status_code == 429:
+            raise _Refused(retry_after_seconds(resp.headers.get("Retry-After")))
         if resp.status_code in TRANSIENT_STATUS:
             raise _Transient(f"HTTP {resp.status_code}")
         resp.raise_for_status()
@@ -153,6 +213,16 @@ class Web3Rpc(Rpc):
 
 class _Transient(Exception):
     pass
+
+
+class _Refused(Exception):
+    def __init__(self, retry_after: float | None) -> None:
+        super().__init__("rate-limited")
+        self.retry_after = retry_after
+
+
+def _limited(e: RpcError) -> bool:
+    return is_rate_limit(e.code, e.message)
 
 
 def _state_race(e: RpcError) -> bool:
