@@ -17,6 +17,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ class Pacer:
 
     def __init__(self, url: str, rate: float | None = None) -> None:
         self.url = url
+        self.label = endpoint_label(url)  # logs never show a path (hosted endpoints put keys there)
         self.configured = rate
         self.adaptive: float | None = None
         self._lock = threading.Lock()
@@ -141,7 +143,7 @@ class Pacer:
         quiet = now - self._last_refusal
         if quiet > self.LIFT_AFTER_S:
             self.adaptive = None
-            log.info("RPC %s: no rate limit signalled for %.0fs; pacing lifted", self.url, quiet)
+            log.info("RPC %s: no rate limit signalled for %.0fs; pacing lifted", self.label, quiet)
             return None
         return self.adaptive * 1.05 ** max(0.0, now - self._last_cut)
 
@@ -167,7 +169,7 @@ class Pacer:
             if new_episode:
                 log.info(
                     "RPC %s is rate-limiting (pausing %.1fs); pacing at %s",
-                    self.url,
+                    self.label,
                     pause,
                     f"{self.rate:.1f} calls/s" if self.rate else "the node's pace",
                 )
@@ -189,3 +191,13 @@ def pacer_for(url: str, rate: float | None = None) -> Pacer:
             return pacer
     pacer.configure(rate)
     return pacer
+
+
+def endpoint_label(url: str) -> str:
+    """The endpoint as logs and errors show it: scheme, host and port; a path or query (where
+    hosted endpoints put API keys) and credentials become "/…"."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    hidden = (parts.path not in ("", "/")) or parts.query or parts.username
+    return f"{parts.scheme}://{netloc}{'/…' if hidden else ''}" if parts.scheme else "<rpc>"

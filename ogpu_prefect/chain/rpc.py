@@ -15,11 +15,12 @@ import itertools
 import logging
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
 from .errors import RpcError, TxRpcError
-from .pacing import RetryPolicy, is_rate_limit, pacer_for, retry_after_seconds
+from .pacing import RetryPolicy, endpoint_label, is_rate_limit, pacer_for, retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class Rpc:
         policy: RetryPolicy | None = None,
     ) -> None:
         self.url = url
+        self.label = endpoint_label(url)  # what logs and errors show: hosted endpoints put keys in paths
         self.timeout = timeout
         self.policy = policy or RetryPolicy(outage_s=outage_s, backoff=backoff)
         self.outage_s = self.policy.outage_s
@@ -67,7 +69,7 @@ class Rpc:
         self._session = http_session()  # a worker runs dozens of tasks at once
 
     def __repr__(self) -> str:
-        return f"Rpc({self.url!r})"
+        return f"Rpc({self.label!r})"
 
     def close(self) -> None:
         self._session.close()
@@ -147,7 +149,7 @@ class Rpc:
                 refused_since = refused_since or now
                 if now - refused_since > policy.throttled_s:
                     raise RateLimitedError(
-                        f"RPC {self.url} refused a request for its rate limit for {policy.throttled_s:.0f}s"
+                        f"RPC {self.label} refused a request for its rate limit for {policy.throttled_s:.0f}s"
                     ) from None
                 self.pacer.refused(e.retry_after, policy.default_pause_s)
             except (
@@ -161,14 +163,26 @@ class Rpc:
                 outage_since = outage_since or time.monotonic()
                 if time.monotonic() + delay > outage_since + policy.outage_s:
                     raise TxRpcError(
-                        f"RPC {self.url} unreachable for {policy.outage_s:.0f}s ({tries} tries): {e}"
+                        f"RPC {self.label} unreachable for {policy.outage_s:.0f}s ({tries} tries): {self._masked(e)}"
                     ) from None
                 if tries == 3:
-                    log.warning("RPC %s unreachable (%s); retrying for up to %.0fs", self.url, e, policy.outage_s)
+                    log.warning(
+                        "RPC %s unreachable (%s); retrying for up to %.0fs",
+                        self.label,
+                        self._masked(e),
+                        policy.outage_s,
+                    )
                 time.sleep(delay)
                 delay = policy.next_delay(delay)
             except requests.HTTPError as e:
-                raise TxRpcError(f"RPC {self.url}: {e}") from None
+                raise TxRpcError(f"RPC {self.label}: {self._masked(e)}") from None
+
+    def _masked(self, error: Exception) -> str:
+        """`error`'s text with the endpoint's path and query (an API key, often) left out."""
+        parts = urlsplit(self.url)
+        text = str(error).replace(self.url, self.label)
+        tail = parts.path + (f"?{parts.query}" if parts.query else "")
+        return text.replace(tail, "/…") if len(tail) > 1 else text
 
     def _attempt(self, body: Any) -> Any:
         """One send; a refusal for the rate limit, however the node words it, raises _Refused."""
