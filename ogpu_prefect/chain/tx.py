@@ -324,7 +324,10 @@ class TxSender:
                         self.broadcast(sorted(missing, key=lambda p: p.nonce))
                 stalled_since = now
             if now > rebroadcast_at:  # a node may have dropped them: same bytes, same hashes
-                self.broadcast([p for p in pending if p.tx_hash not in receipts])
+                # Only what the node's pool lacks (its pending count stops at the first gap): on a
+                # chain with a backlog, resending every waiting transaction was a call each.
+                in_pool = int(self.rpc.call("eth_getTransactionCount", [self.address, "pending"]), 16)
+                self.broadcast([p for p in pending if p.tx_hash not in receipts and p.nonce >= in_pool])
                 rebroadcast_at = now + 5.0
             time.sleep(delay)
             delay = min(delay * 1.5, self._max_poll_s())
