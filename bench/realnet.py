@@ -74,8 +74,17 @@ def serve(
     from tests.provider_sim import SimProvider
 
     store = FsspecStore(f"file://{store_root}", url)
+    # Each takes its share of the tasks (by address), as the real workers mostly do: they try
+    # untouched tasks first, in random order (worker/watcher.py choose_offers). Stand-ins that all
+    # attempted every task made the losers' attempts and submissions revert: calls no real fleet makes.
+    w = len(keys)
+
+    def share(i: int) -> Any:
+        return lambda task: int(task, 16) % w == i
+
     sims = [
-        SimProvider(n, k, [source], store, from_block=from_block, poll_interval=0.25) for n, k in zip(networks, keys)
+        SimProvider(n, k, [source], store, from_block=from_block, poll_interval=0.25, take=share(i))
+        for i, (n, k) in enumerate(zip(networks, keys))
     ]
     for s in sims:
         s.start()
