@@ -204,52 +204,70 @@ def parse_delivery(delivery: Any, options: Any) -> Any:
     """The delivery method `delivery` configured with `options`. Typed errors name `delivery` or
     `delivery_options[.option]`: options are checked against the method's signature here, so that
     a mistyped one fails before any task is published, not while tasks hold escrow."""
+    from .delivery import DeliveryStrategy
+    from .plugin_manager import PluginKind
+
+    check_name("delivery", delivery)
+    cls = plugin_class("delivery", PluginKind.DELIVERY_METHOD, delivery)
+    options = check_plugin_options("delivery_options", cls, options, no_options=DeliveryStrategy.__init__)
+    try:
+        return cls(**options)
+    except (TypeError, ValueError) as e:
+        raise InvalidInputError("delivery_options", str(e)) from None
+
+
+def plugin_class(field: str, kind: Any, name: str) -> Any:
+    """The installed plugin of `kind` called `name`; InvalidInputError naming `field` if none."""
+    from .plugin_manager import PluginError, installed
+
+    try:
+        table = installed(kind)
+    except PluginError as e:
+        raise InvalidInputError(field, str(e)) from None
+    if name not in table:
+        raise InvalidInputError(field, f"unknown {kind} {name!r}; installed: {', '.join(sorted(table))}")
+    return table[name]
+
+
+def check_plugin_options(
+    field: str, cls: Any, options: Any, *, no_options: Any = None, reserved: Sequence[str] = ()
+) -> dict[str, Any]:
+    """`options` (a dict, or None: none) checked against plugin `cls`'s constructor: each a named
+    parameter (not one of `reserved`, which the caller passes itself) of the annotated type.
+    `no_options`: a base `__init__` whose `**options` means "none". Typed errors name
+    `field[.option]`; a key among them is refused unechoed."""
     import inspect
     from typing import get_type_hints
 
     from pydantic import ConfigDict, TypeAdapter, ValidationError
 
-    from .delivery import DeliveryStrategy
-    from .plugin_manager import PluginError, PluginKind, installed
-
-    check_name("delivery", delivery)
-    refuse_secret("delivery_options", options)
+    refuse_secret(field, options)
     if options is not None and not isinstance(options, dict):
-        raise InvalidInputError("delivery_options", f"a dict of options, not {type(options).__name__}")
+        raise InvalidInputError(field, f"a dict of options, not {type(options).__name__}")
     options = options or {}
-    try:
-        methods = installed(PluginKind.DELIVERY_METHOD)
-    except PluginError as e:
-        raise InvalidInputError("delivery", str(e)) from None
-    if delivery not in methods:
-        known = ", ".join(sorted(methods))
-        raise InvalidInputError("delivery", f"unknown delivery method {delivery!r}; installed: {known}")
-    cls = methods[delivery]
     # The base class's **options means "no options"; a plugin's own **options takes any.
-    params = {} if cls.__init__ is DeliveryStrategy.__init__ else dict(inspect.signature(cls).parameters)
+    params = {} if cls.__init__ is no_options else dict(inspect.signature(cls).parameters)
     any_name = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    named = [n for n, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    named = [n for n, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and n not in reserved]
     try:
         hints = get_type_hints(cls.__init__)
     except Exception:  # unresolvable annotations: the constructor alone checks
         hints = {}
     strict = ConfigDict(strict=True, allow_inf_nan=False, arbitrary_types_allowed=True)
     for name, value in options.items():
-        if name not in named and not any_name:
+        if (name not in named and not any_name) or name in reserved:
             raise InvalidInputError(
-                f"delivery_options.{name}", f"not an option of {delivery!r} (options: {', '.join(named) or 'none'})"
+                f"{field}.{name}",
+                f"not an option of {getattr(cls, '__name__', cls)} (options: {', '.join(named) or 'none'})",
             )
         if name in hints:
             try:
                 TypeAdapter(hints[name], config=strict).validate_python(value)
             except ValidationError as e:
-                raise InvalidInputError(f"delivery_options.{name}", e.errors(include_input=False)[0]["msg"]) from None
+                raise InvalidInputError(f"{field}.{name}", e.errors(include_input=False)[0]["msg"]) from None
             except Exception:  # a type pydantic cannot check: the constructor alone checks
                 pass
-    try:
-        return cls(**options)
-    except (TypeError, ValueError) as e:
-        raise InvalidInputError("delivery_options", str(e)) from None
+    return options
 
 
 def parse_models(model: type[M], values: Any, field: str) -> list[M]:
