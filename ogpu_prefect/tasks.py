@@ -265,7 +265,7 @@ def wait_for_results(
         raise InvalidInputError("progress", f"expected a callable(done, total), not {type(progress).__name__}")
     strategy = parse_delivery(delivery, delivery_options)
     client = make_client(network, wallet, storage)
-    book = open_book(client.chain.network.chain_id, reputation, reputation_options)
+    book = open_book(client.chain.network.chain_id, reputation, reputation_options, client.sender.signer)
     if not published:
         return []
     latest_expiry = max(p.expiry_time for p in published)

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 from typing import Any, Protocol, runtime_checkable
 
@@ -158,3 +160,16 @@ def mask_keys(text: str, everything: bool = False) -> str:
         return "<redacted>" if everything or any(key in run for key in _in_use) else match.group()
 
     return KEY_RUN.sub(hide, text)
+
+
+def derive_secret(signer: Any, label: str) -> bytes | None:
+    """A 32-byte secret for `label`, derived one-way from the signer's private key (HMAC-SHA256
+    keyed by it): it proves "written by a holder of this key" without revealing the key. None for a
+    signer whose key stays elsewhere (a KMS or hardware signer)."""
+    if isinstance(signer, Signer):
+        raw = signer._key.secret
+    else:
+        raw = getattr(getattr(signer, "account", signer), "key", None)
+        if not isinstance(raw, (bytes, bytearray)) or len(raw) != 32:
+            return None
+    return hmac.new(bytes(raw), label.encode(), hashlib.sha256).digest()
