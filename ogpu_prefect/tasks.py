@@ -258,7 +258,7 @@ def wait_for_results(
         ```
     """
     check_number("poll_interval", poll_interval, exclusive_minimum=0, maximum=60)
-    published = parse_models(PublishedTask, published, "published")
+    published = parse_models(PublishedTask, published, "published", hashes=True)
     check_number("deadline_s", deadline_s, minimum=0, optional=True)
     check_int("from_block", from_block, minimum=0, optional=True)
     if progress is not None and not callable(progress):

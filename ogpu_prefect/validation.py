@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from .chain.abi import checksum_address
 from .chain.errors import InvalidInputError
-from .chain.signing import looks_like_private_key
+from .chain.signing import holds_key_in_use, looks_like_private_key
 
 REDACTED = "<redacted: looked like a private key>"
 E = TypeVar("E", bound=InvalidInputError)
@@ -23,9 +23,10 @@ class SecretInWrongFieldError(InvalidInputError):
     value is never echoed."""
 
 
-def refuse_secret(field: str, value: Any) -> None:
-    """Raises SecretInWrongFieldError when `value` (or any string inside it) looks like a key."""
-    if contains_secret(value):
+def refuse_secret(field: str, value: Any, *, hashes: bool = False) -> None:
+    """Raises SecretInWrongFieldError when `value` (or any string inside it) holds a 64-hex run;
+    with `hashes` (a value where tx hashes or content addresses belong), a key in use."""
+    if contains_secret(value, in_use=hashes):
         raise SecretInWrongFieldError(
             field,
             "this looks like a private key, which does not belong here; it was "
@@ -33,15 +34,19 @@ def refuse_secret(field: str, value: Any) -> None:
         )
 
 
-def contains_secret(value: Any, depth: int = 0) -> bool:
+def contains_secret(value: Any, depth: int = 0, *, in_use: bool = False) -> bool:
+    """Whether a string in `value` holds a 64-hex run (with `in_use`: a key this process uses)."""
     if depth > 20:
         return False
     if isinstance(value, str):
-        return looks_like_private_key(value)
+        return holds_key_in_use(value) if in_use else looks_like_private_key(value)
     if isinstance(value, dict):
-        return any(contains_secret(k, depth + 1) or contains_secret(v, depth + 1) for k, v in value.items())
+        return any(
+            contains_secret(k, depth + 1, in_use=in_use) or contains_secret(v, depth + 1, in_use=in_use)
+            for k, v in value.items()
+        )
     if isinstance(value, (list, tuple, set, frozenset)):
-        return any(contains_secret(v, depth + 1) for v in value)
+        return any(contains_secret(v, depth + 1, in_use=in_use) for v in value)
     return False
 
 
@@ -181,14 +186,15 @@ def check_url(field: str, value: Any, schemes: Sequence[str] | None = None) -> s
 M = TypeVar("M")
 
 
-def parse_model(model: type[M], value: Any, field: str) -> M:
+def parse_model(model: type[M], value: Any, field: str, *, hashes: bool = False) -> M:
     """`value` as a pydantic `model` (as is if it is one); a validation failure becomes an
-    InvalidInputError naming `field.<first bad field>` (the bad value is not echoed)."""
+    InvalidInputError naming `field.<first bad field>` (the bad value is not echoed). `hashes`: a
+    model that carries tx hashes or content addresses (PublishedTask): only keys in use are refused."""
     from pydantic import BaseModel, ValidationError
 
     if isinstance(value, model):
         return value
-    refuse_secret(field, value)
+    refuse_secret(field, value, hashes=hashes)
     try:
         return model.model_validate(value)  # type: ignore[attr-defined,no-any-return]
     except ValidationError as e:
@@ -270,9 +276,9 @@ def check_plugin_options(
     return options
 
 
-def parse_models(model: type[M], values: Any, field: str) -> list[M]:
+def parse_models(model: type[M], values: Any, field: str, *, hashes: bool = False) -> list[M]:
     """A list of `model`s (each as parse_model); typed errors name `field[i]...`."""
-    return [parse_model(model, v, f"{field}[{i}]") for i, v in enumerate(check_list(field, values))]
+    return [parse_model(model, v, f"{field}[{i}]", hashes=hashes) for i, v in enumerate(check_list(field, values))]
 
 
 def _show(value: Any) -> str:

@@ -148,6 +148,12 @@ def looks_like_private_key(value: Any) -> bool:
     return isinstance(value, str) and KEY_RUN.search(value) is not None
 
 
+def holds_key_in_use(value: Any) -> bool:
+    """Whether `value` (a str) holds a key this process has parsed, in any case, with or without
+    0x: for fields where other 64-hex values belong (tx hashes, content-addressed URLs)."""
+    return isinstance(value, str) and mask_keys(value) != value
+
+
 def mask_keys(text: str, everything: bool = False) -> str:
     """`text` with each hex run holding a key this process has parsed replaced by `<redacted>`
     (any case, with or without 0x); with `everything`, each 64-hex run (text echoing user input,

@@ -131,3 +131,25 @@ def test_errors_mask_the_keys_in_use_but_keep_transaction_hashes() -> None:
         assert tx_hash in mask_keys(text)
         assert KEY[2:].lower() not in mask_keys(text).lower()
         assert KEY[2:].lower() not in str(InvalidInputError("x", text)).lower()
+
+
+def test_published_tasks_carry_hashes_but_not_a_key_in_use() -> None:
+    """A PublishedTask given as a dict (a deployment's parameters) holds a tx hash and a
+    content-addressed URL, both 64-hex: only a key this process uses is refused there."""
+    from ogpu_prefect.models import PublishedTask
+    from ogpu_prefect.validation import parse_models
+
+    task = {
+        "index": 0,
+        "address": "0x" + "ab" * 20,
+        "source": "0x" + "cd" * 20,
+        "payment": 1,
+        "expiry_time": 2,
+        "config_url": "file:///payloads/" + "5e" * 32 + ".json",
+        "tx_hash": "0x" + "7f" * 32,
+    }
+    assert parse_models(PublishedTask, [task], "published", hashes=True)[0].tx_hash == task["tx_hash"]
+    Signer(KEY)
+    with pytest.raises(SecretInWrongFieldError) as e:
+        parse_models(PublishedTask, [task, {**task, "tx_hash": KEY.upper()}], "published", hashes=True)
+    assert e.value.field == "published[1]"
