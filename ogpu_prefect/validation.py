@@ -1,7 +1,8 @@
 """Input checks shared by the client, the Prefect tasks and flows, the CLI and the worker: each
 failure is a typed `InvalidInputError` naming the field, raised before any wei moves, and a value
-shaped like a private key is refused without ever being echoed (errors, logs, Prefect parameters
-and states all show `<redacted>`)."""
+holding a private key in any form (a run of 64+ hex digits anywhere: quoted, `NAME=0x..`, `0X..`,
+upper case, bare) is refused without ever being echoed (errors, logs, Prefect parameters and
+states all show `<redacted>`). Where tx hashes belong, only the keys in use are (`hashes=True`)."""
 
 from __future__ import annotations
 
