@@ -25,7 +25,7 @@ from _smoke import parse_args  # noqa: E402
 
 from ogpu_prefect.chain import devnet as devnet_mod  # noqa: E402
 from ogpu_prefect.storage import LocalStore  # noqa: E402
-from tests import scenarios, scenarios_fetch, scenarios_lease  # noqa: E402
+from tests import scenarios, scenarios_fetch, scenarios_keys, scenarios_lease  # noqa: E402
 from tests.scenarios import Ctx, Outcome  # noqa: E402
 
 
@@ -47,6 +47,7 @@ def plan(outage: float, api_url: str) -> list[tuple[str, str | None, object]]:
         ("rpc_outage_wait", None, lambda c: scenarios.rpc_outage(c, 200, outage, "wait")),
         ("hostile_urls", None, lambda c: scenarios.hostile_response_urls(c, 30)),
         ("keys", None, scenarios.key_in_wrong_fields),
+        ("forged_reputation", None, lambda c: scenarios_keys.forged_reputation(c, 50)),
         ("abi_firewall", None, lambda c: scenarios.abi_firewall(c, 20)),
         ("legacy_gas", "berlin", lambda c: scenarios.legacy_gas_chain(c, 50)),
         ("fetch_loopback", None, lambda c: scenarios_fetch.provider_fetch(c, "loopback", 5)),

@@ -234,6 +234,11 @@ class OGPUClient:
 
     def confirm_responses(self, responses: Sequence[str], *, check: bool = True) -> list[Receipt]:
         responses = validation.check_addresses("responses", responses)
+        if check and responses:  # a mistyped address would only "revert without a reason"
+            codes = self.chain.rpc.batch([("eth_getCode", [r, "latest"]) for r in responses])
+            for i, (response, code) in enumerate(zip(responses, codes)):
+                if code in ("0x", "", None):
+                    raise errors.InvalidInputError(f"responses[{i}]", f"no response contract at {response}")
         return self._pipelined([self.chain.controller.confirm_response(r) for r in responses], check, CONFIRM_GAS)
 
     def cancel_tasks(self, tasks: Sequence[str], *, check: bool = True) -> list[Receipt]:

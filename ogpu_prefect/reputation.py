@@ -10,29 +10,29 @@ early on a task whose every response was refused, so that run_batch re-publishes
   record and the time. Plugins add named policies (`ogpu_prefect_reputation_policies`).
 - `ReputationBook`: the records one wait meets, loaded on first use, cached, written back when
   they change. Kept as one Prefect Variable per (chain, provider), `ogpu-rep-<chain id>-<address>`
-  (`VariableStore`), or in this process' memory (`MemoryStore`) without a Prefect API.
+  (`VariableStore`), or in this process' memory (`MemoryStore`) without a Prefect API; sealed by
+  the client wallet (reputation_store.py): a record its wallet did not write is ignored.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 from .chain.errors import InvalidInputError
 from .delivery import Rejection
+from .reputation_store import MemoryStore, RecordStore, VariableStore, seal, unsealed
 from .validation import check_int, check_name, check_number, refuse_secret
 
 log = logging.getLogger(__name__)
 
 PREFIX = "ogpu-rep"
-TAGS = ["ogpu", "ogpu-reputation"]
 OFF = "off"  # the `reputation` value (like None) that keeps no records and bans nobody
 REASONS = tuple(r.value for r in Rejection)
 
@@ -194,49 +194,8 @@ class ReputationPolicy:
         return replace(record, accepted=record.accepted + 1, last_seen=_latest(record.last_seen, now))
 
 
-class RecordStore(Protocol):
-    def load(self, name: str) -> Any: ...
-    def save(self, name: str, value: dict[str, Any]) -> None: ...
-
-
-class MemoryStore:
-    """Records in this process' memory: shared by its books, gone with it."""
-
-    def __init__(self) -> None:
-        self._data: dict[str, str] = {}
-        self._lock = threading.Lock()
-
-    def load(self, name: str) -> Any:
-        with self._lock:
-            raw = self._data.get(name)
-        return None if raw is None else json.loads(raw)
-
-    def save(self, name: str, value: dict[str, Any]) -> None:
-        with self._lock:
-            self._data[name] = json.dumps(value)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
-
-
 MEMORY = MemoryStore()
 """The default store of a book made without one (plain Python)."""
-
-
-class VariableStore:
-    """Records as Prefect Variables of the current API: every flow and deployment of the
-    workspace shares them, and the UI shows (and edits) them."""
-
-    def load(self, name: str) -> Any:
-        from prefect.variables import Variable
-
-        return Variable.get(name, default=None)
-
-    def save(self, name: str, value: dict[str, Any]) -> None:
-        from prefect.variables import Variable
-
-        Variable.set(name, value, tags=TAGS, overwrite=True)
 
 
 def _logger() -> Any:
@@ -262,8 +221,10 @@ class ReputationBook:
         store: RecordStore | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        secret: bytes | None = None,
     ) -> None:
         self.chain_id = chain_id
+        self.secret = secret  # seals what it writes; with one, an unsealed or foreign record is ignored
         self.policy = policy or ReputationPolicy()
         self.store: RecordStore = store if store is not None else MEMORY
         self.clock = clock
@@ -272,22 +233,33 @@ class ReputationBook:
         self._records: dict[str, ProviderRecord] = {}
         self._base: dict[str, ProviderRecord | None] = {}  # as loaded or last written
         self._dirty: set[str] = set()
+        self._foreign: set[str] = set()  # records found forged: warned about once each
         self._store_down = False
 
     @classmethod
-    def prefect(cls, chain_id: int, policy: ReputationPolicy | None = None) -> ReputationBook:
-        """A book on Prefect Variables."""
-        return cls(chain_id, policy, VariableStore())
+    def prefect(
+        cls, chain_id: int, policy: ReputationPolicy | None = None, secret: bytes | None = None
+    ) -> ReputationBook:
+        """A book on Prefect Variables, sealed with `secret` (signing.derive_secret)."""
+        return cls(chain_id, policy, VariableStore(), secret=secret)
 
     def _load(self, key: str) -> ProviderRecord | None:
         if self._store_down:
             return None
+        name = record_name(self.chain_id, key)
         try:
-            data = self.store.load(record_name(self.chain_id, key))
+            data = self.store.load(name)
         except Exception as e:
             self._store_down = True
             _logger().warning("provider records cannot be read (%s): this batch keeps them in memory", e)
             return None
+        if data is not None and self.secret is not None:
+            data = unsealed(name, data, self.secret)
+            if data is None:  # anyone with API access can write a Variable: not a verdict of ours
+                if key not in self._foreign:
+                    _logger().warning("Variable %s was not written by a client of this wallet: ignored", name)
+                self._foreign.add(key)
+                return None
         return None if data is None else ProviderRecord.from_json(key, data)
 
     def record(self, provider: str) -> ProviderRecord:
@@ -339,25 +311,32 @@ class ReputationBook:
     def flush(self) -> None:
         """Writes back the records that changed since they were loaded or last written."""
         self.urgent = False
-        for key in sorted(self._dirty):
-            mine, name = self._records[key], record_name(self.chain_id, key)
-            if self._store_down:
-                break
-            try:
-                theirs = self._load(key)
-                if self._store_down:
-                    break
-                base = self._base.get(key)
-                if theirs is not None and theirs != base:  # another book wrote meanwhile
-                    mine = self.policy.review(merge(theirs, base or ProviderRecord(key), mine), self.clock())
-                self.store.save(name, mine.to_json())
-            except Exception as e:
-                self._store_down = True
-                _logger().warning("provider records cannot be written (%s): kept in memory for this batch", e)
-                break
-            self._records[key] = self._base[key] = mine
-        if not self._store_down:
-            self._dirty.clear()
+        if not self._dirty or self._store_down:
+            return
+        try:
+            # read-merge-write by one writer at a time: no lost update (a store without a lock: as is)
+            with getattr(self.store, "exclusive", nullcontext)():
+                for key in sorted(self._dirty):
+                    self._write(key)
+                    if self._store_down:
+                        return
+        except Exception as e:
+            self._store_down = True
+            _logger().warning("provider records cannot be written (%s): kept in memory for this batch", e)
+            return
+        self._dirty.clear()
+
+    def _write(self, key: str) -> None:
+        mine, name = self._records[key], record_name(self.chain_id, key)
+        theirs = self._load(key)
+        if self._store_down:
+            return
+        base = self._base.get(key)
+        if theirs is not None and theirs != base:  # another book wrote meanwhile
+            mine = self.policy.review(merge(theirs, base or ProviderRecord(key), mine), self.clock())
+        value = mine.to_json()
+        self.store.save(name, value if self.secret is None else seal(name, value, self.secret))
+        self._records[key] = self._base[key] = mine
 
 
 def parse_reputation(name: Any, options: Any = None) -> ReputationPolicy | None:
@@ -392,7 +371,18 @@ def parse_reputation(name: Any, options: Any = None) -> ReputationPolicy | None:
         raise InvalidInputError("reputation_options", str(e)) from None
 
 
-def open_book(chain_id: int, name: Any = "default", options: Any = None) -> ReputationBook | None:
-    """The book a Prefect wait uses (on Prefect Variables), or None when reputation is off."""
+def open_book(chain_id: int, name: Any = "default", options: Any = None, signer: Any = None) -> ReputationBook | None:
+    """The book a Prefect wait uses, or None when reputation is off: on Prefect Variables sealed
+    by the client's wallet (`signer`); in memory for a signer whose key stays elsewhere (a KMS),
+    since an unsealed shared record could be forged."""
+    from .chain.signing import derive_secret
+    from .reputation_store import SEAL_LABEL
+
     policy = parse_reputation(name, options)
-    return None if policy is None else ReputationBook.prefect(chain_id, policy)
+    if policy is None:
+        return None
+    secret = None if signer is None else derive_secret(signer, SEAL_LABEL)
+    if secret is None:
+        _logger().warning("this wallet's key is not at hand to seal provider records: kept in memory for this batch")
+        return ReputationBook(chain_id, policy, MEMORY)
+    return ReputationBook.prefect(chain_id, policy, secret)

@@ -123,8 +123,12 @@ class FsspecStore:
                     f.write(body)
             except FileExistsError:
                 pass
-        elif not self._fs.exists(path):
-            self._fs.pipe_file(path, body)
+        else:
+            try:
+                if not self._fs.exists(path):
+                    self._fs.pipe_file(path, body)
+            except OSError as e:  # aiohttp's connection errors are OSErrors: named, before any wei moves
+                raise InvalidInputError("write_url", f"cannot write to {self.write_url}: {type(e).__name__}") from None
         return f"{(self.read_url or self.write_url).rstrip('/')}/{name}"
 
     @property

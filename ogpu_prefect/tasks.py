@@ -261,14 +261,14 @@ def wait_for_results(
         ```
     """
     check_number("poll_interval", poll_interval, exclusive_minimum=0, maximum=60)
-    published = parse_models(PublishedTask, published, "published")
+    published = parse_models(PublishedTask, published, "published", hashes=True)
     check_number("deadline_s", deadline_s, minimum=0, optional=True)
     check_int("from_block", from_block, minimum=0, optional=True)
     if progress is not None and not callable(progress):
         raise InvalidInputError("progress", f"expected a callable(done, total), not {type(progress).__name__}")
     strategy = parse_delivery(delivery, delivery_options)
     client = make_client(network, wallet, storage)
-    book = open_book(client.chain.network.chain_id, reputation, reputation_options)
+    book = open_book(client.chain.network.chain_id, reputation, reputation_options, client.sender.signer)
     if not published:
         return []
     latest_expiry = max(p.expiry_time for p in published)

@@ -1,7 +1,8 @@
 """Input checks shared by the client, the Prefect tasks and flows, the CLI and the worker: each
 failure is a typed `InvalidInputError` naming the field, raised before any wei moves, and a value
-shaped like a private key is refused without ever being echoed (errors, logs, Prefect parameters
-and states all show `<redacted>`)."""
+holding a private key in any form (a run of 64+ hex digits anywhere: quoted, `NAME=0x..`, `0X..`,
+upper case, bare) is refused without ever being echoed (errors, logs, Prefect parameters and
+states all show `<redacted>`). Where tx hashes belong, only the keys in use are (`hashes=True`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any, TypeVar
 
 from .chain.abi import checksum_address
 from .chain.errors import InvalidInputError
-from .chain.signing import looks_like_private_key
+from .chain.signing import holds_key_in_use, looks_like_private_key
 
 REDACTED = "<redacted: looked like a private key>"
 E = TypeVar("E", bound=InvalidInputError)
@@ -23,9 +24,10 @@ class SecretInWrongFieldError(InvalidInputError):
     value is never echoed."""
 
 
-def refuse_secret(field: str, value: Any) -> None:
-    """Raises SecretInWrongFieldError when `value` (or any string inside it) looks like a key."""
-    if contains_secret(value):
+def refuse_secret(field: str, value: Any, *, hashes: bool = False) -> None:
+    """Raises SecretInWrongFieldError when `value` (or any string inside it) holds a 64-hex run;
+    with `hashes` (a value where tx hashes or content addresses belong), a key in use."""
+    if contains_secret(value, in_use=hashes):
         raise SecretInWrongFieldError(
             field,
             "this looks like a private key, which does not belong here; it was "
@@ -33,15 +35,19 @@ def refuse_secret(field: str, value: Any) -> None:
         )
 
 
-def contains_secret(value: Any, depth: int = 0) -> bool:
+def contains_secret(value: Any, depth: int = 0, *, in_use: bool = False) -> bool:
+    """Whether a string in `value` holds a 64-hex run (with `in_use`: a key this process uses)."""
     if depth > 20:
         return False
     if isinstance(value, str):
-        return looks_like_private_key(value)
+        return holds_key_in_use(value) if in_use else looks_like_private_key(value)
     if isinstance(value, dict):
-        return any(contains_secret(k, depth + 1) or contains_secret(v, depth + 1) for k, v in value.items())
+        return any(
+            contains_secret(k, depth + 1, in_use=in_use) or contains_secret(v, depth + 1, in_use=in_use)
+            for k, v in value.items()
+        )
     if isinstance(value, (list, tuple, set, frozenset)):
-        return any(contains_secret(v, depth + 1) for v in value)
+        return any(contains_secret(v, depth + 1, in_use=in_use) for v in value)
     return False
 
 
@@ -181,14 +187,15 @@ def check_url(field: str, value: Any, schemes: Sequence[str] | None = None) -> s
 M = TypeVar("M")
 
 
-def parse_model(model: type[M], value: Any, field: str) -> M:
+def parse_model(model: type[M], value: Any, field: str, *, hashes: bool = False) -> M:
     """`value` as a pydantic `model` (as is if it is one); a validation failure becomes an
-    InvalidInputError naming `field.<first bad field>` (the bad value is not echoed)."""
+    InvalidInputError naming `field.<first bad field>` (the bad value is not echoed). `hashes`: a
+    model that carries tx hashes or content addresses (PublishedTask): only keys in use are refused."""
     from pydantic import BaseModel, ValidationError
 
     if isinstance(value, model):
         return value
-    refuse_secret(field, value)
+    refuse_secret(field, value, hashes=hashes)
     try:
         return model.model_validate(value)  # type: ignore[attr-defined,no-any-return]
     except ValidationError as e:
@@ -204,57 +211,75 @@ def parse_delivery(delivery: Any, options: Any) -> Any:
     """The delivery method `delivery` configured with `options`. Typed errors name `delivery` or
     `delivery_options[.option]`: options are checked against the method's signature here, so that
     a mistyped one fails before any task is published, not while tasks hold escrow."""
-    import inspect
-    from typing import get_type_hints
-
-    from pydantic import ConfigDict, TypeAdapter, ValidationError
-
     from .delivery import DeliveryStrategy
-    from .plugin_manager import PluginError, PluginKind, installed
+    from .plugin_manager import PluginKind
 
     check_name("delivery", delivery)
-    refuse_secret("delivery_options", options)
-    if options is not None and not isinstance(options, dict):
-        raise InvalidInputError("delivery_options", f"a dict of options, not {type(options).__name__}")
-    options = options or {}
-    try:
-        methods = installed(PluginKind.DELIVERY_METHOD)
-    except PluginError as e:
-        raise InvalidInputError("delivery", str(e)) from None
-    if delivery not in methods:
-        known = ", ".join(sorted(methods))
-        raise InvalidInputError("delivery", f"unknown delivery method {delivery!r}; installed: {known}")
-    cls = methods[delivery]
-    # The base class's **options means "no options"; a plugin's own **options takes any.
-    params = {} if cls.__init__ is DeliveryStrategy.__init__ else dict(inspect.signature(cls).parameters)
-    any_name = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    named = [n for n, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
-    try:
-        hints = get_type_hints(cls.__init__)
-    except Exception:  # unresolvable annotations: the constructor alone checks
-        hints = {}
-    strict = ConfigDict(strict=True, allow_inf_nan=False, arbitrary_types_allowed=True)
-    for name, value in options.items():
-        if name not in named and not any_name:
-            raise InvalidInputError(
-                f"delivery_options.{name}", f"not an option of {delivery!r} (options: {', '.join(named) or 'none'})"
-            )
-        if name in hints:
-            try:
-                TypeAdapter(hints[name], config=strict).validate_python(value)
-            except ValidationError as e:
-                raise InvalidInputError(f"delivery_options.{name}", e.errors(include_input=False)[0]["msg"]) from None
-            except Exception:  # a type pydantic cannot check: the constructor alone checks
-                pass
+    cls = plugin_class("delivery", PluginKind.DELIVERY_METHOD, delivery)
+    options = check_plugin_options("delivery_options", cls, options, no_options=DeliveryStrategy.__init__)
     try:
         return cls(**options)
     except (TypeError, ValueError) as e:
         raise InvalidInputError("delivery_options", str(e)) from None
 
 
-def parse_models(model: type[M], values: Any, field: str) -> list[M]:
+def plugin_class(field: str, kind: Any, name: str) -> Any:
+    """The installed plugin of `kind` called `name`; InvalidInputError naming `field` if none."""
+    from .plugin_manager import PluginError, installed
+
+    try:
+        table = installed(kind)
+    except PluginError as e:
+        raise InvalidInputError(field, str(e)) from None
+    if name not in table:
+        raise InvalidInputError(field, f"unknown {kind} {name!r}; installed: {', '.join(sorted(table))}")
+    return table[name]
+
+
+def check_plugin_options(
+    field: str, cls: Any, options: Any, *, no_options: Any = None, reserved: Sequence[str] = ()
+) -> dict[str, Any]:
+    """`options` (a dict, or None: none) checked against plugin `cls`'s constructor: each a named
+    parameter (not one of `reserved`, which the caller passes itself) of the annotated type.
+    `no_options`: a base `__init__` whose `**options` means "none". Typed errors name
+    `field[.option]`; a key among them is refused unechoed."""
+    import inspect
+    from typing import get_type_hints
+
+    from pydantic import ConfigDict, TypeAdapter, ValidationError
+
+    refuse_secret(field, options)
+    if options is not None and not isinstance(options, dict):
+        raise InvalidInputError(field, f"a dict of options, not {type(options).__name__}")
+    options = options or {}
+    # The base class's **options means "no options"; a plugin's own **options takes any.
+    params = {} if cls.__init__ is no_options else dict(inspect.signature(cls).parameters)
+    any_name = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    named = [n for n, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and n not in reserved]
+    try:
+        hints = get_type_hints(cls.__init__)
+    except Exception:  # unresolvable annotations: the constructor alone checks
+        hints = {}
+    strict = ConfigDict(strict=True, allow_inf_nan=False, arbitrary_types_allowed=True)
+    for name, value in options.items():
+        if (name not in named and not any_name) or name in reserved:
+            raise InvalidInputError(
+                f"{field}.{name}",
+                f"not an option of {getattr(cls, '__name__', cls)} (options: {', '.join(named) or 'none'})",
+            )
+        if name in hints:
+            try:
+                TypeAdapter(hints[name], config=strict).validate_python(value)
+            except ValidationError as e:
+                raise InvalidInputError(f"{field}.{name}", e.errors(include_input=False)[0]["msg"]) from None
+            except Exception:  # a type pydantic cannot check: the constructor alone checks
+                pass
+    return options
+
+
+def parse_models(model: type[M], values: Any, field: str, *, hashes: bool = False) -> list[M]:
     """A list of `model`s (each as parse_model); typed errors name `field[i]...`."""
-    return [parse_model(model, v, f"{field}[{i}]") for i, v in enumerate(check_list(field, values))]
+    return [parse_model(model, v, f"{field}[{i}]", hashes=hashes) for i, v in enumerate(check_list(field, values))]
 
 
 def _show(value: Any) -> str:

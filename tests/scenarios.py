@@ -72,8 +72,11 @@ class Ctx:
     rpc_url: str = ""
 
     def __post_init__(self) -> None:
+        from datetime import UTC, datetime
+
         self.rpc_url = self.rpc_url or self.devnet.rpc_url
         self.chain = Chain(self.devnet.network)
+        self.started = datetime.now(UTC)  # the leak audit reads what the API got since
 
     def network(self, rpc_url: str | None = None) -> OGPUNetwork:
         return OGPUNetwork.from_network(self.devnet.network.with_rpc(rpc_url or self.rpc_url))
@@ -130,7 +133,9 @@ class Ctx:
 
 
 def audit(ctx: Ctx, outcome: Outcome, source: str, from_block: int, reported: set[str] | None = None) -> Outcome:
-    """Fills `outcome` from the chain: the client's tasks on `source` since `from_block`."""
+    """Fills `outcome` from the chain (the client's tasks on `source` since `from_block`) and
+    counts the keys leaked anywhere (`count_leaks`)."""
+    outcome.leaked_keys += count_leaks(ctx, [outcome.detail, *outcome.problems])
     client = ctx.devnet.address("client")
     found = find_published(ctx.chain, client, source, from_block)
     tasks = [t for ts in found.values() for t in ts]
@@ -145,6 +150,96 @@ def audit(ctx: Ctx, outcome: Outcome, source: str, from_block: int, reported: se
         ):
             outcome.stranded_wei += t.payment
     return outcome
+
+
+def keys_in_use(ctx: Ctx) -> list[bytes]:
+    """Every devnet account's key (the client's, the providers', the deployer's), as raw bytes."""
+    return [bytes.fromhex(a["private_key"].removeprefix("0x")) for a in ctx.devnet.profile["accounts"].values()]
+
+
+def count_leaks(ctx: Ctx, texts: Any = ()) -> int:
+    """Occurrences of a key in use, in any form (any case, with or without 0x: each text is
+    searched lower-cased for its hex; files also for its raw bytes), in `texts` (the scenario's
+    errors), in what the Prefect API got since the scenario began (flow-run parameters and state
+    messages, task-run state messages, logs, artifacts, variables, events), in the payload store
+    (published configs, responses), the scenario's files (checkpoints, results) and Prefect's
+    local result storage (pickles)."""
+    keys = keys_in_use(ctx)
+    hexes = [k.hex() for k in keys]
+    found = sum(str(t).lower().count(h) for t in texts for h in hexes)
+    found += sum(t.lower().count(h) for t in prefect_texts(ctx.started) for h in hexes)
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH
+
+    for root in (ctx.workdir, ctx.store.root, Path(PREFECT_LOCAL_STORAGE_PATH.value())):
+        for path in Path(root).rglob("*") if Path(root).exists() else []:
+            try:
+                if not path.is_file() or path.stat().st_mtime < ctx.started.timestamp() - 1:
+                    continue
+                data = path.read_bytes()
+            except OSError:
+                continue  # removed meanwhile
+            lower = data.lower()
+            found += sum(lower.count(h.encode()) + data.count(k) for k, h in zip(keys, hexes))
+    return found
+
+
+def prefect_texts(since: Any) -> Iterator[str]:
+    """Every text the Prefect API holds from `since` on."""
+    import httpx
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas import filters as f
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    page = 200
+    with get_client(sync_client=True) as c:
+        runs = []
+        while len(runs) % page == 0:
+            more = c.read_flow_runs(
+                flow_run_filter=f.FlowRunFilter(expected_start_time=f.FlowRunFilterExpectedStartTime(after_=since)),
+                limit=page,
+                offset=len(runs),
+            )
+            runs += more
+            if not more:
+                break
+        for run in runs:
+            yield json.dumps(run.parameters, default=str)
+            yield str(run.state.message if run.state else "")
+        ids = [r.id for r in runs]
+        done = 0
+        while ids:
+            task_runs = c.read_task_runs(
+                task_run_filter=f.TaskRunFilter(flow_run_id=f.TaskRunFilterFlowRunId(any_=ids)),
+                limit=page,
+                offset=done,
+            )
+            yield from (str(t.state.message if t.state else "") for t in task_runs)
+            done += len(task_runs)
+            if len(task_runs) < page:
+                break
+        done = 0
+        while True:
+            logs = c.read_logs(f.LogFilter(timestamp=f.LogFilterTimestamp(after_=since)), limit=page, offset=done)
+            yield from (log.message for log in logs)
+            done += len(logs)
+            if len(logs) < page:
+                break
+        for artifact in (
+            c.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=ids)))
+            if ids
+            else []
+        ):
+            yield json.dumps([artifact.data, artifact.description, artifact.key], default=str)
+        for variable in c.read_variables():
+            yield json.dumps([variable.name, variable.value, variable.tags], default=str)
+        api = str(c.api_url).rstrip("/")
+    body = {"filter": {"occurred": {"since": since.isoformat()}}, "limit": 50}
+    reply = httpx.post(f"{api}/events/filter", json=body, timeout=30).json()
+    for _ in range(100):  # pages of 50 events
+        yield json.dumps(reply.get("events", []))
+        if not reply.get("next_page"):
+            break
+        reply = httpx.get(reply["next_page"], timeout=30).json()
 
 
 def run_flow(
@@ -472,14 +567,23 @@ def key_in_wrong_fields(ctx: Ctx) -> Outcome:
     key = ctx.devnet.key("client")
     outcome, source = Outcome("key in the wrong field", 0), ctx.source()
     texts: list[str] = []
-    for field_name, kwargs in [
-        ("wallet", {"wallet": key}),
-        ("network", {"network": key}),
-        ("storage", {"storage": key}),
-        ("source", {"source": key}),
-        ("inputs[1]", {"inputs": [{"i": 0}, key]}),
-        ("batch_key", {"batch_key": key}),
-    ]:
+    bare = key.removeprefix("0x")
+    # the key as people paste it: exact, quoted, a .env line, 0X, a trailing comma, upper case, bare
+    forms = [key, f'"{key}"', f"PRIVATE_KEY={key}", "0X" + bare, key + ",", key.upper(), bare]
+    cases = [
+        (field_name, kwargs)
+        for form in forms
+        for field_name, kwargs in [
+            ("wallet", {"wallet": form}),
+            ("network", {"network": form}),
+            ("storage", {"storage": form}),
+            ("source", {"source": form}),
+            ("inputs[1]", {"inputs": [{"i": 0}, form]}),
+            ("batch_key", {"batch_key": form}),
+            ("function_name", {"function_name": form}),
+        ]
+    ]
+    for field_name, kwargs in cases:
         state = _run_with(ctx, source, **kwargs)
         try:
             state.result()
@@ -500,8 +604,7 @@ def key_in_wrong_fields(ctx: Ctx) -> Outcome:
     saved = ctx.wallet()
     saved.save("pickled-wallet", overwrite=True)
     texts.append(cloudpickle.dumps(OGPUWallet.load("pickled-wallet")).hex())
-    bare = key.removeprefix("0x").lower()
-    outcome.leaked_keys = sum(t.lower().count(bare) for t in texts)
+    outcome.leaked_keys = count_leaks(ctx, texts)
     return outcome
 
 
@@ -552,6 +655,7 @@ def abi_firewall(ctx: Ctx, n: int) -> Outcome:
             outcome.on_chain += part.on_chain
             outcome.duplicates += part.duplicates
             outcome.stranded_wei += part.stranded_wei
+            outcome.leaked_keys = max(outcome.leaked_keys, part.leaked_keys)  # each part audits it all
         if firewall.refused:
             outcome.problems.append(f"refused: {firewall.refused[:3]}")
         outcome.detail = f"{firewall.allowed_count} calls allowed, {len(firewall.refused)} refused"

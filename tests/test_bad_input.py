@@ -31,6 +31,7 @@ from ogpu_prefect.chain.errors import (
     SourceNotActiveInputError,
     UnknownSourceInputError,
 )
+from ogpu_prefect.chain.network import Network
 from ogpu_prefect.chain.types import DeliveryMethod
 from ogpu_prefect.models import PublishedTask, SourceSpec, TaskInput
 from ogpu_prefect.storage import LocalStore
@@ -906,6 +907,15 @@ JOB_VARIABLES: list[tuple[str, dict[str, Any], str]] = [
     ("policy-options-key", {"task_policy_options": {"min": [KEY]}}, "task_policy_options"),
     ("policy-options-list", {"task_policy_options": [1]}, "task_policy_options"),
     ("warm-str", {"warm_on_start": "maybe"}, "warm_on_start"),
+    ("policy-options-bogus", {"task_policy_options": {"min_pay": 1}}, "task_policy_options"),
+    (
+        "policy-options-range",
+        {"task_policy": "threshold", "task_policy_options": {"price_fraction": 5}},
+        "task_policy_options",
+    ),
+    ("backend-options-bogus", {"backend_options": {"gpus": 2}}, "backend_options"),
+    ("backend-options-owner", {"backend_options": {"owner": DEAD}}, "backend_options"),
+    ("backend-options-type", {"backend": "docker", "backend_options": {"build": "yes"}}, "backend_options"),
 ]
 
 
@@ -954,11 +964,193 @@ def test_cli(world: World, case: tuple[str, list[str], str], capsys: pytest.Capt
     assert world.money() == before
 
 
+# ---- rough answers (issue 20): each was a raw RpcError / ValueError / aiohttp error, or accepted ----
+
+
+def near_forms(key: str) -> list[str]:
+    """A key as people paste it: quoted, a .env line, `0X`, a trailing comma, upper case, no 0x."""
+    bare = key[2:]
+    return [f'"{key}"', f"PRIVATE_KEY={key}", "0X" + bare, key + ",", key.upper(), bare, f"key: {bare.upper()}!"]
+
+
+def network_with(**over: Any) -> Callable[[World], Any]:
+    from dataclasses import asdict
+
+    return lambda w: Network(**{**asdict(w.devnet.network), **over})
+
+
+def profile_with(**contracts: Any) -> Callable[[World], Any]:
+    def call(w: World) -> Any:
+        profile = w.devnet.profile
+        return Network.from_profile({**profile, "contracts": {**profile["contracts"], **contracts}})
+
+    return call
+
+
+def wrong_chain_publish(w: World) -> Any:
+    from dataclasses import replace
+
+    from ogpu_prefect.chain.connection import Chain
+    from ogpu_prefect.client import OGPUClient
+
+    chain = Chain(replace(w.devnet.network, chain_id=w.devnet.network.chain_id + 1))
+    client = OGPUClient(chain, w.devnet.key("client"), w.ctx.store)
+    return client.publish_tasks(w.source, [task_input()], PAYMENT, w.chain.now() + 300)
+
+
+def unreachable_storage_publish(w: World) -> Any:
+    from ogpu_prefect.client import OGPUClient
+    from ogpu_prefect.storage import FsspecStore
+
+    client = OGPUClient(w.chain, w.devnet.key("client"), FsspecStore("http://127.0.0.1:9/payloads"))
+    return client.publish_tasks(w.source, [task_input()], PAYMENT, w.chain.now() + 300)
+
+
+def standing(sources: Any = None, **kwargs: Any) -> Callable[[World], Any]:
+    """A provider's ensure_standing; its own money must not move either."""
+
+    def call(w: World) -> Any:
+        from ogpu_prefect.chain.connection import Chain
+        from ogpu_prefect.chain.types import Environment
+        from ogpu_prefect.plugin_manager import PluginKind, create
+        from ogpu_prefect.worker.provider import Provider
+
+        who = w.devnet.address("provider3")
+        before = (w.chain.vault.lockup_of(who), w.chain.rpc.call("eth_getTransactionCount", [who, "latest"]))
+        provider = Provider(
+            Chain(w.devnet.network),
+            w.devnet.key("provider3"),
+            w.ctx.store,
+            create(PluginKind.HARDWARE_BACKEND, "local"),
+            Environment.CPU,
+        )
+        try:
+            return provider.ensure_standing([w.source] if sources is None else sources, **kwargs)
+        finally:
+            after = (w.chain.vault.lockup_of(who), w.chain.rpc.call("eth_getTransactionCount", [who, "latest"]))
+            assert after == before, "the provider's wei moved"
+
+    return call
+
+
+ROUGH = [
+    Case("network-wrong-chain-id", wrong_chain_publish, InvalidInputError, "chain_id"),
+    Case("network-nexus-short", network_with(nexus="0x123"), InvalidInputError, "nexus"),
+    Case("network-vault-key", network_with(vault=KEY), InvalidInputError, "vault"),
+    Case("network-vault-quoted-key", network_with(vault=f'"{KEY}"'), InvalidInputError, "vault"),
+    Case("network-chain-id-str", network_with(chain_id="1"), InvalidInputError, "chain_id"),
+    Case("profile-vault-key", profile_with(Vault=KEY), InvalidInputError, "vault"),
+    Case("profile-no-contracts", lambda w: Network.from_profile({}), InvalidInputError, "profile"),
+    Case("confirm-random-address", lambda w: w.client.confirm_responses([DEAD]), InvalidInputError, "responses[0]"),
+    Case("storage-unreachable-http", unreachable_storage_publish, InvalidInputError, "write_url"),
+    Case("standing-not-an-address", standing(["not-an-address"]), InvalidInputError, "sources[0]"),
+    Case("standing-stake-2^100", standing(stake=2**100), InvalidInputError, "stake"),
+    Case("standing-stake-beyond-wallet", standing(stake=10**27), InvalidInputError, "stake"),
+    Case("standing-stake-negative", standing(stake=-5), InvalidInputError, "stake"),
+]
+
+
+@pytest.mark.parametrize("case", ROUGH, ids=ids(ROUGH))
+def test_rough_answers(world: World, case: Case) -> None:
+    check(world, case)
+
+
+FLOWS_NEAR = ["function_name", "wallet", "batch_key", "inputs[1]"]  # fields that take no key
+
+
+@pytest.mark.parametrize("form", range(len(near_forms(KEY))))
+@pytest.mark.parametrize("field", FLOWS_NEAR)
+def test_a_key_in_any_form_is_refused_unechoed_and_not_stored(world: World, field: str, form: int) -> None:
+    """run_batch with the client's key, pasted in a near form, in a field that is no key: refused
+    naming the field, and Prefect's stored parameters, state message and logs do not hold it."""
+    from prefect.client.orchestration import get_client
+
+    value = near_forms(KEY)[form]
+    over = {"inputs": [{"i": 1}, value]} if field == "inputs[1]" else {field: value}
+    check(world, Case(f"{field}-{form}", run(**over), SecretInWrongFieldError, field))
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(limit=1, sort="EXPECTED_START_TIME_DESC")
+        logs = client.read_logs()
+    stored = str(runs[0].parameters) + str(runs[0].state.message if runs[0].state else "")
+    assert KEY_HEX not in stored.lower(), "the key is stored in Prefect"
+    assert not any(KEY_HEX in log.message.lower() for log in logs), "the key is in Prefect's logs"
+
+
+def test_a_key_pasted_near_an_address_on_the_cli_is_not_echoed(
+    world: World, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`ogpu-prefect vault balance "0x<key>,"` printed the key in its error."""
+    import json
+
+    from ogpu_prefect.cli import main
+
+    profile = tmp_path / "devnet.json"
+    profile.write_text(json.dumps(world.devnet.profile))
+    for value in near_forms(KEY):
+        assert main(["vault", "balance", value, "--network", str(profile)]) == 2
+        out = capsys.readouterr()
+        assert "ADDRESS" in out.err and KEY_HEX not in (out.err + out.out).lower(), value
+
+
+def test_a_key_file_holds_a_key_as_people_keep_it(
+    world: World, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A key file in a near form (a .env line, quoted, 0X, a trailing comma) signs as that key."""
+    import json
+
+    from ogpu_prefect.cli import main
+
+    profile = tmp_path / "devnet.json"
+    profile.write_text(json.dumps(world.devnet.profile))
+    key_file = tmp_path / "key"
+    for value in [f'PRIVATE_KEY="{KEY}"\n', "0X" + KEY[2:], KEY + ","]:
+        key_file.write_text(value)
+        key_file.chmod(0o600)
+        assert main(["vault", "balance", "--key-file", str(key_file), "--network", str(profile), "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["address"] == world.addr
+
+
+def test_a_pool_with_bogus_options_stops_the_worker_at_start(world: World) -> None:
+    """Before: accepted in the pool, then a TypeError when the worker built its plugins."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+
+    from ogpu_prefect.worker.configuration import JobVariableError, ProviderJobConfiguration
+    from ogpu_prefect.worker.worker import OGPUProviderWorker
+
+    template = OGPUProviderWorker.get_default_base_job_template()
+    template["variables"]["properties"]["task_policy_options"]["default"] = {"min_pay": 1}
+
+    async def start() -> Any:
+        async with get_client() as client:
+            return await ProviderJobConfiguration.for_worker(template, client)
+
+    with pytest.raises(JobVariableError) as e:
+        asyncio.run(start())
+    assert e.value.field == "task_policy_options"
+
+
+def test_devnet_status_json_is_an_object_when_none_runs(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`devnet status --json` printed `null`."""
+    import json
+
+    from ogpu_prefect.cli import main
+
+    monkeypatch.setenv("PREFECT_INTEGRATIONS_OGPU_HOME", str(tmp_path))
+    assert main(["devnet", "status", "--json"]) == 1
+    assert json.loads(capsys.readouterr().out) == {"running": False}
+
+
 # ---- the count ----
 
 
 def test_at_least_150_distinct_bad_inputs() -> None:
     tables = {
+        "rough answers": ids(ROUGH),
+        "keys in any form": [f"{f}-{i}" for f in FLOWS_NEAR for i in range(len(near_forms(KEY)))],
         "client": ids(CLIENT),
         "tasks": ids(TASKS),
         "flows": ids(FLOWS),

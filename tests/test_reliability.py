@@ -103,3 +103,29 @@ def test_a_chain_without_base_fee_gets_legacy_transactions(tmp_path: Path) -> No
             check(scenarios.legacy_gas_chain(Ctx(net, store, tmp_path), 5))
     finally:
         net.stop()
+
+
+def test_the_leak_audit_finds_a_key_in_any_form_wherever_it_was_left(ctx: Ctx) -> None:
+    """`leaked_keys` is counted in every scenario: it must see a key wherever one could be left
+    (a provider's key upper-case in a flow-run log and a Variable, bare in a payload, raw in a
+    pickle), not only the client's exact key in the texts one scenario collected."""
+    import pickle
+
+    from prefect import flow, get_run_logger
+    from prefect.variables import Variable
+
+    assert scenarios.count_leaks(ctx) == 0
+    key = ctx.devnet.key("provider2")
+
+    @flow
+    def careless() -> None:
+        get_run_logger().info("signing with %s", "0X" + key[2:].upper())
+
+    careless()
+    Variable.set("careless-note", {"key": f'"{key}",'}, overwrite=True)
+    (ctx.store.root / "leak.json").write_text(key[2:])
+    (ctx.workdir / "leak.pkl").write_bytes(pickle.dumps(bytes.fromhex(key[2:])))
+    try:
+        assert scenarios.count_leaks(ctx) == 4
+    finally:
+        Variable.unset("careless-note")

@@ -98,3 +98,13 @@ def test_reputation_off_records_nothing(ctx: Ctx) -> None:
         results = run_flow(ctx, source, 2, delivery="manual", reputation="off").result()
     assert all(r.status == "finalized" for r in results)
     assert stored(ctx, "provider1") is None
+
+
+def test_a_forged_ban_of_the_honest_provider_does_not_fail_a_manual_batch(ctx: Ctx) -> None:
+    """One Variable write (`banned_until: 2099`) by anyone with API access made a MANUAL batch fail
+    ("every response was refused") with its escrow held until expiry. The record is not sealed by
+    the client's wallet: ignored and reported; the batch completes, no escrow held, no key leaked."""
+    from .scenarios_keys import forged_reputation
+
+    outcome = forged_reputation(ctx, 3)
+    assert outcome.passed, (outcome.detail, outcome.problems, outcome.stranded_wei, outcome.leaked_keys)

@@ -8,6 +8,7 @@ from typing import Any
 
 from ._contract import BlockId, Read, block_param
 from .contracts import Controller, Manager, Nexus, Response, Source, Task, Terminal, Vault
+from .errors import InvalidInputError
 from .logs import EventCursor
 from .mining import mines_on_demand
 from .network import Network
@@ -37,6 +38,7 @@ class Chain:
         self.manager = Manager(self.rpc, network.manager) if network.manager else None
         self._extensions: bool | None = None
         self._on_demand: bool | None = None
+        self._chain_id_checked = False
 
     def __repr__(self) -> str:
         return f"Chain({self.network.name} @ {self.network.rpc_url})"
@@ -52,7 +54,16 @@ class Chain:
 
     def sender(self, signer: Any, **options: Any) -> TxSender:
         """A TxSender for `signer`: a private key (hex, bytes, SecretStr), an eth_account
-        `LocalAccount` or any object with `address` and `sign_transaction`, or a TxSigner."""
+        `LocalAccount` or any object with `address` and `sign_transaction`, or a TxSigner.
+        Refused (InvalidInputError naming `chain_id`) when the RPC serves another chain: every
+        transaction signed for it would be rejected."""
+        if not self._chain_id_checked:
+            served = int(self.rpc.call("eth_chainId"), 16)
+            if served != self.network.chain_id:
+                raise InvalidInputError(
+                    "chain_id", f"{self.network.rpc_url} serves chain {served}, not {self.network.chain_id}"
+                )
+            self._chain_id_checked = True
         return TxSender(self.rpc, as_signer(signer), self.network.chain_id, **options)
 
     def block_number(self) -> int:

@@ -11,20 +11,27 @@ from typing import Any
 
 from eth_abi import decode as abi_decode
 
+from .signing import mask_keys
+
 ERROR_STRING = bytes.fromhex("08c379a0")
 PANIC = bytes.fromhex("4e487b71")
 
 
 class OGPUError(Exception):
-    """Root of every error this package raises about the protocol."""
+    """Root of every error this package raises about the protocol. Its text never shows a key
+    this process has parsed (an error is printed, logged and stored in Prefect states)."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*(mask_keys(a) if isinstance(a, str) else a for a in args))
 
 
 class InvalidInputError(OGPUError, ValueError):
     """Bad input caught before any transaction was sent; `field` names the culprit."""
 
     def __init__(self, field: str, message: str) -> None:
-        self.field = field
-        super().__init__(f"{field}: {message}")
+        self.field = mask_keys(field, everything=True)
+        # it echoes user input, where no 64-hex value belongs: none is shown
+        super().__init__(mask_keys(f"{self.field}: {message}", everything=True))
 
 
 class UnknownSourceInputError(InvalidInputError):

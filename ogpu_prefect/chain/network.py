@@ -10,6 +10,7 @@ from typing import Any
 
 from .abi import checksum_address
 from .errors import InvalidInputError
+from .signing import looks_like_private_key
 
 
 @dataclass(frozen=True)
@@ -25,12 +26,30 @@ class Network:
     rate_limit: float | None = None  # the endpoint's calls/s (each call in a batch counts); None: unmetered
 
     def __post_init__(self) -> None:
-        if self.rate_limit is not None and not (isinstance(self.rate_limit, int | float) and self.rate_limit > 0):
-            raise InvalidInputError("rate_limit", f"expected calls per second > 0, got {self.rate_limit!r}")
+        """Typed errors naming the field (a key pasted into one is never echoed)."""
+        for field in ("name", "rpc_url"):
+            value = getattr(self, field)
+            if looks_like_private_key(value):
+                raise InvalidInputError(field, "this looks like a private key, which does not belong here")
+            if not isinstance(value, str) or not value.strip():
+                raise InvalidInputError(field, f"expected a non-empty string, got {type(value).__name__}")
+        if isinstance(self.chain_id, bool) or not isinstance(self.chain_id, int) or self.chain_id <= 0:
+            raise InvalidInputError("chain_id", "expected a positive integer")
+        limit = self.rate_limit
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int | float) or not limit > 0):
+            raise InvalidInputError("rate_limit", f"expected calls per second > 0, not a {type(limit).__name__}")
         for role in ("nexus", "controller", "terminal", "vault", "manager"):
             value = getattr(self, role)
-            if value is not None:
+            if value is None and role == "manager":
+                continue
+            if looks_like_private_key(value):
+                raise InvalidInputError(role, "this looks like a private key, which does not belong here")
+            try:
+                if not isinstance(value, str) or len(value) != 42:
+                    raise ValueError
                 object.__setattr__(self, role, checksum_address(value))
+            except (ValueError, TypeError):
+                raise InvalidInputError(role, "expected a 0x-prefixed 20-byte address") from None
 
     def with_rpc(self, rpc_url: str) -> Network:
         return Network(**{**asdict(self), "rpc_url": rpc_url})
@@ -38,19 +57,18 @@ class Network:
     @classmethod
     def from_profile(cls, profile: dict[str, Any] | str | Path) -> Network:
         """From a devnet profile (the dict, or the path of its JSON file)."""
-        if not isinstance(profile, dict):
-            profile = json.loads(Path(profile).read_text())
-        c = profile["contracts"]
-        return cls(
-            name=profile.get("name", "devnet"),
-            rpc_url=profile["rpc_url"],
-            chain_id=int(profile["chain_id"]),
-            nexus=c["Nexus"],
-            controller=c["Controller"],
-            terminal=c["Terminal"],
-            vault=c["Vault"],
-            manager=c.get("Manager"),
-        )
+        try:
+            if not isinstance(profile, dict):
+                profile = json.loads(Path(profile).read_text())
+            c = profile["contracts"]
+            values = (profile["rpc_url"], profile["chain_id"], *(c[k] for k in ("Nexus", "Controller", "Terminal")))
+            vault, manager = c["Vault"], c.get("Manager")
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise InvalidInputError("profile", f"not a devnet profile ({type(e).__name__})") from None
+        chain_id = values[1]
+        if isinstance(chain_id, str) and chain_id.isdigit():
+            chain_id = int(chain_id)
+        return cls(profile.get("name", "devnet"), values[0], chain_id, *values[2:], vault, manager)
 
 
 # PROTOCOL.md 1.1 (ogpu SDK 0.2.3 `ogpu/chain/config.py`): name, RPC, chain id, Nexus, Controller,

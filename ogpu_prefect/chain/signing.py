@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 from typing import Any, Protocol, runtime_checkable
 
@@ -14,6 +16,10 @@ from eth_utils import keccak
 from .abi import checksum_address
 
 _KEY = re.compile(r"(0x)?[0-9a-fA-F]{64}")
+# A key in any form: any case, with or without 0x, inside any text (quoted, `NAME=0x..`, `0X..`,
+# followed by a comma); a longer hex run may hide one too.
+KEY_RUN = re.compile(r"(?:0[xX])?[0-9a-fA-F]{64,}")
+_in_use: set[str] = set()  # this process's keys, lower-case hex: masked in every text we write
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 
@@ -40,6 +46,7 @@ def parse_private_key(value: Any) -> bytes:
         raise ValueError("invalid private key: expected exactly 32 bytes (64 hex digits)")
     if not 0 < int.from_bytes(raw, "big") < SECP256K1_N:
         raise ValueError("invalid private key: not a secp256k1 scalar")
+    _in_use.add(raw.hex())
     return raw
 
 
@@ -136,6 +143,39 @@ def as_signer(value: Any) -> TxSigner:
 
 
 def looks_like_private_key(value: Any) -> bool:
-    """Whether `value` is shaped like a private key (64 hex digits): such a value in a field
-    that is not a key is refused without being echoed."""
-    return isinstance(value, str) and _KEY.fullmatch(value.strip()) is not None
+    """Whether `value` holds something shaped like a private key: a run of 64 or more hex digits
+    anywhere in it. Such a value in a user-given field that is not a key is refused unechoed."""
+    return isinstance(value, str) and KEY_RUN.search(value) is not None
+
+
+def holds_key_in_use(value: Any) -> bool:
+    """Whether `value` (a str) holds a key this process has parsed, in any case, with or without
+    0x: for fields where other 64-hex values belong (tx hashes, content-addressed URLs)."""
+    return isinstance(value, str) and mask_keys(value) != value
+
+
+def mask_keys(text: str, everything: bool = False) -> str:
+    """`text` with each hex run holding a key this process has parsed replaced by `<redacted>`
+    (any case, with or without 0x); with `everything`, each 64-hex run (text echoing user input,
+    where no transaction hash belongs)."""
+    if not _in_use and not everything:
+        return text
+
+    def hide(match: re.Match[str]) -> str:
+        run = match.group().lower()
+        return "<redacted>" if everything or any(key in run for key in _in_use) else match.group()
+
+    return KEY_RUN.sub(hide, text)
+
+
+def derive_secret(signer: Any, label: str) -> bytes | None:
+    """A 32-byte secret for `label`, derived one-way from the signer's private key (HMAC-SHA256
+    keyed by it): it proves "written by a holder of this key" without revealing the key. None for a
+    signer whose key stays elsewhere (a KMS or hardware signer)."""
+    if isinstance(signer, Signer):
+        raw = signer._key.secret
+    else:
+        raw = getattr(getattr(signer, "account", signer), "key", None)
+        if not isinstance(raw, (bytes, bytearray)) or len(raw) != 32:
+            return None
+    return hmac.new(bytes(raw), label.encode(), hashlib.sha256).digest()

@@ -5,7 +5,6 @@ instant. Bad input is one line on stderr naming the option, and a non-zero exit.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from typing import NoReturn
 
@@ -13,7 +12,6 @@ from . import devnet_cmd, provider_cmd, server_cmd, source_cmd, task_cmd, vault_
 from .output import positive_int
 
 GROUPS = (devnet_cmd, server_cmd, source_cmd, task_cmd, vault_cmd, provider_cmd)
-_KEY_SHAPED = re.compile(r"(0x)?[0-9a-fA-F]{64}")
 
 
 class Parser(argparse.ArgumentParser):
@@ -21,7 +19,9 @@ class Parser(argparse.ArgumentParser):
     the command line is not printed back."""
 
     def error(self, message: str) -> NoReturn:
-        super().error(_KEY_SHAPED.sub("<redacted>", message))
+        from ..chain.signing import mask_keys
+
+        super().error(mask_keys(message, everything=True))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -283,12 +283,20 @@ class Context:
         return FsspecStore(url), [url]
 
 
+_DECORATED_KEY = r"""\s*(?:export\s+)?(?:[A-Za-z_]\w*\s*[=:]\s*)?(["']?)((?:0[xX])?[0-9a-fA-F]{64})\1\s*,?\s*"""
+
+
 def _signer_from(option: str, value: str, where: str) -> Any:
+    """A Signer from a key as people keep it: bare, `0x`/`0X`, quoted, `NAME=...` (a .env line),
+    with a trailing comma. Exactly 64 hex digits: a key with one missing signs for another account."""
+    import re
+
     from ..chain.errors import InvalidInputError
     from ..chain.signing import Signer
 
+    found = re.fullmatch(_DECORATED_KEY, value)
     try:
-        return Signer(value.strip())
+        return Signer(found.group(2)[-64:] if found else value.strip())
     except ValueError:
         raise InvalidInputError(option, f"{where} does not hold a private key (64 hex digits)") from None
 

@@ -110,8 +110,8 @@ def _status(args: argparse.Namespace) -> int:
     from ..chain import devnet
 
     profile = devnet.read_profile()
-    if args.json:
-        print(json.dumps(profile))
+    if args.json:  # one object either way (a script reads `running`)
+        print(json.dumps({**profile, "running": True} if profile else {"running": False}))
     else:
         print(f"devnet running at {profile['rpc_url']}" if profile else "devnet not running")
     return 0 if profile else 1

@@ -23,7 +23,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 from ..blocks import OGPUNetwork, OGPUStorage, OGPUWallet
 from ..chain.errors import InvalidInputError
-from ..validation import check_address, check_name, check_url, refuse_secret
+from ..validation import check_address, check_name, check_plugin_options, check_url, plugin_class, refuse_secret
 
 ADDRESS_PATTERN = r"^0x[0-9a-fA-F]{40}$"
 ADDRESS_LIST = {"items": {"type": "string", "pattern": ADDRESS_PATTERN}}
@@ -87,8 +87,23 @@ class _Checks(BaseModel):
     @field_validator("backend_options", "task_policy_options", check_fields=False)
     @classmethod
     def _options(cls, value: dict[str, Any], info: Any) -> dict[str, Any]:
+        """Checked against the chosen plugin's constructor when the pool's values are saved
+        (with_defaults, the variables model) and when a worker starts, not at its first task."""
         refuse_secret(info.field_name, value)  # keys go in an OGPUWallet block, not in a pool's variables
-        return value
+        backend = info.field_name == "backend_options"
+        name = info.data.get("backend" if backend else "task_policy")
+        if name is None or name not in _installed("backend" if backend else "policy"):
+            return value  # the plugin's own field is refused (or a broken install: checked at start)
+        from ..plugin_manager import PluginKind
+
+        plugin = plugin_class(info.field_name, PluginKind.HARDWARE_BACKEND if backend else PluginKind.TASK_POLICY, name)
+        options = check_plugin_options(info.field_name, plugin, value, reserved=("owner",) if backend else ())
+        if not backend:  # a policy is a cheap value: its own checks (ranges) run now too
+            try:
+                plugin(**options)
+            except (TypeError, ValueError) as e:
+                raise InvalidInputError(info.field_name, str(e)) from None
+        return options
 
     @field_validator("max_concurrent_tasks", "stake_wei", "lookback_blocks", mode="before", check_fields=False)
     @classmethod

@@ -33,6 +33,7 @@ from ..chain.types import Environment, TaskStatus
 from ..fetching import fetch_bytes, fetch_json
 from ..standing import leave_sources, machine_hardware, machine_load, publish_data
 from ..storage import IPFS_GATEWAY, PayloadStore
+from ..validation import check_addresses, check_int
 from .compose import ComposeSpec
 from .outcomes import (
     Executed,
@@ -110,6 +111,8 @@ class Provider:
         """Locks enough stake (from the Vault balance, topped up from the wallet) and registers to
         each source with our environment. Idempotent. An agent checks its authority first and
         cannot lock the provider's stake: NotAgentError / InvalidInputError naming `providers`."""
+        sources = check_addresses("sources", sources)
+        stake = check_int("stake", stake, minimum=0, maximum=2**96 - 1, optional=True)
         if self.agent is not None:
             acting_role(self.chain, self.agent, self.address, field="providers")
         vault = self.chain.vault
@@ -128,6 +131,11 @@ class Provider:
             short = need - locked
             free = vault.balance_of(self.address)
             if free < short:
+                held = int(self.chain.rpc.call("eth_getBalance", [self.address, "latest"]), 16)
+                if held <= short - free:  # (and gas): the node would say "insufficient funds for gas"
+                    raise InvalidInputError(
+                        "stake", f"locking {need} wei needs {short - free} more wei than {self.address} holds"
+                    )
                 self.sender.transact(vault.deposit(self.address, value=short - free))
             self.sender.transact(vault.lock(short))
         ids = self.chain.read_many([self.chain.source(s).read.registrant_id(self.address) for s in sources])

@@ -129,6 +129,68 @@ def test_a_ban_is_shared_through_the_store_and_concurrent_books_merge() -> None:
     assert not ReputationBook(1, policy, store, clock=lambda: 1059.0).banned(H)
 
 
+def test_a_record_not_sealed_by_this_wallet_is_ignored_and_reported() -> None:
+    """Anyone with API access can write a record (a ban of an honest provider until 2099): only
+    one sealed with a secret derived from the client's own key counts."""
+    import logging
+
+    class Lines(logging.Handler):
+        text = ""
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.text += record.getMessage() + "\n"
+
+        def clear(self) -> None:
+            self.text = ""
+
+    caplog = Lines()  # Prefect's logging config keeps ogpu_prefect's records from pytest's caplog
+    logging.getLogger("ogpu_prefect.reputation").addHandler(caplog)
+    from ogpu_prefect.chain.devnet import DEV_KEYS
+    from ogpu_prefect.chain.signing import Signer, derive_secret
+    from ogpu_prefect.reputation_store import SEAL_LABEL, seal
+
+    mine, other = (derive_secret(Signer(k), SEAL_LABEL) for k in DEV_KEYS[1:3])
+    assert mine is not None and other is not None and mine != other
+    assert DEV_KEYS[1][2:] not in mine.hex(), "derived one way, not the key"
+    store, name = MemoryStore(), record_name(1, H)
+    forged = ProviderRecord(H, {"validator": 9}, strikes=9, bans=1, banned_until=4070908800.0).to_json()
+    for value in (forged, seal(name, forged, other), {**seal(name, forged, mine), "strikes": 10}):
+        store.save(name, value)
+        book = ReputationBook(1, ReputationPolicy(k=1), store, secret=mine)
+        assert not book.banned(H) and book.record(H) == ProviderRecord(H)
+        assert f"Variable {name} was not written by a client of this wallet" in caplog.text
+        caplog.clear()
+    book.reject(H, "validator")
+    book.flush()  # the forged record is replaced by a sealed one
+    caplog.clear()
+    again = ReputationBook(1, ReputationPolicy(k=1), store, secret=mine)
+    assert again.banned(H) and again.record(H).rejections == {"validator": 1} and not caplog.text
+    logging.getLogger("ogpu_prefect.reputation").removeHandler(caplog)
+
+
+def test_books_flushing_at_once_do_not_lose_each_others_updates() -> None:
+    """Read-merge-write under the store's lock: without it, two books that read the record
+    before either wrote overwrote each other (the last write won)."""
+    import threading
+
+    class Slow(MemoryStore):
+        def load(self, name: str) -> Any:
+            value = super().load(name)
+            time.sleep(0.05)  # a round trip to the API: the other book reads meanwhile
+            return value
+
+    store = Slow()
+    books = [ReputationBook(1, ReputationPolicy(), store) for _ in range(4)]
+    for book in books:
+        book.accept(H)
+    threads = [threading.Thread(target=book.flush) for book in books]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert ReputationBook(1, ReputationPolicy(), store).record(H).accepted == 4
+
+
 def test_a_failing_store_leaves_the_book_in_memory(caplog: pytest.LogCaptureFixture) -> None:
     class Down:
         calls = 0

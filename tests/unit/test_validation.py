@@ -89,3 +89,67 @@ def test_models_give_typed_errors_naming_the_field() -> None:
     with pytest.raises(InvalidInputError) as e:
         parse_model(SourceSpec, {"name": "x", "min_payment": -1}, "spec")
     assert e.value.field == "spec.min_payment"
+
+
+def near_forms(key: str) -> list[str]:
+    """A key as people paste it: quoted, a .env line, `0X`, a trailing comma, upper case, no 0x,
+    inside a sentence."""
+    bare = key[2:]
+    return [
+        f'"{key}"',
+        f"'{key}'",
+        f"PRIVATE_KEY={key}",
+        "0X" + bare,
+        key + ",",
+        key.upper(),
+        bare,
+        bare.upper(),
+        f"my key is {bare}, keep it",
+        f"{key}\n",
+    ]
+
+
+@pytest.mark.parametrize("form", range(10))
+def test_a_key_in_any_form_is_refused_redacted_and_never_echoed(form: int) -> None:
+    value = near_forms(KEY)[form]
+    for check in (check_address, check_name):
+        with pytest.raises(SecretInWrongFieldError) as e:
+            check("wallet", value)
+        assert KEY[2:].lower() not in (str(e.value) + repr(e.value)).lower()
+    assert redact({"wallet": value, "inputs": [value]}) == {"wallet": REDACTED, "inputs": [REDACTED]}
+
+
+def test_errors_mask_the_keys_in_use_but_keep_transaction_hashes() -> None:
+    from ogpu_prefect.chain.errors import TxError
+    from ogpu_prefect.chain.signing import mask_keys
+
+    Signer(KEY)  # parsed: a key in use in this process
+    tx_hash = "0x" + "5a" * 32
+    for form in near_forms(KEY):
+        text = f"sent {tx_hash} with {form}"
+        assert KEY[2:].lower() not in str(TxError(text)).lower()
+        assert tx_hash in mask_keys(text)
+        assert KEY[2:].lower() not in mask_keys(text).lower()
+        assert KEY[2:].lower() not in str(InvalidInputError("x", text)).lower()
+
+
+def test_published_tasks_carry_hashes_but_not_a_key_in_use() -> None:
+    """A PublishedTask given as a dict (a deployment's parameters) holds a tx hash and a
+    content-addressed URL, both 64-hex: only a key this process uses is refused there."""
+    from ogpu_prefect.models import PublishedTask
+    from ogpu_prefect.validation import parse_models
+
+    task = {
+        "index": 0,
+        "address": "0x" + "ab" * 20,
+        "source": "0x" + "cd" * 20,
+        "payment": 1,
+        "expiry_time": 2,
+        "config_url": "file:///payloads/" + "5e" * 32 + ".json",
+        "tx_hash": "0x" + "7f" * 32,
+    }
+    assert parse_models(PublishedTask, [task], "published", hashes=True)[0].tx_hash == task["tx_hash"]
+    Signer(KEY)
+    with pytest.raises(SecretInWrongFieldError) as e:
+        parse_models(PublishedTask, [task, {**task, "tx_hash": KEY.upper()}], "published", hashes=True)
+    assert e.value.field == "published[1]"

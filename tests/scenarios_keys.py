@@ -1,0 +1,56 @@
+"""Scenarios about who may write what a client trusts (bench/reliability.py, tests/test_reputation.py).
+
+`forged_reputation`: anyone with access to the Prefect API can write a Variable. A forged
+reputation record banning the only (honest) provider of a MANUAL source until 2099 must not make a
+batch fail ("every response was refused") with its escrow held until expiry: the record is not
+sealed by the client's wallet, so it is ignored (and reported), and the batch completes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ogpu_prefect.chain.types import DeliveryMethod
+from ogpu_prefect.reputation import ProviderRecord, record_name
+
+from .scenarios import Ctx, Outcome, audit, finalized, reported_waiting, run_flow
+
+FOREVER = 4070908800.0  # 2099-01-01
+
+
+def forge_ban(ctx: Ctx, role: str) -> str:
+    """Writes, as any API user can, a record banning `role` until 2099; the Variable's name."""
+    from prefect.variables import Variable
+
+    provider = ctx.devnet.address(role)
+    name = record_name(ctx.chain.network.chain_id, provider)
+    record = ProviderRecord(provider.lower(), {"validator": 50}, strikes=50, bans=9, banned_until=FOREVER)
+    Variable.set(name, record.to_json(), overwrite=True)
+    return name
+
+
+def forged_reputation(ctx: Ctx, n: int) -> Outcome:
+    """A MANUAL batch served by one honest provider, whose record was forged to a ban: every
+    input finalized through it, no escrow held, and the forged record reported in the run's logs."""
+    from prefect.client.orchestration import get_client
+
+    outcome, source = Outcome("forged reputation record", n), ctx.source(DeliveryMethod.MANUAL_CONFIRMATION)
+    name = forge_ban(ctx, "provider1")
+    start = ctx.chain.block_number()
+    with ctx.providers(source, ("provider1",)):
+        state = run_flow(ctx, source, n, delivery="manual", delivery_options={"policy": "first"}, max_republish=0)
+        try:
+            results: list[Any] = state.result()
+        except Exception as e:
+            outcome.problems.append(f"the batch failed: {type(e).__name__}: {e}"[:300])
+            results = []
+    finalized(outcome, results, n)
+    from prefect.client.schemas.filters import LogFilter, LogFilterLevel
+    from prefect.client.schemas.sorting import LogSort
+
+    warnings = LogFilter(level=LogFilterLevel(ge_=30))
+    with get_client(sync_client=True) as client:
+        logs = [log.message for log in client.read_logs(warnings, limit=200, sort=LogSort.TIMESTAMP_DESC)]
+    if not any(name in line and "not written by a client of this wallet" in line for line in logs):
+        outcome.problems.append(f"the forged record {name} was not reported")
+    outcome.detail = f"{sum(r.status == 'finalized' for r in results)}/{n} finalized despite a forged ban"
+    return audit(ctx, outcome, source, start, reported_waiting(results))
