@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from .chain.connection import ChainClock
 from .chain.errors import TxRpcError
 from .chain.logs import EventLog
 from .chain.types import TaskStatus
@@ -89,7 +90,7 @@ class Waiter:
         self.client, self.chain, self.strategy = client, client.chain, strategy
         self.tracked = {p.address: Tracked(p) for p in published}
         self.cursor = self.chain.cursor(WATCHED_EVENTS, from_block)
-        self.clock = self.chain.clock()
+        self.clock = ChainClock(self.chain)
         self.poll_interval = poll_interval
         self.notify = on_change or (lambda kind, t: None)
         self.outage_since: float | None = None

@@ -85,10 +85,6 @@ class Chain:
             self._on_demand = mines_on_demand(self.rpc)
         return self._on_demand
 
-    def clock(self) -> ChainClock:
-        """A ChainClock over this chain (one per poller)."""
-        return ChainClock(self)
-
     def balance(self, address: str) -> int:
         return int(self.rpc.call("eth_getBalance", [address, "latest"]), 16)
 

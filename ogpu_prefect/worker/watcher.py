@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..chain.connection import Chain
+from ..chain.connection import Chain, ChainClock
 from ..chain.types import DeliveryMethod, TaskStatus
 from .policy import TaskOffer, TaskPolicy
 
@@ -79,7 +79,7 @@ class ChainWatcher:
         self.provider = provider
         self.sources = {s.lower() for s in sources}
         self.cursor = chain.cursor(("TaskPublished", "Attempted", "SourceUpdated"), from_block)
-        self.clock = chain.clock()
+        self.clock = ChainClock(chain)
         self.methods: dict[str, DeliveryMethod] = {}  # source -> the delivery method its tasks carry
         self.waiting: dict[str, TaskOffer] = {}
         self.published: dict[str, str] = {}
