@@ -152,6 +152,11 @@ def audit(ctx: Ctx, outcome: Outcome, source: str, from_block: int, reported: se
     return outcome
 
 
+HARNESS = "harness"
+"""The folder of a scenario's workdir where it keeps its own inputs (a devnet profile with the
+keys, for its subprocesses): the leak audit skips it."""
+
+
 def keys_in_use(ctx: Ctx) -> list[bytes]:
     """Every devnet account's key (the client's, the providers', the deployer's), as raw bytes."""
     return [bytes.fromhex(a["private_key"].removeprefix("0x")) for a in ctx.devnet.profile["accounts"].values()]
@@ -162,8 +167,8 @@ def count_leaks(ctx: Ctx, texts: Any = ()) -> int:
     searched lower-cased for its hex; files also for its raw bytes), in `texts` (the scenario's
     errors), in what the Prefect API got since the scenario began (flow-run parameters and state
     messages, task-run state messages, logs, artifacts, variables, events), in the payload store
-    (published configs, responses), the scenario's files (checkpoints, results) and Prefect's
-    local result storage (pickles)."""
+    (published configs, responses), the scenario's files (checkpoints, results; not its own
+    inputs under HARNESS) and Prefect's local result storage (pickles)."""
     keys = keys_in_use(ctx)
     hexes = [k.hex() for k in keys]
     found = sum(str(t).lower().count(h) for t in texts for h in hexes)
@@ -173,7 +178,9 @@ def count_leaks(ctx: Ctx, texts: Any = ()) -> int:
     for root in (ctx.workdir, ctx.store.root, Path(PREFECT_LOCAL_STORAGE_PATH.value())):
         for path in Path(root).rglob("*") if Path(root).exists() else []:
             try:
-                if not path.is_file() or path.stat().st_mtime < ctx.started.timestamp() - 1:
+                if HARNESS in path.relative_to(root).parts[:1] or not path.is_file():
+                    continue
+                if path.stat().st_mtime < ctx.started.timestamp() - 1:
                     continue
                 data = path.read_bytes()
             except OSError:
@@ -485,7 +492,8 @@ def wallet_shared_by_processes(ctx: Ctx, processes: int, n: int) -> Outcome:
     outcome, source = Outcome(f"{processes} processes, one wallet", processes * n), ctx.source()
     start = ctx.chain.block_number() + 1
     store = str(ctx.store.root.resolve())
-    profile = ctx.workdir / "profile.json"
+    profile = ctx.workdir / HARNESS / "profile.json"  # the keys, handed to the publishers: not a leak
+    profile.parent.mkdir(exist_ok=True)
     profile.write_text(json.dumps(ctx.devnet.profile))
     procs = [
         subprocess.Popen(
