@@ -24,6 +24,10 @@ from .pacing import RetryPolicy, endpoint_label, is_rate_limit, pacer_for, retry
 
 log = logging.getLogger(__name__)
 
+STATE_RACE_TRIES = 8
+"""Asks of a read that raced with a new block (see _state_race), 10 ms apart and doubling: about a
+second in all, for a node slowed by a loaded machine (4 asks 10 ms apart were not always enough)."""
+
 TRANSIENT_STATUS = {408, 425, 500, 502, 503, 504}
 """HTTP statuses of a node that is (for now) not answering: they count toward the outage."""
 
@@ -75,14 +79,14 @@ class Rpc:
         self._session.close()
 
     def call(self, method: str, params: list[Any] | None = None) -> Any:
-        for attempt in range(4):
+        for attempt in range(STATE_RACE_TRIES):
             reply = self._post({"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params or []})
             try:
                 return _result(reply, method)
             except RpcError as e:
-                if not _state_race(e) or attempt == 3:
+                if not _state_race(e) or attempt == STATE_RACE_TRIES - 1:
                     raise
-                time.sleep(0.01)
+                time.sleep(min(0.01 * 2**attempt, 0.2))
 
     def batch(self, calls: list[tuple[str, list[Any]]], *, chunk: int = 200) -> list[Any]:
         """Sends calls as JSON-RPC batches of `chunk` (fewer under a rate limit); results come back
@@ -97,11 +101,11 @@ class Rpc:
             self.pacer.refused(None, self.policy.default_pause_s)
             for i, r in zip(again, self._batch([calls[i] for i in again], chunk)):
                 out[i] = r
-        for _ in range(3):
+        for attempt in range(STATE_RACE_TRIES - 1):
             again = [i for i, r in enumerate(out) if isinstance(r, RpcError) and _state_race(r)]
             if not again:
                 break
-            time.sleep(0.01)
+            time.sleep(min(0.01 * 2**attempt, 0.2))
             for i, r in zip(again, self._batch([calls[i] for i in again], chunk)):
                 out[i] = r
         return out
