@@ -115,10 +115,14 @@ class BatchLease:
         with _held_lock:
             _held.discard(self.lease_id or "")
         try:
+            # The mark stays for the next holder (a transaction may still be pending): written
+            # while the slot is still ours, and only over our own record (a lease that lapsed may
+            # be another run's now: its record and higher mark are not ours to overwrite).
+            saved = Variable.get(self.holder_variable, default=None)
+            if not self.lost and isinstance(saved, dict) and saved.get("lease_id") == self.lease_id:
+                Variable.set(self.holder_variable, _released(self._record), overwrite=True)
             with get_client(sync_client=True) as c:
                 c.release_concurrency_slots_with_lease(self.lease_id)
-            if not self.lost:  # the mark stays for the next holder (a transaction may still be pending)
-                Variable.set(self.holder_variable, _released(self._record), overwrite=True)
         except Exception as e:  # the server takes the slot back when the lease runs out
             log.warning("could not release %s's slot (%s); it frees itself within %ds", self.what, e, LEASE_S)
 

@@ -99,7 +99,7 @@ def check_under_roots(field: str, value: str, roots: list[str] | None = None) ->
 
         u, r = urlsplit(url), urlsplit(root)
         try:
-            checked_address(u.hostname or "", u.port or (443 if scheme == "https" else 80), r.hostname)
+            checked_address(u.hostname or "", u.port or (443 if scheme == "https" else 80), r.hostname or "")
         except (UntrustedUrlError, OSError) as e:
             raise InvalidInputError(field, str(e)) from None
     return url

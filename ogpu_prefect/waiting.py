@@ -208,7 +208,7 @@ class Waiter:
             log.warning("the RPC node answers again after %.0fs", time.monotonic() - self.outage_since)
             self.outage_since = None
 
-    def _decide(self, due: Iterable[Tracked], now_chain: int) -> None:
+    def _decide(self, due: Iterable[Tracked], now_chain: float) -> None:
         confirms: list[Tracked] = []
         for t in due:
             if t.outcome is not None:

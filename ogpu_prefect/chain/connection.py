@@ -41,7 +41,7 @@ class Chain:
         self._chain_id_checked = False
 
     def __repr__(self) -> str:
-        return f"Chain({self.network.name} @ {self.network.rpc_url})"
+        return f"Chain({self.network.name} @ {self.rpc.label})"
 
     def source(self, address: str) -> Source:
         return Source(self.rpc, address)
@@ -61,7 +61,7 @@ class Chain:
             served = int(self.rpc.call("eth_chainId"), 16)
             if served != self.network.chain_id:
                 raise InvalidInputError(
-                    "chain_id", f"{self.network.rpc_url} serves chain {served}, not {self.network.chain_id}"
+                    "chain_id", f"{self.rpc.label} serves chain {served}, not {self.network.chain_id}"
                 )
             self._chain_id_checked = True
         return TxSender(self.rpc, as_signer(signer), self.network.chain_id, **options)
@@ -116,20 +116,22 @@ class Chain:
 
 
 class ChainClock:
-    """The chain's next-block time for a poller, without asking on every poll: asked again when
-    the poll saw a new block or `resync_s` passed, and in between the last answer plus the time
-    elapsed here (the pending block's time follows the wall clock). A poller on a metered
-    endpoint saves one call a poll."""
+    """The chain's next-block time (what `block.timestamp` checks see) without an RPC per question:
+    read again when a poller saw a new block (`head`) or `resync_s` passed, and in between the last
+    reading plus the time elapsed here (the pending block's time follows the wall clock; anvil's
+    can be moved, hence the resync). A poller on a metered endpoint saves one call a poll."""
 
     def __init__(self, chain: Chain, resync_s: float = 1.0) -> None:
         self.chain, self.resync_s = chain, resync_s
         self._head: int | None = None
-        self._value, self._at = 0, float("-inf")
+        self._value, self._at = 0.0, float("-inf")
 
-    def now(self, head: int | None) -> int:
-        """The next-block time; `head`: the latest block number the poll saw."""
-        t = time.monotonic()
-        if head is None or head != self._head or t - self._at >= self.resync_s:
-            self._value, self._at, self._head = self.chain.now(), t, head
-            return self._value
-        return self._value + int(t - self._at)
+    def now(self, head: int | None = None) -> float:
+        """The next-block time; `head`: the latest block number the caller's poll saw, if any."""
+        if time.monotonic() - self._at >= self.resync_s or (head is not None and head != self._head):
+            self.set(self.chain.now(), head)
+        return self._value + (time.monotonic() - self._at)
+
+    def set(self, chain_now: float, head: int | None = None) -> None:
+        """Records the chain's time read just now (by a caller that batched the read)."""
+        self._value, self._at, self._head = float(chain_now), time.monotonic(), head

@@ -26,13 +26,17 @@ LIMIT_EXCEEDED = -32005
 
 
 _LIMIT_WORDING = ("limit", "rate", "too many", "exceed", "capacity")
+_RESULT_CAP_WORDING = ("result", "block range", "range too", "response size")  # a query too big, not a rate
 
 
 def is_rate_limit(code: int, message: str) -> bool:
     """Whether a JSON-RPC error refuses a call for the endpoint's rate limit: -32005 (or 429) with
     a limit's wording. Some nodes also answer -32005 to a log query over their result cap ("query
     returned more than 10000 results"): that is no signal to wait, and asking again fails again."""
-    return code in (LIMIT_EXCEEDED, 429) and any(w in message.lower() for w in _LIMIT_WORDING)
+    text = message.lower()
+    if any(w in text for w in _RESULT_CAP_WORDING):
+        return False
+    return code in (LIMIT_EXCEEDED, 429) and any(w in text for w in _LIMIT_WORDING)
 
 
 @dataclass(frozen=True)

@@ -134,7 +134,7 @@ class TxSender:
         return self.signer.address
 
     def __repr__(self) -> str:
-        return f"TxSender({self.address} on {self.rpc.url})"
+        return f"TxSender({self.address} on {self.rpc.label})"
 
     # ---- nonces and fees ----
 

@@ -25,12 +25,12 @@ from typing import Any
 
 from ..agents import NotAgentError, acting_role
 from ..backends import HardwareBackend, RunningService
-from ..chain.connection import Chain
+from ..chain.connection import Chain, ChainClock
 from ..chain.errors import InvalidInputError
 from ..chain.rpc import http_session
 from ..chain.signing import Signer
 from ..chain.types import Environment, TaskStatus
-from ..fetching import fetch_bytes, fetch_json
+from ..fetching import fetch_bytes, fetch_json, is_trusted
 from ..standing import leave_sources, machine_hardware, machine_load, publish_data
 from ..storage import IPFS_GATEWAY, PayloadStore
 from ..validation import check_addresses, check_int
@@ -98,7 +98,7 @@ class Provider:
         self.on_service = on_service or (lambda change, source: None)
         """Told ("started" | "stopped", source) when a source's service starts (ready) or stops."""
         self.receiver = CallbackReceiver().start()
-        self.clock = ChainClock(chain)
+        self.clock = ChainClock(chain, resync_s=2.0)
         self._responder = Responder(self)
         self._services: dict[str, _Warm] = {}
         self._lock = threading.Lock()
@@ -188,7 +188,11 @@ class Provider:
         url = (metadata or {}).get(self.environment.name.lower(), "")
         if not url:
             raise ProviderError(f"source {source} has no compose file for {self.environment.name.lower()}")
-        if url.startswith("file://"):  # a source published on this machine (the devnet's)
+        if url.startswith("file://"):
+            # A source published on this machine (the devnet's). On the real network a path is the
+            # source owner's pick of a file on this host: read only under an allowed file:// origin.
+            if not (self.chain.has_extensions() or is_trusted(url, self.config_origins)):
+                raise ProviderError(f"source {source}'s compose file {url} is on this host and not allowed")
             return ComposeSpec.load(url[len("file://") :])
         # Chosen by the source's owner: any public https/http host, never this machine's network.
         body = fetch_bytes(url, allowed_origins=["https://", "http://"], timeout=30, max_bytes=MAX_COMPOSE_BYTES)
@@ -370,24 +374,3 @@ class Provider:
             self.on_service("stopped", source)
         self._responder.stop()
         self.receiver.stop()
-
-
-class ChainClock:
-    """The chain's time (what `block.timestamp` checks see) without an RPC per question: the
-    offset from our clock is re-read every `refresh_s` (anvil's clock can be moved)."""
-
-    def __init__(self, chain: Chain, refresh_s: float = 2.0) -> None:
-        self.chain = chain
-        self.refresh_s = refresh_s
-        self._skew = 0.0
-        self._read_at = float("-inf")
-
-    def now(self) -> float:
-        if time.monotonic() - self._read_at > self.refresh_s:
-            self.set(self.chain.now())
-        return time.time() + self._skew
-
-    def set(self, chain_now: float) -> None:
-        """Records the chain's time read just now (by a caller that batched the read)."""
-        self._skew = chain_now - time.time()
-        self._read_at = time.monotonic()

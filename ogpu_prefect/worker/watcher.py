@@ -98,8 +98,10 @@ class ChainWatcher:
         now = float(self.clock.now(self.cursor.head))
         self.published.update(found)
         tasks = [t for t in found if not busy(t) and t not in self.waiting]
+        updated = {e["source"].lower() for e in events if e.name == "SourceUpdated"}
+        for s in updated:  # a later task of the source may carry another method
+            self.methods.pop(s, None)
         if tasks:
-            updated = {e["source"].lower() for e in events if e.name == "SourceUpdated"}
             self._sort(tasks, polled, now, resume=self.polls == 0, skip_resume=skip_resume, updated=updated)
         for e in events:  # others' attempts: their races come after untouched tasks
             offer = self.waiting.get(e["task"]) if e.name == "Attempted" else None
@@ -116,8 +118,6 @@ class ChainWatcher:
         published: known per source until a SourceUpdated event); whether we attempted it only on
         the first poll, the one that resumes (a task published since cannot be ours yet)."""
         chain = self.chain
-        for s in updated:
-            self.methods.pop(s, None)
         with_method = resume or bool(updated) or not self.methods
         reads: list[Any] = []
         for t in tasks:

@@ -214,7 +214,11 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
                 provider=acting_for,
                 config_origins=config.config_origins or None,
             )
-            stand(provider, config, self._logger)  # stake, registrations, leave_sources, hardware
+            try:
+                stand(provider, config, self._logger)  # stake, registrations, leave_sources, hardware
+            except BaseException:
+                provider.close()  # its callback server, work folder and threads
+                raise
             return provider
 
         try:
