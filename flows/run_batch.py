@@ -168,6 +168,8 @@ def run_batch(
     strategy = parse_delivery(delivery, delivery_options)
     parse_reputation(reputation, reputation_options)  # a bad option fails before any transaction
     escalator = parse_escalation(escalation, escalation_options, payment)
+    if escalator is not None and budget is None and getattr(escalator, "cap", None) is None:
+        raise InvalidInputError("escalation_options.cap", "an escalating payment needs a cap or a budget")
     client = make_client(network, wallet, storage)
     terms = client.source_terms(source)
     check_source_fits(strategy, terms, task_timeout)

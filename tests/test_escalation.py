@@ -91,6 +91,7 @@ def _warm(env) -> None:
         ({"escalation": "escalate", "escalation_options": {"cap": "0.001 OGPU"}}, "escalation_options.cap"),
         ({"escalation": "escalate", "escalation_options": {"factor": 0.5}}, "escalation_options.factor"),
         ({"escalation": "escalate", "escalation_options": {"speed": 2}}, "escalation_options.speed"),
+        ({"escalation": "escalate", "escalation_options": {"factor": 2}}, "escalation_options.cap"),  # unbounded
     ]:
         with pytest.raises(InvalidInputError) as info:
             run(env, source, [{"i": 0}], payment=PAY, **kwargs).result()
