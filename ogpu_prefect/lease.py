@@ -138,6 +138,10 @@ class BatchLease:
                 "(the Prefect API is unreachable?): stopped publishing before it lapses"
             )
 
+    def surely_held(self) -> bool:
+        """Whether `check` would pass now."""
+        return not self.lost and time.monotonic() <= self.valid_until
+
     def record_nonces(self, address: str, highest: int) -> None:
         """Records, before they are broadcast, that this holder signed transactions of `address`
         up to nonce `highest` for the batch. Raises LeaseLostError (nothing may be broadcast)

@@ -20,7 +20,7 @@ from .chain.logs import created_address
 from .chain.structs import TaskParams
 from .chain.tx import SUPERSEDED, PendingTx, Receipt
 from .fetching import StorageError, fetch_json
-from .lease import current_lease
+from .lease import LeaseLostError, current_lease
 from .models import PublishedTask
 from .storage import put_many
 
@@ -183,6 +183,12 @@ class Publication:
                     f"{error} ({len(landed)} of {len(bodies)} task(s) published)", landed
                 ) from error
             raise error
+        if missing := [i for i in range(len(bodies)) if i not in out]:  # lost nonces, not signed again
+            raise PartialPublishError(
+                f"{len(missing)} of {len(bodies)} input(s) lost their nonces while the batch's lease may have "
+                "lapsed and were not signed again; the run that holds the batch now publishes them",
+                landed,
+            ) from LeaseLostError("lease not surely held")
         return [out[i] for i in range(len(bodies))]
 
     def _await(self, sent: list[tuple[int, str, float, PendingTx]], out: dict[int, PublishedTask]) -> Receipt | None:
@@ -238,4 +244,13 @@ class Publication:
                 done.append(p)
         if done:
             log.warning("%d task(s) were published meanwhile by another sender of the key: not again", len(done))
+        lease = current_lease()
+        if lease is not None and not lease.surely_held():
+            # Signing again takes fresh nonces past the mark the next holder waits for: a holder
+            # whose lease may have lapsed leaves these inputs to it (the fence, lease.py).
+            log.warning(
+                "%d transaction(s) lost their nonce while the batch's lease may have lapsed: not signed again",
+                len(lost),
+            )
+            return list(lost)
         return done
