@@ -91,7 +91,7 @@ def test_configs_on_loopback_private_addresses_and_files_are_not_read(world: Wor
                 t0 = time.monotonic()
                 _, error = world.run(provider, url)
                 assert isinstance(error, UntrustedUrlError), error
-                assert time.monotonic() - t0 < 5, "refused without a connection attempt"
+                assert time.monotonic() - t0 < 9, "refused without a connection attempt (one would hang 10 s)"
             assert internal.hits == 0
     finally:
         provider.close()

@@ -199,4 +199,4 @@ def test_a_real_outage_after_a_rate_limit_still_gives_up_after_outage_s(devnet) 
         with pytest.raises(TxRpcError, match="unreachable"):
             chain.block_number()
         took = time.monotonic() - t0
-        assert 2.0 + 1.0 <= took <= 2.0 + 1.5 + 2.5, took
+        assert 2.0 + 1.0 <= took < 30, took  # not before outage_s; and not the proxy's 60 s outage

@@ -76,7 +76,7 @@ def test_a_symlink_or_fifo_under_an_allowed_folder_is_not_followed_out(tmp_path:
     t0 = time.monotonic()
     with pytest.raises(StorageError, match="not a regular file"):
         fetch_json(f"file://{store}/fifo.json", allowed_origins=allowed)
-    assert time.monotonic() - t0 < 2
+    assert time.monotonic() - t0 < 10, "a FIFO's open must not block the fetch"
 
 
 @pytest.mark.parametrize("headers_too", [False, True])
@@ -85,7 +85,7 @@ def test_the_deadline_is_for_the_whole_read(headers_too: bool) -> None:
         t0 = time.monotonic()
         with pytest.raises(StorageError, match="longer than 2 s"):
             fetch_json(f"{slow.url}/config.json", allowed_origins=[slow.url], timeout=2)
-        assert time.monotonic() - t0 < 3.5
+        assert time.monotonic() - t0 < 7, "cut by the 2 s deadline, not at the 8 s trickle's end"
 
 
 def test_redirects_are_followed_only_inside_the_allowed_set(tmp_path: Path) -> None:
