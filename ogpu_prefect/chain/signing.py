@@ -114,6 +114,9 @@ class AccountSigner:
     def __init__(self, account: Any) -> None:
         self.account = account
         self.address: str = checksum_address(account.address)
+        key = getattr(account, "key", None)  # a LocalAccount's: masked in every text we write, as a raw key's
+        if isinstance(key, bytes | bytearray) and len(key) == 32:
+            _in_use.add(bytes(key).hex())
 
     def sign(self, tx: dict[str, Any]) -> tuple[bytes, bytes]:
         body = {k: v for k, v in tx.items() if k != "type"}
