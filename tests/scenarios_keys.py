@@ -7,6 +7,7 @@ sealed by the client's wallet, so it is ignored (and reported), and the batch co
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from ogpu_prefect.chain.types import DeliveryMethod
@@ -48,9 +49,15 @@ def forged_reputation(ctx: Ctx, n: int) -> Outcome:
     from prefect.client.schemas.sorting import LogSort
 
     warnings = LogFilter(level=LogFilterLevel(ge_=30))
-    with get_client(sync_client=True) as client:
-        logs = [log.message for log in client.read_logs(warnings, limit=200, sort=LogSort.TIMESTAMP_DESC)]
-    if not any(name in line and "not written by a client of this wallet" in line for line in logs):
+    deadline = time.monotonic() + 15  # logs reach the API in batches, after the flow returned
+    while True:
+        with get_client(sync_client=True) as client:
+            logs = [log.message for log in client.read_logs(warnings, limit=200, sort=LogSort.TIMESTAMP_DESC)]
+        reported = any(name in line and "not written by a client of this wallet" in line for line in logs)
+        if reported or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    if not reported:
         outcome.problems.append(f"the forged record {name} was not reported")
     outcome.detail = f"{sum(r.status == 'finalized' for r in results)}/{n} finalized despite a forged ban"
     return audit(ctx, outcome, source, start, reported_waiting(results))

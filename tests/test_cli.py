@@ -326,7 +326,7 @@ def test_provider_register_then_responses_confirm_and_wait(world: World, sim: li
     assert out["results"] == [{"task": task, "status": "RESPONDED", "winning_provider": None}], p.errors
 
     untrusted = world.ok("task", "responses", task, "--fetch")["responses"][0]
-    assert "payload" not in untrusted and "not under a trusted origin" in untrusted["payload_error"]
+    assert "payload" not in untrusted and "not under an allowed origin" in untrusted["payload_error"]
     listed = world.ok("task", "responses", task, "--fetch", "--trust", store.base_url)
     assert listed["count"] == 1
     (r,) = listed["responses"]
