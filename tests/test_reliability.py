@@ -114,7 +114,7 @@ def test_the_leak_audit_finds_a_key_in_any_form_wherever_it_was_left(ctx: Ctx) -
     from prefect import flow, get_run_logger
     from prefect.variables import Variable
 
-    assert scenarios.count_leaks(ctx) == 0
+    before = scenarios.count_leaks(ctx)  # what other tests on the shared Prefect server left: not this test's
     key = ctx.devnet.key("provider2")
 
     @flow
@@ -126,6 +126,6 @@ def test_the_leak_audit_finds_a_key_in_any_form_wherever_it_was_left(ctx: Ctx) -
     (ctx.store.root / "leak.json").write_text(key[2:])
     (ctx.workdir / "leak.pkl").write_bytes(pickle.dumps(bytes.fromhex(key[2:])))
     try:
-        assert scenarios.count_leaks(ctx) == 4
+        assert scenarios.count_leaks(ctx) - before == 4
     finally:
         Variable.unset("careless-note")

@@ -64,7 +64,7 @@ def test_a_wrong_provider_is_banned_and_the_batches_complete_through_the_honest_
 
         m.state["wrong"] = False  # it mends its ways; forgiveness comes with time
         time.sleep(max(0.0, banned.banned_until - time.time()) + 0.5)
-        results, third = m.batch(3, options=options)
+        results, third = m.batch(6, options=options)  # six chances: on a loaded machine the honest one may win a few
         print("third batch:", third.line())
     assert all(r.status == "finalized" for r in results)
     assert any(r.provider == wrong for r in results), "forgiven: the fast one wins again"
