@@ -9,11 +9,10 @@ than the batch's `budget` leaves. `run_batch(escalation="escalate", escalation_o
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from .chain.errors import InvalidInputError
-from .validation import check_name, refuse_secret
 
 
 @dataclass(frozen=True)
@@ -37,36 +36,17 @@ def parse_escalation(name: Any, options: Any, payment: int) -> EscalationPolicy 
     """The escalation policy `name` configured with `options`, checked against the batch's
     `payment`; None for None or "off". Typed errors name `escalation` or
     `escalation_options[.option]`."""
-    refuse_secret("escalation_options", options)
-    if options is not None and not isinstance(options, dict):
-        raise InvalidInputError("escalation_options", f"a dict of options, not {type(options).__name__}")
-    if name is None or name == "off":
-        if options:
-            raise InvalidInputError("escalation_options", "options given, but no escalation policy")
-        return None
-    check_name("escalation", name)
-    from .plugin_manager import PluginError, PluginKind, installed
+    from .plugin_manager import PluginKind
+    from .validation import configured_policy
 
-    try:
-        table = installed(PluginKind.ESCALATION_POLICY)
-    except PluginError as e:
-        raise InvalidInputError("escalation", str(e)) from None
-    if name not in table:
-        raise InvalidInputError("escalation", f"unknown policy {name!r}; installed: {', '.join(sorted(table))}, off")
-    cls = table[name]
-    known = [f.name for f in fields(cls)]
-    for key in options or {}:
-        if key not in known:
-            raise InvalidInputError(
-                f"escalation_options.{key}", f"not an option of {name!r} (options: {', '.join(known)})"
-            )
-    try:
-        policy = cls(**(options or {}))
-        policy.check(payment)
-    except InvalidInputError as e:
-        raise InvalidInputError(f"escalation_options.{e.field}", str(e).partition(": ")[2]) from None
-    except (TypeError, ValueError) as e:
-        raise InvalidInputError("escalation_options", str(e)) from None
+    if (name is None or name == "off") and options:
+        raise InvalidInputError("escalation_options", "options given, but no escalation policy")
+    policy = configured_policy(PluginKind.ESCALATION_POLICY, "escalation", name, options)
+    if policy is not None:
+        try:
+            policy.check(payment)
+        except InvalidInputError as e:
+            raise InvalidInputError(f"escalation_options.{e.field}", str(e).partition(": ")[2]) from None
     return policy  # type: ignore[no-any-return]
 
 

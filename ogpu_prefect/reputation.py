@@ -21,14 +21,14 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from .chain.errors import InvalidInputError
 from .delivery import Rejection
 from .reputation_store import MemoryStore, RecordStore, VariableStore, seal, unsealed
-from .validation import check_int, check_name, check_number, refuse_secret
+from .validation import check_int, check_number
 
 log = logging.getLogger(__name__)
 
@@ -342,33 +342,10 @@ class ReputationBook:
 def parse_reputation(name: Any, options: Any = None) -> ReputationPolicy | None:
     """The reputation policy `name` configured with `options`; None for None or "off" (no
     records, no bans). Typed errors name `reputation` or `reputation_options[.option]`."""
-    refuse_secret("reputation_options", options)
-    if options is not None and not isinstance(options, dict):
-        raise InvalidInputError("reputation_options", f"a dict of options, not {type(options).__name__}")
-    if name is None or name == OFF:
-        return None
-    check_name("reputation", name)
-    from .plugin_manager import PluginError, PluginKind, installed
+    from .plugin_manager import PluginKind
+    from .validation import configured_policy
 
-    try:
-        table = installed(PluginKind.REPUTATION_POLICY)
-    except PluginError as e:
-        raise InvalidInputError("reputation", str(e)) from None
-    if name not in table:
-        raise InvalidInputError("reputation", f"unknown policy {name!r}; installed: {', '.join(sorted(table))}, off")
-    cls = table[name]
-    known = [f.name for f in fields(cls)]
-    for key in options or {}:
-        if key not in known:
-            raise InvalidInputError(
-                f"reputation_options.{key}", f"not an option of {name!r} (options: {', '.join(known)})"
-            )
-    try:
-        return cls(**(options or {}))  # type: ignore[no-any-return]
-    except InvalidInputError as e:
-        raise InvalidInputError(f"reputation_options.{e.field}", str(e).partition(": ")[2]) from None
-    except (TypeError, ValueError) as e:
-        raise InvalidInputError("reputation_options", str(e)) from None
+    return configured_policy(PluginKind.REPUTATION_POLICY, "reputation", name, options)  # type: ignore[no-any-return]
 
 
 def open_book(chain_id: int, name: Any = "default", options: Any = None, signer: Any = None) -> ReputationBook | None:

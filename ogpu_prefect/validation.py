@@ -236,6 +236,40 @@ def plugin_class(field: str, kind: Any, name: str) -> Any:
     return table[name]
 
 
+def configured_policy(kind: Any, field: str, name: Any, options: Any) -> Any | None:
+    """The installed policy plugin of `kind` called `name`, a dataclass built with `options` (a
+    dict of its fields); None for None or "off". Typed errors name `field` or
+    `<field>_options[.option]` (a key among the options is refused unechoed)."""
+    from dataclasses import fields
+
+    from .plugin_manager import PluginError, installed
+
+    opt_field = f"{field}_options"
+    refuse_secret(opt_field, options)
+    if options is not None and not isinstance(options, dict):
+        raise InvalidInputError(opt_field, f"a dict of options, not {type(options).__name__}")
+    if name is None or name == "off":
+        return None
+    check_name(field, name)
+    try:
+        table = installed(kind)
+    except PluginError as e:
+        raise InvalidInputError(field, str(e)) from None
+    if name not in table:
+        raise InvalidInputError(field, f"unknown policy {name!r}; installed: {', '.join(sorted(table))}, off")
+    cls = table[name]
+    known = [f.name for f in fields(cls)]
+    for key in options or {}:
+        if key not in known:
+            raise InvalidInputError(f"{opt_field}.{key}", f"not an option of {name!r} (options: {', '.join(known)})")
+    try:
+        return cls(**(options or {}))
+    except InvalidInputError as e:
+        raise InvalidInputError(f"{opt_field}.{e.field}", str(e).partition(": ")[2]) from None
+    except (TypeError, ValueError) as e:
+        raise InvalidInputError(opt_field, str(e)) from None
+
+
 def check_plugin_options(
     field: str, cls: Any, options: Any, *, no_options: Any = None, reserved: Sequence[str] = ()
 ) -> dict[str, Any]:
