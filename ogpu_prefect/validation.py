@@ -242,22 +242,13 @@ def configured_policy(kind: Any, field: str, name: Any, options: Any) -> Any | N
     `<field>_options[.option]` (a key among the options is refused unechoed)."""
     from dataclasses import fields
 
-    from .plugin_manager import PluginError, installed
-
     opt_field = f"{field}_options"
     refuse_secret(opt_field, options)
     if options is not None and not isinstance(options, dict):
         raise InvalidInputError(opt_field, f"a dict of options, not {type(options).__name__}")
     if name is None or name == "off":
         return None
-    check_name(field, name)
-    try:
-        table = installed(kind)
-    except PluginError as e:
-        raise InvalidInputError(field, str(e)) from None
-    if name not in table:
-        raise InvalidInputError(field, f"unknown policy {name!r}; installed: {', '.join(sorted(table))}, off")
-    cls = table[name]
+    cls = plugin_class(field, kind, check_name(field, name))
     known = [f.name for f in fields(cls)]
     for key in options or {}:
         if key not in known:

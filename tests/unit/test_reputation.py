@@ -78,7 +78,7 @@ def test_policy_options_are_checked_with_their_names() -> None:
         with pytest.raises(InvalidInputError) as info:
             parse_reputation("default", options)
         assert info.value.field == f"reputation_options.{name}"
-    with pytest.raises(InvalidInputError, match="unknown policy") as info:
+    with pytest.raises(InvalidInputError, match="unknown reputation policy") as info:
         parse_reputation("nice", None)
     assert info.value.field == "reputation"
     with pytest.raises(InvalidInputError) as info:
