@@ -126,6 +126,7 @@ def test_the_leak_audit_finds_a_key_in_any_form_wherever_it_was_left(ctx: Ctx) -
     (ctx.store.root / "leak.json").write_text(key[2:])
     (ctx.workdir / "leak.pkl").write_bytes(pickle.dumps(bytes.fromhex(key[2:])))
     try:
-        assert scenarios.count_leaks(ctx) - before == 4
+        # Each planted form found (the log line may also come back inside an event: >= 4).
+        assert scenarios.count_leaks(ctx) - before >= 4
     finally:
         Variable.unset("careless-note")
