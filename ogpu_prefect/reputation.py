@@ -9,9 +9,10 @@ early on a task whose every response was refused, so that run_batch re-publishes
 - `ReputationPolicy`: when a provider is banned and when it is forgiven; a pure function of the
   record and the time. Plugins add named policies (`ogpu_prefect_reputation_policies`).
 - `ReputationBook`: the records one wait meets, loaded on first use, cached, written back when
-  they change. Kept as one Prefect Variable per (chain, provider), `ogpu-rep-<chain id>-<address>`
-  (`VariableStore`), or in this process' memory (`MemoryStore`) without a Prefect API; sealed by
-  the client wallet (reputation_store.py): a record its wallet did not write is ignored.
+  they change. Kept as one Prefect Variable per (chain, provider, client wallet),
+  `ogpu-rep-<chain id>-<address>-<wallet tag>` (`VariableStore`), or in this process' memory
+  (`MemoryStore`) without a Prefect API; sealed by the client wallet (reputation_store.py): a
+  record its wallet did not write is ignored.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any, ClassVar
 
 from .chain.errors import InvalidInputError
 from .delivery import Rejection
-from .reputation_store import MemoryStore, RecordStore, VariableStore, seal, unsealed
+from .reputation_store import MemoryStore, RecordStore, VariableStore, owner_tag, seal, unsealed
 from .validation import check_int, check_number
 
 log = logging.getLogger(__name__)
@@ -37,9 +38,12 @@ OFF = "off"  # the `reputation` value (like None) that keeps no records and bans
 REASONS = tuple(r.value for r in Rejection)
 
 
-def record_name(chain_id: int, provider: str) -> str:
-    """The name of a provider's record: Prefect Variable names are [a-z0-9_-]."""
-    return f"{PREFIX}-{int(chain_id)}-{provider.lower()}"
+def record_name(chain_id: int, provider: str, owner: str | None = None) -> str:
+    """The name of a provider's record, per sealing wallet (`owner`, reputation_store.owner_tag):
+    Prefect Variable names are [a-z0-9_-]. Without an owner: an unsealed book's name, which
+    sealed books of earlier versions also used (read once, as a fallback)."""
+    base = f"{PREFIX}-{int(chain_id)}-{provider.lower()}"
+    return base if owner is None else f"{base}-{owner}"
 
 
 def _iso(t: float | None) -> str | None:
@@ -225,6 +229,7 @@ class ReputationBook:
     ) -> None:
         self.chain_id = chain_id
         self.secret = secret  # seals what it writes; with one, an unsealed or foreign record is ignored
+        self.owner = None if secret is None else owner_tag(secret)
         self.policy = policy or ReputationPolicy()
         self.store: RecordStore = store if store is not None else MEMORY
         self.clock = clock
@@ -243,10 +248,19 @@ class ReputationBook:
         """A book on Prefect Variables, sealed with `secret` (signing.derive_secret)."""
         return cls(chain_id, policy, VariableStore(), secret=secret)
 
+    def _name(self, key: str) -> str:
+        return record_name(self.chain_id, key, self.owner)
+
     def _load(self, key: str) -> ProviderRecord | None:
+        data = self._read(self._name(key), key)
+        if data is None and self.owner is not None and not self._store_down:
+            # written by an earlier version under the shared name: this wallet's only if sealed by it
+            data = self._read(record_name(self.chain_id, key), key)
+        return None if data is None else ProviderRecord.from_json(key, data)
+
+    def _read(self, name: str, key: str) -> Any:
         if self._store_down:
             return None
-        name = record_name(self.chain_id, key)
         try:
             data = self.store.load(name)
         except Exception as e:
@@ -259,8 +273,7 @@ class ReputationBook:
                 if key not in self._foreign:
                     _logger().warning("Variable %s was not written by a client of this wallet: ignored", name)
                 self._foreign.add(key)
-                return None
-        return None if data is None else ProviderRecord.from_json(key, data)
+        return data
 
     def record(self, provider: str) -> ProviderRecord:
         key = provider.lower()
@@ -327,7 +340,7 @@ class ReputationBook:
         self._dirty.clear()
 
     def _write(self, key: str) -> None:
-        mine, name = self._records[key], record_name(self.chain_id, key)
+        mine, name = self._records[key], self._name(key)
         theirs = self._load(key)
         if self._store_down:
             return

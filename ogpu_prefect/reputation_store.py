@@ -37,6 +37,13 @@ def unsealed(name: str, value: Any, secret: bytes) -> dict[str, Any] | None:
     return body if hmac.compare_digest(value[SEAL], _mac(name, body, secret)) else None
 
 
+def owner_tag(secret: bytes) -> str:
+    """A short public name of the sealing wallet, one-way from its secret: each wallet keeps its
+    own record of a provider (`reputation.record_name`), so two wallets sharing a workspace do not
+    replace each other's records."""
+    return hmac.new(secret, b"record owner", hashlib.sha256).hexdigest()[:12]
+
+
 def _mac(name: str, body: dict[str, Any], secret: bytes) -> str:
     text = json.dumps([name, body], sort_keys=True, separators=(",", ":"), default=str)
     return hmac.new(secret, text.encode(), hashlib.sha256).hexdigest()

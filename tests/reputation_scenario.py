@@ -37,15 +37,29 @@ def clear_records() -> None:
                 c.delete_variable_by_name(v.name)
 
 
+def _client_secret(ctx: Ctx) -> bytes:
+    from ogpu_prefect.chain.signing import Signer, derive_secret
+    from ogpu_prefect.reputation_store import SEAL_LABEL
+
+    secret = derive_secret(Signer(ctx.devnet.key("client")), SEAL_LABEL)
+    assert secret is not None
+    return secret
+
+
 def record(ctx: Ctx, role: str) -> ProviderRecord:
-    """A provider's record as the next batch will load it."""
-    return ReputationBook.prefect(ctx.chain.network.chain_id).record(ctx.devnet.address(role))
+    """A provider's record as the client wallet's next batch will load it."""
+    book = ReputationBook.prefect(ctx.chain.network.chain_id, secret=_client_secret(ctx))
+    return book.record(ctx.devnet.address(role))
 
 
 def stored(ctx: Ctx, role: str) -> Any:
+    """The client wallet's record of `role` as the Prefect Variable holds it."""
     from prefect.variables import Variable
 
-    return Variable.get(record_name(ctx.chain.network.chain_id, ctx.devnet.address(role)))
+    from ogpu_prefect.reputation_store import owner_tag
+
+    owner = owner_tag(_client_secret(ctx))
+    return Variable.get(record_name(ctx.chain.network.chain_id, ctx.devnet.address(role), owner))
 
 
 @dataclass

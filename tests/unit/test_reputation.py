@@ -168,6 +168,35 @@ def test_a_record_not_sealed_by_this_wallet_is_ignored_and_reported() -> None:
     logging.getLogger("ogpu_prefect.reputation").removeHandler(caplog)
 
 
+def test_two_wallets_in_one_workspace_keep_their_own_records() -> None:
+    """Each wallet seals its own record of a provider under its own name: before, both wallets
+    wrote one Variable per provider, so the second wallet's flush replaced the first's ban with
+    its own record (the first's seal no longer matched: its ban was forgotten)."""
+    from ogpu_prefect.chain.devnet import DEV_KEYS
+    from ogpu_prefect.chain.signing import Signer, derive_secret
+    from ogpu_prefect.reputation_store import SEAL_LABEL, owner_tag, seal
+
+    a_secret, b_secret = (derive_secret(Signer(k), SEAL_LABEL) for k in DEV_KEYS[1:3])
+    assert a_secret is not None and b_secret is not None
+    store, policy = MemoryStore(), ReputationPolicy(k=1)
+    a = ReputationBook(1, policy, store, secret=a_secret)
+    a.reject(H, "validator")
+    a.flush()
+    b = ReputationBook(1, policy, store, secret=b_secret)
+    assert not b.banned(H), "another wallet's verdict is not this wallet's"
+    b.accept(H)
+    b.flush()
+    assert ReputationBook(1, policy, store, secret=a_secret).banned(H), "the first wallet's ban survives"
+    assert ReputationBook(1, policy, store, secret=b_secret).record(H).accepted == 1
+    assert record_name(1, H, owner_tag(a_secret)) != record_name(1, H, owner_tag(b_secret))
+    # a record an earlier version sealed under the shared name is still this wallet's
+    legacy = ProviderRecord(H, {"validator": 3}, strikes=3).to_json()
+    old_store = MemoryStore()
+    old_store.save(record_name(1, H), seal(record_name(1, H), legacy, a_secret))
+    assert ReputationBook(1, policy, old_store, secret=a_secret).record(H).rejections == {"validator": 3}
+    assert ReputationBook(1, policy, old_store, secret=b_secret).record(H) == ProviderRecord(H)
+
+
 def test_books_flushing_at_once_do_not_lose_each_others_updates() -> None:
     """Read-merge-write under the store's lock: without it, two books that read the record
     before either wrote overwrote each other (the last write won)."""
