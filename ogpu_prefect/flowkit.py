@@ -299,8 +299,8 @@ def settled_on_error(key: str) -> Iterator[None]:
         raise
 
 
-def _log_unsettled(key: str, after: str, error: Exception) -> None:
-    log.error(
+def _log_unsettled(key: str, after: str, error: Exception, logger: Any = log) -> None:
+    logger.error(
         "could not settle the escrow of batch %s after %s: %s (a run with batch_key=%r settles it)",
         key,
         after,
@@ -309,7 +309,7 @@ def _log_unsettled(key: str, after: str, error: Exception) -> None:
     )
 
 
-def _lease_to_settle(key: str, flow_run: FlowRun, state: State[Any]) -> Any:
+def _lease_to_settle(key: str, flow_run: FlowRun, state: State[Any], log: Any = log) -> Any:
     """The batch's lease, held while a hook settles it; False when another live run holds the
     batch (this run failed waiting for it, or was a duplicate): settling would cancel that run's
     tasks under it. None when the lease cannot be asked (the API is away): the run's own ledger
@@ -334,13 +334,18 @@ def settle_on_exit(flow: Flow[Any, Any], flow_run: FlowRun, state: State[Any]) -
     stands as the artifact `ogpu-batch-escrow`. In the flow's own process it uses the running
     batch's ledger; elsewhere (the runner of a served deployment) it finds the batch's tasks on
     chain, which needs the network, wallet and storage given as saved block names."""
+    from prefect.logging.loggers import flow_run_logger
+
     from .batch import batch_tasks_on_chain, find_batch, live_ledger
     from .escrow import settle
     from .tasks import make_client
 
+    # The run's own log, wherever the hook runs: a cancelled served run's hooks run in the runner,
+    # where a module logger reaches only the runner's stdout.
+    log = flow_run_logger(flow_run, flow)
     params = flow_run.parameters or {}
     key = params.get("batch_key") or str(flow_run.id)
-    lease = _lease_to_settle(key, flow_run, state)
+    lease = _lease_to_settle(key, flow_run, state, log)
     if lease is False:
         return
     try:
@@ -356,7 +361,7 @@ def settle_on_exit(flow: Flow[Any, Any], flow_run: FlowRun, state: State[Any]) -
             tasks, _ = batch_tasks_on_chain(client, record)
             report = settle(client, tasks)
     except Exception as e:  # a hook must not hide the run's own failure
-        _log_unsettled(key, state.type.value.lower(), e)
+        _log_unsettled(key, state.type.value.lower(), e, log)
         return
     finally:
         if lease is not None:
@@ -378,10 +383,10 @@ def settle_on_exit(flow: Flow[Any, Any], flow_run: FlowRun, state: State[Any]) -
     )
     from .batch_report import escrow_markdown
 
-    _artifact(flow_run, escrow_markdown(report, key))
+    _artifact(flow_run, escrow_markdown(report, key), log)
 
 
-def _artifact(flow_run: FlowRun, markdown: str) -> None:
+def _artifact(flow_run: FlowRun, markdown: str, log: Any = log) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import ArtifactCreate
 
