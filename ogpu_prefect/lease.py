@@ -114,12 +114,14 @@ class BatchLease:
             self._renewer.join(timeout=10)
         with _held_lock:
             _held.discard(self.lease_id or "")
+        if self.lost:  # the server took the slot back: nothing of it is ours to write or free
+            return
         try:
             # The mark stays for the next holder (a transaction may still be pending): written
             # while the slot is still ours, and only over our own record (a lease that lapsed may
             # be another run's now: its record and higher mark are not ours to overwrite).
             saved = Variable.get(self.holder_variable, default=None)
-            if not self.lost and isinstance(saved, dict) and saved.get("lease_id") == self.lease_id:
+            if isinstance(saved, dict) and saved.get("lease_id") == self.lease_id:
                 Variable.set(self.holder_variable, _released(self._record), overwrite=True)
             with get_client(sync_client=True) as c:
                 c.release_concurrency_slots_with_lease(self.lease_id)

@@ -483,3 +483,41 @@ def test_a_second_worker_with_a_live_workers_key_refuses_to_start_and_leaves_its
     assert first.poll() is None, fleet.worker_log("provider1")
     assert set(services) <= set(service_processes(provider)), "the live worker's service was left alone"
     fleet.wait_final([p.address for p in fleet.publish(source, [{"text": "still served"}])])
+
+
+def test_a_worker_whose_key_slot_is_lost_takes_no_task_until_the_slot_is_its_own_again(fleet: Fleet) -> None:
+    """The server takes a worker's key slot back (renewals failed past the lease, or an operator
+    freed it) and another holder takes it. Before: the worker only logged the loss and went on
+    taking tasks beside the new holder. Now it takes none while the slot is another's, and takes
+    the slot again (then tasks) once it is free."""
+    from prefect.client.orchestration import get_client
+    from prefect.variables import Variable
+
+    from ogpu_prefect.worker.key_lease import ProviderKeyLease
+
+    source = fleet.publish_source()
+    fleet.create_pool("lost-key", [source], wallet_block=f"{fleet.name}-provider1")
+    fleet.start_worker("lost-key", "provider1")
+    fleet.wait_registered(source, "provider1")
+    provider = fleet.devnet.address("provider1")
+    fleet.wait_final([p.address for p in fleet.publish(source, [{"text": "warm"}])])
+
+    slot = ProviderKeyLease(fleet.chain.network.chain_id, provider, worker="other", pool="elsewhere")
+    held = Variable.get(slot.holder_variable)
+    with get_client(sync_client=True) as c:  # what the server does to a lease that ran out
+        c.release_concurrency_slots_with_lease(held["lease_id"])
+    slot.__enter__()  # another worker's now
+    try:
+        deadline = time.time() + 60
+        while "slot was taken back" not in fleet.worker_log("provider1"):  # at its next renewal
+            assert time.time() < deadline, fleet.worker_log("provider1")
+            time.sleep(0.5)
+        (task,) = [p.address for p in fleet.publish(source, [{"text": "while another holds the key"}])]
+        time.sleep(5)  # dozens of the worker's polls (every 0.1 s)
+        assert TaskStatus(fleet.chain.task(task).get_status()) is TaskStatus.NEW, fleet.worker_log("provider1")
+        assert "not taking tasks: wallet: the key of" in fleet.worker_log("provider1")
+    finally:
+        slot.__exit__(None, None, None)
+    fleet.wait_final([task], timeout=60)
+    assert "slot again: taking tasks" in fleet.worker_log("provider1")
+    assert fleet.chain.task(task).winning_provider().lower() == provider.lower()

@@ -40,7 +40,7 @@ from ..settings import get_settings
 from .configuration import JobVariableError, ProviderJobConfiguration, ProviderVariables
 from .execution import TaskRuns
 from .journal import FlowRunJournal
-from .key_lease import ProviderKeyLease
+from .key_lease import KeyGuard
 from .provider import Provider
 from .resume import ensure_deployment, resume_left_open
 from .standing import stand
@@ -98,7 +98,7 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
         self._policy: Any = None
         self._resumed: set[str] = set()  # tasks whose left-open flow runs this start resumed
         self._refused: str | None = None  # why an agent may not sign for its provider now
-        self._key_lease: ProviderKeyLease | None = None  # this worker alone signs with its key
+        self._key_lease: KeyGuard | None = None  # this worker alone takes tasks with its key
 
     def _related_resources(self) -> list[dict[str, str]]:
         """This worker and its work pool, as related resources of its events (as prefect-docker's)."""
@@ -195,8 +195,8 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
 
         def start() -> Provider:
             # This worker alone signs with the key: a live one elsewhere must keep its services.
-            self._key_lease = ProviderKeyLease(
-                network.chain_id, wallet.address, worker=self.name, pool=self._work_pool_name
+            self._key_lease = KeyGuard(
+                network.chain_id, wallet.address, worker=self.name, pool=self._work_pool_name, logger=self._logger
             ).__enter__()
             reaped = backend.reap()
             if reaped:
@@ -306,6 +306,8 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
         """Attempts the offers the policy takes, within free capacity (pipelined), and runs them."""
         assert self.provider is not None and self.config is not None and self.runs is not None
         provider, runs = self.provider, self.runs
+        if self._key_lease is not None and not await anyio.to_thread.run_sync(self._key_lease.may_take_tasks):
+            return
         if provider.agent is not None:  # a revoked agent attempts nothing (re-read every 10 s)
             was, self._refused = self._refused, await anyio.to_thread.run_sync(provider.authority_problem)
             if self._refused is not None:
