@@ -9,6 +9,7 @@ end stops everything it started; `--keep` leaves it running for exploring the UI
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -25,7 +26,9 @@ from .chain.connection import Chain
 from .prefect_api import use_server
 from .settings import get_settings
 
-FLOWS = Path(__file__).parent / "flows"  # the repository's flows/ folder, installed as ogpu_prefect.flows
+# The repository's flows/ folder, packaged as ogpu_prefect.flows (found, not imported: the wheel has it
+# inside the package, an editable install maps it to the repository's folder).
+FLOWS = Path(next(iter(importlib.util.find_spec("ogpu_prefect.flows").submodule_search_locations)))
 SENTENCES = FLOWS / "data" / "sentences.txt"
 SENTIMENT = FLOWS / "sources" / "sentiment" / "docker-compose.cpu.yml"
 POOL = "ogpu-demo"

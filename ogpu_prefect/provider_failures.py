@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .waiting import Tracked
+    from .models import Tracked
 
 log = logging.getLogger(__name__)
 

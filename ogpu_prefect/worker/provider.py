@@ -99,7 +99,7 @@ class Provider:
         """Told ("started" | "stopped", source) when a source's service starts (ready) or stops."""
         self.receiver = CallbackReceiver().start()
         self.clock = ChainClock(chain, resync_s=2.0)
-        self._responder = Responder(self)
+        self._responder = Responder(self.chain, self.sender, self.address, self._check_open)
         self._services: dict[str, _Warm] = {}
         self._lock = threading.Lock()
         self._workdir = Path(tempfile.mkdtemp(prefix="ogpu-provider-"))

@@ -62,3 +62,22 @@ def test_dependencies_tell_the_truth() -> None:
     imported = _third_party_imports()
     assert imported - declared == set(), "imported, not declared"
     assert declared - imported - NOT_IMPORTED == set(), "declared, never imported"
+
+
+def test_the_repository_has_no_symlink() -> None:
+    """flows/ and plugins/ are packaged by the build (pyproject's `sources`), not linked into the
+    package: a link breaks on a Windows checkout and in tools that do not follow links."""
+    import subprocess
+
+    listed = subprocess.run(["git", "ls-files", "-s"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    links = [line.split("\t", 1)[1] for line in listed.splitlines() if line.startswith("120000 ")]
+    assert links == []
+
+
+def test_the_editable_install_imports_flows_and_plugins_from_their_folders() -> None:
+    """As the wheel does (tests/test_wheel.py): `ogpu_prefect.flows` is the repository's flows/."""
+    import ogpu_prefect.flows.run_batch as run_batch
+    import ogpu_prefect.plugins.first_response as first_response
+
+    assert run_batch.__file__ == str(ROOT / "flows" / "run_batch.py")
+    assert first_response.__file__ == str(ROOT / "plugins" / "first_response.py")
