@@ -247,7 +247,7 @@ def main(
     signal.signal(signal.SIGTERM, interrupt)
     try:
         step("starting the devnet (anvil + OpenGPU contracts)")
-        demo.net = devnet.start(log_path=home / "anvil.log", block_time=block_time)
+        demo.net = devnet.start(log_path=home / "anvil.log", block_time=block_time, anvil=get_settings().anvil)
         step(f"devnet at {demo.net.rpc_url}; starting the Prefect server (SQLite)")
         demo.start_prefect()
         use_server(demo.api_url, home / "prefect")  # this process too: its flows, blocks and events

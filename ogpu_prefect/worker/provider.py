@@ -30,11 +30,11 @@ from ..chain.errors import InvalidInputError
 from ..chain.rpc import http_session
 from ..chain.signing import Signer
 from ..chain.types import Environment, TaskStatus
+from ..compose import ComposeSpec
 from ..fetching import fetch_bytes, fetch_json, is_trusted
 from ..standing import leave_sources, machine_hardware, machine_load, publish_data
 from ..storage import IPFS_GATEWAY, PayloadStore
 from ..validation import check_addresses, check_int
-from .compose import ComposeSpec
 from .outcomes import (
     Executed,
     ProviderError,
