@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import rlp
-from eth_utils import keccak, to_canonical_address, to_checksum_address
+from eth_utils import to_canonical_address, to_checksum_address
 
 from .._loopback import free_port
-from .abi import spec
+from .abi import keccak, spec
 from .mining import check_mining, set_block_time
 from .network import Network
 from .rpc import Rpc
