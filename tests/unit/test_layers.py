@@ -33,7 +33,16 @@ LAYERS: list[tuple[str, list[str]]] = [
     ),
     (
         "Prefect plumbing the client relies on",
-        ["settings", "prefect_api", "events", "lease", "reputation_store", "reputation", "provider_failures"],
+        [
+            "settings",
+            "prefect_api",
+            "prefect_compat",
+            "events",
+            "lease",
+            "reputation_store",
+            "reputation",
+            "provider_failures",
+        ],
     ),
     (
         "client: publishing, waiting, escrow, reads",
