@@ -12,6 +12,9 @@ upgrade changes it; read this module first when moving the pin.
 - `parameter_errors`: `Flow.validate_parameters` raises `ParameterTypeError` with only a text; the
   pydantic `ValidationError` it came from is its `__context__`.
 - `count_events_by_name`: the server's `/events/count-by/event` route has no client method.
+- `block_reference`: a saved block as the `{"$ref": {"block_document_id": ...}}` a form or a
+  deployment stores: the id is `Block._block_document_id` (named in Block's docstring; no public
+  accessor), as Prefect's own serializer writes it for `serialize_blocks_as_references`.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ RUNS_TASK_GROUP = "_runs_task_group"
 WORK_QUEUES = "_work_queues"
 WORK_POOL_NAME = "_work_pool_name"
 COUNT_BY_EVENT = "/events/count-by/event"
+BLOCK_DOCUMENT_ID = "_block_document_id"
 
 
 class PrefectInternalsChanged(RuntimeError):
@@ -101,6 +105,14 @@ def count_events_by_name(client: SyncPrefectClient, flt: EventFilter) -> dict[st
     """How many stored events match `flt`, by event name (the server counts: no paging)."""
     reply = client.request("POST", COUNT_BY_EVENT, json={"filter": flt.model_dump(mode="json")})  # type: ignore[arg-type]
     return {row["value"]: int(row["count"]) for row in reply.json()}
+
+
+def block_reference(block: Any) -> dict[str, Any] | None:
+    """`{"$ref": {"block_document_id": "..."}}` for a saved block; None for one never saved."""
+    doc = getattr(block, BLOCK_DOCUMENT_ID, _MISSING)
+    if doc is _MISSING:
+        raise PrefectInternalsChanged(f"Block has no {BLOCK_DOCUMENT_ID} (prefect_compat.block_reference)")
+    return None if doc is None else {"$ref": {"block_document_id": str(doc)}}
 
 
 _MISSING = object()

@@ -325,8 +325,10 @@ def with_defaults(template: dict[str, Any], **values: Any) -> dict[str, Any]:
         if key not in props:
             raise InvalidInputError(key, f"not a job variable of this template ({', '.join(props)})")
         if isinstance(value, tuple(BLOCKS.values())):
-            if value._block_document_id is None:
+            from ..prefect_compat import block_reference
+
+            value = block_reference(value)
+            if value is None:
                 raise InvalidInputError(key, "save the block first: a pool references saved blocks")
-            value = {"$ref": {"block_document_id": str(value._block_document_id)}}
         props[key]["default"] = value
     return template

@@ -103,3 +103,19 @@ def test_the_count_by_route_is_the_servers() -> None:
     from prefect.server.api.events import count_account_events
 
     assert "countable" in inspect.signature(count_account_events).parameters, UPGRADE + "count-by's parameters"
+
+
+def test_a_saved_block_dumps_as_the_reference_a_form_stores() -> None:
+    import uuid
+
+    from ogpu_prefect.blocks import OGPUStorage
+
+    block = OGPUStorage(write_url="file:///tmp/x")
+    assert compat.block_reference(block) is None  # never saved
+    doc = uuid.uuid4()
+    block._block_document_id = doc  # what Block.save() sets (no server here)
+    ref = {"$ref": {"block_document_id": str(doc)}}
+    assert compat.block_reference(block) == ref
+    assert block.model_dump(context={"serialize_blocks_as_references": True}) == ref, (
+        UPGRADE + f"a block's reference is no longer its {compat.BLOCK_DOCUMENT_ID}"
+    )
