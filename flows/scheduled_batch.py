@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import fsspec
-from ogpu_prefect.flows.stream_batch import results_storage_options, stream_tasks
 from prefect import get_run_logger
 from prefect.runtime import flow_run
 
@@ -39,6 +38,7 @@ from ogpu_prefect.flowkit import (
     served_parameters,
     tag_run,
 )
+from ogpu_prefect.flows.stream_batch import results_storage_options, stream_tasks
 from ogpu_prefect.stream_io import check_under_roots, json_lines, read_results
 from ogpu_prefect.validation import refuse_secret
 

@@ -270,9 +270,8 @@ def schema_of(flow: Any) -> dict[str, Any]:
 def test_every_parameter_is_described_and_typed_for_the_form(name: str) -> None:
     import importlib
 
-    from ogpu_prefect.plugins.manual import Manual
-
     from ogpu_prefect.plugin_manager import PluginKind, installed
+    from ogpu_prefect.plugins.manual import Manual
 
     flow = getattr(importlib.import_module(f"ogpu_prefect.flows.{name}"), name)
     schema = schema_of(flow)
@@ -293,8 +292,9 @@ def test_every_parameter_is_described_and_typed_for_the_form(name: str) -> None:
 
 
 def test_the_server_accepts_what_the_form_and_the_cli_send() -> None:
-    from ogpu_prefect.flows.run_batch import run_batch
     from prefect.utilities.schema_tools.validation import ValidationError, validate
+
+    from ogpu_prefect.flows.run_batch import run_batch
 
     schema = schema_of(run_batch)
     ref = {"$ref": {"block_document_id": str(uuid.uuid4())}}
@@ -320,9 +320,8 @@ def test_the_server_accepts_what_the_form_and_the_cli_send() -> None:
 def test_amounts_through_the_flows_parameter_validation() -> None:
     from decimal import Decimal
 
-    from ogpu_prefect.flows.run_batch import run_batch
-
     from ogpu_prefect.chain.errors import InvalidInputError
+    from ogpu_prefect.flows.run_batch import run_batch
 
     base = {"source": "0x" + "11" * 20, "inputs": INPUTS, "network": "n", "wallet": "w", "storage": "s"}
     for given, wei in [("0.01 OGPU", 10**16), ("10 gwei", 10**10), (Decimal("0.01"), 10**16), (10**16, 10**16)]:
