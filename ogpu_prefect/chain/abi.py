@@ -39,7 +39,7 @@ def checksum_address(value: bytes | str) -> str:
     if len(raw) != 20:
         return to_checksum_address(value)  # its error for what is not an address
     hexaddr = raw.hex()
-    digest = keccak(hexaddr.encode()).hex()
+    digest = _keccak256(hexaddr.encode()).hex()  # the hot path: keccak without the wrapper
     return "0x" + "".join(c.upper() if d in "89abcdef" else c for c, d in zip(hexaddr, digest))
 
 
