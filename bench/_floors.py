@@ -111,8 +111,8 @@ class ServiceRig:
 
     def __init__(self, provider_keys: Sequence[str]) -> None:
         from ogpu_prefect.chain.types import Environment
+        from ogpu_prefect.compose import ComposeSpec
         from ogpu_prefect.plugin_manager import PluginKind, create
-        from ogpu_prefect.worker.compose import ComposeSpec
         from ogpu_prefect.worker.service import CallbackReceiver
 
         self.rigs: dict[str, tuple[Any, Any]] = {}

@@ -31,6 +31,7 @@ from ogpu_prefect.chain.structs import TaskParams  # noqa: E402
 from ogpu_prefect.chain.types import DeliveryMethod  # noqa: E402
 from ogpu_prefect.client import OGPUClient  # noqa: E402
 from ogpu_prefect.models import SourceSpec, TaskInput  # noqa: E402
+from ogpu_prefect.settings import get_settings  # noqa: E402
 from ogpu_prefect.storage import LocalStore  # noqa: E402
 
 
@@ -161,7 +162,7 @@ def default_store_dir() -> Path:
     it is ~10 ms. `--store-dir .ogpu` measures the devnet's default location (BENCHMARKS.md
     reports both)."""
     shm = Path("/dev/shm")
-    return shm / "ogpu-bench" if shm.is_dir() and os.access(shm, os.W_OK) else devnet.state_dir()
+    return shm / "ogpu-bench" if shm.is_dir() and os.access(shm, os.W_OK) else get_settings().home
 
 
 def main() -> int:

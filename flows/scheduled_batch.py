@@ -8,7 +8,7 @@ input order) or JSON lines (`*.jsonl`, one input per line; results: `<name>.resu
 line per input as it ended, `index` its line among the inputs). Deploy it from the repository's
 prefect.yaml (`prefect deploy --name nightly`), or serve it on a cron schedule:
 
-    OGPU_SOURCE=0x... uv run python flows/scheduled_batch.py   # serves "nightly" (02:00 every day)
+    PREFECT_INTEGRATIONS_OGPU_BATCH_SOURCE=0x... uv run python flows/scheduled_batch.py  # serves "nightly" (02:00)
 """
 
 import bisect
@@ -244,18 +244,18 @@ def write_outbox(
 
 def serve_nightly() -> None:
     """`python flows/scheduled_batch.py`: serves the deployment "nightly" on a cron schedule
-    (`OGPU_BATCH_CRON`, default 02:00 every day) with its parameters from the environment."""
-    import os
+    (the `batch_cron` setting, default 02:00 every day) with its parameters from the settings
+    (`batch_source`, `batch_inbox`, flowkit.served_parameters)."""
+    from ogpu_prefect.settings import get_settings
 
+    s = get_settings()
+    if not s.batch_source:
+        raise SystemExit("set PREFECT_INTEGRATIONS_OGPU_BATCH_SOURCE (or OGPU_SOURCE) to the source to serve")
     scheduled_batch.serve(
         name="nightly",
-        cron=os.environ.get("OGPU_BATCH_CRON", "0 2 * * *"),
+        cron=s.batch_cron,
         tags=list(RUN_TAGS),
-        parameters={
-            "inbox": os.environ.get("OGPU_BATCH_INBOX", "file://./inbox"),
-            "source": os.environ["OGPU_SOURCE"],
-            **served_parameters(),
-        },
+        parameters={"inbox": s.batch_inbox, "source": s.batch_source, **served_parameters()},
     )
 
 

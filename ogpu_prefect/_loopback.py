@@ -5,11 +5,19 @@ runs one in a process of its own."""
 from __future__ import annotations
 
 import http.server
+import socket
 import subprocess
 import sys
 import threading
 from functools import partial
 from typing import Any
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1, for a server (anvil, a service) about to listen there."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 class _Server(http.server.ThreadingHTTPServer):

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import ClassVar
 
 from .chain.types import Environment
-from .worker.compose import ComposeSpec
+from .compose import ComposeSpec
 
 LogSink = Callable[[str], None]
 

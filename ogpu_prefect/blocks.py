@@ -3,7 +3,7 @@ live (OGPUStorage). Registered with Prefect through the `prefect.collections` en
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from prefect.blocks.core import Block
 from prefect.types import SecretDict
@@ -11,7 +11,8 @@ from pydantic import ConfigDict, Field, SecretStr, field_validator
 
 from .chain.errors import InvalidInputError
 from .chain.network import MAINNET, TESTNET, Network
-from .validation import check_address, check_name, check_url
+from .prefect_api import require_api
+from .validation import check_address, check_name, check_url, refuse_secret
 
 DOCS = "https://github.com/ogpu-prefect/ogpu-prefect/tree/main/docs"
 
@@ -111,9 +112,10 @@ class OGPUNetwork(Block):
     def devnet(cls, profile: dict[str, Any] | str | None = None) -> OGPUNetwork:
         """From a devnet profile: the dict, a path, or (None) the one `ogpu-prefect devnet up` wrote."""
         if profile is None:
-            from .chain.devnet import profile_path
+            from .chain.network import profile_path
+            from .settings import get_settings
 
-            profile = str(profile_path())
+            profile = str(profile_path(get_settings().home))
         return cls.from_network(Network.from_profile(profile))
 
     @classmethod
@@ -258,3 +260,28 @@ class OGPUStorage(Block):
         if not self.write_url:
             raise InvalidInputError("write_url", "required for fsspec storage")
         return FsspecStore(self.write_url, self.read_url, self.storage_options.get_secret_value())
+
+
+B = TypeVar("B", OGPUNetwork, OGPUWallet, OGPUStorage)
+
+
+def load_block(cls: type[B], value: Any, field: str) -> B:
+    """`value` if it is a `cls` block; the saved block of that name if it is a name (or a block
+    reference `{"$ref": {"block_document_id": ...}}`, as the run form stores it). Anything else,
+    or a name nothing is saved under, raises InvalidInputError naming `field` (a key given here
+    is refused without being echoed)."""
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, dict) and set(value) == {"$ref"}:  # a run form's block, as stored with the run
+        refuse_secret(field, value)
+        require_api(f"{field} (a saved block)")
+        try:
+            return cls.load_from_ref(value["$ref"])  # type: ignore[return-value]
+        except (ValueError, TypeError):
+            raise InvalidInputError(field, f"no {cls.__name__} block saved under {value['$ref']!r}") from None
+    name = check_name(field, value)
+    require_api(f"{field} {name!r}")  # a name is looked up in a Prefect API: never a temporary one
+    try:
+        return cls.load(name)  # type: ignore[return-value]
+    except ValueError:
+        raise InvalidInputError(field, f"no {cls.__name__} block named {name!r} is saved") from None

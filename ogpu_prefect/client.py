@@ -204,8 +204,9 @@ class OGPUClient:
             known.update({url: tasks[0] for url, tasks in found.items()})
         self.check_batch(terms, len(inputs), payment, expiry_time)
         bodies = self.config_bodies(inputs, marks, indexes)  # every input checked before any write
-        self._store()  # a client without a store is refused before anything is sent
-        return Publication(self, terms.address, payment, expiry_time, indexes).run(bodies, known)
+        store = self._store()  # a client without a store is refused before anything is sent
+        publication = Publication(self.chain, self.sender, store, terms.address, payment, expiry_time, indexes)
+        return publication.run(bodies, known)
 
     # ---- waiting ----
 

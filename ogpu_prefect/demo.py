@@ -9,6 +9,7 @@ end stops everything it started; `--keep` leaves it running for exploring the UI
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -25,7 +26,9 @@ from .chain.connection import Chain
 from .prefect_api import use_server
 from .settings import get_settings
 
-FLOWS = Path(__file__).parent / "flows"  # the repository's flows/ folder, installed as ogpu_prefect.flows
+# The repository's flows/ folder, packaged as ogpu_prefect.flows (found, not imported: the wheel has it
+# inside the package, an editable install maps it to the repository's folder).
+FLOWS = Path(next(iter(importlib.util.find_spec("ogpu_prefect.flows").submodule_search_locations)))
 SENTENCES = FLOWS / "data" / "sentences.txt"
 SENTIMENT = FLOWS / "sources" / "sentiment" / "docker-compose.cpu.yml"
 POOL = "ogpu-demo"
@@ -244,7 +247,7 @@ def main(
     signal.signal(signal.SIGTERM, interrupt)
     try:
         step("starting the devnet (anvil + OpenGPU contracts)")
-        demo.net = devnet.start(log_path=home / "anvil.log", block_time=block_time)
+        demo.net = devnet.start(log_path=home / "anvil.log", block_time=block_time, anvil=get_settings().anvil)
         step(f"devnet at {demo.net.rpc_url}; starting the Prefect server (SQLite)")
         demo.start_prefect()
         use_server(demo.api_url, home / "prefect")  # this process too: its flows, blocks and events

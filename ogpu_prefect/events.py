@@ -227,18 +227,34 @@ def emit_provider_event(
     )
 
 
-def stored_events(prefix: str, since: float, resource_id: str | None = None, limit: int = 50) -> list[Any]:
-    """Events named `prefix...` that the Prefect API stored since the wall-clock `since` (about
-    `resource_id`, if given), newest first, at most `limit` (one page)."""
+def stored_events(
+    prefix: str | None,
+    since: float,
+    resource_id: str | None = None,
+    limit: int = 50,
+    *,
+    name: str | None = None,
+    related: tuple[list[str], str] | None = None,
+) -> list[Any]:
+    """Events named `prefix...` (or exactly `name`) that the Prefect API stored since the
+    wall-clock `since`, about `resource_id` and related to one of `related`'s ids in its role, if
+    given; newest first, at most `limit` (one page). The package's one reader of stored events."""
     from datetime import datetime
 
     from prefect.client.orchestration import get_client
-    from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventResourceFilter
+    from prefect.events.filters import (
+        EventFilter,
+        EventNameFilter,
+        EventOccurredFilter,
+        EventRelatedFilter,
+        EventResourceFilter,
+    )
 
     flt = EventFilter(  # made per call: its `until` defaults to the moment it is made
         occurred=EventOccurredFilter(since=datetime.fromtimestamp(since, UTC)),
-        event=EventNameFilter(prefix=[prefix]),
+        event=EventNameFilter(name=[name]) if name else EventNameFilter(prefix=[prefix or ""]),
         resource=EventResourceFilter(id=[resource_id]) if resource_id else None,
+        related=EventRelatedFilter(id=related[0], role=[related[1]]) if related else None,
     )
     with get_client(sync_client=True) as c:
         return list(c.read_events(filter=flt, limit=limit).events)
@@ -252,9 +268,10 @@ def stored_counts(prefix: str, since: float) -> dict[str, int]:
     from prefect.client.orchestration import get_client
     from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
 
+    from .prefect_compat import count_events_by_name
+
     flt = EventFilter(
         occurred=EventOccurredFilter(since=datetime.fromtimestamp(since, UTC)), event=EventNameFilter(prefix=[prefix])
     )
     with get_client(sync_client=True) as c:
-        reply = c.request("POST", "/events/count-by/event", json={"filter": flt.model_dump(mode="json")})
-    return {row["value"]: int(row["count"]) for row in reply.json()}
+        return count_events_by_name(c, flt)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
@@ -166,10 +165,9 @@ class RedactingFlow(Flow[Any, Any]):
             return super().__call__(*args, **kwargs)
 
     def with_options(self, *args: Any, **kwargs: Any) -> RedactingFlow:
-        new = super().with_options(*args, **kwargs)
-        new.__class__ = type(self)
-        new.run_tags = self.run_tags  # type: ignore[attr-defined]
-        return new  # type: ignore[return-value]
+        from .prefect_compat import keep_flow_class
+
+        return keep_flow_class(super().with_options(*args, **kwargs), self)
 
     def serialize_parameters(self, parameters: dict[str, Any]) -> dict[str, Any]:
         shown = dict(parameters)
@@ -209,10 +207,11 @@ class RedactingFlow(Flow[Any, Any]):
             raise
         try:
             return super().validate_parameters(parameters)
-        except ParameterTypeError as e:  # "...parameters:\n - payment: Input should be ..."
-            name, _, why = str(e).partition("\n - ")[2].partition("\n")[0].partition(": ")
-            why = why.removeprefix("Value error, ")  # an Amount's own message
-            raise InvalidInputError(name.split(".")[0] or "parameters", why or str(e)) from None
+        except ParameterTypeError as e:
+            from .prefect_compat import parameter_errors
+
+            name, why = next(iter(parameter_errors(e)), ("parameters", str(e)))
+            raise InvalidInputError(name, why.removeprefix("Value error, ")) from None  # an Amount's own message
 
 
 def batch_flow(**options: Any) -> Callable[[Callable[..., Any]], RedactingFlow]:
@@ -229,18 +228,20 @@ def batch_flow(**options: Any) -> Callable[[Callable[..., Any]], RedactingFlow]:
 
 
 def served_parameters() -> dict[str, str]:
-    """The parameters a served batch flow's deployment takes from the environment (`python
-    flows/<flow>.py`): the payment (`OGPU_PAYMENT`, an amount with its unit, or `OGPU_PAYMENT_WEI`,
-    a number of wei; default 0.01 OGPU) and the blocks `./dev demo` saves (`OGPU_NETWORK_BLOCK`,
-    `OGPU_WALLET_BLOCK`, `OGPU_STORAGE_BLOCK`)."""
-    payment = os.environ.get("OGPU_PAYMENT", "")
-    if not payment and os.environ.get("OGPU_PAYMENT_WEI"):
-        payment = f"{int(os.environ['OGPU_PAYMENT_WEI'])} wei"
+    """The parameters a served batch flow's deployment takes from the settings (`python
+    flows/<flow>.py`): `served_payment` (or `served_payment_wei` where the payment is not set;
+    default 0.01 OGPU) and the blocks `./dev demo` saves (`served_network_block`, ...)."""
+    from .settings import get_settings
+
+    s = get_settings()
+    payment = s.served_payment
+    if "served_payment" not in s.model_fields_set and s.served_payment_wei is not None:
+        payment = f"{s.served_payment_wei} wei"
     return {
-        "payment": payment or "0.01 OGPU",
-        "network": os.environ.get("OGPU_NETWORK_BLOCK", "demo-chain"),
-        "wallet": os.environ.get("OGPU_WALLET_BLOCK", "demo-client"),
-        "storage": os.environ.get("OGPU_STORAGE_BLOCK", "demo-payloads"),
+        "payment": payment,
+        "network": s.served_network_block,
+        "wallet": s.served_wallet_block,
+        "storage": s.served_storage_block,
     }
 
 

@@ -118,10 +118,10 @@ def print_balances(title: str, values: dict[str, tuple[int, int, int]], say: Cal
         say(f"    {role:<10} vault balance {fmt(bal):>22}   escrow {fmt(frozen):>16}   earnings {fmt(earned):>16}")
 
 
-def main(say: Callable[[str], None] = print) -> int:
+def main(say: Callable[[str], None] = print, *, anvil: str | None = None) -> int:
     t0 = time.monotonic()
     say("Starting a devnet (anvil + OpenGPU contracts)…")
-    net = devnet.start()
+    net = devnet.start(anvil=anvil)
     try:
         say(f"  RPC {net.rpc_url}, chain id {devnet.CHAIN_ID}, deployed in {time.monotonic() - t0:.1f}s")
         for name in ("Nexus", "Controller", "Vault", "Terminal"):

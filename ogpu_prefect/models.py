@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .chain.errors import InvalidInputError
 from .chain.types import DeliveryMethod, Environment, TaskStatus
+from .delivery import Decision, ResponseView
 from .validation import check_list, check_name, check_url, refuse_secret
 
 
@@ -162,3 +164,19 @@ class TaskResult(BaseModel):
     @property
     def ok(self) -> bool:
         return self.status == "finalized"
+
+
+@dataclass(eq=False)  # kept in sets, by identity
+class Tracked:
+    """What the waiting loop knows of one task."""
+
+    published: PublishedTask
+    status: TaskStatus = TaskStatus.NEW
+    attempt_count: int = 0
+    responses: dict[str, ResponseView] = field(default_factory=dict)
+    winner: str | None = None
+    outcome: Decision | None = None
+    decided_at: float | None = None
+    note: str = ""
+    last_news: float = 0.0  # wall clock of its latest attempt or response
+    provider_errors: dict[str, str] = field(default_factory=dict)  # provider -> the error it reported

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .waiting import Tracked
+    from .models import Tracked
 
 log = logging.getLogger(__name__)
 
@@ -96,23 +96,14 @@ def from_prefect_events(chain_id: int, since: float) -> FailureSource:
             return {}
 
     def _read(tasks: list[str]) -> dict[str, dict[str, str]]:
-        from datetime import UTC, datetime
-
-        from prefect.client.orchestration import get_client
-        from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventRelatedFilter
+        from .events import stored_events
 
         prefix = f"ogpu.{chain_id}.task."
         found: dict[str, dict[str, str]] = {}
-        with get_client(sync_client=True) as c:
-            for start in range(0, len(tasks), PAGE):
-                ids = [prefix + t.lower() for t in tasks[start : start + PAGE]]
-                flt = EventFilter(
-                    occurred=EventOccurredFilter(since=datetime.fromtimestamp(since, UTC)),
-                    event=EventNameFilter(name=["ogpu.provider.task.failed"]),
-                    related=EventRelatedFilter(id=ids, role=["task"]),
-                )
-                for e in c.read_events(filter=flt, limit=50).events:
-                    _record(found, e, prefix)
+        for start in range(0, len(tasks), PAGE):
+            ids = [prefix + t.lower() for t in tasks[start : start + PAGE]]
+            for e in stored_events(None, since, name="ogpu.provider.task.failed", related=(ids, "task")):
+                _record(found, e, prefix)
         return found
 
     return read

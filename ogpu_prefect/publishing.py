@@ -13,19 +13,17 @@ import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from .chain.connection import Chain
 from .chain.errors import EscrowHeldError, InvalidInputError
 from .chain.logs import created_address
 from .chain.structs import TaskParams
-from .chain.tx import SUPERSEDED, PendingTx, Receipt
+from .chain.tx import SUPERSEDED, PendingTx, Receipt, TxSender
 from .fetching import StorageError, fetch_json
 from .lease import LeaseLostError, current_lease
 from .models import PublishedTask
-from .storage import put_many
-
-if TYPE_CHECKING:
-    from .client import OGPUClient
+from .storage import PayloadStore, put_many
 
 log = logging.getLogger(__name__)
 
@@ -60,20 +58,32 @@ def check_readable(url: str, body: bytes) -> None:
 
 
 class Publication:
-    def __init__(self, client: OGPUClient, source: str, payment: int, expiry_time: int, indexes: Sequence[int]) -> None:
-        self.client, self.source, self.payment, self.expiry_time = client, source, payment, expiry_time
-        self.indexes = indexes
+    """One publishing pass of a client (OGPUClient.publish_tasks): what it needs of the client is
+    given, so this module does not depend on it."""
+
+    def __init__(
+        self,
+        chain: Chain,
+        sender: TxSender,
+        store: PayloadStore,
+        source: str,
+        payment: int,
+        expiry_time: int,
+        indexes: Sequence[int],
+    ) -> None:
+        self.chain, self.sender, self.store = chain, sender, store
+        self.source, self.payment, self.expiry_time, self.indexes = source, payment, expiry_time, indexes
 
     def run(self, bodies: list[bytes], existing: dict[str, Any]) -> list[PublishedTask]:
         """Publishes one task per config body (reusing `existing`: config URL -> its task on
         chain); returns them in order."""
-        store = self.client._store()
+        store = self.store
         out: dict[int, PublishedTask] = {}
         # A nonce of ours taken by another sender of the key may have gone to this very task (a
         # killed run's last broadcasts, landing after this run read the chain): the sender asks
         # before signing such a transaction again (_published_meanwhile).
-        self.first_block, self.out, self.meta = self.client.chain.block_number(), out, {}
-        sender = self.client.sender
+        self.first_block, self.out, self.meta = self.chain.block_number(), out, {}
+        sender = self.sender
         previous, sender.superseded = sender.superseded, self._published_meanwhile
         sent: list[tuple[int, str, float, PendingTx]] = []
         # Pipelined: this thread signs a chunk's transactions (and writes its configs, for a
@@ -95,7 +105,7 @@ class Publication:
                 sent_at = time.time()
                 batch = [(i, url, sent_at, p) for i, url, p in ready]
                 ready.clear()
-                in_flight = (sending.submit(self.client.sender.broadcast, [p for *_, p in batch]), batch)
+                in_flight = (sending.submit(self.sender.broadcast, [p for *_, p in batch]), batch)
 
         # Local files are all written before the send thread starts (~15 us each): a file create
         # releases the GIL, and getting it back from a busy send thread costs up to a switch
@@ -108,7 +118,7 @@ class Publication:
         try:
             # The key's lock from the first nonce to the last broadcast: no other sender of this
             # key on this machine takes our nonces meanwhile (chain/nonces.py).
-            with self.client.sender.exclusive():
+            with self.sender.exclusive():
                 for start in range(0, len(bodies), PUBLISH_CHUNK):
                     span = range(start, min(start + PUBLISH_CHUNK, len(bodies)))
                     if len(urls) < span.stop:
@@ -134,18 +144,16 @@ class Publication:
                     if gas is None:  # once, before the first transaction is signed
                         check_readable(todo[0][1], bodies[todo[0][0]])
                     calls = [
-                        self.client.chain.controller.publish_task(
-                            TaskParams(self.source, url, self.expiry_time, self.payment)
-                        )
+                        self.chain.controller.publish_task(TaskParams(self.source, url, self.expiry_time, self.payment))
                         for _, url in todo
                     ]
                     if gas is None:
-                        gas = self.client.sender.estimate(calls[:1])[0]  # same shape for all: one estimate serves
+                        gas = self.sender.estimate(calls[:1])[0]  # same shape for all: one estimate serves
                     if lease is not None:  # the batch's fence (lease.py): never publish on a lapsing lease
                         lease.check()
-                    signed = self.client.sender.sign(calls, gas)
+                    signed = self.sender.sign(calls, gas)
                     if lease is not None:
-                        lease.record_nonces(self.client.address, max(p.nonce for p in signed))
+                        lease.record_nonces(self.sender.address, max(p.nonce for p in signed))
                     self.meta.update({id(p): (i, url) for (i, url), p in zip(todo, signed)})
                     ready += [(i, url, p) for (i, url), p in zip(todo, signed)]
                     flush(block=False)
@@ -153,7 +161,7 @@ class Publication:
                     flush(block=True)
         except BaseException as e:
             failure = e
-            self.client.sender.resync_nonce()  # transactions signed but never sent leave a gap in the local nonces
+            self.sender.resync_nonce()  # transactions signed but never sent leave a gap in the local nonces
         finally:  # even when a later step fails, what was sent is awaited: nothing left in flight
             if in_flight is not None and in_flight[0].exception() is None:
                 sent.extend(in_flight[1])
@@ -177,7 +185,7 @@ class Publication:
                 ) from failure
             raise failure
         if reverted is not None:
-            error = self.client.sender.explain(reverted)
+            error = self.sender.explain(reverted)
             if landed:
                 raise PartialPublishError(
                     f"{error} ({len(landed)} of {len(bodies)} task(s) published)", landed
@@ -198,13 +206,13 @@ class Publication:
         reverted = None
         for start in range(0, len(sent), AWAIT_SLICE):
             part = sent[start : start + AWAIT_SLICE]
-            for (i, url, sent_at, _), receipt in zip(part, self.client.sender.wait([p for *_, p in part], check=False)):
+            for (i, url, sent_at, _), receipt in zip(part, self.sender.wait([p for *_, p in part], check=False)):
                 if receipt.status == SUPERSEDED:  # out[i] is the task another sender published
                     continue
                 if receipt.status != 1:
                     reverted = reverted or receipt
                     continue
-                task = created_address(receipt, "TaskPublished", "task", self.client.chain.network.nexus)
+                task = created_address(receipt, "TaskPublished", "task", self.chain.network.nexus)
                 out[i] = PublishedTask(
                     index=self.indexes[i],
                     address=task,
@@ -226,7 +234,7 @@ class Publication:
         mine = [(p, self.meta[id(p)]) for p in lost if id(p) in self.meta]
         if not mine:
             return []
-        found = find_published(self.client.chain, self.client.address, self.source, self.first_block)
+        found = find_published(self.chain, self.sender.address, self.source, self.first_block)
         done = []
         for p, (i, url) in mine:
             if url in found:

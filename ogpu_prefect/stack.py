@@ -20,7 +20,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -307,10 +306,11 @@ def _free_ports(n: int) -> list[int]:
 
 
 def _healthy(api_url: str) -> bool:
+    import requests  # the package's HTTP client, imported here: `server` commands start fast
+
     try:
-        with urllib.request.urlopen(f"{api_url}/health", timeout=2) as r:
-            return r.status == 200
-    except OSError:
+        return requests.get(f"{api_url}/health", timeout=2).status_code == 200
+    except requests.RequestException:
         return False
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ import requests
 
 from ._loopback import DirectoryServer
 from .chain.errors import InvalidInputError
+from .chain.pacing import RetryPolicy
 from .fetching import MAX_PAYLOAD_BYTES, StorageError
 from .fetching import UntrustedUrlError as UntrustedUrlError  # re-exported: one implementation, in fetching.py
 from .fetching import fetch_json as fetch_json
@@ -171,8 +173,10 @@ class IpfsStore:
         with self._lock:
             if name in self._links:
                 return self._links[name]
-        delay = self.backoff
-        for attempt in range(1, self.retries + 1):
+        retry = RetryPolicy(
+            outage_s=math.inf, backoff=self.backoff, max_backoff=math.inf, max_tries=self.retries
+        ).start()
+        while True:
             try:
                 resp = requests.post(
                     self.api_url, files={"file": (name, body, "application/json")}, timeout=self.timeout
@@ -191,11 +195,11 @@ class IpfsStore:
                 if resp.status_code < 500:
                     raise StorageError(f"IPFS API {self.api_url} refused the upload: HTTP {resp.status_code}")
                 err = f"HTTP {resp.status_code}"
-            if attempt < self.retries:
-                log.debug("IPFS upload failed (%s), retrying in %.2fs", err, delay)
-                time.sleep(delay)
-                delay *= 2
-        raise StorageError(f"IPFS API {self.api_url} failed after {self.retries} attempts: {err}")
+            delay = retry.failed()
+            if delay is None:
+                raise StorageError(f"IPFS API {self.api_url} failed after {self.retries} attempts: {err}")
+            log.debug("IPFS upload failed (%s), retrying in %.2fs", err, delay)
+            time.sleep(delay)
 
 
 def serve_directory(root: Path, port: int = 0) -> DirectoryServer:

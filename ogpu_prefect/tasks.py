@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from .blocks import OGPUNetwork, OGPUStorage, OGPUWallet
+from .blocks import OGPUNetwork, OGPUStorage, OGPUWallet, load_block
 from .chain.errors import ExpiryOutOfRangeError, InvalidInputError
 from .client import OGPUClient
 from .delivery import DecisionKind
 from .events import emit_task_event
 from .models import PublishedTask, SourceSpec, TaskInput, TaskResult, coerce_inputs
-from .prefect_api import require_api
 from .provider_failures import from_prefect_events
 from .reputation import open_book
 from .validation import (
@@ -32,35 +31,11 @@ from .validation import (
     parse_delivery,
     parse_model,
     parse_models,
-    refuse_secret,
 )
 from .waiting import Tracked, Waiter
 
 BlockOrName = Any
 """A block instance, or the name of a saved block."""
-B = TypeVar("B", OGPUNetwork, OGPUWallet, OGPUStorage)
-
-
-def load_block(cls: type[B], value: Any, field: str) -> B:
-    """`value` if it is a `cls` block; the saved block of that name if it is a name (or a block
-    reference `{"$ref": {"block_document_id": ...}}`, as the run form stores it). Anything else,
-    or a name nothing is saved under, raises InvalidInputError naming `field` (a key given here
-    is refused without being echoed)."""
-    if isinstance(value, cls):
-        return value
-    if isinstance(value, dict) and set(value) == {"$ref"}:  # a run form's block, as stored with the run
-        refuse_secret(field, value)
-        require_api(f"{field} (a saved block)")
-        try:
-            return cls.load_from_ref(value["$ref"])  # type: ignore[return-value]
-        except (ValueError, TypeError):
-            raise InvalidInputError(field, f"no {cls.__name__} block saved under {value['$ref']!r}") from None
-    name = check_name(field, value)
-    require_api(f"{field} {name!r}")  # a name is looked up in a Prefect API: never a temporary one
-    try:
-        return cls.load(name)  # type: ignore[return-value]
-    except ValueError:
-        raise InvalidInputError(field, f"no {cls.__name__} block named {name!r} is saved") from None
 
 
 def make_client(network: BlockOrName, wallet: BlockOrName, storage: BlockOrName | None = None) -> OGPUClient:

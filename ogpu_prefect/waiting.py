@@ -19,19 +19,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
-from .chain.connection import ChainClock
+from .chain.connection import Chain, ChainClock
 from .chain.errors import TxRpcError
 from .chain.logs import EventLog
+from .chain.tx import Receipt, TxSender
 from .chain.types import TaskStatus
 from .delivery import Decision, DecisionKind, DeliveryStrategy, FailReason, Rejection, ResponseView, TaskView, prefetch
-from .models import PublishedTask
+from .models import PublishedTask, Tracked
 from .provider_failures import FAILURES_EVERY_S, FailureSource, fail_together
 
 if TYPE_CHECKING:
-    from .client import OGPUClient
     from .reputation import ReputationBook
 
 log = logging.getLogger(__name__)
@@ -49,23 +48,20 @@ before the task is given up. Room for a busy provider's attempt to land: at 1 s,
 in bench/reputation.py were re-published although the honest provider attempted them later."""
 
 
-@dataclass(eq=False)  # kept in sets, by identity
-class Tracked:
-    """What the waiting loop knows of one task."""
-
-    published: PublishedTask
-    status: TaskStatus = TaskStatus.NEW
-    attempt_count: int = 0
-    responses: dict[str, ResponseView] = field(default_factory=dict)
-    winner: str | None = None
-    outcome: Decision | None = None
-    decided_at: float | None = None
-    note: str = ""
-    last_news: float = 0.0  # wall clock of its latest attempt or response
-    provider_errors: dict[str, str] = field(default_factory=dict)  # provider -> the error it reported
-
-
 ChangeCallback = Callable[[str, Tracked], None]
+
+
+class WaitingClient(Protocol):
+    """What a wait uses of its client (an OGPUClient is one): the chain, its sender, the payload
+    fetcher, and sending confirmations."""
+
+    chain: Chain
+    sender: TxSender
+    fetch: Callable[[str], Any]
+
+    def confirm_responses(self, responses: Sequence[str], *, check: bool = True) -> list[Receipt]: ...
+
+
 """Told (kind, task) as tasks change: attempted, responded, rejected (a response refused), finalized,
 decided, failed, expired."""
 
@@ -76,7 +72,7 @@ class Waiter:
 
     def __init__(
         self,
-        client: OGPUClient,
+        client: WaitingClient,
         published: Sequence[PublishedTask],
         strategy: DeliveryStrategy,
         *,

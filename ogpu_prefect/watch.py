@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
@@ -29,6 +30,7 @@ from .chain.abi import spec
 from .chain.connection import Chain
 from .chain.errors import InvalidInputError, TxRpcError
 from .chain.logs import EventCursor, EventLog
+from .chain.pacing import RetryPolicy
 from .chain.structs import SourceParams
 from .chain.types import Environment, ResponseStatus, SourceStatus, TaskStatus
 from .validation import check_int, check_number
@@ -287,7 +289,8 @@ class EventStream:
         self.watcher = watcher
         self.interval = interval
         self.stop = stop
-        self._backoff = interval
+        # an outage is waited out for as long as it lasts (the RPC's own retries gave up first)
+        self._retry = RetryPolicy(outage_s=math.inf, backoff=interval, max_backoff=MAX_BACKOFF_S).start()
         self._sync: Iterator[ProtocolEvent] | None = None
         self._async: AsyncIterator[ProtocolEvent] | None = None
 
@@ -296,10 +299,10 @@ class EventStream:
         try:
             batch = self.watcher.poll()
         except TxRpcError as e:
-            wait, self._backoff = self._backoff, min(self._backoff * 2, MAX_BACKOFF_S)
+            wait = self._retry.failed() or MAX_BACKOFF_S  # never None: no outage limit
             log.warning("event watch: the RPC failed (%s); retrying in %.1fs", e, wait)
             return [], wait
-        self._backoff = self.interval
+        self._retry.answered()
         return batch, self.interval
 
     def __iter__(self) -> Iterator[ProtocolEvent]:

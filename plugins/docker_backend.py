@@ -30,12 +30,11 @@ from typing import TYPE_CHECKING, Any
 import requests
 import yaml
 
-from ogpu_prefect._loopback import LoopbackServer
+from ogpu_prefect._loopback import LoopbackServer, free_port
 from ogpu_prefect.backends import HardwareBackend, LogSink, RunningService
-from ogpu_prefect.chain.devnet import free_port
 from ogpu_prefect.chain.types import Environment
+from ogpu_prefect.compose import ComposeSpec
 from ogpu_prefect.hookspecs import hookimpl
-from ogpu_prefect.worker.compose import ComposeSpec
 from ogpu_prefect.worker.service import ServiceClient, ServiceError
 
 if TYPE_CHECKING:

@@ -1,5 +1,5 @@
 """`local`: runs a source's service as a plain process, from the `x-ogpu-local` extension of its
-compose file (see ogpu_prefect/worker/compose.py). For development, CI, and providers without
+compose file (see ogpu_prefect/compose.py). For development, CI, and providers without
 Docker. Each service gets its own free port (PORT), so several run side by side; the process group
 is stopped as a whole. Every process carries `OGPU_PREFECT_OWNER` in its environment, which is how
 `reap` finds those a SIGKILLed provider left behind."""
@@ -16,11 +16,11 @@ import time
 from pathlib import Path
 from string import Template
 
+from ogpu_prefect._loopback import free_port
 from ogpu_prefect.backends import HardwareBackend, LogSink, RunningService, pump_lines
-from ogpu_prefect.chain.devnet import free_port
 from ogpu_prefect.chain.types import Environment
+from ogpu_prefect.compose import ComposeSpec
 from ogpu_prefect.hookspecs import hookimpl
-from ogpu_prefect.worker.compose import ComposeSpec
 from ogpu_prefect.worker.service import ServiceClient, ServiceError
 
 

@@ -148,12 +148,13 @@ def test_stream_batch_warns_about_an_unserved_source(env, run_logs) -> None:
 
 def test_cli_dry_run_prints_the_figures_and_moves_nothing(devnet, tmp_path: Path, monkeypatch, capsys) -> None:
     from ogpu_prefect.chain.devnet import write_profile
+    from ogpu_prefect.chain.network import profile_path
     from ogpu_prefect.cli import main
     from ogpu_prefect.cli.context import HOME_ENV
 
     monkeypatch.setenv(HOME_ENV, str(tmp_path))
     monkeypatch.chdir(tmp_path)
-    write_profile(devnet)
+    write_profile(devnet, profile_path(tmp_path))
     chain = Chain(devnet.network)
     client = devnet.address("client")
     assert (

@@ -19,6 +19,7 @@ import pytest
 
 from ogpu_prefect.chain.connection import Chain
 from ogpu_prefect.chain.devnet import DEV_KEYS, Devnet, write_profile
+from ogpu_prefect.chain.network import profile_path
 from ogpu_prefect.chain.rpc import Rpc
 from ogpu_prefect.chain.types import DeliveryMethod, ResponseStatus, SourceStatus, TaskStatus
 from ogpu_prefect.cli import main
@@ -87,7 +88,7 @@ class World:
 def world(devnet: Devnet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> World:
     monkeypatch.setenv(HOME_ENV, str(tmp_path))
     monkeypatch.chdir(tmp_path)
-    write_profile(devnet)
+    write_profile(devnet, profile_path(tmp_path))
     return World(devnet, Chain(devnet.network), tmp_path, capsys)
 
 

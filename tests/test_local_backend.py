@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from ogpu_prefect.chain.types import Environment
+from ogpu_prefect.compose import ComposeError, ComposeSpec
 from ogpu_prefect.plugin_manager import PluginKind, create
-from ogpu_prefect.worker.compose import ComposeError, ComposeSpec
 from ogpu_prefect.worker.service import CallbackReceiver, ServiceClient, ServiceError
 
 ECHO = Path(__file__).resolve().parents[1] / "flows" / "sources" / "echo" / "docker-compose.cpu.yml"

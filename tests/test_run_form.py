@@ -46,7 +46,7 @@ DESCRIBED = [
 
 def start_server(procs: Procs, home: Path) -> str:
     """A real Prefect server with its UI, on a free port; its API URL."""
-    from ogpu_prefect.chain.devnet import free_port
+    from ogpu_prefect._loopback import free_port
 
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"

@@ -34,12 +34,14 @@ CHECK = textwrap.dedent("""
     blocks = sorted(b.get_block_type_slug() for b in (get_registry_for_type(Block) or {}).values()
                     if b.__module__.startswith("ogpu_prefect"))
     from ogpu_prefect.flows.run_batch import run_batch
+    import ogpu_prefect.plugins.first_response as first_response
     from ogpu_prefect.plugin_manager import PluginKind, installed
     import flows  # the user's own package, not ours
     print(json.dumps({"worker": worker.__name__, "blocks": blocks, "flow": run_batch.name,
                       "delivery": sorted(installed(PluginKind.DELIVERY_METHOD)),
                       "backends": sorted(installed(PluginKind.HARDWARE_BACKEND)),
-                      "policies": sorted(installed(PluginKind.TASK_POLICY)), "user_flows": flows.MARK}))
+                      "policies": sorted(installed(PluginKind.TASK_POLICY)), "user_flows": flows.MARK,
+                      "plugin_file": first_response.__file__}))
 """)
 
 
@@ -83,6 +85,15 @@ def test_the_wheel_installs_beside_a_users_project(installed: Installed, tmp_pat
     wheel, project, python = installed.wheel, installed.project, installed.venv / "bin" / "python"
     top = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
     assert top == {"ogpu_prefect", wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1] + ".dist-info"}, top
+    names = zipfile.ZipFile(wheel).namelist()
+    # the repository's flows/ and plugins/ folders, built under the package's name (no symlink)
+    for name in (
+        "ogpu_prefect/flows/run_batch.py",
+        "ogpu_prefect/plugins/first_response.py",
+        "ogpu_prefect/flows/data/sentences.txt",
+    ):
+        assert name in names, name
+    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
 
     run = subprocess.run(
         [str(python), "-c", CHECK],
@@ -101,6 +112,9 @@ def test_the_wheel_installs_beside_a_users_project(installed: Installed, tmp_pat
     assert found["backends"] == ["docker", "local"]
     assert found["policies"] == ["take_all", "threshold"]
     assert found["user_flows"] == "mine"
+    assert found["plugin_file"].startswith(str(installed.venv)), found[
+        "plugin_file"
+    ]  # the wheel's, not the repository's
 
 
 ANVIL = ROOT / "contracts" / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"

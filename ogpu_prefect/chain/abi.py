@@ -14,11 +14,17 @@ from typing import Any
 
 from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
-from eth_hash.auto import keccak as _keccak
-from eth_utils import keccak, to_checksum_address
+from eth_hash.auto import keccak as _keccak256
+from eth_utils import to_checksum_address
 
 from .structs import STRUCTS
 from .types import ENUMS
+
+
+def keccak(data: bytes = b"", *, text: str | None = None) -> bytes:
+    """Keccak-256 of `data`, or of `text` as UTF-8: the package's one keccak (eth_hash's, without
+    eth_utils' argument dispatch)."""
+    return _keccak256(text.encode() if text is not None else data)
 
 
 @lru_cache(maxsize=16384)
@@ -33,7 +39,7 @@ def checksum_address(value: bytes | str) -> str:
     if len(raw) != 20:
         return to_checksum_address(value)  # its error for what is not an address
     hexaddr = raw.hex()
-    digest = _keccak(hexaddr.encode()).hex()
+    digest = _keccak256(hexaddr.encode()).hex()  # the hot path: keccak without the wrapper
     return "0x" + "".join(c.upper() if d in "89abcdef" else c for c, d in zip(hexaddr, digest))
 
 

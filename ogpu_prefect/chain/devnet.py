@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import rlp
-from eth_utils import keccak, to_canonical_address, to_checksum_address
+from eth_utils import to_canonical_address, to_checksum_address
 
-from .abi import spec
+from .._loopback import free_port
+from .abi import keccak, spec
 from .mining import check_mining, set_block_time
 from .network import Network
 from .rpc import Rpc
@@ -58,14 +59,14 @@ class DevnetSettings:
 ANVIL_VERSION = "1.7.1"  # contracts/package.json's pin (tests/unit/test_find_anvil.py keeps them equal)
 
 
-def find_anvil() -> str:
-    """The `anvil` setting (PREFECT_INTEGRATIONS_OGPU_ANVIL); else a checkout's set-up's, anvil on
-    PATH, foundryup's, or foundry's npm package in node_modules here, above, or npm's global one."""
-    from ..settings import get_settings
+def find_anvil(configured: str | None = None) -> str:
+    """`configured` (the caller's `anvil` setting, PREFECT_INTEGRATIONS_OGPU_ANVIL); else a
+    checkout's set-up's, anvil on PATH, foundryup's, or foundry's npm package in node_modules here,
+    above, or npm's global one. The chain layer reads no settings: its callers pass them."""
     from .errors import InvalidInputError
 
     setting = "PREFECT_INTEGRATIONS_OGPU_ANVIL"
-    if configured := get_settings().anvil:  # said explicitly: never silently another one
+    if configured:  # said explicitly: never silently another one
         if Path(configured).is_file() and os.access(configured, os.X_OK):
             return configured
         raise InvalidInputError(setting, f"{configured} is not an executable file")
@@ -84,12 +85,6 @@ def find_anvil() -> str:
     )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start_anvil(
     port: int,
     *,
@@ -97,11 +92,13 @@ def start_anvil(
     log_path: Path | None = None,
     hardfork: str | None = None,
     block_time: float | None = None,
+    anvil: str | None = None,
 ) -> subprocess.Popen[bytes]:
     """Starts anvil on 127.0.0.1:port and waits until it answers. `hardfork`: e.g. "berlin" for a
     chain whose blocks carry no base fee (legacy transactions); `block_time`: a block every so many
-    seconds from the start (default: one per transaction)."""
-    cmd = [find_anvil(), "--host", "127.0.0.1", "--port", str(port), "--silent", "--prune-history"]
+    seconds from the start (default: one per transaction); `anvil`: the binary (find_anvil's
+    `configured`)."""
+    cmd = [find_anvil(anvil), "--host", "127.0.0.1", "--port", str(port), "--silent", "--prune-history"]
     cmd += ["--chain-id", str(CHAIN_ID), "--gas-limit", "300000000"]  # a batch of a thousand tasks fits in a few blocks
     if hardfork:
         cmd += ["--hardfork", hardfork]
@@ -286,6 +283,7 @@ def start(
     hardfork: str | None = None,
     block_time: float | None = None,
     gas_limit: int | None = None,
+    anvil: str | None = None,
 ) -> Devnet:
     """Starts anvil, deploys, wires and funds. `detach` lets the devnet outlive this process.
 
@@ -298,7 +296,12 @@ def start(
     port = port or free_port()
     whole = block_time is None or block_time.is_integer()
     proc = start_anvil(
-        port, detach=detach, log_path=log_path, hardfork=hardfork, block_time=None if whole else block_time
+        port,
+        detach=detach,
+        log_path=log_path,
+        hardfork=hardfork,
+        block_time=None if whole else block_time,
+        anvil=anvil,
     )
     try:
         rpc = Rpc(f"http://127.0.0.1:{port}")
@@ -319,18 +322,6 @@ def start(
     return Devnet(rpc.url, contracts, accounts, proc.pid, gas, None if detach else proc)
 
 
-def state_dir() -> Path:
-    """Where `devnet up` keeps its profile and log: the `home` setting
-    (PREFECT_INTEGRATIONS_OGPU_HOME, default ./.ogpu)."""
-    from ..settings import get_settings
-
-    return get_settings().home
-
-
-def profile_path() -> Path:
-    return state_dir() / "devnet.json"
-
-
 def load_profile(path: Path) -> dict[str, Any]:
     """A devnet profile file, checked: a corrupt or foreign file is an InvalidInputError naming it."""
     from .errors import InvalidInputError
@@ -348,10 +339,9 @@ def load_profile(path: Path) -> dict[str, Any]:
     return profile
 
 
-def read_profile(path: Path | None = None) -> dict[str, Any] | None:
-    """The profile of the devnet `up` started (at `path`, default `profile_path()`), if it is
-    still answering."""
-    path = path or profile_path()
+def read_profile(path: Path) -> dict[str, Any] | None:
+    """The profile of the devnet `up` started (at `path`: `profile_path(home)`), if it is still
+    answering."""
     if not path.exists():
         return None
     profile = load_profile(path)
@@ -391,8 +381,7 @@ def stop_own_anvil(profile: dict[str, Any]) -> str:
     return "stopped" if stop_pid(pid) else "not running"
 
 
-def write_profile(devnet: Devnet) -> Path:
-    path = profile_path()
+def write_profile(devnet: Devnet, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(devnet.profile, indent=1) + "\n")
     path.chmod(0o600)

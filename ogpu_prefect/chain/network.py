@@ -13,6 +13,12 @@ from .errors import InvalidInputError
 from .signing import looks_like_private_key
 
 
+def profile_path(home: Path) -> Path:
+    """The devnet profile `devnet up` writes in `home` (the `home` setting,
+    PREFECT_INTEGRATIONS_OGPU_HOME) and `Network.from_profile` reads."""
+    return home / "devnet.json"
+
+
 @dataclass(frozen=True)
 class Network:
     name: str

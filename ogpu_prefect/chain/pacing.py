@@ -41,10 +41,13 @@ def is_rate_limit(code: int, message: str) -> bool:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """When to retry and when to give up. A transport failure (no answer, 5xx) counts toward
-    `outage_s`, measured from the first failure of an unbroken run; an answer that says "too many"
-    proves the node is there and counts only toward `throttled_s`, the generous bound on one
-    request being refused, so that nothing waits forever."""
+    """When to retry and when to give up: the package's one retry rule (the RPC's requests and
+    batches, a storage upload, the event watch's polls). A transport failure (no answer, 5xx)
+    counts toward `outage_s`, measured from the first failure of an unbroken run, and toward
+    `max_tries` where one is set; an answer that says "too many" proves the node is there and counts
+    only toward `throttled_s`, the generous bound on one request being refused, so that nothing
+    waits forever. A read that raced with a new block is asked again `state_race_tries` times.
+    Each request (or poller) follows its own `Retry`."""
 
     outage_s: float = 60.0
     backoff: float = 0.05
@@ -52,9 +55,57 @@ class RetryPolicy:
     throttled_s: float = 900.0
     default_pause_s: float = 1.0
     """The pause after a refusal that names no Retry-After."""
+    max_tries: int | None = None
+    state_race_tries: int = 8
+    """Asks of a read that raced with a new block (rpc._state_race), 10 ms apart and doubling: about
+    a second in all, for a node slowed by a loaded machine (4 asks 10 ms apart were not always
+    enough)."""
 
     def next_delay(self, delay: float) -> float:
         return min(delay * 2, self.max_backoff)
+
+    def race_delay(self, attempt: int) -> float:
+        """The pause before asking again a read that raced with block production."""
+        return min(0.01 * 2**attempt, 0.2)
+
+    def start(self) -> Retry:
+        return Retry(self)
+
+
+class Retry:
+    """One request's (or one poller's) run of failures under a `RetryPolicy`."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+        self.tries = 0
+        self.delay = policy.backoff
+        self._failing_since: float | None = None
+        self._refused_since: float | None = None
+
+    def failed(self) -> float | None:
+        """A transport failure: the pause before trying again, or None when the outage has lasted
+        `outage_s` (or `max_tries` tries): give up."""
+        self.tries += 1
+        now = time.monotonic()
+        self._failing_since = self._failing_since or now
+        p = self.policy
+        too_long = now + self.delay > self._failing_since + p.outage_s
+        if too_long or (p.max_tries is not None and self.tries >= p.max_tries):
+            return None
+        delay, self.delay = self.delay, p.next_delay(self.delay)
+        return delay
+
+    def answered(self) -> None:
+        """The other side answered: the outage (if any) is over."""
+        self._failing_since, self.delay, self.tries = None, self.policy.backoff, 0
+
+    def refused(self) -> bool:
+        """A rate-limit refusal (the other side answered): whether to ask again, False once the
+        refusals have lasted `throttled_s`."""
+        self.answered()
+        now = time.monotonic()
+        self._refused_since = self._refused_since or now
+        return now - self._refused_since <= self.policy.throttled_s
 
 
 def retry_after_seconds(value: str | None) -> float | None:

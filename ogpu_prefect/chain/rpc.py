@@ -24,10 +24,6 @@ from .pacing import RetryPolicy, endpoint_label, is_rate_limit, pacer_for, retry
 
 log = logging.getLogger(__name__)
 
-STATE_RACE_TRIES = 8
-"""Asks of a read that raced with a new block (see _state_race), 10 ms apart and doubling: about a
-second in all, for a node slowed by a loaded machine (4 asks 10 ms apart were not always enough)."""
-
 TRANSIENT_STATUS = {408, 425, 500, 502, 503, 504}
 """HTTP statuses of a node that is (for now) not answering: they count toward the outage."""
 
@@ -79,33 +75,33 @@ class Rpc:
         self._session.close()
 
     def call(self, method: str, params: list[Any] | None = None) -> Any:
-        for attempt in range(STATE_RACE_TRIES):
+        tries = self.policy.state_race_tries
+        for attempt in range(tries):
             reply = self._post({"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params or []})
             try:
                 return _result(reply, method)
             except RpcError as e:
-                if not _state_race(e) or attempt == STATE_RACE_TRIES - 1:
+                if not _state_race(e) or attempt == tries - 1:
                     raise
-                time.sleep(min(0.01 * 2**attempt, 0.2))
+                time.sleep(self.policy.race_delay(attempt))
 
     def batch(self, calls: list[tuple[str, list[Any]]], *, chunk: int = 200) -> list[Any]:
         """Sends calls as JSON-RPC batches of `chunk` (fewer under a rate limit); results come back
         in call order. Entries refused for the rate limit (-32005), or that lost a race with block
         production, are asked again."""
         out = self._batch(calls, chunk)
-        refused_since: float | None = None
+        retry = self.policy.start()
         while again := [i for i, r in enumerate(out) if isinstance(r, RpcError) and _limited(r)]:
-            refused_since = refused_since or time.monotonic()
-            if time.monotonic() - refused_since > self.policy.throttled_s:
+            if not retry.refused():
                 break  # the entries stay refused (RpcError -32005)
             self.pacer.refused(None, self.policy.default_pause_s)
             for i, r in zip(again, self._batch([calls[i] for i in again], chunk)):
                 out[i] = r
-        for attempt in range(STATE_RACE_TRIES - 1):
+        for attempt in range(self.policy.state_race_tries - 1):
             again = [i for i, r in enumerate(out) if isinstance(r, RpcError) and _state_race(r)]
             if not again:
                 break
-            time.sleep(min(0.01 * 2**attempt, 0.2))
+            time.sleep(self.policy.race_delay(attempt))
             for i, r in zip(again, self._batch([calls[i] for i in again], chunk)):
                 out[i] = r
         return out
@@ -140,18 +136,13 @@ class Rpc:
         refusals pause every caller of the endpoint and are retried until `throttled_s` (then
         RateLimitedError). Resending is safe: see above."""
         policy, calls = self.policy, len(body) if isinstance(body, list) else 1
-        delay, tries = policy.backoff, 0
-        outage_since: float | None = None
-        refused_since: float | None = None
+        retry = policy.start()
         while True:
             self.pacer.acquire(calls)
             try:
                 return self._attempt(body)
             except _Refused as e:
-                outage_since, delay, tries = None, policy.backoff, 0  # the node answered: no outage
-                now = time.monotonic()
-                refused_since = refused_since or now
-                if now - refused_since > policy.throttled_s:
+                if not retry.refused():  # the node answered: no outage, but refused for too long
                     raise RateLimitedError(
                         f"RPC {self.label} refused a request for its rate limit for {policy.throttled_s:.0f}s"
                     ) from None
@@ -163,13 +154,13 @@ class Rpc:
                 ValueError,
                 _Transient,
             ) as e:
-                tries += 1
-                outage_since = outage_since or time.monotonic()
-                if time.monotonic() + delay > outage_since + policy.outage_s:
+                delay = retry.failed()
+                if delay is None:
                     raise TxRpcError(
-                        f"RPC {self.label} unreachable for {policy.outage_s:.0f}s ({tries} tries): {self._masked(e)}"
+                        f"RPC {self.label} unreachable for {policy.outage_s:.0f}s ({retry.tries} tries): "
+                        f"{self._masked(e)}"
                     ) from None
-                if tries == 3:
+                if retry.tries == 3:
                     log.warning(
                         "RPC %s unreachable (%s); retrying for up to %.0fs",
                         self.label,
@@ -177,7 +168,6 @@ class Rpc:
                         policy.outage_s,
                     )
                 time.sleep(delay)
-                delay = policy.next_delay(delay)
             except requests.HTTPError as e:
                 raise TxRpcError(f"RPC {self.label}: {self._masked(e)}") from None
 

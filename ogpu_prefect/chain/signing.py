@@ -11,9 +11,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import coincurve
 import rlp
-from eth_utils import keccak
 
-from .abi import checksum_address
+from .abi import checksum_address, keccak
 
 _KEY = re.compile(r"(0x)?[0-9a-fA-F]{64}")
 # A key in any form: any case, with or without 0x, inside any text (quoted, `NAME=0x..`, `0X..`,

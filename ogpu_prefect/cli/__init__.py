@@ -55,8 +55,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _lifecycle(args: argparse.Namespace) -> int:
     from ..lifecycle import main
+    from .context import anvil
 
-    return main()
+    return main(anvil=anvil())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,10 +28,11 @@ if TYPE_CHECKING:
 
 HOME_ENV = "PREFECT_INTEGRATIONS_OGPU_HOME"
 OUTAGE_ENV = "PREFECT_INTEGRATIONS_OGPU_RPC_OUTAGE_S"
+ANVIL_ENV = "PREFECT_INTEGRATIONS_OGPU_ANVIL"
 BLOCK_PREFIX = {"OGPUNetwork": "ogpu-network", "OGPUWallet": "ogpu-wallet", "OGPUStorage": "ogpu-storage"}
 """`--network ogpu-network/NAME` (and `ogpu-wallet/`, `ogpu-storage/`) names a saved block even where
 NAME is also a keyword (devnet, mainnet, testnet) or a devnet role: the blocks' type slugs."""
-DEFAULTS: dict[str, Any] = {"home": Path(".ogpu"), "rpc_outage_s": 60.0}
+DEFAULTS: dict[str, Any] = {"home": Path(".ogpu"), "rpc_outage_s": 60.0, "anvil": None}
 """OGPUSettings' defaults (tests/test_cli.py checks they agree): loading Prefect's settings costs
 seconds per command, so it is done only where something configures this integration."""
 _MENTION = re.compile(r"integrations\.ogpu|integrations_ogpu_", re.IGNORECASE)
@@ -105,6 +106,11 @@ def home() -> Path:
     return Path(_setting("home", HOME_ENV, Path))
 
 
+def anvil() -> str | None:
+    """The `anvil` setting: the anvil binary `devnet up` starts (None: devnet.find_anvil looks)."""
+    return _setting("anvil", ANVIL_ENV, str)
+
+
 def rpc_outage_s() -> float:
     return float(_setting("rpc_outage_s", OUTAGE_ENV, float))
 
@@ -113,8 +119,9 @@ def running_devnet() -> dict[str, Any] | None:
     """The profile of the devnet `devnet up` started, if it answers (as devnet.read_profile, with
     the home folder read as above)."""
     from ..chain.devnet import read_profile
+    from ..chain.network import profile_path
 
-    return read_profile(home() / "devnet.json")
+    return read_profile(profile_path(home()))
 
 
 def _profile_file(path: Path) -> dict[str, Any]:

@@ -57,8 +57,10 @@ def _gas_limit(text: str) -> int:
 
 def _up(args: argparse.Namespace) -> int:
     from ..chain import devnet
+    from ..chain.network import profile_path
+    from .context import anvil, home
 
-    profile = devnet.read_profile()
+    profile = devnet.read_profile(profile_path(home()))
     fresh = profile is None
     if profile is None:
         if args.port is not None and devnet.port_answers(args.port):
@@ -68,10 +70,12 @@ def _up(args: argparse.Namespace) -> int:
                 "--port",
                 f"port {args.port} already answers (another process): pick another one, or omit --port for a free one",
             )
-        log = devnet.state_dir() / "anvil.log"
+        log = home() / "anvil.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        net = devnet.start(args.port, detach=True, log_path=log, block_time=args.block_time, gas_limit=args.gas_limit)
-        devnet.write_profile(net)
+        net = devnet.start(
+            args.port, detach=True, log_path=log, block_time=args.block_time, gas_limit=args.gas_limit, anvil=anvil()
+        )
+        devnet.write_profile(net, profile_path(home()))
         profile = net.profile
     if args.json:
         print(json.dumps(profile))
@@ -82,14 +86,16 @@ def _up(args: argparse.Namespace) -> int:
     print("accounts (anvil's public test keys; never use them elsewhere):")
     for role, acct in profile["accounts"].items():
         print(f"  {role:<10} {acct['address']}")
-    print(f"profile: {devnet.profile_path()} (private keys there; --json prints them)")
+    print(f"profile: {profile_path(home())} (private keys there; --json prints them)")
     return 0
 
 
 def _down(args: argparse.Namespace) -> int:
     from ..chain import devnet
+    from ..chain.network import profile_path
+    from .context import home
 
-    path = devnet.profile_path()
+    path = profile_path(home())
     if not path.exists():
         print("no devnet profile; nothing to stop")
         return 0
@@ -108,8 +114,10 @@ def _down(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     from ..chain import devnet
+    from ..chain.network import profile_path
+    from .context import home
 
-    profile = devnet.read_profile()
+    profile = devnet.read_profile(profile_path(home()))
     if args.json:  # one object either way (a script reads `running`)
         print(json.dumps({**profile, "running": True} if profile else {"running": False}))
     else:

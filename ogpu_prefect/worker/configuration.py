@@ -21,7 +21,7 @@ from prefect.workers.base import BaseJobConfiguration, BaseVariables
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from ..blocks import OGPUNetwork, OGPUStorage, OGPUWallet
+from ..blocks import OGPUNetwork, OGPUStorage, OGPUWallet, load_block
 from ..chain.errors import InvalidInputError
 from ..validation import check_address, check_name, check_plugin_options, check_url, plugin_class, refuse_secret
 
@@ -263,7 +263,6 @@ class ProviderJobConfiguration(_Fields, BaseJobConfiguration):
         the pool references is used as it is. Blocking (loads by name): call it from a thread.
         Raises JobVariableError naming the variable when one is not set or names no saved block
         (checked before anything is loaded)."""
-        from ..tasks import load_block
 
         unset = [v for v in BLOCKS if getattr(self, f"{v}_block") is None and getattr(self, v) is None]
         if unset:
@@ -326,8 +325,10 @@ def with_defaults(template: dict[str, Any], **values: Any) -> dict[str, Any]:
         if key not in props:
             raise InvalidInputError(key, f"not a job variable of this template ({', '.join(props)})")
         if isinstance(value, tuple(BLOCKS.values())):
-            if value._block_document_id is None:
+            from ..prefect_compat import block_reference
+
+            value = block_reference(value)
+            if value is None:
                 raise InvalidInputError(key, "save the block first: a pool references saved blocks")
-            value = {"$ref": {"block_document_id": str(value._block_document_id)}}
         props[key]["default"] = value
     return template

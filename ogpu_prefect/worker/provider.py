@@ -30,11 +30,11 @@ from ..chain.errors import InvalidInputError
 from ..chain.rpc import http_session
 from ..chain.signing import Signer
 from ..chain.types import Environment, TaskStatus
+from ..compose import ComposeSpec
 from ..fetching import fetch_bytes, fetch_json, is_trusted
 from ..standing import leave_sources, machine_hardware, machine_load, publish_data
 from ..storage import IPFS_GATEWAY, PayloadStore
 from ..validation import check_addresses, check_int
-from .compose import ComposeSpec
 from .outcomes import (
     Executed,
     ProviderError,
@@ -99,7 +99,7 @@ class Provider:
         """Told ("started" | "stopped", source) when a source's service starts (ready) or stops."""
         self.receiver = CallbackReceiver().start()
         self.clock = ChainClock(chain, resync_s=2.0)
-        self._responder = Responder(self)
+        self._responder = Responder(self.chain, self.sender, self.address, self._check_open)
         self._services: dict[str, _Warm] = {}
         self._lock = threading.Lock()
         self._workdir = Path(tempfile.mkdtemp(prefix="ogpu-provider-"))

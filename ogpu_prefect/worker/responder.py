@@ -5,15 +5,18 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
-from typing import TYPE_CHECKING
 
+from ..chain.connection import Chain
 from ..chain.logs import created_address
 from ..chain.structs import ResponseParams
+from ..chain.tx import TxSender
+from ..chain.types import TaskStatus
 from .outcomes import Executed, ProviderError, TaskTakenError
 
-if TYPE_CHECKING:
-    from .provider import Provider
+CheckOpen = Callable[[str, TaskStatus, int], None]
+"""Raises TaskTakenError when a task (its status, its expiry) no longer takes our response."""
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +28,10 @@ class Responder:
 
     MAX_BATCH = 256
 
-    def __init__(self, provider: Provider) -> None:
-
-        self.p = provider
+    def __init__(self, chain: Chain, sender: TxSender, provider: str, check_open: CheckOpen) -> None:
+        """`provider`: the address the responses are from (the sender's own, or the provider it is
+        an agent of)."""
+        self.chain, self.sender, self.provider, self.check_open = chain, sender, provider, check_open
         self._queue: queue.Queue[tuple[str, str, int, int, Future[Executed]] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="ogpu-responder", daemon=True)
         self._thread.start()
@@ -71,26 +75,25 @@ class Responder:
                         future.set_exception(ProviderError(f"submitting the response failed: {e}"))
 
     def _send(self, batch: list[tuple[str, str, int, int, Future[Executed]]]) -> None:
-        p = self.p
-        chain = p.chain
+        chain = self.chain
         statuses = chain.read_many([chain.task(t).read.get_status() for t, *_ in batch])
         ready = []
         for item, status in zip(batch, statuses):
             task, _, _, expiry, future = item
             try:
-                p._check_open(task, status, expiry)
+                self.check_open(task, status, expiry)
                 ready.append(item)
             except TaskTakenError as e:
                 future.set_exception(e)
         if not ready:
             return
-        calls = [chain.nexus.submit_response(ResponseParams(t, p.address, url, pay)) for t, url, pay, _, _ in ready]
+        calls = [chain.nexus.submit_response(ResponseParams(t, self.provider, url, pay)) for t, url, pay, _, _ in ready]
         try:
-            receipts = p.sender.wait(p.sender.send(calls, 600_000), check=False)
+            receipts = self.sender.wait(self.sender.send(calls, 600_000), check=False)
         except Exception as e:
             # Some may have landed before the failure: the chain says which.
             log.warning("submitting %d response(s) failed (%s); checking which landed", len(ready), e)
-            done = chain.read_many([chain.task(t).read.response_of(p.address) for t, *_ in ready])
+            done = chain.read_many([chain.task(t).read.response_of(self.provider) for t, *_ in ready])
             for (task, url, pay, _, future), response in zip(ready, done):
                 if int(response, 16):
                     future.set_result(Executed(response, url, pay))
@@ -107,7 +110,7 @@ class Responder:
             statuses = chain.read_many([chain.task(item[0]).read.get_status() for item, _ in failed])
             for ((task, _, _, expiry, future), r), status in zip(failed, statuses):
                 try:  # lost a race (another provider finalized it, or it expired) or a real revert
-                    p._check_open(task, status, expiry)
-                    future.set_exception(ProviderError(f"task {task}: {p.sender.explain(r)}"))
+                    self.check_open(task, status, expiry)
+                    future.set_exception(ProviderError(f"task {task}: {self.sender.explain(r)}"))
                 except TaskTakenError as e:
                     future.set_exception(e)

@@ -7,7 +7,7 @@ then starts the same server bound to 127.0.0.1:$PORT:
     python -m ogpu_prefect.worker.runner path/to/main.py     # PORT and CALLBACK_URL from the env
 
 A source opts in with the `x-ogpu-local` extension of its compose service (see
-ogpu_prefect/worker/compose.py).
+ogpu_prefect/compose.py).
 """
 
 from __future__ import annotations

@@ -31,11 +31,13 @@ from uuid import UUID
 
 import anyio
 from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.logging.loggers import get_worker_logger
 from prefect.workers.base import BaseWorker, BaseWorkerResult
 
 from ..chain.errors import InvalidInputError
 from ..chain.types import Environment
 from ..events import emit_service_event
+from ..prefect_compat import OwnRunsOnly, add_work_queue, runs_task_group, work_pool_name
 from ..settings import get_settings
 from .configuration import JobVariableError, ProviderJobConfiguration, ProviderVariables
 from .execution import TaskRuns
@@ -73,7 +75,7 @@ class ProviderWorkerResult(BaseWorkerResult):
     """The outcome of one task's flow run (status_code 0: the worker set its final state)."""
 
 
-class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables, ProviderWorkerResult]):
+class OGPUProviderWorker(OwnRunsOnly, BaseWorker[ProviderJobConfiguration, ProviderVariables, ProviderWorkerResult]):
     type = "ogpu-provider"
     job_configuration = ProviderJobConfiguration
     job_configuration_variables = ProviderVariables
@@ -100,6 +102,11 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
         self._refused: str | None = None  # why an agent may not sign for its provider now
         self._key_lease: KeyGuard | None = None  # this worker alone takes tasks with its key
 
+    @property
+    def log(self) -> Any:
+        """The worker's logger (Prefect's, with the worker's id once it has one)."""
+        return get_worker_logger(self)
+
     def _related_resources(self) -> list[dict[str, str]]:
         """This worker and its work pool, as related resources of its events (as prefect-docker's)."""
         related = [
@@ -109,45 +116,51 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
                 "prefect.resource.name": self.name,
             }
         ]
-        if self._work_pool is not None:
-            related.append(
-                {
-                    "prefect.resource.id": f"prefect.work-pool.{self._work_pool.id}",
-                    "prefect.resource.role": "work-pool",
-                    "prefect.resource.name": self._work_pool.name,
-                }
-            )
+        try:
+            pool = self.work_pool
+        except RuntimeError:  # not read yet
+            return related
+        related.append(
+            {
+                "prefect.resource.id": f"prefect.work-pool.{pool.id}",
+                "prefect.resource.role": "work-pool",
+                "prefect.resource.name": pool.name,
+            }
+        )
         return related
 
     # ---- start and stop ----
 
     async def setup(self) -> None:
         await super().setup()
-        if self._work_pool is None:
-            raise RuntimeError(f"work pool {self._work_pool_name!r} is not reachable")
-        self.config = await ProviderJobConfiguration.for_worker(self.work_pool.base_job_template, self.client)
+        try:
+            pool = self.work_pool
+        except RuntimeError:
+            raise RuntimeError(f"work pool {work_pool_name(self)!r} is not reachable") from None
+        self.config = await ProviderJobConfiguration.for_worker(pool.base_job_template, self.client)
         own_wallet = get_settings().provider_wallet_block
         if own_wallet:  # one pool, one key per machine: the fleet's usual shape
             self.config.wallet_block = own_wallet
         await self._start_provider(self.config)
-        assert self._runs_task_group is not None and self.journal is not None and self.provider is not None
+        assert self.journal is not None and self.provider is not None
+        group = runs_task_group(self)
         self.runs = TaskRuns(
             self.provider,
             self.journal,
-            self._runs_task_group,
-            self._logger,
+            group,
+            self.log,
             max_runtime_s=self.config.max_runtime_s,
             freed=self._wake.set,
             related=self._related_resources,
         )
-        self._runs_task_group.start_soon(self.journal.run, self._stop)
+        group.start_soon(self.journal.run, self._stop)
         await self._resume_open_runs()
         if self.config.warm_on_start:
-            self._runs_task_group.start_soon(self._warm_services)
-        self._runs_task_group.start_soon(self._watch_chain)
-        self._runs_task_group.start_soon(self._watch_cancellations)
-        self.summary = ProviderSummary(self.provider, self.runs, self._work_pool_name)
-        self._runs_task_group.start_soon(self.summary.loop, self.client, self._stop)
+            group.start_soon(self._warm_services)
+        group.start_soon(self._watch_chain)
+        group.start_soon(self._watch_cancellations)
+        self.summary = ProviderSummary(self.provider, self.runs, work_pool_name(self))
+        group.start_soon(self.summary.loop, self.client, self._stop)
 
     async def teardown(self, *exc_info: Any) -> None:
         self._stop.set()
@@ -164,13 +177,13 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
                     try:
                         await self.journal.flush()
                     except Exception as e:
-                        self._logger.warning("could not record %d task(s) in Prefect: %s", self.journal.pending(), e)
+                        self.log.warning("could not record %d task(s) in Prefect: %s", self.journal.pending(), e)
                         break
         if self.summary is not None:
             try:
                 await self.summary.write(self.client, force=True)
             except Exception as e:
-                self._logger.warning("could not write the provider's summary: %s", e)
+                self.log.warning("could not write the provider's summary: %s", e)
         if self._key_lease is not None:  # last: nothing of ours runs with the key now
             await anyio.to_thread.run_sync(self._key_lease.__exit__, None, None, None)
         await super().teardown(*exc_info)
@@ -191,16 +204,16 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
             if self.runs is not None:
                 self.runs.route_log(source, line)
             else:
-                self._logger.info("[%s] %s", source[:10], line)
+                self.log.info("[%s] %s", source[:10], line)
 
         def start() -> Provider:
             # This worker alone signs with the key: a live one elsewhere must keep its services.
             self._key_lease = KeyGuard(
-                network.chain_id, wallet.address, worker=self.name, pool=self._work_pool_name, logger=self._logger
+                network.chain_id, wallet.address, worker=self.name, pool=work_pool_name(self), logger=self.log
             ).__enter__()
             reaped = backend.reap()
             if reaped:
-                self._logger.warning("stopped %d service(s) left running by an earlier worker", reaped)
+                self.log.warning("stopped %d service(s) left running by an earlier worker", reaped)
             provider = Provider(
                 network.connect(),
                 wallet.signer(),
@@ -215,7 +228,7 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
                 config_origins=config.config_origins or None,
             )
             try:
-                stand(provider, config, self._logger)  # stake, registrations, leave_sources, hardware
+                stand(provider, config, self.log)  # stake, registrations, leave_sources, hardware
             except BaseException:
                 provider.close()  # its callback server, work folder and threads
                 raise
@@ -226,20 +239,20 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
         except InvalidInputError as e:  # an agent's standing (authority, stake): one line, no traceback
             raise JobVariableError(e.field, str(e).partition(": ")[2]) from None
         flow_id, self._deployment_id = await ensure_deployment(
-            self.client, self._work_pool_name, self._queue_name, self.provider.address
+            self.client, work_pool_name(self), self._queue_name, self.provider.address
         )
-        self._work_queues.add(self._queue_name)
+        add_work_queue(self, self._queue_name)
         self.journal = FlowRunJournal(
             self.client,
             self._deployment_id,
             flow_id,
-            self._work_pool_name,
+            work_pool_name(self),
             self._queue_name,
             ["ogpu-provider", f"provider:{self.provider.address}"],
             self.get_flow_run_logger,
-            self._logger,
+            self.log,
         )
-        self._logger.info(
+        self.log.info(
             "provider %s serves %d source(s) on %s with the %s backend%s",
             self.provider.address,
             len(config.sources),
@@ -257,7 +270,7 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
         assert self.provider is not None and self.journal is not None and self.runs is not None
         assert self._deployment_id is not None
         self._resumed = await resume_left_open(
-            self.client, self._deployment_id, self.provider, self.journal, self.runs, self._logger
+            self.client, self._deployment_id, self.provider, self.journal, self.runs, self.log
         )
 
     async def _warm_services(self) -> None:
@@ -269,7 +282,7 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
             try:
                 await anyio.to_thread.run_sync(provider.service_for, source)
             except Exception as e:
-                self._logger.warning("could not warm the service of source %s: %s", source, e)
+                self.log.warning("could not warm the service of source %s: %s", source, e)
 
     # ---- the chain watcher ----
 
@@ -293,9 +306,9 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
                     checked = time.monotonic()
                     running = list(runs.inflight)
                     for t in await anyio.to_thread.run_sync(provider.give_up_taken, running):
-                        self._logger.info("task %s closed without our response: stopped waiting for it", t)
+                        self.log.info("task %s closed without our response: stopped waiting for it", t)
             except Exception:  # the chain hiccuped: keep watching
-                self._logger.exception("chain watch failed; retrying")
+                self.log.exception("chain watch failed; retrying")
                 await anyio.sleep(1.0)
             with anyio.move_on_after(config.poll_interval_s):
                 await self._wake.wait()
@@ -312,7 +325,7 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
             was, self._refused = self._refused, await anyio.to_thread.run_sync(provider.authority_problem)
             if self._refused is not None:
                 if self._refused != was:  # one line per change, not a traceback
-                    self._logger.error("not taking tasks: %s", self._refused)
+                    self.log.error("not taking tasks: %s", self._refused)
                 return
         chosen = watcher.take(self.config.max_concurrent_tasks - len(runs.inflight), provider.clock.now(), self._policy)
         if not chosen:
@@ -361,10 +374,9 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
             await anyio.sleep(0.2)
         return ProviderWorkerResult(identifier=identifier, status_code=0)
 
-    async def _get_scheduled_flow_runs(self) -> list[Any]:
-        # Only our own deployment's runs: a pool may hold several providers' queues.
-        runs = await super()._get_scheduled_flow_runs()
-        return [r for r in runs if r.flow_run.deployment_id == self._deployment_id]
+    def owns_run(self, flow_run: FlowRun) -> bool:
+        """Only our own deployment's runs are submitted: a pool may hold several providers' queues."""
+        return flow_run.deployment_id == self._deployment_id
 
     # ---- cancellation ----
 
@@ -391,7 +403,7 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
                     )
                 )
             except Exception:
-                self._logger.debug("cancellation poll failed", exc_info=True)
+                self.log.debug("cancellation poll failed", exc_info=True)
                 continue
             for run in runs:
                 await self.kill_infrastructure(f"{self.provider.address}:{open_runs[run.id]}", self.config)  # type: ignore[union-attr,arg-type]

@@ -14,6 +14,7 @@ import pytest
 
 from ogpu_prefect.chain import devnet
 from ogpu_prefect.chain.errors import InvalidInputError
+from ogpu_prefect.settings import get_settings
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = "@foundry-rs/anvil-linux-amd64"
@@ -31,7 +32,7 @@ def test_a_setting_that_is_no_executable_is_refused_by_name(tmp_path: Path, monk
     for path in (tmp_path / "not-anvil", tmp_path / "missing", tmp_path):
         monkeypatch.setenv(SETTING, str(path))
         with pytest.raises(InvalidInputError) as e:
-            devnet.find_anvil()  # not silently the checkout's, which exists here
+            devnet.find_anvil(get_settings().anvil)  # not silently the checkout's, which exists here
         assert e.value.field == SETTING and str(path) in str(e.value)
 
 
@@ -40,7 +41,7 @@ def test_the_setting_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     mine.write_text("#!/bin/sh\n")
     mine.chmod(0o755)
     monkeypatch.setenv(SETTING, str(mine))
-    assert devnet.find_anvil() == str(mine)
+    assert devnet.find_anvil(get_settings().anvil) == str(mine)
 
 
 @pytest.mark.skipif((sys.platform, platform.machine()) != ("linux", "x86_64"), reason="names the linux-amd64 package")
@@ -62,7 +63,7 @@ def test_an_installed_package_finds_an_npm_install_here_or_says_what_to_install(
     project.mkdir()
     monkeypatch.chdir(project)
     with pytest.raises(InvalidInputError) as e:
-        devnet.find_anvil()
+        devnet.find_anvil(get_settings().anvil)
     text = str(e.value)
     assert e.value.field == SETTING and "\n" not in text
     assert f"npm install {PACKAGE}@{devnet.ANVIL_VERSION}" in text, text
@@ -73,5 +74,5 @@ def test_an_installed_package_finds_an_npm_install_here_or_says_what_to_install(
     (installed / "anvil").symlink_to(REPO_ANVIL)
     (project / "sub").mkdir()
     monkeypatch.chdir(project / "sub")  # npm's folder is found from below it too, as node does
-    assert devnet.find_anvil() == str(installed / "anvil")
-    assert os.access(devnet.find_anvil(), os.X_OK)
+    assert devnet.find_anvil(get_settings().anvil) == str(installed / "anvil")
+    assert os.access(devnet.find_anvil(get_settings().anvil), os.X_OK)

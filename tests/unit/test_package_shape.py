@@ -1,5 +1,6 @@
-"""The package's shape: no import cycles, modules of a readable size, and dependencies that tell
-the truth (everything imported is declared, everything declared is imported or says why not)."""
+"""The package's shape: modules of a readable size, dependencies that tell the truth (everything
+imported is declared, everything declared is imported or says why not), no symlink, and the
+editable install's flows/ and plugins/. Its layers and import cycles: test_layers.py."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import re
 import sys
 import tomllib
 
-from .imports import PACKAGE, cycles, import_graph, package_files
+from .imports import PACKAGE, package_files
 
 ROOT = PACKAGE.parent
 GENERATED = {"ogpu_prefect/chain/contracts.py"}
@@ -26,10 +27,6 @@ IMPORT_NAMES = {
     "ogpu": "ogpu",
     "vadersentiment": "vaderSentiment",
 }
-
-
-def test_no_import_cycles() -> None:
-    assert cycles(import_graph()) == []
 
 
 def test_no_module_far_over_400_lines() -> None:
@@ -62,3 +59,22 @@ def test_dependencies_tell_the_truth() -> None:
     imported = _third_party_imports()
     assert imported - declared == set(), "imported, not declared"
     assert declared - imported - NOT_IMPORTED == set(), "declared, never imported"
+
+
+def test_the_repository_has_no_symlink() -> None:
+    """flows/ and plugins/ are packaged by the build (pyproject's `sources`), not linked into the
+    package: a link breaks on a Windows checkout and in tools that do not follow links."""
+    import subprocess
+
+    listed = subprocess.run(["git", "ls-files", "-s"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    links = [line.split("\t", 1)[1] for line in listed.splitlines() if line.startswith("120000 ")]
+    assert links == []
+
+
+def test_the_editable_install_imports_flows_and_plugins_from_their_folders() -> None:
+    """As the wheel does (tests/test_wheel.py): `ogpu_prefect.flows` is the repository's flows/."""
+    import ogpu_prefect.flows.run_batch as run_batch
+    import ogpu_prefect.plugins.first_response as first_response
+
+    assert run_batch.__file__ == str(ROOT / "flows" / "run_batch.py")
+    assert first_response.__file__ == str(ROOT / "plugins" / "first_response.py")
