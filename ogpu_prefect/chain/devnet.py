@@ -1,4 +1,5 @@
-"""The embedded default: anvil on 127.0.0.1 with the protocol deployed, wired and funded.
+"""The embedded default: anvil on 127.0.0.1 (or another address of this host: `host`, for a chain
+other machines reach) with the protocol deployed, wired and funded.
 
 `start()` returns a running `Devnet`; its `profile` (RPC URL, chain id, addresses, accounts by
 role) is what `ogpu-prefect devnet up --json` prints and what `Network.from_profile` reads.
@@ -84,9 +85,9 @@ def find_anvil() -> str:
     )
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
@@ -97,11 +98,13 @@ def start_anvil(
     log_path: Path | None = None,
     hardfork: str | None = None,
     block_time: float | None = None,
+    host: str = "127.0.0.1",
 ) -> subprocess.Popen[bytes]:
-    """Starts anvil on 127.0.0.1:port and waits until it answers. `hardfork`: e.g. "berlin" for a
+    """Starts anvil on host:port and waits until it answers. `hardfork`: e.g. "berlin" for a
     chain whose blocks carry no base fee (legacy transactions); `block_time`: a block every so many
-    seconds from the start (default: one per transaction)."""
-    cmd = [find_anvil(), "--host", "127.0.0.1", "--port", str(port), "--silent", "--prune-history"]
+    seconds from the start (default: one per transaction); `host`: the address it listens on (an
+    address of this host that other machines reach, for a chain they share)."""
+    cmd = [find_anvil(), "--host", host, "--port", str(port), "--silent", "--prune-history"]
     cmd += ["--chain-id", str(CHAIN_ID), "--gas-limit", "300000000"]  # a batch of a thousand tasks fits in a few blocks
     if hardfork:
         cmd += ["--hardfork", hardfork]
@@ -109,7 +112,7 @@ def start_anvil(
         cmd += ["--block-time", str(block_time)]
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115  (anvil keeps it)
     proc = subprocess.Popen(cmd, stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=detach)
-    rpc = Rpc(f"http://127.0.0.1:{port}", timeout=2, outage_s=0)
+    rpc = Rpc(f"http://{host}:{port}", timeout=2, outage_s=0)
     deadline = time.monotonic() + 15
     while True:
         try:
@@ -286,6 +289,7 @@ def start(
     hardfork: str | None = None,
     block_time: float | None = None,
     gas_limit: int | None = None,
+    host: str = "127.0.0.1",
 ) -> Devnet:
     """Starts anvil, deploys, wires and funds. `detach` lets the devnet outlive this process.
 
@@ -293,15 +297,16 @@ def start(
     one per transaction; `gas_limit` caps each block's gas (applied once the protocol is deployed:
     a contract's creation needs more). A whole number of seconds applies once the protocol is
     deployed and funded (on demand: ~2 s, against ~5 s with 1 s blocks from the start); anvil
-    switches only whole seconds at run time, so a fraction is given to anvil from the start."""
+    switches only whole seconds at run time, so a fraction is given to anvil from the start.
+    `host`: the address anvil listens on and the profile's RPC URL names (default loopback)."""
     block_time = check_mining(block_time, gas_limit)
-    port = port or free_port()
+    port = port or free_port(host)
     whole = block_time is None or block_time.is_integer()
     proc = start_anvil(
-        port, detach=detach, log_path=log_path, hardfork=hardfork, block_time=None if whole else block_time
+        port, detach=detach, log_path=log_path, hardfork=hardfork, block_time=None if whole else block_time, host=host
     )
     try:
-        rpc = Rpc(f"http://127.0.0.1:{port}")
+        rpc = Rpc(f"http://{host}:{port}")
         signers = {role: Signer(key) for role, key in zip(ROLES, DEV_KEYS)}
         node_accounts = [to_checksum_address(a) for a in rpc.call("eth_accounts")]
         if node_accounts[: len(ROLES)] != [s.address for s in signers.values()]:
@@ -362,11 +367,11 @@ def read_profile(path: Path | None = None) -> dict[str, Any] | None:
     return profile
 
 
-def port_answers(port: int) -> bool:
-    """Whether something listens on 127.0.0.1:`port`."""
+def port_answers(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something listens on host:`port`."""
     with socket.socket() as s:
         s.settimeout(1.0)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+        return s.connect_ex((host, port)) == 0
 
 
 def stop_own_anvil(profile: dict[str, Any]) -> str:

@@ -18,6 +18,13 @@ def register(sub: Any) -> None:
         "--port", type=whole_number(1, 65535, "a port number"), default=None, help="RPC port (default: a free one)"
     )
     up.add_argument(
+        "--host",
+        default="127.0.0.1",
+        metavar="ADDRESS",
+        help="the address anvil listens on and the profile's RPC URL names: one of this host's, for other "
+        "machines to reach (default 127.0.0.1)",
+    )
+    up.add_argument(
         "--block-time",
         type=block_time,
         default=None,
@@ -61,7 +68,7 @@ def _up(args: argparse.Namespace) -> int:
     profile = devnet.read_profile()
     fresh = profile is None
     if profile is None:
-        if args.port is not None and devnet.port_answers(args.port):
+        if args.port is not None and devnet.port_answers(args.port, args.host):
             from ..chain.errors import InvalidInputError
 
             raise InvalidInputError(
@@ -70,7 +77,9 @@ def _up(args: argparse.Namespace) -> int:
             )
         log = devnet.state_dir() / "anvil.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        net = devnet.start(args.port, detach=True, log_path=log, block_time=args.block_time, gas_limit=args.gas_limit)
+        net = devnet.start(
+            args.port, detach=True, log_path=log, block_time=args.block_time, gas_limit=args.gas_limit, host=args.host
+        )
         devnet.write_profile(net)
         profile = net.profile
     if args.json:
