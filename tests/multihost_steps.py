@@ -42,11 +42,15 @@ def setup(profile: dict[str, Any], ipfs: str, prefix: str) -> dict[str, Any]:
     storage = OGPUStorage(kind="ipfs", ipfs_api_url=f"{ipfs}/file/create", result_origins=[f"{ipfs}/ipfs/"])
     storage.save(f"{prefix}-store", overwrite=True)
     OGPUWallet(private_key=key("client")).save(f"{prefix}-client", overwrite=True)
-    client = OGPUClient(Chain(network.to_network()), key("client"), storage.store())
+    store = storage.store()
+    client = OGPUClient(Chain(network.to_network()), key("client"), store)
+    # The compose file travels through the storage too; the code it runs is on each worker host,
+    # as an image would be in a registry.
+    compose = ECHO.read_text().replace("x-ogpu-local:", f"x-ogpu-local:\n      working_dir: {ECHO.parent}")
     source = client.publish_source(
         SourceSpec(
             name="echo",
-            cpu=f"file://{ECHO}",  # the service's code is on each worker host, as an image would be
+            cpu=store.put_body(compose.encode()),
             min_payment=10**15,
             min_available_lockup=10**18,
             max_expiry_duration=3600,
