@@ -112,7 +112,7 @@ def start_anvil(
         cmd += ["--block-time", str(block_time)]
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115  (anvil keeps it)
     proc = subprocess.Popen(cmd, stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=detach)
-    rpc = Rpc(f"http://{host}:{port}", timeout=2, outage_s=0)
+    rpc = Rpc(f"http://{_in_url(host)}:{port}", timeout=2, outage_s=0)
     deadline = time.monotonic() + 15
     while True:
         try:
@@ -125,6 +125,10 @@ def start_anvil(
             time.sleep(0.05)
         finally:
             pass
+
+
+def _in_url(host: str) -> str:
+    return f"[{host}]" if ":" in host else host  # an IPv6 address, bracketed
 
 
 def _create_address(sender: str, nonce: int) -> str:
@@ -306,7 +310,7 @@ def start(
         port, detach=detach, log_path=log_path, hardfork=hardfork, block_time=None if whole else block_time, host=host
     )
     try:
-        rpc = Rpc(f"http://{host}:{port}")
+        rpc = Rpc(f"http://{_in_url(host)}:{port}")
         signers = {role: Signer(key) for role, key in zip(ROLES, DEV_KEYS)}
         node_accounts = [to_checksum_address(a) for a in rpc.call("eth_accounts")]
         if node_accounts[: len(ROLES)] != [s.address for s in signers.values()]:

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from .output import whole_number
+from .output import listen_address, whole_number
 
 
 def register(sub: Any) -> None:
@@ -19,6 +19,7 @@ def register(sub: Any) -> None:
     )
     up.add_argument(
         "--host",
+        type=listen_address,
         default="127.0.0.1",
         metavar="ADDRESS",
         help="the address anvil listens on and the profile's RPC URL names: one of this host's, for other "

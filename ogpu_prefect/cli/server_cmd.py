@@ -7,7 +7,7 @@ import argparse
 import json
 from typing import Any
 
-from .output import whole_number
+from .output import listen_address, whole_number
 
 STACKS = ("sqlite", "production")
 
@@ -21,6 +21,7 @@ def register(sub: Any) -> None:
     up.add_argument("--servers", type=whole_number(1, 16), default=1, help="API servers (production only; default 1)")
     up.add_argument(
         "--host",
+        type=listen_address,
         default="127.0.0.1",
         metavar="ADDRESS",
         help="the address the API servers listen on and their UI calls: one of this host's, for workers and "
