@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import time
@@ -47,6 +48,11 @@ class Hosts:
         self.switch = f"ogpu-switch-{self.tag}"
         self.procs: list[subprocess.Popen[bytes]] = []
 
+    def host_name(self, name: str) -> str:
+        """The name every host resolves to `name`'s address (`/etc/netns/<ns>/hosts`, which `ip
+        netns exec` puts in place of /etc/hosts): a private network's internal DNS."""
+        return f"{name}.internal"
+
     def ns(self, name: str) -> str:
         return f"ogpu-{name}-{self.tag}"
 
@@ -64,6 +70,10 @@ class Hosts:
             for name, n in self.numbers.items():
                 ns, outer, inner = self.ns(name), f"o{self.tag}h{n}", f"o{self.tag}i{n}"
                 _ip("netns", "add", ns)
+                etc = Path("/etc/netns") / ns
+                etc.mkdir(parents=True, exist_ok=True)
+                names = "".join(f"{self.address(other)} {self.host_name(other)}\n" for other in self.numbers)
+                (etc / "hosts").write_text(f"127.0.0.1 localhost\n{names}")
                 _ip("link", "add", outer, "type", "veth", "peer", "name", inner)
                 _ip("link", "set", outer, "netns", self.switch)
                 _ip("-n", self.switch, "link", "set", outer, "master", "br0", "up")
@@ -137,6 +147,7 @@ class Hosts:
             time.sleep(0.1)
         for name in self.numbers:  # a namespace's links go with it (a veth pair goes as a whole)
             _ip("netns", "del", self.ns(name), check=False)
+            shutil.rmtree(Path("/etc/netns") / self.ns(name), ignore_errors=True)
         _ip("netns", "del", self.switch, check=False)
         for n in self.numbers.values():  # a pair made before its move into the switch failed
             _ip("link", "del", f"o{self.tag}h{n}", check=False)

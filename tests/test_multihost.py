@@ -3,7 +3,8 @@ background services), the chain node, the payload storage, two provider workers 
 each on a host of its own: Linux network namespaces on one bridge (tests/netns.py), each with its
 address in 10.231.0.0/24 and its own loopback. Each part is started on its host as an operator
 would start it there (`ogpu-prefect server up --host`, `ogpu-prefect devnet up --host`, `prefect
-worker start`, the run_batch flow), configured only with the other hosts' addresses. A batch of
+worker start`, the run_batch flow), configured only with the other hosts' addresses (the storage
+by its internal name, `store.internal`, as a private network's DNS would give it). A batch of
 6 tasks must finalize with each task's provider record in Prefect, and nothing that crosses hosts
 may be bound to, or pointed at, a loopback address: what listens on loopback is only what its own
 host uses (PostgreSQL and Redis beside the API; each worker's service and callback receiver).
@@ -155,13 +156,14 @@ def start_storage(hosts: Hosts, env: dict[str, str], tmp_path: Path) -> str:
     import subprocess
 
     log = tmp_path / "store.log"
-    stub = hosts.spawn("store", [PY, "-m", "tests.ipfs_stub", hosts.address("store")], env, log,
+    name = hosts.host_name("store")  # by its internal name, as the operators' allowed origins say
+    stub = hosts.spawn("store", [PY, "-m", "tests.ipfs_stub", hosts.address("store"), name], env, log,
                        stdin=subprocess.PIPE, cwd=REPO)  # fmt: skip
     deadline = time.time() + 30
     while not (port := log.read_text().strip()):
         assert stub.poll() is None and time.time() < deadline, log.read_text()
         time.sleep(0.1)
-    return f"http://{hosts.address('store')}:{int(port)}"
+    return f"http://{name}:{int(port)}"
 
 
 def assert_listeners(hosts: Hosts, api_url: str, rpc_url: str, ipfs: str) -> None:
@@ -172,7 +174,7 @@ def assert_listeners(hosts: Hosts, api_url: str, rpc_url: str, ipfs: str) -> Non
     for name in HOSTS:
         listening = hosts.listening(name)
         if name in served:
-            port = int(served[name].split(":")[2].split("/")[0])
+            port = int(served[name].split(":")[2].split("/")[0])  # the storage is named, but listens on its address
             assert (hosts.address(name), port) in [(a, p) for a, p, _ in listening], (name, listening)
         for address, port, program in listening:
             assert address not in ("0.0.0.0", "*", "::"), (name, address, port, program)  # loopback included
