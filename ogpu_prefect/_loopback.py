@@ -13,10 +13,10 @@ from functools import partial
 from typing import Any
 
 
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1, for a server (anvil, a service) about to listen there."""
+def free_port(host: str = "127.0.0.1") -> int:
+    """A free TCP port on `host` (default loopback), for a server (anvil, a service) about to listen there."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 

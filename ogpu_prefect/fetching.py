@@ -11,7 +11,9 @@ confined to the reader's `allowed` URL prefixes:
 - **Address**: the host is resolved once and the connection goes to that checked address (no DNS
   rebinding between check and connect). A loopback, private, link-local or otherwise non-public
   address is refused unless the allowed prefix names that very address (`http://127.0.0.1:8000/`,
-  the devnet's store) or `localhost` (then loopback only).
+  the devnet's store) or `localhost` (then loopback only), or names a host no public DNS can
+  answer for (one label, `storage`, or under `.internal` or `.home.arpa`: the operator's own
+  resolver does), which may then resolve to a private address (never loopback or link-local).
 - **Redirects**: followed (at most MAX_REDIRECTS) only to URLs that pass the same checks.
 - **Limits**: one total deadline for the whole read, headers and body included (a watchdog shuts
   the socket), and a size cap (Content-Length checked first, the body read no further).
@@ -133,10 +135,30 @@ def _literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
+INTERNAL_SUFFIXES = (".internal", ".home.arpa")
+"""Names no public DNS answers for (ICANN's private-use `.internal`; RFC 8375's `.home.arpa`)."""
+
+
+def is_internal_name(host: str) -> bool:
+    """A host name only the operator's own resolver answers for: one label, or under
+    INTERNAL_SUFFIXES (not `localhost`, not an address). A client cannot point such a name
+    elsewhere, as it can a public name it controls the DNS of."""
+    name = host.lower().rstrip(".")
+    if not name or name == "localhost" or _literal(name) is not None:
+        return False
+    return "." not in name or name.endswith(INTERNAL_SUFFIXES)
+
+
+def _private_unicast(a: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return a.is_private and not (a.is_loopback or a.is_link_local or a.is_unspecified or a.is_multicast)
+
+
 def checked_address(host: str, port: int, allowed_host: str | None) -> str:
     """`host` resolved to the one address to connect to. Each address it resolves to must be
     public, unless `allowed_host` (the host of the allowed prefix the URL matched) is that very
-    address, or `localhost` and the address is loopback. None: the caller's own URL, unchecked."""
+    address, or `localhost` and the address is loopback, or an internal name (`is_internal_name`)
+    and the address is private (not loopback, link-local: a cloud's metadata service). None: the
+    caller's own URL, unchecked."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as e:
@@ -145,17 +167,18 @@ def checked_address(host: str, port: int, allowed_host: str | None) -> str:
     if not addresses:
         raise StorageError(f"{host} resolves to no address")
     if allowed_host is not None:
-        named = _literal(allowed_host)
+        named, internal = _literal(allowed_host), is_internal_name(allowed_host)
         for a in addresses:
             ok = (
                 a == named
                 or (allowed_host == "localhost" and a.is_loopback)
                 or (named is None and allowed_host != "localhost" and a.is_global and not a.is_multicast)
+                or (internal and _private_unicast(a))
             )
             if not ok:
                 raise UntrustedUrlError(
                     f"{host} resolves to {a}, which is not a public address: refused (allow it by "
-                    "naming that address in an allowed origin)"
+                    "naming that address, or an internal name such as storage.internal, in an allowed origin)"
                 )
     return str(addresses[0])
 

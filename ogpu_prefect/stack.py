@@ -6,6 +6,10 @@ ordering, lease storage, Docket), migrations run once, N API servers with `--no-
 
     with PrefectStack(home, stack="production", servers=2) as info:  # a StackInfo
         info.api_urls  # ['http://127.0.0.1:P1/api', 'http://127.0.0.1:P2/api']
+
+`host` puts the API servers (and the URL their UI calls) on another address of this machine, for
+workers and clients on other hosts; PostgreSQL and Redis stay on this machine's loopback, reached
+only by the servers beside them (their trust authentication must never face a network).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from .settings import get_settings
 STACKS = ("sqlite", "production")
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 HOST = "127.0.0.1"
+"""Where PostgreSQL and Redis listen (always), and the API servers by default."""
 
 
 class StackUnavailableError(OGPUError):
@@ -61,8 +66,16 @@ class PrefectStack:
     """One stack under `home/stack`. `stop()` works from the state file alone (so `down` in another
     process stops what `up` started) and signals only processes it proves are ours."""
 
-    def __init__(self, home: Path | str | None = None, *, stack: str = "sqlite", servers: int = 1,
-                 timeout: float = 180.0, extra_env: Mapping[str, str] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        home: Path | str | None = None,
+        *,
+        stack: str = "sqlite",
+        servers: int = 1,
+        timeout: float = 180.0,
+        extra_env: Mapping[str, str] | None = None,
+        host: str = HOST,
+    ) -> None:
         if stack not in STACKS:
             raise InvalidInputError("--stack", f"expected one of {', '.join(STACKS)}, got {stack!r}")
         if servers < 1:
@@ -73,6 +86,7 @@ class PrefectStack:
         # Absolute: children run with their cwd in here (it is part of the proof that a pid is ours).
         self.dir = Path(home).resolve() / "stack"
         self.stack, self.servers, self.timeout = stack, servers, timeout
+        self.host = host  # the API servers' address: one other hosts reach, for a stack they share
         self.extra_env = dict(extra_env or {})  # more server settings (log level, retention, ...)
         self.state_path = self.dir / "state.json"
         self._children: dict[int, subprocess.Popen[bytes]] = {}
@@ -107,9 +121,10 @@ class PrefectStack:
         """Starts the stack; returns the one already running here if it has the same shape."""
         if state := self.read_state():
             if self.status()["running"]:
-                if state["stack"] == self.stack and len(state["api_urls"]) == self.servers:
+                same_host = all(_url_host(url) == self.host for url in state["api_urls"])
+                if state["stack"] == self.stack and len(state["api_urls"]) == self.servers and same_host:
                     return self.info()  # type: ignore[return-value]
-                shape = f"a {state['stack']} stack with {len(state['api_urls'])} API server(s)"
+                shape = f"a {state['stack']} stack with API server(s) {', '.join(state['api_urls'])}"
                 raise InvalidInputError("--stack", f"{shape} runs under {self.dir}: `ogpu-prefect server down` first")
             self.stop()  # what is left of a crashed or half-started stack
         for sub in ("logs", "prefect", "redis"):
@@ -151,15 +166,16 @@ class PrefectStack:
         self.stop()
 
     def _start(self) -> None:
-        ports = _free_ports(self.servers)
+        ports = _free_ports(self.servers, self.host)
         if self.stack == "production":
             self._start_backends()
         else:
             db = f"sqlite+aiosqlite:///{self.dir / 'prefect' / 'prefect.db'}"
             self._state.update(database_url=db, settings={"PREFECT_API_DATABASE_CONNECTION_URL": db})
-        urls = [f"http://{HOST}:{p}/api" for p in ports]
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 address, bracketed in a URL
+        urls = [f"http://{host}:{p}/api" for p in ports]
         for i, (port, url) in enumerate(zip(ports, urls), 1):
-            args = ["server", "start", "--host", HOST, "--port", str(port)]
+            args = ["server", "start", "--host", self.host, "--port", str(port)]
             # The UI asks its server where the API is (GET /ui-settings); `--port` alone leaves
             # Prefect's default there (port 4200), so each server names its own.
             env = {"PREFECT_SERVER_UI_API_URL": url}
@@ -300,9 +316,15 @@ def _ours(proc: Mapping[str, Any]) -> bool:
     return cwd == proc["cwd"] and all(m in argv for m in proc["match"])
 
 
-def _free_ports(n: int) -> list[int]:
+def _free_ports(n: int, host: str = HOST) -> list[int]:
     with contextlib.ExitStack() as held:  # open together, so the n ports differ
-        return [held.enter_context(socket.create_server((HOST, 0))).getsockname()[1] for _ in range(n)]
+        return [held.enter_context(socket.create_server((host, 0))).getsockname()[1] for _ in range(n)]
+
+
+def _url_host(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).hostname or ""
 
 
 def _healthy(api_url: str) -> bool:

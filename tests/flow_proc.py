@@ -12,22 +12,33 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_flow_elsewhere(api_url: str, flow: str, *args: Any, timeout: float = 600, **kwargs: Any) -> list[Any]:
-    """The flow's TaskResults, run in a child process on the Prefect API at `api_url`."""
+def run_flow_elsewhere(
+    api_url: str,
+    flow: str,
+    *args: Any,
+    timeout: float = 600,
+    via: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    **kwargs: Any,
+) -> list[Any]:
+    """The flow's TaskResults, run in a child process on the Prefect API at `api_url`. `via`: a
+    command prefix (e.g. `ip netns exec <host>`); `env`: the child's whole environment (default
+    this process's)."""
     from ogpu_prefect.models import TaskResult
 
     spec = json.dumps({"flow": flow, "args": args, "kwargs": kwargs})
     done = subprocess.run(
-        [sys.executable, "-m", "tests.flow_proc"],
+        [*via, sys.executable, "-m", "tests.flow_proc"],
         input=spec,
         cwd=REPO,
-        env={**os.environ, "PREFECT_API_URL": api_url},
+        env={**(os.environ if env is None else env), "PREFECT_API_URL": api_url},
         capture_output=True,
         text=True,
         timeout=timeout,

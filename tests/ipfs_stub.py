@@ -15,7 +15,9 @@ from ogpu_prefect._loopback import LoopbackServer
 
 
 class IpfsStub(LoopbackServer):
-    def __init__(self, fail_next: int = 0, fail_after: int | None = None) -> None:
+    def __init__(
+        self, fail_next: int = 0, fail_after: int | None = None, *, host: str = "127.0.0.1", name: str | None = None
+    ) -> None:
         self.fail_next = fail_next  # answer this many uploads with HTTP 503 first
         self.fail_after = fail_after  # then, after this many uploads, every upload fails (an outage)
         self.files: dict[str, bytes] = {}
@@ -42,7 +44,8 @@ class IpfsStub(LoopbackServer):
                 cid = "Qm" + hashlib.sha256(content).hexdigest()[:44]
                 stub.files[cid] = content
                 stub.uploads += 1
-                link = f"http://127.0.0.1:{self.server.server_address[1]}/ipfs/{cid}"
+                address, port = self.server.server_address[:2]
+                link = f"http://{name or address}:{port}/ipfs/{cid}"
                 self._reply(200, json.dumps({"link": link}).encode())
 
             def do_GET(self) -> None:  # noqa: N802
@@ -61,4 +64,12 @@ class IpfsStub(LoopbackServer):
             def log_message(self, *args: Any) -> None:
                 pass
 
-        super().__init__(Handler)
+        super().__init__(Handler, host=host)
+
+
+if __name__ == "__main__":
+    import sys
+
+    with IpfsStub(host=sys.argv[1], name=sys.argv[2] if len(sys.argv) > 2 else None) as stub:
+        print(stub.port, flush=True)
+        sys.stdin.buffer.read()  # EOF: the parent stopped us or exited

@@ -79,3 +79,13 @@ def test_up_refuses_a_port_that_answers_and_down_stops_only_its_own_anvil(tmp_pa
     (tmp_path / "devnet.json").write_text("{not json")
     corrupt = cli("devnet", "status", home=tmp_path)
     assert corrupt.returncode == 2 and "profile" in corrupt.stderr and "Traceback" not in corrupt.stderr
+
+
+def test_up_refuses_a_host_that_names_no_host(tmp_path: Path) -> None:
+    """`--host` is where anvil and the Prefect API listen and what the URLs handed to other hosts
+    carry: a wildcard names no host, and neither command starts anything with it."""
+    for cmd in (("devnet", "up"), ("server", "up", "--stack", "production")):
+        for host in ("0.0.0.0", "::", "not-an-address"):
+            up = cli(*cmd, "--host", host, home=tmp_path)
+            assert up.returncode == 2 and "--host" in up.stderr, up.stderr
+    assert not (tmp_path / "devnet.json").exists() and not (tmp_path / "stack").exists()

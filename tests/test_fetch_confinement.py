@@ -139,6 +139,25 @@ def test_a_compose_url_on_the_providers_network_is_not_read(world: World) -> Non
         assert internal.hits == 0
 
 
+def test_a_compose_url_under_an_origin_the_operator_allowed_is_read(world: World, tmp_path: Path) -> None:
+    """A provider's operator allows its own storage on a private network (config_origins): a
+    source's compose file there is read as its configs are (the old code refused every
+    non-public address for compose files, so no host of a private deployment could serve one)."""
+    compose = ECHO.read_text().replace("x-ogpu-local:", f"x-ogpu-local:\n      working_dir: {ECHO.parent}")
+    (tmp_path / "ops").mkdir()
+    (tmp_path / "ops" / "compose.yml").write_text(compose)
+    with LocalStore(tmp_path / "ops") as ops:
+        source = world.client.publish_source(
+            SourceSpec(name="x", cpu=f"{ops.base_url}/compose.yml", min_payment=10**15, min_available_lockup=10**18)
+        )
+        provider = world.provider(config_origins=[world.store.base_url, ops.base_url])
+        try:
+            spec = provider.compose_for(source).local_spec()
+        finally:
+            provider.close()
+    assert spec.working_dir == str(ECHO.parent) and "main.py" in spec.command
+
+
 @pytest.mark.parametrize("read_url", ["http://127.0.0.1:9", "other-store"])
 def test_a_store_providers_cannot_read_publishes_nothing(devnet, tmp_path: Path, read_url: str) -> None:
     """A store whose read_url nobody can read (or that serves other files): a typed error naming

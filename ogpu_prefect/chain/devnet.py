@@ -1,4 +1,5 @@
-"""The embedded default: anvil on 127.0.0.1 with the protocol deployed, wired and funded.
+"""The embedded default: anvil on 127.0.0.1 (or another address of this host: `host`, for a chain
+other machines reach) with the protocol deployed, wired and funded.
 
 `start()` returns a running `Devnet`; its `profile` (RPC URL, chain id, addresses, accounts by
 role) is what `ogpu-prefect devnet up --json` prints and what `Network.from_profile` reads.
@@ -93,12 +94,14 @@ def start_anvil(
     hardfork: str | None = None,
     block_time: float | None = None,
     anvil: str | None = None,
+    host: str = "127.0.0.1",
 ) -> subprocess.Popen[bytes]:
-    """Starts anvil on 127.0.0.1:port and waits until it answers. `hardfork`: e.g. "berlin" for a
+    """Starts anvil on host:port and waits until it answers. `hardfork`: e.g. "berlin" for a
     chain whose blocks carry no base fee (legacy transactions); `block_time`: a block every so many
     seconds from the start (default: one per transaction); `anvil`: the binary (find_anvil's
-    `configured`)."""
-    cmd = [find_anvil(anvil), "--host", "127.0.0.1", "--port", str(port), "--silent", "--prune-history"]
+    `configured`); `host`: the address it listens on (an address of this host that other
+    machines reach, for a chain they share)."""
+    cmd = [find_anvil(anvil), "--host", host, "--port", str(port), "--silent", "--prune-history"]
     cmd += ["--chain-id", str(CHAIN_ID), "--gas-limit", "300000000"]  # a batch of a thousand tasks fits in a few blocks
     if hardfork:
         cmd += ["--hardfork", hardfork]
@@ -106,7 +109,7 @@ def start_anvil(
         cmd += ["--block-time", str(block_time)]
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115  (anvil keeps it)
     proc = subprocess.Popen(cmd, stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=detach)
-    rpc = Rpc(f"http://127.0.0.1:{port}", timeout=2, outage_s=0)
+    rpc = Rpc(f"http://{_in_url(host)}:{port}", timeout=2, outage_s=0)
     deadline = time.monotonic() + 15
     while True:
         try:
@@ -119,6 +122,10 @@ def start_anvil(
             time.sleep(0.05)
         finally:
             pass
+
+
+def _in_url(host: str) -> str:
+    return f"[{host}]" if ":" in host else host  # an IPv6 address, bracketed
 
 
 def _create_address(sender: str, nonce: int) -> str:
@@ -284,6 +291,7 @@ def start(
     block_time: float | None = None,
     gas_limit: int | None = None,
     anvil: str | None = None,
+    host: str = "127.0.0.1",
 ) -> Devnet:
     """Starts anvil, deploys, wires and funds. `detach` lets the devnet outlive this process.
 
@@ -291,9 +299,10 @@ def start(
     one per transaction; `gas_limit` caps each block's gas (applied once the protocol is deployed:
     a contract's creation needs more). A whole number of seconds applies once the protocol is
     deployed and funded (on demand: ~2 s, against ~5 s with 1 s blocks from the start); anvil
-    switches only whole seconds at run time, so a fraction is given to anvil from the start."""
+    switches only whole seconds at run time, so a fraction is given to anvil from the start.
+    `host`: the address anvil listens on and the profile's RPC URL names (default loopback)."""
     block_time = check_mining(block_time, gas_limit)
-    port = port or free_port()
+    port = port or free_port(host)
     whole = block_time is None or block_time.is_integer()
     proc = start_anvil(
         port,
@@ -302,9 +311,10 @@ def start(
         hardfork=hardfork,
         block_time=None if whole else block_time,
         anvil=anvil,
+        host=host,
     )
     try:
-        rpc = Rpc(f"http://127.0.0.1:{port}")
+        rpc = Rpc(f"http://{_in_url(host)}:{port}")
         signers = {role: Signer(key) for role, key in zip(ROLES, DEV_KEYS)}
         node_accounts = [to_checksum_address(a) for a in rpc.call("eth_accounts")]
         if node_accounts[: len(ROLES)] != [s.address for s in signers.values()]:
@@ -352,11 +362,11 @@ def read_profile(path: Path) -> dict[str, Any] | None:
     return profile
 
 
-def port_answers(port: int) -> bool:
-    """Whether something listens on 127.0.0.1:`port`."""
+def port_answers(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something listens on host:`port`."""
     with socket.socket() as s:
         s.settimeout(1.0)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+        return s.connect_ex((host, port)) == 0
 
 
 def stop_own_anvil(profile: dict[str, Any]) -> str:

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from .output import whole_number
+from .output import listen_address, whole_number
 
 
 def register(sub: Any) -> None:
@@ -16,6 +16,14 @@ def register(sub: Any) -> None:
     up = dev.add_parser("up", help="start anvil, deploy, wire and fund (idempotent)")
     up.add_argument(
         "--port", type=whole_number(1, 65535, "a port number"), default=None, help="RPC port (default: a free one)"
+    )
+    up.add_argument(
+        "--host",
+        type=listen_address,
+        default="127.0.0.1",
+        metavar="ADDRESS",
+        help="the address anvil listens on and the profile's RPC URL names: one of this host's, for other "
+        "machines to reach (default 127.0.0.1)",
     )
     up.add_argument(
         "--block-time",
@@ -63,7 +71,7 @@ def _up(args: argparse.Namespace) -> int:
     profile = devnet.read_profile(profile_path(home()))
     fresh = profile is None
     if profile is None:
-        if args.port is not None and devnet.port_answers(args.port):
+        if args.port is not None and devnet.port_answers(args.port, args.host):
             from ..chain.errors import InvalidInputError
 
             raise InvalidInputError(
@@ -73,7 +81,13 @@ def _up(args: argparse.Namespace) -> int:
         log = home() / "anvil.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         net = devnet.start(
-            args.port, detach=True, log_path=log, block_time=args.block_time, gas_limit=args.gas_limit, anvil=anvil()
+            args.port,
+            detach=True,
+            log_path=log,
+            block_time=args.block_time,
+            gas_limit=args.gas_limit,
+            anvil=anvil(),
+            host=args.host,
         )
         devnet.write_profile(net, profile_path(home()))
         profile = net.profile

@@ -61,6 +61,22 @@ def whole_number(low: int, high: int | None = None, what: str = "a whole number"
     return parse
 
 
+def listen_address(text: str) -> str:
+    """An argparse type: an address of this host to listen on that is also the one put in the URLs
+    other hosts use (a wildcard such as 0.0.0.0 listens everywhere but names no host)."""
+    import ipaddress
+
+    try:
+        address = ipaddress.ip_address(text.strip("[]"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an IP address of this host, got {text[:60]!r}") from None
+    if address.is_unspecified:
+        raise argparse.ArgumentTypeError(
+            f"{text} names no host, and the URLs printed for other hosts would carry it: give this host's address"
+        )
+    return str(address)
+
+
 seconds = whole_number(1, what="a whole number of seconds")
 positive_int = whole_number(1)
 

@@ -7,7 +7,7 @@ import argparse
 import json
 from typing import Any
 
-from .output import whole_number
+from .output import listen_address, whole_number
 
 STACKS = ("sqlite", "production")
 
@@ -19,6 +19,14 @@ def register(sub: Any) -> None:
     up = srv.add_parser("up", help="start the stack and print the API URL(s) to export (idempotent)")
     up.add_argument("--stack", choices=STACKS, default="sqlite", help="sqlite (default, embedded) or production")
     up.add_argument("--servers", type=whole_number(1, 16), default=1, help="API servers (production only; default 1)")
+    up.add_argument(
+        "--host",
+        type=listen_address,
+        default="127.0.0.1",
+        metavar="ADDRESS",
+        help="the address the API servers listen on and their UI calls: one of this host's, for workers and "
+        "clients on other machines (default 127.0.0.1; PostgreSQL and Redis stay on loopback)",
+    )
     up.add_argument("--json", action="store_true", help="print the stack as one JSON object")
     up.set_defaults(func=_up)
     down = srv.add_parser("down", help="stop the stack `up` started (only its own processes)")
@@ -32,7 +40,7 @@ def register(sub: Any) -> None:
 def _up(args: argparse.Namespace) -> int:
     from ..stack import PrefectStack
 
-    stack = PrefectStack(stack=args.stack, servers=args.servers)
+    stack = PrefectStack(stack=args.stack, servers=args.servers, host=args.host)
     was_running = stack.status()["running"]
     info = stack.start()
     if args.json:

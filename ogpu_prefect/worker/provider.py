@@ -194,8 +194,11 @@ class Provider:
             if not (self.chain.has_extensions() or is_trusted(url, self.config_origins)):
                 raise ProviderError(f"source {source}'s compose file {url} is on this host and not allowed")
             return ComposeSpec.load(url[len("file://") :])
-        # Chosen by the source's owner: any public https/http host, never this machine's network.
-        body = fetch_bytes(url, allowed_origins=["https://", "http://"], timeout=30, max_bytes=MAX_COMPOSE_BYTES)
+        # Chosen by the source's owner: any public https/http host, never this machine's network,
+        # except the origins this provider's operator allowed (its storage on a private network,
+        # as the configs'): named first, as the first matching prefix decides the address check.
+        origins = [*self.config_origins, "https://", "http://"]
+        body = fetch_bytes(url, allowed_origins=origins, timeout=30, max_bytes=MAX_COMPOSE_BYTES)
         path = self._workdir / source / "docker-compose.yml"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(body)

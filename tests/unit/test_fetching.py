@@ -63,6 +63,22 @@ def test_a_named_host_must_resolve_to_a_public_address() -> None:
         checked_address("10.0.0.1", 80, "localhost")
 
 
+def test_an_internal_name_may_resolve_to_a_private_address_never_to_loopback_or_link_local() -> None:
+    """A prefix naming a host no public DNS answers for (one label, `.internal`, `.home.arpa`): the
+    operator's own storage on a private network, by the name its resolver gives it (the old code
+    refused every private address a name resolved to, so only a literal address could be allowed).
+    Loopback and link-local (a cloud's metadata service) stay refused; public names are unchanged."""
+    for name in ["storage", "storage.internal", "ipfs.lab.internal", "nas.home.arpa", "STORAGE.Internal."]:
+        for address in ["10.1.2.3", "192.168.1.1", "172.16.0.9", "fd00::1"]:
+            assert checked_address(address, 80, name) == address
+        for address in ["127.0.0.1", "169.254.169.254", "::1", "0.0.0.0", "fe80::1"]:
+            with pytest.raises(UntrustedUrlError):
+                checked_address(address, 80, name)
+    for name in ["storage.example.com", "internal.example.com", "localhost", "10.0.0.1", ""]:
+        with pytest.raises(UntrustedUrlError):
+            checked_address("10.1.2.3", 80, name)
+
+
 def test_a_symlink_or_fifo_under_an_allowed_folder_is_not_followed_out(tmp_path: Path) -> None:
     outside = tmp_path / "outside.json"
     outside.write_text('{"db_password": "hunter2"}')
