@@ -6,8 +6,9 @@ follows the window, not the number of inputs. Escrow never exceeds `budget` (boo
 A resumed run is given what earlier runs published (`existing`, config URL -> task): an input's
 task with the same config URL is reused and read from the chain, never published again.
 
-A front-end drives it with `step` (publish what fits, poll once, settle) or `run` (until every
-input has a result).
+A front-end drives it with `run` (until every input of an iterator has a result), or adds inputs
+as they come (`add`) and calls `step` (publish what fits, poll once, settle) while it waits for
+results: the results come out through `emit` as tasks end.
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ class Window:
         self.book = EscrowBook(limits.budget)
         self.inflight: dict[str, Entry] = {}
         self.retry: deque[Entry] = deque()
+        self.queued: deque[Entry] = deque()  # inputs given by `add`, published before the iterator's
         self.done = 0
         self.finalized = finalized_before  # earlier runs' count
         self.first_published = 0  # inputs published for the first time
@@ -132,16 +134,22 @@ class Window:
         finally:
             self.tracker.close()
 
-    def step(self, items: Iterator[tuple[int, TaskInput]]) -> bool:
-        """Publishes what fits, polls once, settles what is due; False once nothing is left."""
+    def add(self, index: int, item: TaskInput) -> None:
+        """One more input (a front-end that submits inputs as they come); `step` publishes it."""
+        self.queued.append(Entry(index, item))
+
+    def step(self, items: Iterator[tuple[int, TaskInput]] | None = None) -> bool:
+        """Publishes what fits, polls once, settles what is due; False once nothing is left (once
+        `stopped`, what `add` queued stays in `queued`, unpublished)."""
+        items = items if items is not None else iter(())
         if self.stopped is not None:
             if not self.inflight:
                 return False
         elif self._out_of_time():
             self.exhausted = self._close_inputs(items, self.exhausted)
-        elif not self.exhausted or self.retry:
+        elif not self.exhausted or self.retry or self.queued:
             self.exhausted = self._refill(items, self.exhausted)
-        if self.exhausted and not self.inflight and not self.retry:
+        if self.exhausted and not self.inflight and not self.retry and not self.queued:
             return False
         ended = self.tracker.poll()
         if ended:
@@ -168,8 +176,9 @@ class Window:
         if free <= 0 or (self.inflight and free < max(1, self.limits.slots // REFILL_FRACTION)):
             return exhausted
         batch: list[Entry] = []
-        while len(batch) < free and self.retry:
-            batch.append(self.retry.popleft())
+        for waiting in (self.retry, self.queued):
+            while len(batch) < free and waiting:
+                batch.append(waiting.popleft())
         while len(batch) < free and not exhausted:
             nxt = next(items, None)
             if nxt is None:
@@ -217,6 +226,9 @@ class Window:
         while self.retry:
             e = self.retry.popleft()
             self._write(self._final(e, "deadline", "the batch deadline passed before it could be re-published"))
+        while self.queued:
+            e = self.queued.popleft()
+            self._write(self._final(e, "deadline", "the batch deadline passed before it was published"))
         if not exhausted:
             for i, item in items:
                 self._write(

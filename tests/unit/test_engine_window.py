@@ -189,3 +189,28 @@ def test_resumed_tasks_are_counted_once_against_the_budget() -> None:
     w, done = stream(m, 4, window=4, budget=4 * PAY, done=done, key="once", resume=True)
     assert len(done) == 4 and w.held_peak <= 4 * PAY and m.peak_escrow <= 4 * PAY
     audited(m, done)
+
+
+def test_inputs_added_while_it_runs_are_published_and_each_gets_one_result() -> None:
+    m = market()
+    done: list[TaskResult] = []
+    w = Window(
+        m,
+        FakeTracker(m),
+        FakeLedger(m),
+        Limits(PAY, 60, 3, 1, None, None, 0.5),
+        done.append,
+        key="futures",
+        clock=m.clock,
+    )
+    inputs = items(7)
+    for i in range(4):
+        w.add(i, inputs[i])
+    w.step()
+    for i in range(4, 7):
+        w.add(i, inputs[i])
+    while w.step():
+        pass
+    assert sorted(r.index for r in done) == list(range(7)) and {r.status for r in done} == {"finalized"}
+    assert m.peak_open <= 3
+    audited(m, {r.index: r for r in done})
