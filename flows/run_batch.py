@@ -52,7 +52,7 @@ from ogpu_prefect.flowkit import (
     served_parameters,
     tag_run,
 )
-from ogpu_prefect.models import TaskResult
+from ogpu_prefect.models import PublishedTask, TaskResult
 from ogpu_prefect.reputation import parse_reputation
 from ogpu_prefect.tasks import coerce_inputs, make_client, publish_tasks, wait_for_results
 from ogpu_prefect.validation import parse_delivery
@@ -191,7 +191,7 @@ def run_batch(
             n, f"OpenGPU batch of {n} task(s) on {terms.address}", chain_id=chain_id, key=key, source=terms.address
         )
 
-        def publish(indexes: list[int], pay: int, ttl: int, round_no: int) -> list[Any]:
+        def publish(indexes: list[int], pay: int, ttl: int, round_no: int) -> list[PublishedTask]:
             return publish_tasks(
                 source,
                 [items[i] for i in indexes],
@@ -206,7 +206,7 @@ def run_batch(
                 reconcile_from_block=record.from_block,
             )
 
-        def wait(published: list[Any], seconds: float, done: int) -> list[TaskResult]:
+        def wait(published: list[PublishedTask], seconds: float, done: int) -> list[TaskResult]:
             return wait_for_results(
                 published,
                 network,
