@@ -30,15 +30,13 @@ from ogpu_prefect.batch import (
     hold_batch,
     live_ledger,
     open_batch,
-    same_failure,
 )
 from ogpu_prefect.batch_estimate import BatchEstimate, check_served, estimate_batch, report_estimate
 from ogpu_prefect.batch_report import ProgressReporter, report_batch, report_escrow
 from ogpu_prefect.chain.errors import BalanceTooLowError, BudgetExceededError, InvalidInputError
-from ogpu_prefect.chain.types import TaskStatus
-from ogpu_prefect.client import MIN_TTL
-from ogpu_prefect.escalation import escalated_payment, parse_escalation
-from ogpu_prefect.escrow import EscrowReport
+from ogpu_prefect.engine.rounds import batch_deadline as batch_deadline_at
+from ogpu_prefect.engine.rounds import run_rounds
+from ogpu_prefect.escalation import parse_escalation
 from ogpu_prefect.flowkit import (
     BatchKey,
     Budget,
@@ -54,8 +52,7 @@ from ogpu_prefect.flowkit import (
     served_parameters,
     tag_run,
 )
-from ogpu_prefect.models import TaskResult
-from ogpu_prefect.publishing import PartialPublishError
+from ogpu_prefect.models import PublishedTask, TaskResult
 from ogpu_prefect.reputation import parse_reputation
 from ogpu_prefect.tasks import coerce_inputs, make_client, publish_tasks, wait_for_results
 from ogpu_prefect.validation import parse_delivery
@@ -63,8 +60,6 @@ from ogpu_prefect.validation import parse_delivery
 # No `from __future__ import annotations` here: a served flow is pickled by value into its run's
 # process, and a name used only in a string annotation would not be there to resolve it.
 
-DEADLINE_SLACK_S = 30
-"""Seconds a round's wait runs past its tasks' expiry (their last events)."""
 RUN_TAGS = ("ogpu", "ogpu-batch")
 """Every batch's flow run carries these tags (Runs -> filter by tag)."""
 
@@ -190,127 +185,67 @@ def run_batch(
         record = open_batch(client, key, terms.address)
         ledger = Ledger(client, record)
         live_ledger(key, ledger)
-        deadline = started + (
-            batch_deadline if batch_deadline is not None else (max_republish + 1) * (task_timeout + DEADLINE_SLACK_S)
-        )
-        results: dict[int, TaskResult] = {}
-        history: dict[int, list[str]] = {i: [] for i in range(n)}
-        held = 0  # wei of this batch in escrow right now
-        pending = list(range(n))
-        pay = payment  # this round's payment (an escalation policy raises it for untaken inputs)
-        untaken = False
+        deadline = batch_deadline_at(started, task_timeout, max_republish, batch_deadline)
         chain_id = client.chain.network.chain_id
         reporter = ProgressReporter(
             n, f"OpenGPU batch of {n} task(s) on {terms.address}", chain_id=chain_id, key=key, source=terms.address
         )
-        escrow = EscrowReport()
-        stopped: str | None = None
+
+        def publish(indexes: list[int], pay: int, ttl: int, round_no: int) -> list[PublishedTask]:
+            return publish_tasks(
+                source,
+                [items[i] for i in indexes],
+                pay,
+                network,
+                wallet,
+                storage,
+                ttl=ttl,
+                batch_key=key,
+                indexes=indexes,
+                attempt=round_no,
+                reconcile_from_block=record.from_block,
+            )
+
+        def wait(published: list[PublishedTask], seconds: float, done: int) -> list[TaskResult]:
+            return wait_for_results(
+                published,
+                network,
+                wallet,
+                storage,
+                delivery=delivery,
+                delivery_options=delivery_options,
+                from_block=record.from_block,
+                deadline_s=seconds,
+                poll_interval=poll_interval,
+                reputation=reputation,
+                reputation_options=reputation_options,
+                progress=reporter.round_progress(done),
+            )
+
         try:
-            for round_no in range(max_republish + 1):
-                if not pending or time.time() >= deadline - MIN_TTL:
-                    break
-                if round_no and escalator is not None and untaken:
-                    raised = escalated_payment(escalator, pay, round_no, len(pending), held, budget)
-                    if raised > pay:
-                        log.info(
-                            "round %d: escalation %s raises the payment from %s to %s (budget %s)",
-                            round_no,
-                            escalation,
-                            format_ogpu(pay),
-                            format_ogpu(raised),
-                            "none" if budget is None else format_ogpu(budget),
-                        )
-                        pay = raised
-                room = pending if budget is None else pending[: max(0, (budget - held) // max(pay, 1))]
-                for i in pending[len(room) :]:
-                    results[i] = TaskResult(
-                        index=i,
-                        status="over_budget",
-                        tasks=history[i],
-                        republished=round_no - 1,
-                        error=f"re-publishing would exceed the budget of {format_ogpu(budget)}",
-                    )
-                if not room:
-                    break
-                if round_no:
-                    log.info("round %d: re-publishing %d input(s)", round_no, len(room))
-                ttl = int(min(task_timeout, max(deadline - time.time(), MIN_TTL)))
-                try:
-                    published = publish_tasks(
-                        source,
-                        [items[i] for i in room],
-                        pay,
-                        network,
-                        wallet,
-                        storage,
-                        ttl=ttl,
-                        batch_key=key,
-                        indexes=room,
-                        attempt=round_no,
-                        reconcile_from_block=record.from_block,
-                    )
-                except PartialPublishError as e:
-                    ledger.add([p.address for p in e.published])
-                    raise
-                ledger.add([p.address for p in published])
-                held += pay * len(published)
-                for p in published:
-                    history[p.index].append(p.address)
-                outcomes = wait_for_results(
-                    published,
-                    network,
-                    wallet,
-                    storage,
-                    delivery=delivery,
-                    delivery_options=delivery_options,
-                    from_block=record.from_block,
-                    deadline_s=max(min(deadline, time.time() + ttl + DEADLINE_SLACK_S) - time.time(), 1),
-                    poll_interval=poll_interval,
-                    reputation=reputation,
-                    reputation_options=reputation_options,
-                    progress=reporter.round_progress(len(results)),
-                )
-                failed = []
-                for p, r in zip(published, outcomes):
-                    results[p.index] = r.model_copy(update={"tasks": history[p.index], "republished": round_no})
-                    if r.status == "finalized":
-                        held -= pay
-                    else:
-                        failed.append(p.address)
-                if failed:
-                    log.info(
-                        "round %d: %d of %d input(s) gave no result (%s)",
-                        round_no,
-                        len(failed),
-                        len(published),
-                        ", ".join(f"{k}: {v}" for k, v in sorted(_reasons(outcomes).items())),
-                    )
-                    settled = ledger.settle(failed)
-                    escrow.merge(settled)
-                    held -= pay * (len(settled.cancelled) + len(settled.reclaimed) + len(settled.finalized))
-                pending = [p.index for p, r in zip(published, outcomes) if r.status != "finalized"]
-                untaken = any(r.status == "expired" and r.chain_status is TaskStatus.NEW for r in outcomes)
-                if not any(r.ok for r in results.values()):  # a batch with results goes on
-                    stopped = same_failure(outcomes)
-                if stopped is not None:
-                    log.error("round %d: every input failed the same way, none re-published: %s", round_no, stopped)
-                    break
+            outcome = run_rounds(
+                n,
+                payment,
+                task_timeout=task_timeout,
+                max_republish=max_republish,
+                budget=budget,
+                deadline=deadline,
+                publish=publish,
+                wait=wait,
+                ledger=ledger,
+                escalator=escalator,
+                escalation_name=escalation,
+                logger=log,
+            )
         finally:
             reporter.close()
-        ordered = [
-            results.get(i) or TaskResult(index=i, status="deadline", tasks=history[i], reason="deadline")
-            for i in range(n)
-        ]
-        ordered = [
-            r.model_copy(update={"open_escrow": {t: escrow.waiting[t] for t in r.tasks if t in escrow.waiting}})
-            for r in ordered
-        ]
+        ordered, escrow = outcome.results, outcome.escrow
         report_batch(ordered, payment, time.time() - started, terms.address, chain_id=chain_id, key=key)
         if escrow.open_escrow:
             log.warning("escrow of %d task(s) is still held: %s", len(escrow.open_escrow), escrow.summary())
             report_escrow(escrow, key)
-        if stopped is not None:
-            raise BatchFailedError(f"batch {key}: every input failed the same way: {stopped}")
+        if outcome.stopped is not None:
+            raise BatchFailedError(f"batch {key}: every input failed the same way: {outcome.stopped}")
         if escrow.unreadable:  # the hook settles them if the node is back by then
             raise BatchIncompleteError(
                 f"batch {key}: {len(escrow.unreadable)} task(s) could not be settled (the node "
@@ -319,14 +254,6 @@ def run_batch(
             )
         live_ledger(key, drop=True)
         return ordered
-
-
-def _reasons(outcomes: Sequence[TaskResult]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for r in outcomes:
-        if r.status != "finalized":
-            counts[r.reason or r.status] = counts.get(r.reason or r.status, 0) + 1
-    return counts
 
 
 def _check_inputs(inputs: Any, payment: int, budget: int | None) -> int:

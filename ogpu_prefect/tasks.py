@@ -18,6 +18,7 @@ from .blocks import OGPUNetwork, OGPUStorage, OGPUWallet, load_block
 from .chain.errors import ExpiryOutOfRangeError, InvalidInputError
 from .client import OGPUClient
 from .delivery import DecisionKind
+from .engine.window import batch_marks
 from .events import emit_task_event
 from .models import PublishedTask, SourceSpec, TaskInput, TaskResult, coerce_inputs
 from .provider_failures import from_prefect_events
@@ -94,14 +95,6 @@ def inactivate_source(source: str, network: BlockOrName, wallet: BlockOrName) ->
         ```
     """
     return make_client(network, wallet).inactivate_source(source).tx_hash
-
-
-def batch_marks(batch_key: str | None, indexes: Sequence[int], attempt: int) -> list[dict[str, Any]]:
-    """The marks a batch puts in each task's config: the same (batch, input, round) always gives
-    the same config URL, which is how a retry finds what it already published (reconcile.py)."""
-    return [
-        {"ogpu_prefect": {"batch": batch_key, "index": i, "attempt": attempt}} if batch_key else {} for i in indexes
-    ]
 
 
 @task(name="publish_tasks", cache_policy=NO_CACHE)

@@ -1,6 +1,12 @@
 """Shared fixtures. Everything runs against a real anvil with the real contracts: one devnet per
 test session, and each test that changes chain state runs between an evm_snapshot and an
-evm_revert (which also keeps anvil fast)."""
+evm_revert (which also keeps anvil fast).
+
+Tiers: a test that uses a fixture starting anvil or a Prefect server (STACK_FIXTURES, directly or
+through other fixtures), or that is marked `slow` or `stack` (it starts one itself, or another
+heavy tool), is marked `stack`; every other test is marked `fast`. `./dev test --fast` runs
+`-m fast`. A new test lands in its tier by the fixtures it asks for; one that starts anvil, a
+Prefect server or a build itself says so with `@pytest.mark.stack`."""
 
 from __future__ import annotations
 
@@ -14,6 +20,19 @@ import pytest
 
 from ogpu_prefect.chain import devnet as devnet_mod
 from ogpu_prefect.chain.devnet import Devnet
+
+STACK_FIXTURES = frozenset({"session_devnet", "prefect_harness"})
+"""Fixtures that start anvil or a Prefect server: every fixture that needs one of them (devnet,
+env, a module's world) pulls it in, so a test using any of those is in the stack tier."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        needs_stack = STACK_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        if needs_stack or item.get_closest_marker("slow") or item.get_closest_marker("stack"):
+            item.add_marker(pytest.mark.stack)
+        else:
+            item.add_marker(pytest.mark.fast)
 
 
 @pytest.fixture(autouse=True, scope="session")

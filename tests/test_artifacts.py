@@ -27,6 +27,7 @@ def test_manifest_hashes_match_the_sources() -> None:
         assert size <= 24_576, f"{name} is over the EIP-170 code size limit"
 
 
+@pytest.mark.stack  # compiles the contracts (solc-js)
 def test_a_fresh_compile_reproduces_the_artifacts() -> None:
     node = shutil.which("node")
     if node is None or not (REPO / "contracts" / "node_modules" / "solc").exists():
@@ -37,6 +38,7 @@ def test_a_fresh_compile_reproduces_the_artifacts() -> None:
     assert proc.returncode == 0, proc.stderr
 
 
+@pytest.mark.stack  # runs the generator in a subprocess
 def test_generated_wrappers_are_fresh() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "ogpu_prefect.chain._codegen", "--check"], cwd=REPO, capture_output=True, text=True

@@ -27,6 +27,7 @@ def _block(rpc: Rpc) -> tuple[int, int]:
     return int(b["number"], 16), int(b["gasLimit"], 16)
 
 
+@pytest.mark.stack  # starts anvil
 def test_publish_attempt_submit_on_a_one_second_block_devnet() -> None:
     net = devnet_mod.start(block_time=1, gas_limit=30_000_000)
     try:
@@ -63,6 +64,7 @@ def test_the_block_time_and_gas_limit_are_checked_before_anvil_starts() -> None:
     assert e.value.field == "gas_limit"
 
 
+@pytest.mark.stack  # starts anvil through the CLI
 def test_devnet_up_with_block_time_and_gas_limit(tmp_path: Path) -> None:
     up = cli("devnet", "up", "--json", "--block-time", "1", "--gas-limit", "30000000", home=tmp_path)
     assert up.returncode == 0, up.stderr

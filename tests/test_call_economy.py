@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from ogpu_prefect.chain import devnet as devnet_mod
 from ogpu_prefect.chain.connection import Chain
 from ogpu_prefect.chain.rpc import Rpc
@@ -31,6 +33,7 @@ def count_calls(rpc: Rpc) -> collections.Counter[str]:
     return calls
 
 
+@pytest.mark.stack  # starts anvil
 def test_publishing_on_one_second_blocks_asks_each_receipt_about_once() -> None:
     n = 60
     net = devnet_mod.start(block_time=1, gas_limit=30_000_000)
@@ -81,6 +84,7 @@ def test_a_provider_reads_two_views_a_new_task_and_its_sources_method_once(devne
     assert calls["eth_call"] == 2 * n, dict(calls)  # was 4 a task
 
 
+@pytest.mark.stack  # starts anvil
 def test_waiting_on_one_second_blocks_polls_at_the_chains_pace() -> None:
     """A client waiting 4 s for tasks nobody answers, on 1 s blocks: it polls at most every 250 ms
     (not every `poll_interval` of 100 ms) and asks the chain's time only when a block came or a

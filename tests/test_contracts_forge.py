@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.stack  # runs forge
+
 CONTRACTS = Path(__file__).resolve().parents[1] / "contracts"
 FORGE = CONTRACTS / "node_modules/@foundry-rs/forge-linux-amd64/bin/forge"
 

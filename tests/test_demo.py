@@ -17,6 +17,10 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.stack  # runs ./dev demo: anvil and a Prefect server
+
 ROOT = Path(__file__).resolve().parents[1]
 FOREIGN_API = "http://127.0.0.1:9/api"
 

@@ -8,8 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from ogpu_prefect.chain.connection import Chain
 from ogpu_prefect.chain.network import Network
+
+pytestmark = pytest.mark.stack  # starts anvil through the CLI
 
 
 def cli(*args: str, home: Path) -> subprocess.CompletedProcess[str]:

@@ -24,6 +24,8 @@ from ogpu_prefect.worker.worker import OGPUProviderWorker
 
 from .test_ui import SHOTS, browser  # noqa: F401  (the module's headless Chromium)
 
+pytestmark = pytest.mark.stack  # starts `prefect server start`
+
 POOL = "ui-gpus"
 SOURCE = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
 BASE_FIELDS = ("Environment Variables", "Command", "Labels")  # Prefect's, shown by default; unused here

@@ -30,6 +30,8 @@ from .scenarios import Ctx
 from .test_deploy import POOL, REPO, Procs, World, wait_runs
 from .test_ui import SHOTS, browser  # noqa: F401 (the module's browser fixture)
 
+pytestmark = pytest.mark.stack  # a Prefect server, a worker and a browser
+
 INPUTS = [{"text": "a lovely day"}, {"text": "the bus leaves at six"}]
 DESCRIBED = [
     "The source's address",

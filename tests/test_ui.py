@@ -18,6 +18,8 @@ from ogpu_prefect import demo as demo_mod
 
 from .docker_engine import apt_install
 
+pytestmark = pytest.mark.stack  # anvil, a Prefect server and a browser
+
 SHOTS = Path(__file__).parent / "artifacts"
 
 

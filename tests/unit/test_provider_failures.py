@@ -1,11 +1,11 @@
 """When a wait may end tasks early on the providers' own failure reports (provider_failures.py),
-and when a batch stops instead of re-publishing (batch.same_failure). No chain, no server."""
+and when a batch stops instead of re-publishing (engine.failures.same_failure). No chain, no server."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
-from ogpu_prefect.batch import same_failure
+from ogpu_prefect.engine.failures import same_failure
 from ogpu_prefect.models import PublishedTask, TaskResult
 from ogpu_prefect.plugins.first_response import FirstResponse
 from ogpu_prefect.provider_failures import QUIET_S, ask, fail_together, failed_together, same_error
