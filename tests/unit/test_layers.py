@@ -60,6 +60,8 @@ LAYERS: list[tuple[str, list[str]]] = [
             "batch",
             "batch_report",
             "stream_io",
+            "engine",
+            "engine.*",
         ],
     ),
     ("blocks: saved configuration", ["blocks"]),
