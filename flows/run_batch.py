@@ -57,6 +57,7 @@ from ogpu_prefect.flowkit import (
 from ogpu_prefect.models import TaskResult
 from ogpu_prefect.publishing import PartialPublishError
 from ogpu_prefect.reputation import parse_reputation
+from ogpu_prefect.result_cache import ResultCache, cached_result
 from ogpu_prefect.tasks import coerce_inputs, make_client, publish_tasks, wait_for_results
 from ogpu_prefect.validation import parse_delivery
 
@@ -104,6 +105,7 @@ def run_batch(
     escalation_options: dict[str, Any] | None = None,
     require_providers: bool = False,
     dry_run: bool = False,
+    cache: bool = True,
 ) -> list[TaskResult] | BatchEstimate:
     """Runs every input as one OpenGPU task on a source, pays the results the delivery method
     chooses, and returns them in input order.
@@ -153,6 +155,9 @@ def run_batch(
         dry_run: Publish nothing and spend nothing: report the escrow the batch needs, the gas
             it costs at the current fee, the client's Vault balance, and the source's providers
             and their environments (an artifact), and return that estimate.
+        cache: Answer inputs already answered on this network, source and function from the
+            result cache (Prefect's result storage), without publishing or paying; off: publish
+            every input.
 
     Returns:
         A TaskResult per input, in input order (a dry run: its BatchEstimate).
@@ -184,7 +189,12 @@ def run_batch(
         report_estimate(estimate)
         log.info("dry run, nothing published: %s", estimate.model_dump_json())
         return estimate
-    client.check_batch(terms, n, payment, expiry)
+    results_cache = ResultCache.open(client.chain, terms.address, cache)
+    hits = results_cache.lookup(items) if results_cache is not None else {}
+    if hits:
+        log.info("%d of %d input(s) answered from the result cache: not published", len(hits), n)
+    if len(hits) < n:
+        client.check_batch(terms, n - len(hits), payment, expiry)
     key = batch_key or str(flow_run.get_id())
     with hold_batch(key, str(flow_run.get_id())):  # one run of a batch_key at a time
         record = open_batch(client, key, terms.address)
@@ -193,10 +203,10 @@ def run_batch(
         deadline = started + (
             batch_deadline if batch_deadline is not None else (max_republish + 1) * (task_timeout + DEADLINE_SLACK_S)
         )
-        results: dict[int, TaskResult] = {}
+        results: dict[int, TaskResult] = {i: cached_result(i, v) for i, v in hits.items()}
         history: dict[int, list[str]] = {i: [] for i in range(n)}
         held = 0  # wei of this batch in escrow right now
-        pending = list(range(n))
+        pending = [i for i in range(n) if i not in hits]
         pay = payment  # this round's payment (an escalation policy raises it for untaken inputs)
         untaken = False
         chain_id = client.chain.network.chain_id
@@ -275,6 +285,8 @@ def run_batch(
                     results[p.index] = r.model_copy(update={"tasks": history[p.index], "republished": round_no})
                     if r.status == "finalized":
                         held -= pay
+                        if results_cache is not None:
+                            results_cache.fill(items[p.index], r.result)
                     else:
                         failed.append(p.address)
                 if failed:

@@ -31,6 +31,7 @@ from .models import TaskInput, TaskResult
 from .provider_failures import from_prefect_events
 from .publishing import PartialPublishError
 from .reconcile import OnChainTask, find_published
+from .result_cache import ResultCache, cached_result
 from .stream_io import ResultsWriter
 from .waiting import Tracked, Waiter
 
@@ -48,6 +49,8 @@ RESETTLE_S = 5.0
 """How often escrow still held by failed tasks is settled again (their expiry may have passed)."""
 STALL_S = 300
 """Seconds past their expiry that failed tasks may hold the whole budget before the batch stops."""
+NOTHING_YET = (-1, None)
+"""What a live feed of inputs (call_engine.py) yields when it has none now but may have more."""
 
 
 @dataclass
@@ -109,9 +112,11 @@ class Stream:
         resume: bool = False,
         progress: Callable[[int], None] | None = None,
         provider_reports: bool = True,
+        cache: ResultCache | None = None,
     ) -> None:
         self.client, self.terms, self.strategy, self.writer, self.ledger = client, terms, strategy, writer, ledger
         self.limits, self.key, self.progress = limits, key, progress
+        self.cache = cache  # inputs answered before are written from it, never published
         self.chain_id = client.chain.network.chain_id
         # On resume, what earlier runs published (config URL -> task): reused, never re-published.
         self.existing: dict[str, OnChainTask] = {}
@@ -195,7 +200,9 @@ class Stream:
             nxt = next(items, None)
             if nxt is None:
                 exhausted = True
-            else:
+            elif nxt is NOTHING_YET:
+                break
+            elif self.cache is None or not self._from_cache(Entry(*nxt)):
                 batch.append(Entry(*nxt))
         if batch:
             self._publish(batch)
@@ -237,6 +244,13 @@ class Stream:
         if reused:
             self.waiter.add([p for p in published if p.address in reused], catch_up=True)
 
+    def _from_cache(self, e: Entry) -> bool:
+        """Writes an input's stored result when the cache has one (result_cache.py)."""
+        hit, value = self.cache.get(e.item) if self.cache is not None else (False, None)
+        if hit:
+            self._write(cached_result(e.index, value))
+        return hit
+
     def _close_inputs(self, items: Iterator[tuple[int, TaskInput]], exhausted: bool) -> bool:
         """Past the deadline: what was never published (or waits to be again) ends as `deadline`."""
         while self.retry:
@@ -261,6 +275,8 @@ class Stream:
             self.waiter.forget(address)
             r = result_of(t).model_copy(update={"tasks": list(e.tasks), "republished": e.attempt})
             if r.status == "finalized":
+                if self.cache is not None:
+                    self.cache.fill(e.item, r.result)
                 self.ledger.drop([address])
                 self.held -= self.limits.payment
                 self.finalized += 1
