@@ -101,7 +101,8 @@ def test_a_retry_publishes_once_more_for_that_call_only(env) -> None:
     def take(task: str) -> bool:
         if refused:
             return True
-        config = fetch_json(Chain(devnet.network).task(task).read.task_params()[1])
+        reader = Chain(devnet.network)
+        config = fetch_json(reader.read_many([reader.task(task).read.task_params()])[0][1])
         if config.get("data", {}).get("n") == 3:
             refused.append(task)
             return False
@@ -113,7 +114,7 @@ def test_a_retry_publishes_once_more_for_that_call_only(env) -> None:
 
     @flow
     def user_flow(items: list) -> list:
-        return [f.result() for f in analyze.map(items)]
+        return [f.result()["result"] for f in analyze.map(items)]
 
     try:
         block0 = chain.block_number()
@@ -124,7 +125,7 @@ def test_a_retry_publishes_once_more_for_that_call_only(env) -> None:
     tasks = published_since(chain, block0, source)
     assert len(tasks) == 7, "six calls, one retried: seven publications"
     assert len(refused) == 1
-    assert Chain(devnet.network).task(refused[0]).read.get_status() == TaskStatus.CANCELED
+    assert chain.read_many([chain.task(refused[0]).read.get_status()]) == [TaskStatus.CANCELED]
     assert chain.vault.frozen_payment(devnet.address("client")) == 0
 
 
@@ -172,7 +173,7 @@ def test_cancelling_the_flow_cancels_its_tasks_on_chain(env) -> None:
     @flow
     def user_flow(items: list) -> list:
         run_ids.put(str(flow_run.get_id()))
-        return [f.result() for f in analyze.map(items)]
+        return [f.result()["result"] for f in analyze.map(items)]
 
     block0, balance0 = chain.block_number(), chain.vault.balance_of(client)
     thread = threading.Thread(target=lambda: user_flow([{"n": i} for i in range(5)], return_state=True))
