@@ -193,3 +193,43 @@ def test_cancelling_the_flow_cancels_its_tasks_on_chain(env) -> None:
     assert [TaskStatus(s) for s in statuses] == [TaskStatus.CANCELED] * 5
     assert chain.vault.frozen_payment(client) == 0, "the escrow is back"
     assert chain.vault.balance_of(client) == balance0
+
+
+def test_the_streaming_flow_fills_and_reads_the_same_cache(env) -> None:
+    """stream_batch pays for 6 inputs and fills the cache; run_batch and a flow's .map over them,
+    and stream_batch again (another batch), publish nothing; stream_batch with the cache off does."""
+    from prefect import flow
+
+    from ogpu_prefect.flows.run_batch import run_batch
+    from ogpu_prefect.flows.stream_batch import stream_batch
+    from ogpu_prefect.stream_io import read_results
+
+    devnet, network, wallet, storage, _ = env
+    chain = Chain(devnet.network)
+    source = make_source(env, DeliveryMethod.FIRST_RESPONSE)
+    sims = start_providers(env, source, ("provider1",))
+    client = devnet.address("client")
+    inputs = [{"n": i} for i in range(6)]
+    args = (source, inputs, 10**16, network, wallet, storage)
+    analyze = function(env, source, task_timeout=60)
+
+    @flow
+    def user_flow(items: list) -> list:
+        return [f.result()["result"] for f in analyze.map(items)]
+
+    try:
+        first = stream_batch(*args, function_name="echo", task_timeout=60)
+        assert first.counts == {"finalized": 6}, [s.errors[:3] for s in sims]
+        block, balance = chain.block_number(), chain.vault.balance_of(client)
+        assert all(r.cached for r in run_batch(*args, function_name="echo"))
+        assert user_flow(inputs) == inputs
+        again = stream_batch(*args, function_name="echo", task_timeout=60)
+        assert again.counts == {"finalized": 6}
+        lines = list(read_results(again.results_url))
+        assert all(r["cached"] for r in lines) and sorted(r["result"]["result"]["n"] for r in lines) == list(range(6))
+        assert published_since(chain, block, source) == [] and chain.vault.balance_of(client) == balance
+        stream_batch(*args, function_name="echo", task_timeout=60, cache=False)
+        assert len(published_since(chain, block, source)) == 6, "the cache off: published again"
+    finally:
+        for s in sims:
+            s.stop()
