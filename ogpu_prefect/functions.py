@@ -93,7 +93,7 @@ class OGPUFunction:
             self._call,
             name=f"ogpu-{self.function_name}",
             task_run_name=f"ogpu-{self.function_name}-{{data!s:.40}}",
-            tags=set(tags or ()) | {"ogpu"},
+            tags=set(tags or ()),  # none by default: a tag costs a concurrency-limit call per run, cached too
             retries=retries,
             retry_delay_seconds=retry_delay_seconds,
             timeout_seconds=timeout_seconds,
