@@ -199,7 +199,7 @@ class OGPUFunction:
         key = self._engine_key(self.wallet_address())
         flow_run = str(run.flow_run_id) if run.flow_run_id else None
         engine, call = ENGINES.call(key, self._build, str(run.id), self._item(data), flow_run)
-        result = engine.wait(call)
+        result = engine.wait(call, interruptible=ctx.task.timeout_seconds is not None)
         if not result.ok:
             raise CallFailedError(
                 f"{self.function_name} on {self.source} gave no result ({result.reason or result.status}): "
