@@ -44,6 +44,11 @@ log = logging.getLogger(__name__)
 
 IDLE_S = 2.0
 """Seconds an engine with nothing queued or in flight waits for calls before it ends."""
+LINGER_S = 0.3
+LINGER_CALLS = 100
+"""Calls queued are handed to the Stream once this many wait, or the oldest waited LINGER_S:
+calls that a `.map` starts one by one go out in a few large publications, not many small ones
+(each a round of blocks for the client and the providers)."""
 WATCH_S = 2.0
 """Seconds between reads of the states of the flow runs whose calls are in flight."""
 ENDED_FLOW_STATES = frozenset({"CANCELLING", "CANCELLED", "CRASHED", "FAILED"})
@@ -94,6 +99,8 @@ class CallEngine:
         self.closed: str | None = None
         self.manifest: dict[str, Any] = {}  # the Stream reads earlier runs' counts from its writer
         self._last = time.monotonic()
+        self._oldest = 0.0  # when the oldest queued call was queued
+        self._handing = False  # a publication is being filled from the queue
         key = f"ogpu-calls-{uuid.uuid4().hex[:16]}"  # the batch mark in every task's config
         chain = client.chain
         record = BatchRecord(key, chain.network.chain_id, client.address, terms.address, chain.block_number() + 1)
@@ -126,6 +133,8 @@ class CallEngine:
                 attempt, tasks = (prev.republished + 1, list(prev.tasks)) if prev is not None else (0, [])
                 call.done.clear()
                 call.result, call.withdrawn, call.abandoned = None, None, False
+            if not self.queue:
+                self._oldest = time.monotonic()
             self.queue.append((call.index, item, attempt, tasks))
             self._last = time.monotonic()
             return call
@@ -152,8 +161,12 @@ class CallEngine:
     def __next__(self) -> tuple[int, TaskInput | None, int, list[str]] | tuple[int, None]:
         with self.lock:
             if self.queue:
-                self._last = time.monotonic()
-                return self.queue.popleft()
+                now = time.monotonic()
+                if self._handing or len(self.queue) >= LINGER_CALLS or now - self._oldest >= LINGER_S:
+                    self._last, self._handing = now, len(self.queue) > 1
+                    return self.queue.popleft()
+                return NOTHING_YET  # more calls are likely on their way: one publication for them all
+            self._handing = False
             if self.stream.inflight or self.stream.retry or time.monotonic() - self._last < IDLE_S:
                 return NOTHING_YET
             self.closed = "idle"

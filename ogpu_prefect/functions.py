@@ -88,6 +88,7 @@ class OGPUFunction:
         self.reputation, self.reputation_options = reputation, reputation_options
         self._keys: CallKeys | None = None
         self._wallet_address: str | None = None
+        self._loop_key: tuple[Any, ...] | None = None
         self._lock = threading.Lock()
         self.task: Task[..., Any] = Task(
             self._call,
@@ -157,9 +158,14 @@ class OGPUFunction:
     def _cache_key(self, context: Any, parameters: dict[str, Any]) -> str:
         return self.keys().key(self._item(parameters["data"]))
 
-    def _engine_key(self, wallet_address: str) -> tuple[Any, ...]:
+    def _engine_key(self) -> tuple[Any, ...]:
+        """Which loop serves this function's calls: network, source, wallet and terms (once)."""
+        with self._lock:
+            if self._loop_key is not None:
+                return self._loop_key
+        wallet_address = self.wallet_address()
         options = json.dumps([self.delivery_options, self.reputation_options], sort_keys=True, default=str)
-        return (
+        key = (
             json.dumps(_network_fields(self.network), default=str),
             self.source.lower(),
             wallet_address.lower(),
@@ -171,6 +177,9 @@ class OGPUFunction:
             self.max_in_flight,
             self.budget,
         )
+        with self._lock:
+            self._loop_key = key
+        return key
 
     def _build(self) -> CallEngine:
         from .batch import check_source_fits
@@ -196,7 +205,7 @@ class OGPUFunction:
         if ctx is None:
             raise RuntimeError("an OGPUFunction call runs as a Prefect task (inside a flow, or .submit)")
         run = ctx.task_run
-        key = self._engine_key(self.wallet_address())
+        key = self._engine_key()
         flow_run = str(run.flow_run_id) if run.flow_run_id else None
         engine, call = ENGINES.call(key, self._build, str(run.id), self._item(data), flow_run)
         result = engine.wait(call, interruptible=ctx.task.timeout_seconds is not None)
