@@ -233,3 +233,35 @@ def test_the_streaming_flow_fills_and_reads_the_same_cache(env) -> None:
     finally:
         for s in sims:
             s.stop()
+
+
+def test_a_manual_confirmation_source_with_the_lowest_price_policy(env) -> None:
+    """Delivery methods work as in the flows: `manual` with `lowest_price` confirms the cheaper
+    of two providers' responses for each call, and pays only it."""
+    from prefect import flow
+
+    devnet = env[0]
+    chain = Chain(devnet.network)
+    source = make_source(env, DeliveryMethod.MANUAL_CONFIRMATION)
+    prices = {"provider1": {"price": lambda pay: pay}, "provider2": {"price": lambda pay: pay // 2}}
+    sims = start_providers(env, source, ("provider1", "provider2"), **prices)
+    analyze = function(
+        env, source, task_timeout=120, delivery="manual", delivery_options={"policy": "lowest_price", "window": 2}
+    )
+    client = devnet.address("client")
+    inputs = [{"n": i} for i in range(4)]
+
+    @flow
+    def user_flow(items: list) -> list:
+        return [f.result() for f in analyze.map(items)]
+
+    try:
+        balance0 = chain.vault.balance_of(client)
+        documents = user_flow(inputs)
+    finally:
+        for s in sims:
+            s.stop()
+    assert [d["result"] for d in documents] == inputs, [s.errors[:3] for s in sims]
+    assert {d["provider"] for d in documents} == {devnet.address("provider2")}, "the cheapest response won"
+    assert balance0 - chain.vault.balance_of(client) == 4 * 10**16 // 2
+    assert chain.vault.frozen_payment(client) == 0
