@@ -54,6 +54,7 @@ from ogpu_prefect.flowkit import (
 )
 from ogpu_prefect.models import PublishedTask, TaskResult
 from ogpu_prefect.reputation import parse_reputation
+from ogpu_prefect.result_cache import ResultCache, cached_result
 from ogpu_prefect.tasks import coerce_inputs, make_client, publish_tasks, wait_for_results
 from ogpu_prefect.validation import parse_delivery
 
@@ -99,6 +100,7 @@ def run_batch(
     escalation_options: dict[str, Any] | None = None,
     require_providers: bool = False,
     dry_run: bool = False,
+    cache: bool = True,
 ) -> list[TaskResult] | BatchEstimate:
     """Runs every input as one OpenGPU task on a source, pays the results the delivery method
     chooses, and returns them in input order.
@@ -148,6 +150,9 @@ def run_batch(
         dry_run: Publish nothing and spend nothing: report the escrow the batch needs, the gas
             it costs at the current fee, the client's Vault balance, and the source's providers
             and their environments (an artifact), and return that estimate.
+        cache: Answer inputs already answered on this network, source and function from the
+            result cache (Prefect's result storage), without publishing or paying; off: publish
+            every input.
 
     Returns:
         A TaskResult per input, in input order (a dry run: its BatchEstimate).
@@ -179,7 +184,12 @@ def run_batch(
         report_estimate(estimate)
         log.info("dry run, nothing published: %s", estimate.model_dump_json())
         return estimate
-    client.check_batch(terms, n, payment, expiry)
+    results_cache = ResultCache.open(client.chain, terms.address, cache)
+    hits = results_cache.lookup(items) if results_cache is not None else {}
+    if hits:
+        log.info("%d of %d input(s) answered from the result cache: not published", len(hits), n)
+    if len(hits) < n:
+        client.check_batch(terms, n - len(hits), payment, expiry)
     key = batch_key or str(flow_run.get_id())
     with hold_batch(key, str(flow_run.get_id())):  # one run of a batch_key at a time
         record = open_batch(client, key, terms.address)
@@ -236,6 +246,8 @@ def run_batch(
                 escalator=escalator,
                 escalation_name=escalation,
                 logger=log,
+                answered={i: cached_result(i, v) for i, v in hits.items()},
+                on_finalized=(lambda i, r: results_cache.fill(items[i], r.result)) if results_cache else None,
             )
         finally:
             reporter.close()

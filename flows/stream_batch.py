@@ -56,6 +56,7 @@ from ogpu_prefect.flowkit import (
     tag_run,
 )
 from ogpu_prefect.reputation import open_book, parse_reputation
+from ogpu_prefect.result_cache import ResultCache
 from ogpu_prefect.stream_io import InputStream, ResultsWriter
 from ogpu_prefect.streaming import Limits, Stream, StreamSummary, summarize
 from ogpu_prefect.tasks import load_block, make_client
@@ -104,6 +105,7 @@ def stream_batch(
     batch_key: BatchKey = None,
     reputation: str | None = "default",
     reputation_options: dict[str, Any] | None = None,
+    cache: bool = True,
 ) -> StreamSummary:
     """Runs every input as an OpenGPU task with at most `max_in_flight` on chain at once, and
     writes each result to storage as it ends (JSON lines).
@@ -136,6 +138,9 @@ def stream_batch(
             earlier one resumes it.
         reputation: The provider-reputation policy ("default", "strict", a plugin's, or "off").
         reputation_options: The policy's options (docs/reputation.md).
+        cache: Answer inputs already answered on this network, source and function from the
+            result cache (Prefect's result storage), without publishing or paying; off: publish
+            every input.
 
     Returns:
         A StreamSummary: counts by status, what was paid, and where the results are.
@@ -166,6 +171,7 @@ def stream_batch(
         batch_key=batch_key,
         reputation=reputation,
         reputation_options=reputation_options,
+        cache=cache,
     )
 
 
@@ -190,6 +196,7 @@ def stream_tasks(
     batch_key: str | None = None,
     reputation: str | None = "default",
     reputation_options: dict[str, Any] | None = None,
+    cache: bool = True,
 ) -> StreamSummary:
     """`stream_batch`'s work, callable inside any flow; `inputs` may also be any iterable (its
     items are checked as they are consumed; a list or a file is checked whole first). Without a
@@ -255,6 +262,7 @@ def stream_tasks(
             book=open_book(record.chain_id, reputation, reputation_options),
             resume=resumed,
             progress=(lambda done: reporter.set(before + done)) if reporter is not None else None,
+            cache=ResultCache.open(client.chain, terms.address, cache),
         )
         try:
             run.run(stream.items(writer.done))

@@ -18,6 +18,7 @@ _LAZY = {
     "OGPUNetwork": "ogpu_prefect.blocks",
     "OGPUWallet": "ogpu_prefect.blocks",
     "OGPUStorage": "ogpu_prefect.blocks",
+    "OGPUFunction": "ogpu_prefect.functions",
 }
 
 
@@ -33,4 +34,4 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *_LAZY})
 
 
-__all__ = ["OGPUNetwork", "OGPUWallet", "OGPUStorage", "__version__"]
+__all__ = ["OGPUFunction", "OGPUNetwork", "OGPUWallet", "OGPUStorage", "__version__"]

@@ -155,6 +155,7 @@ class TaskResult(BaseModel):
         default=None, description="why it gave no result: expired, rejected, canceled, deadline, ..."
     )
     chain_status: TaskStatus | None = None
+    cached: bool = Field(default=False, description="answered from the result cache: nothing published or paid")
     open_escrow: dict[str, int] = Field(
         default_factory=dict,
         description="tasks of this input whose escrow is still held (attempted, unfinished): task -> expiry time; "

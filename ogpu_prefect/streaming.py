@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from .batch import Ledger
-from .engine.window import Entry, Limits, Window
+from .engine.window import NOTHING_YET, Answers, Entry, Limits, Window
 from .events import emit_task_event
 from .models import PublishedTask, TaskInput, TaskResult
 from .provider_failures import from_prefect_events
@@ -116,6 +116,7 @@ class Stream(Window):
         resume: bool = False,
         progress: Callable[[int], None] | None = None,
         provider_reports: bool = True,
+        cache: Answers | None = None,
     ) -> None:
         self.client, self.writer, self.progress = client, writer, progress
         self.chain_id = client.chain.network.chain_id
@@ -143,6 +144,7 @@ class Stream(Window):
             key=key,
             existing=existing,
             finalized_before=writer.manifest.get("counts", {}).get("finalized", 0),
+            cache=cache,
         )
 
     def _on_change(self, kind: str, t: Tracked) -> None:
@@ -185,4 +187,4 @@ def summarize(
     )
 
 
-__all__ = ["Entry", "Limits", "Stream", "StreamSummary", "summarize"]
+__all__ = ["NOTHING_YET", "Entry", "Limits", "Stream", "StreamSummary", "summarize"]

@@ -112,3 +112,22 @@ def events_sink() -> Iterator[object]:
     test_sender.flush()
     events._senders.clear()
     events._senders.update(previous)
+
+
+@pytest.fixture(autouse=True)
+def result_storage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Each test's own Prefect result storage: the result cache (result_cache.py) is keyed on the
+    network, and every test's devnet is the same network (snapshot and revert), so without this
+    one test's answers would be another's cache hits. Processes a test starts inherit it."""
+    from prefect.settings import PREFECT_RESULTS_LOCAL_STORAGE_PATH, temporary_settings
+
+    path = tmp_path_factory.mktemp("results")
+    key = "PREFECT_RESULTS_LOCAL_STORAGE_PATH"
+    before = os.environ.get(key)
+    os.environ[key] = str(path)
+    with temporary_settings(updates={PREFECT_RESULTS_LOCAL_STORAGE_PATH: path}):
+        yield path
+    if before is None:
+        os.environ.pop(key, None)
+    else:
+        os.environ[key] = before

@@ -11,7 +11,7 @@ failure again). Publishing and waiting are callables (the flow's Prefect tasks, 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,15 +71,18 @@ def run_rounds(
     escalation_name: str | None = None,
     clock: Clock | None = None,
     logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
+    answered: Mapping[int, TaskResult] | None = None,
+    on_finalized: Callable[[int, TaskResult], None] | None = None,
 ) -> RoundsOutcome:
     """Runs inputs 0..n-1 in rounds (see module doc); every task published is in `ledger` before
-    anything else can fail."""
+    anything else can fail. `answered`: inputs with a result already (the result cache), never
+    published; `on_finalized(index, result)`: each input finalized here (to fill that cache)."""
     clock = clock or WallClock()
     out = logger or log
     book = EscrowBook(budget)
-    results: dict[int, TaskResult] = {}
+    results: dict[int, TaskResult] = dict(answered or {})
     history: dict[int, list[str]] = {i: [] for i in range(n)}
-    pending = list(range(n))
+    pending = [i for i in range(n) if i not in results]
     pay = payment  # this round's payment (an escalation policy raises it for untaken inputs)
     untaken = False
     stopped: str | None = None
@@ -129,6 +132,8 @@ def run_rounds(
             results[p.index] = r.model_copy(update={"tasks": history[p.index], "republished": round_no})
             if r.status == "finalized":
                 book.release([p.address])
+                if on_finalized is not None:
+                    on_finalized(p.index, r)
             else:
                 failed.append(p.address)
         if failed:

@@ -17,12 +17,14 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from ..chain.errors import EscrowHeldError
 from ..escrow import EscrowReport
 from ..models import TaskInput, TaskResult
 from ..publishing import PartialPublishError
 from ..reconcile import OnChainTask
+from ..result_cache import cached_result
 from .book import Clock, EscrowBook, LedgerPort, Market, Tracker, WallClock
 from .failures import same_failure
 
@@ -35,6 +37,16 @@ RESETTLE_S = 5.0
 """How often escrow still held by failed tasks is settled again (their expiry may have passed)."""
 STALL_S = 300
 """Seconds past their expiry that failed tasks may hold the whole budget before the batch stops."""
+NOTHING_YET = (-1, None)
+"""What a live feed of inputs (call_engine.py) yields when it has none now but may have more."""
+
+
+class Answers(Protocol):
+    """Results already paid for (result_cache.ResultCache): an input answered before is emitted
+    from it, never published; each input finalized here is added."""
+
+    def get(self, item: TaskInput) -> tuple[bool, Any]: ...
+    def fill(self, item: TaskInput, result: Any) -> None: ...
 
 
 @dataclass
@@ -87,8 +99,10 @@ class Window:
         existing: Mapping[str, OnChainTask] | None = None,
         finalized_before: int = 0,
         clock: Clock | None = None,
+        cache: Answers | None = None,
     ) -> None:
         self.market, self.tracker, self.ledger, self.limits, self.emit = market, tracker, ledger, limits, emit
+        self.cache = cache
         self.key = key
         self.clock = clock or WallClock()
         self.existing: dict[str, OnChainTask] = dict(existing or {})
@@ -183,11 +197,20 @@ class Window:
             nxt = next(items, None)
             if nxt is None:
                 exhausted = True
-            else:
+            elif nxt is NOTHING_YET:
+                break
+            elif not self._answered(Entry(*nxt)):
                 batch.append(Entry(*nxt))
         if batch:
             self._publish(batch)
         return exhausted
+
+    def _answered(self, e: Entry) -> bool:
+        """Emits an input's stored result when the cache has one."""
+        hit, value = self.cache.get(e.item) if self.cache is not None and e.attempt == 0 else (False, None)
+        if hit:
+            self._write(cached_result(e.index, value))
+        return hit
 
     def _publish(self, batch: list[Entry]) -> None:
         lim = self.limits
@@ -248,6 +271,8 @@ class Window:
                 self.ledger.drop([address])
                 self.book.release([address])
                 self.finalized += 1
+                if self.cache is not None:
+                    self.cache.fill(e.item, r.result)
                 self._write(r)
             else:
                 failed.append((e, r))

@@ -42,6 +42,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "reputation_store",
             "reputation",
             "provider_failures",
+            "result_cache",
         ],
     ),
     (
@@ -66,7 +67,10 @@ LAYERS: list[tuple[str, list[str]]] = [
     ),
     ("blocks: saved configuration", ["blocks"]),
     ("provider: the worker and its parts", ["worker", "worker.*"]),
-    ("Prefect tasks and the flows' parts", ["tasks", "read_tasks", "vault", "agent_tasks", "flowkit", "streaming"]),
+    (
+        "Prefect tasks and the flows' parts",
+        ["tasks", "read_tasks", "vault", "agent_tasks", "flowkit", "streaming", "call_engine", "functions"],
+    ),
     ("built-in plugins", ["plugins", "plugins.*"]),
     ("flows and the Prefect collection", ["flows", "flows.*", "collection"]),
     (
