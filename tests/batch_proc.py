@@ -25,11 +25,23 @@ def main(argv: list[str]) -> int:
             task_timeout=120,
             batch_key=key,
             max_in_flight=10,
+            cache=False,  # the scenarios are about publishing (scenarios.run_flow)
         )
         return 0
     from ogpu_prefect.flows.run_batch import run_batch
 
-    run_batch(source, inputs, 10**16, network, wallet, storage, function_name="echo", task_timeout=120, batch_key=key)
+    run_batch(
+        source,
+        inputs,
+        10**16,
+        network,
+        wallet,
+        storage,
+        function_name="echo",
+        task_timeout=120,
+        batch_key=key,
+        cache=False,
+    )
     return 0
 
 
