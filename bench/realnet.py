@@ -102,6 +102,28 @@ def batch_gas(direct: Chain, first: int, last: int) -> int:
     return sum(int(b["gasUsed"], 16) for b in blocks)
 
 
+def timeline(direct: Chain, first: int, last: int, t0_unix: float) -> None:
+    """Per block of [first, last]: seconds since the batch began (block timestamps), the batch's
+    transactions by kind and the share of the block gas they used (read past the proxy)."""
+    from ogpu_prefect.chain.structs import ResponseParams, TaskParams
+
+    zero = "0x" + "00" * 20
+    kinds = {
+        direct.controller.publish_task(TaskParams(zero, "", 0, 0)).data[:4].hex(): "publish",
+        direct.nexus.attempt(zero, zero, 0).data[:4].hex(): "attempt",
+        direct.nexus.submit_response(ResponseParams(zero, zero, "", 0)).data[:4].hex(): "submit",
+    }
+    blocks = direct.rpc.batch([("eth_getBlockByNumber", [hex(b), True]) for b in range(first, last + 1)])
+    for b in blocks:
+        counts = Counter(kinds.get(t["input"][2:10], "other") for t in b["transactions"])
+        print(
+            f"  block {int(b['number'], 16)} t={int(b['timestamp'], 16) - t0_unix:+5.1f}s "
+            f"gas {int(b['gasUsed'], 16) / int(b['gasLimit'], 16):4.0%} "
+            + " ".join(f"{k} {v}" for k, v in sorted(counts.items())),
+            flush=True,
+        )
+
+
 def one_run(name: str, ctx: dict[str, Any], limit: float | None, shares: dict[str, float] | None) -> Run:
     from ogpu_prefect.blocks import OGPUNetwork
     from ogpu_prefect.flows.run_batch import run_batch
@@ -132,7 +154,7 @@ def one_run(name: str, ctx: dict[str, Any], limit: float | None, shares: dict[st
     )
     providers.start()
     before = proxy.metering()
-    t0 = time.perf_counter()
+    t0, t0_unix = time.perf_counter(), time.time()
     try:
         results = run_batch(
             ctx["source"],
@@ -161,6 +183,8 @@ def one_run(name: str, ctx: dict[str, Any], limit: float | None, shares: dict[st
         metering,
     )
     report(run, limit)
+    if ctx["timeline"]:
+        timeline(direct, block0 + 1, block1, t0_unix)
     return run
 
 
@@ -192,6 +216,8 @@ def main() -> None:
     ap.add_argument("--rtt", type=float, default=0.08, help="round trip added to every request, seconds")
     ap.add_argument("--block-time", type=float, default=1.0)
     ap.add_argument("--gas-limit", type=int, default=30_000_000)
+    ap.add_argument("--timeline", action="store_true", help="print each block's transactions by kind")
+    ap.add_argument("--unlimited-only", action="store_true", help="the first run only (no rate floor)")
     ap.add_argument("--smoke", action="store_true", help="4 tasks: the same path in under a minute")
     args = ap.parse_args()
     if args.smoke:
@@ -235,9 +261,13 @@ def main() -> None:
                     "store_root": str(store.root.resolve()),
                     "store_url": store.base_url,
                     "wallet": OGPUWallet(private_key=net.key("client")),
+                    "timeline": args.timeline,
                     "storage": OGPUStorage(write_url=f"file://{store.root.resolve()}", read_url=store.base_url),
                 }
                 free = one_run("unlimited", ctx, None, None)
+                if args.unlimited_only:
+                    print(f"gas floor {max(1, math.ceil(free.gas / args.gas_limit)) * args.block_time:.0f}s")
+                    return
                 by_role = Counter({r: sum(c.values()) for r, c in free.metering.calls.items()})
                 shares = {r: c / max(1, sum(by_role.values())) for r, c in by_role.items()}
                 proxy.set_limit(args.limit)
