@@ -83,7 +83,7 @@ def serve(
         return lambda task: int(task, 16) % w == i
 
     sims = [
-        SimProvider(n, k, [source], store, from_block=from_block, poll_interval=0.25, take=share(i))
+        SimProvider(n, k, [source], store, from_block=from_block, poll_interval=0.25, take=share(i), pipelined=True)
         for i, (n, k) in enumerate(zip(networks, keys))
     ]
     for s in sims:
