@@ -155,8 +155,13 @@ class SimProvider(threading.Thread):
             time.sleep(self.delay)
         ready = [(t, self.attempted[t]) for t in tasks if t in self.attempted and t not in self.submitted]
         calls = []
-        for t, p in ready:
-            payload = self.answer(fetch_json(p[1]))
+        if self.pipelined:  # the configs 8 at a time, as the worker's execution runs tasks at once
+            with ThreadPoolExecutor(8, thread_name_prefix="sim-fetch") as pool:
+                configs = list(pool.map(fetch_json, [p[1] for _, p in ready]))
+        else:
+            configs = [fetch_json(p[1]) for _, p in ready]
+        for (t, p), config in zip(ready, configs):
+            payload = self.answer(config)
             url = self.store.put_json({"provider": self.address, "task": t, **payload})
             if self.response_url is not None:
                 url = self.response_url(t, url)
