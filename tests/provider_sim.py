@@ -55,7 +55,7 @@ class SimProvider(threading.Thread):
         self.per_round = per_round  # tasks worked per round (with `delay`: a slow provider's pace)
         self.poll_interval = poll_interval  # idle; on a metered endpoint each poll is a call or two
         self.pipelined = pipelined
-        self._answer_queue: queue.Queue[tuple[str, Any, Any]] = queue.Queue()  # (task, params, its attempt)
+        self._answer_queue: queue.Queue[list[tuple[str, Any, Any]]] = queue.Queue()  # [(task, params, attempt)]
         self._sent: set[str] = set()  # tasks whose attempt the answering thread awaits
         self._confirming = ThreadPoolExecutor(1, thread_name_prefix="sim-submits")  # awaits submissions
         self.next_block = from_block
@@ -108,15 +108,14 @@ class SimProvider(threading.Thread):
                 todo.pop(t)
 
     def _answer_loop(self) -> None:
-        """The pipelined mode's second thread: takes every attempt sent meanwhile, awaits their
-        receipts together and answers the ones that landed, all at once."""
+        """The pipelined mode's second thread: takes the attempts sent together in a poll, in the
+        order sent, awaits their receipts and answers the ones that landed (awaiting every group
+        sent meanwhile held the first group's answers a block for the last one's receipts)."""
         while not (self.stop_event.is_set() and self._answer_queue.empty()):
             try:
-                sent = [self._answer_queue.get(timeout=self.poll_interval)]
+                sent = self._answer_queue.get(timeout=self.poll_interval)
             except queue.Empty:
                 continue
-            while not self._answer_queue.empty():
-                sent.append(self._answer_queue.get_nowait())
             try:
                 tasks = [t for t, _, _ in sent]
                 self._attempted(tasks, [p for _, p, _ in sent], self.sender.wait([x for *_, x in sent], check=False))
@@ -131,9 +130,8 @@ class SimProvider(threading.Thread):
             attempts = [self.chain.nexus.attempt(t, self.address, self.price(p[3])) for t, p in zip(fresh, params)]
             pending = self.sender.send(attempts, 300_000)
             if self.pipelined:  # the answering thread awaits them: this one attempts what comes next
-                for t, p, x in zip(fresh, params, pending):
-                    self._sent.add(t)
-                    self._answer_queue.put((t, p, x))
+                self._sent.update(fresh)
+                self._answer_queue.put(list(zip(fresh, params, pending)))
                 return
             self._attempted(fresh, params, self.sender.wait(pending, check=False))
         self.answer_tasks(tasks)
