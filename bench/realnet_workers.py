@@ -5,7 +5,10 @@ devnet mining a block every second under a 30M gas limit, every process behind t
 (tests/rpcproxy.py, 80 ms round trip, each call counted by method and role). Unlimited: it counts
 the calls per task by role, which bench/realnet.py's stand-ins only approximate.
 
-    .venv/bin/python bench/realnet_workers.py [--tasks 60] [--workers 2] [--poll 0.25]
+    .venv/bin/python bench/realnet_workers.py [--tasks 60] [--workers 2] [--poll 0.25] [--smoke]
+
+Ends with `finalized=<n> tasks=N calls_per_task=X http_per_task=Y client=C worker1=W1 ...` (calls
+per task by role). `--smoke`: 4 tasks.
 """
 
 from __future__ import annotations
@@ -33,7 +36,10 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, choices=(1, 2, 3))
     ap.add_argument("--rtt", type=float, default=0.08)
     ap.add_argument("--poll", type=float, default=0.25, help="the workers' poll_interval_s")
+    ap.add_argument("--smoke", action="store_true", help="4 tasks")
     args = ap.parse_args()
+    if args.smoke:
+        args.tasks = 4
 
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
@@ -116,6 +122,11 @@ def main() -> None:
                     fleet.stop(role, signal.SIGINT)
                 LocalBackend(net.address(f"provider{i + 1}")).reap()
             net.stop()
+    roles = " ".join(f"{r}={sum(c.values()) / run.tasks:.1f}" for r, c in sorted(run.metering.calls.items()))
+    print(
+        f"finalized={run.finalized} tasks={run.tasks} calls_per_task={run.calls / run.tasks:.1f} "
+        f"http_per_task={run.http / run.tasks:.1f} {roles}"
+    )
     if run.finalized != args.tasks:
         sys.exit(1)
 
