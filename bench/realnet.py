@@ -1,6 +1,7 @@
 """The real chain's conditions: `run_batch` of N FIRST_RESPONSE tasks (default 1,000) served by W
 stand-in providers (tests/provider_sim.py, real attempt and submit transactions, polling every
-0.25 s as the worker does by default) in a process of their own, on a devnet that mines a block
+0.25 s as the worker does by default, attempting and answering on two threads as the worker's
+watcher and responder do) in a process of their own, on a devnet that mines a block
 every second under a 30M gas limit, every process talking to anvil through a metered-endpoint
 proxy (tests/rpcproxy.py, in a process of its own) that adds an 80 ms round trip and counts every
 call, by method and by role (`client`, `worker1`, ...). Run twice on one devnet and Prefect stack:
@@ -16,7 +17,9 @@ call, by method and by role (`client`, `worker1`, ...). Run twice on one devnet 
 
 Ends with `finalized=<min of both runs> tasks=N calls_per_task=X http_per_task=Y rejected_share=Z
 wall_vs_gas_floor=A wall_vs_rate_floor=B` (X, Y, Z: the limited run; A: the unlimited run; B: the
-limited run). `--smoke`: 4 tasks, the same path, under a minute.
+limited run). `--smoke`: 4 tasks, the same path, under a minute. `--timeline`: each block of a run,
+its transactions by kind and how full it was (where the wall goes); `--unlimited-only`: run 1 alone.
+bench/realnet_workers.py runs the same chain with real `ogpu-provider` workers.
 """
 
 from __future__ import annotations
