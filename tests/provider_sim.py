@@ -55,7 +55,8 @@ class SimProvider(threading.Thread):
         self.per_round = per_round  # tasks worked per round (with `delay`: a slow provider's pace)
         self.poll_interval = poll_interval  # idle; on a metered endpoint each poll is a call or two
         self.pipelined = pipelined
-        self._answer_queue: queue.Queue[list[tuple[str, Any, Any]]] = queue.Queue()  # [(task, params, attempt)]
+        # ([(task, params, its attempt)], tries): each poll's attempts, for the answering thread
+        self._answer_queue: queue.Queue[tuple[list[tuple[str, Any, Any]], int]] = queue.Queue()
         self._sent: set[str] = set()  # tasks whose attempt the answering thread awaits
         self._confirming = ThreadPoolExecutor(1, thread_name_prefix="sim-submits")  # awaits submissions
         self.next_block = from_block
@@ -113,15 +114,17 @@ class SimProvider(threading.Thread):
         sent meanwhile held the first group's answers a block for the last one's receipts)."""
         while not (self.stop_event.is_set() and self._answer_queue.empty()):
             try:
-                sent = self._answer_queue.get(timeout=self.poll_interval)
+                sent, tries = self._answer_queue.get(timeout=self.poll_interval)
             except queue.Empty:
                 continue
             try:
                 tasks = [t for t, _, _ in sent]
                 self._attempted(tasks, [p for _, p, _ in sent], self.sender.wait([x for *_, x in sent], check=False))
                 self.answer_tasks(tasks)
-            except Exception as e:
+            except Exception as e:  # e.g. receipts slower than receipt_timeout under a rate limit
                 self.errors.append(repr(e))
+                if tries < 20 and not self.stop_event.is_set():  # the same transactions, awaited again
+                    self._answer_queue.put((sent, tries + 1))
 
     def work(self, tasks: list[str]) -> None:
         fresh = [t for t in tasks if t not in self.attempted and t not in self._sent]
@@ -131,7 +134,7 @@ class SimProvider(threading.Thread):
             pending = self.sender.send(attempts, 300_000)
             if self.pipelined:  # the answering thread awaits them: this one attempts what comes next
                 self._sent.update(fresh)
-                self._answer_queue.put(list(zip(fresh, params, pending)))
+                self._answer_queue.put((list(zip(fresh, params, pending)), 0))
                 return
             self._attempted(fresh, params, self.sender.wait(pending, check=False))
         self.answer_tasks(tasks)
