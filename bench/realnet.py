@@ -1,6 +1,7 @@
 """The real chain's conditions: `run_batch` of N FIRST_RESPONSE tasks (default 1,000) served by W
 stand-in providers (tests/provider_sim.py, real attempt and submit transactions, polling every
-0.25 s as the worker does by default) in a process of their own, on a devnet that mines a block
+0.25 s as the worker does by default, attempting and answering on two threads as the worker's
+watcher and responder do) in a process of their own, on a devnet that mines a block
 every second under a 30M gas limit, every process talking to anvil through a metered-endpoint
 proxy (tests/rpcproxy.py, in a process of its own) that adds an 80 ms round trip and counts every
 call, by method and by role (`client`, `worker1`, ...). Run twice on one devnet and Prefect stack:
@@ -16,7 +17,9 @@ call, by method and by role (`client`, `worker1`, ...). Run twice on one devnet 
 
 Ends with `finalized=<min of both runs> tasks=N calls_per_task=X http_per_task=Y rejected_share=Z
 wall_vs_gas_floor=A wall_vs_rate_floor=B` (X, Y, Z: the limited run; A: the unlimited run; B: the
-limited run). `--smoke`: 4 tasks, the same path, under a minute.
+limited run). `--smoke`: 4 tasks, the same path, under a minute. `--timeline`: each block of a run,
+its transactions by kind and how full it was (where the wall goes); `--unlimited-only`: run 1 alone.
+bench/realnet_workers.py runs the same chain with real `ogpu-provider` workers.
 """
 
 from __future__ import annotations
@@ -83,7 +86,7 @@ def serve(
         return lambda task: int(task, 16) % w == i
 
     sims = [
-        SimProvider(n, k, [source], store, from_block=from_block, poll_interval=0.25, take=share(i))
+        SimProvider(n, k, [source], store, from_block=from_block, poll_interval=0.25, take=share(i), pipelined=True)
         for i, (n, k) in enumerate(zip(networks, keys))
     ]
     for s in sims:
@@ -100,6 +103,28 @@ def batch_gas(direct: Chain, first: int, last: int) -> int:
     """Gas used by every block in [first, last] (read past the proxy: not counted)."""
     blocks = direct.rpc.batch([("eth_getBlockByNumber", [hex(b), False]) for b in range(first, last + 1)])
     return sum(int(b["gasUsed"], 16) for b in blocks)
+
+
+def timeline(direct: Chain, first: int, last: int, t0_unix: float) -> None:
+    """Per block of [first, last]: seconds since the batch began (block timestamps), the batch's
+    transactions by kind and the share of the block gas they used (read past the proxy)."""
+    from ogpu_prefect.chain.structs import ResponseParams, TaskParams
+
+    zero = "0x" + "00" * 20
+    kinds = {
+        direct.controller.publish_task(TaskParams(zero, "", 0, 0)).data[:4].hex(): "publish",
+        direct.nexus.attempt(zero, zero, 0).data[:4].hex(): "attempt",
+        direct.nexus.submit_response(ResponseParams(zero, zero, "", 0)).data[:4].hex(): "submit",
+    }
+    blocks = direct.rpc.batch([("eth_getBlockByNumber", [hex(b), True]) for b in range(first, last + 1)])
+    for b in blocks:
+        counts = Counter(kinds.get(t["input"][2:10], "other") for t in b["transactions"])
+        print(
+            f"  block {int(b['number'], 16)} t={int(b['timestamp'], 16) - t0_unix:+5.1f}s "
+            f"gas {int(b['gasUsed'], 16) / int(b['gasLimit'], 16):4.0%} "
+            + " ".join(f"{k} {v}" for k, v in sorted(counts.items())),
+            flush=True,
+        )
 
 
 def one_run(name: str, ctx: dict[str, Any], limit: float | None, shares: dict[str, float] | None) -> Run:
@@ -132,7 +157,7 @@ def one_run(name: str, ctx: dict[str, Any], limit: float | None, shares: dict[st
     )
     providers.start()
     before = proxy.metering()
-    t0 = time.perf_counter()
+    t0, t0_unix = time.perf_counter(), time.time()
     try:
         results = run_batch(
             ctx["source"],
@@ -161,6 +186,8 @@ def one_run(name: str, ctx: dict[str, Any], limit: float | None, shares: dict[st
         metering,
     )
     report(run, limit)
+    if ctx["timeline"]:
+        timeline(direct, block0 + 1, block1, t0_unix)
     return run
 
 
@@ -192,6 +219,8 @@ def main() -> None:
     ap.add_argument("--rtt", type=float, default=0.08, help="round trip added to every request, seconds")
     ap.add_argument("--block-time", type=float, default=1.0)
     ap.add_argument("--gas-limit", type=int, default=30_000_000)
+    ap.add_argument("--timeline", action="store_true", help="print each block's transactions by kind")
+    ap.add_argument("--unlimited-only", action="store_true", help="the first run only (no rate floor)")
     ap.add_argument("--smoke", action="store_true", help="4 tasks: the same path in under a minute")
     args = ap.parse_args()
     if args.smoke:
@@ -235,9 +264,13 @@ def main() -> None:
                     "store_root": str(store.root.resolve()),
                     "store_url": store.base_url,
                     "wallet": OGPUWallet(private_key=net.key("client")),
+                    "timeline": args.timeline,
                     "storage": OGPUStorage(write_url=f"file://{store.root.resolve()}", read_url=store.base_url),
                 }
                 free = one_run("unlimited", ctx, None, None)
+                if args.unlimited_only:
+                    print(f"gas floor {max(1, math.ceil(free.gas / args.gas_limit)) * args.block_time:.0f}s")
+                    return
                 by_role = Counter({r: sum(c.values()) for r, c in free.metering.calls.items()})
                 shares = {r: c / max(1, sum(by_role.values())) for r, c in by_role.items()}
                 proxy.set_limit(args.limit)

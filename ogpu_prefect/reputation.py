@@ -321,6 +321,11 @@ class ReputationBook:
         self.urgent = True
         return self._put(replace(self.record(provider), strikes=0, banned_until=None))
 
+    @property
+    def changed(self) -> bool:
+        """Whether `flush` has records to write."""
+        return bool(self._dirty) and not self._store_down
+
     def flush(self) -> None:
         """Writes back the records that changed since they were loaded or last written."""
         self.urgent = False

@@ -40,6 +40,11 @@ SWEEP_S = 1.0
 with news or with responses (a response window may close) are decided: a pass over 10,000 tasks
 costs ~100 ms of CPU."""
 WATCHED_EVENTS = ("Attempted", "ResponseSubmitted", "TaskStatusChanged")
+BOOK_FLUSH_S = 5.0
+"""Seconds between writes of what the reputation book learned, while waiting: a crashed flow loses
+at most these seconds of it, and the write at the wait's end is small on a store already warm (the
+first write of a process to Prefect Variables took 2.8 s of a 1,000-task batch's end in
+bench/realnet.py: the lock's limit, a client, the first lease)."""
 REJECT_GRACE_S = 30.0
 """Without a reputation policy: how long a task whose every response was refused waits for another."""
 REJECT_QUIET_S = 3.0
@@ -101,6 +106,7 @@ class Waiter:
         self._ended: list[Tracked] = []
         self.failures = failures
         self._last_failures = time.monotonic()
+        self._last_flush = time.monotonic()
         self.accepted = 0  # results accepted in this wait
 
     def add(self, published: Sequence[PublishedTask], *, catch_up: bool = False) -> None:
@@ -156,8 +162,11 @@ class Waiter:
             self._back_online()
         except TxRpcError as e:  # the node is away (or erring): wait for it, up to the deadline
             self._offline(e)
-        if self.book is not None and self.book.urgent:
+        if self.book is not None and (
+            self.book.urgent or (self.book.changed and time.monotonic() - self._last_flush >= BOOK_FLUSH_S)
+        ):
             self.book.flush()  # a ban: other flows should see it now, not at our end
+            self._last_flush = time.monotonic()
         ended, self._ended = self._ended, []
         return ended
 

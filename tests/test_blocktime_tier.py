@@ -169,3 +169,96 @@ def test_the_workers_provider_serves_tasks_at_a_configured_limit(chain_1s: Devne
     assert [r["upper"] for r in results] == ["T0", "T1", "T2"]
     assert m.total_rejected() == 0, m.rejected_calls
     assert m.total_calls("worker") > 0 and m.total_calls("client") > 0
+
+
+# ---- the main paths on 1 s blocks (the lease fence: tests/test_lease_fence.py, marked blocktime) ----
+
+
+@pytest.fixture
+def ctx_1s(chain_1s: Devnet, tmp_path: Path) -> Iterator[Any]:
+    from ogpu_prefect.storage import LocalStore
+
+    from .scenarios import Ctx
+
+    with LocalStore(tmp_path / "payloads") as store:
+        yield Ctx(chain_1s, store, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "delivery,options",
+    [("manual", {"policy": "first"}), ("consensus", {"k": 2}), ("auction", {"window": 1.5})],
+)
+def test_run_batch_with_each_confirming_delivery_method(ctx_1s: Any, delivery: str, options: dict[str, Any]) -> None:
+    """Every delivery method of plugins/ (first_response: the tests above), its confirmations
+    pending until the next block: every input finalized once, nothing left in escrow."""
+    from .scenarios import Outcome, audit, finalized, run_flow
+
+    ctx = ctx_1s
+    source = ctx.source(DeliveryMethod.MANUAL_CONFIRMATION)
+    start = ctx.chain.block_number() + 1
+    outcome = Outcome(f"run_batch, {delivery}, 1 s blocks", 3)
+    with ctx.providers(source, ("provider1", "provider2"), from_block=start) as sims:
+        state = run_flow(ctx, source, 3, delivery=delivery, delivery_options=options)
+        results = state.result()
+    finalized(outcome, results, 3)
+    outcome = audit(ctx, outcome, source, start)
+    assert outcome.passed, (outcome, [s.errors[:2] for s in sims])
+    assert ctx.chain.vault.frozen_payment(ctx.devnet.address("client")) == 0, "escrow left frozen"
+
+
+def test_a_stream_killed_mid_run_resumes_each_input_once(ctx_1s: Any) -> None:
+    """stream_batch's process SIGKILLed once half the inputs are on chain (its transactions still
+    pending: they land only with the next block), then resumed with the same batch_key."""
+    from prefect.settings import PREFECT_API_URL
+
+    from . import scenarios
+
+    outcome = scenarios.stream_crash_and_resume(ctx_1s, 12, PREFECT_API_URL.value())
+    assert outcome.passed, outcome
+
+
+def test_two_processes_sharing_one_wallet_land_every_task_once(ctx_1s: Any) -> None:
+    """Two processes publish with one key at once; their nonces wait in the pool for the next block."""
+    from . import scenarios
+
+    outcome = scenarios.wallet_shared_by_processes(ctx_1s, 2, 6)
+    assert outcome.passed, outcome
+
+
+def test_the_ogpu_provider_worker_process_serves_a_batch(chain_1s: Devnet, tmp_path: Path) -> None:
+    """A real `prefect worker start` of type ogpu-provider (its watcher, the echo source run by the
+    local backend, its responder) serves run_batch's FIRST_RESPONSE tasks."""
+    import signal
+
+    from ogpu_prefect.flows.run_batch import run_batch
+    from ogpu_prefect.plugins.local_backend import LocalBackend
+    from ogpu_prefect.storage import LocalStore
+
+    from .test_worker import Fleet
+
+    with LocalStore(tmp_path / "payloads") as store:
+        fleet = Fleet(chain_1s, store, tmp_path, "tier-worker")
+        try:
+            source = fleet.publish_source()
+            fleet.create_pool("tier-gpus", [source], wallet_block=f"{fleet.name}-provider1")
+            fleet.start_worker("tier-gpus", "provider1")
+            fleet.wait_registered(source, "provider1")
+            frozen0 = fleet.chain.vault.frozen_payment(chain_1s.address("client"))
+            results = run_batch(
+                source,
+                [{"text": f"t{i}"} for i in range(3)],
+                10**16,
+                fleet.network,
+                fleet.wallet("client"),
+                fleet.storage,
+                function_name="echo",
+                task_timeout=120,
+            )
+        finally:
+            for role in list(fleet.procs):
+                fleet.stop(role, signal.SIGKILL)
+                LocalBackend(chain_1s.address(role)).reap()
+    assert [r.status for r in results] == ["finalized"] * 3, (results, fleet.worker_log("provider1"))
+    assert [r.result["result"]["upper"] for r in results] == ["T0", "T1", "T2"]
+    assert {r.provider.lower() for r in results} == {chain_1s.address("provider1").lower()}
+    assert fleet.chain.vault.frozen_payment(chain_1s.address("client")) == frozen0

@@ -98,6 +98,7 @@ def test_a_batch_under_temporary_settings_renews_its_lease_on_that_api(
     assert SubprocessASGIServer._instances == servers, "a temporary Prefect server was started"
 
 
+@pytest.mark.blocktime  # part of the 1 s-block tier (tests/test_blocktime_tier.py)
 def test_a_run_taking_over_a_lapsed_lease_publishes_each_input_once(ctx: Ctx) -> None:
     """Issue 20's finding at a small size, on a chain mining every second (~2 minutes)."""
     outcome = scenarios_lease.lapsed_lease(ctx, 80)

@@ -343,6 +343,23 @@ def test_a_ban_mid_pass_hides_the_provider_from_the_next_tasks_and_the_honest_on
     assert book.record(H).accepted == 3 and w.client.confirmed == ["0xr1", "0xr3", "0xr5"]
 
 
+def test_a_long_wait_writes_what_it_learned_while_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Records are written every BOOK_FLUSH_S while the wait goes on, not only at its end (where
+    the first write of a process to Prefect Variables cost a 1,000-task batch 2.8 s)."""
+    from ogpu_prefect import waiting
+
+    store = MemoryStore()
+    book = ReputationBook(1, ReputationPolicy(), store)
+    t = tracked(0, response(0, H, {"result": 1}))
+    w = waiter(Manual(), book, t)
+    w.cursor, w._undecided = SimpleNamespace(poll=lambda: [], head=None), [t]
+    monkeypatch.setattr(waiting, "BOOK_FLUSH_S", 0.0)
+    w.poll()
+    assert t.outcome is not None and t.outcome.kind is DecisionKind.ACCEPT
+    assert store.load(record_name(1, H))["accepted"] == 1, "written before the wait's end"
+    assert not book.changed
+
+
 def test_an_unreadable_payload_is_refused_only_while_the_storage_answers_for_others() -> None:
     book = ReputationBook(1, ReputationPolicy(k=3), MemoryStore())
     bad = response(0, W, None)
