@@ -203,7 +203,7 @@ def run_batch(
 
         def publish(indexes: list[int], pay: int, ttl: int, round_no: int) -> list[PublishedTask]:
             return publish_tasks(
-                source,
+                terms,  # read once: not again per round
                 [items[i] for i in indexes],
                 pay,
                 network,

@@ -16,7 +16,7 @@ from prefect.cache_policies import NO_CACHE
 
 from .blocks import OGPUNetwork, OGPUStorage, OGPUWallet, load_block
 from .chain.errors import ExpiryOutOfRangeError, InvalidInputError
-from .client import OGPUClient
+from .client import OGPUClient, SourceTerms
 from .delivery import DecisionKind
 from .engine.window import batch_marks
 from .events import emit_task_event
@@ -99,7 +99,7 @@ def inactivate_source(source: str, network: BlockOrName, wallet: BlockOrName) ->
 
 @task(name="publish_tasks", cache_policy=NO_CACHE)
 def publish_tasks(
-    source: str,
+    source: str | SourceTerms,
     inputs: Sequence[TaskInput | dict[str, Any] | Any],
     payment: int,
     network: BlockOrName,
@@ -116,7 +116,8 @@ def publish_tasks(
     """Publishes one task per input (a batch; one task is a batch of one), pipelined; returns them
     in input order. Bad input raises a typed `InvalidInputError` naming the field before any
     transaction. With `batch_key` and `reconcile_from_block`, a retry reuses tasks it already
-    published instead of publishing them twice.
+    published instead of publishing them twice. `source`: an address, or the `SourceTerms` a
+    caller already read (run_batch's rounds: a round trip each fewer on a remote node).
 
     Example:
         ```python
@@ -144,7 +145,8 @@ def publish_tasks(
         )
     except ExpiryOutOfRangeError as e:  # raised before any transaction; the caller gave a ttl
         raise ExpiryOutOfRangeError("ttl", f"{ttl}s: {str(e).partition(': ')[2]}") from None
-    get_run_logger().info("published %d task(s) on source %s", len(published), source)
+    address = source.address if isinstance(source, SourceTerms) else source
+    get_run_logger().info("published %d task(s) on source %s", len(published), address)
     return published
 
 
