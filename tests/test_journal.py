@@ -200,3 +200,83 @@ def test_a_second_flow_run_for_an_executing_task_is_cancelled_not_adopted() -> N
     own_state, extra_state, message = anyio.run(main)
     assert (own_state, extra_state) == ("COMPLETED", "CANCELLED")
     assert "is executing in flow run" in message
+
+
+def test_tasks_are_task_runs_of_a_session_with_the_chains_times() -> None:
+    """records=tasks: each task is a task run of its source's session flow run, whose Running
+    and final states carry the attempt's and the response's block times (read back from the API:
+    within 1 s), its lines one log record of that task run, the session's table one artifact.
+    The block times come from a function the journal is given (here: fixed times long past, so a
+    state stamped with the time of our writes would be off by a minute); the server, its task
+    run recorder and the events websocket are real."""
+    import time
+    from uuid import NAMESPACE_URL, UUID, uuid5
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, LogFilter, LogFilterTaskRunId
+
+    from ogpu_prefect import events
+    from ogpu_prefect.worker.task_records import TaskRunJournal
+
+    mined = {10: float(int(time.time()) - 120), 11: float(int(time.time()) - 117)}
+    answered, failed = "0x" + "a1" * 20, "0x" + "f2" * 20
+    source = "0x" + "5c" * 20
+
+    async def main() -> tuple[Any, Any, list[Any], list[Any], list[Any], str]:
+        async with get_client() as client:
+            runs = await _journal(client, "journal-task-runs")
+            runs.make_logger = OGPUProviderWorker(work_pool_name="journal-task-runs").get_flow_run_logger
+            journal = TaskRunJournal(runs, events.sender().put, lambda blocks: {b: mined[b] for b in blocks})
+            journal.start(answered, {"task": answered, "source": source}, f"31337:0xp:{answered}:0x1", block=10)
+            journal.start(failed, {"task": failed, "source": source}, f"31337:0xp:{failed}:0x2", block=10)
+            journal.log(answered, logging.INFO, "running")
+            journal.log(answered, logging.INFO, "[service] done")
+            journal.end(answered, "COMPLETED", "response submitted on chain", block=11, result={"response": "0xr"})
+            journal.end(failed, "FAILED", "the service failed")
+            await journal.flush()
+            [session] = [r for r, _ in journal.sessions._entries.items()]
+            session_id = journal.sessions.run_of(session)
+            assert session_id is not None
+            journal.finish()
+            for _ in range(20):
+                await journal.flush()
+                if not journal.pending():
+                    break
+            ids = {
+                t: uuid5(NAMESPACE_URL, f"ogpu-task-run:31337:0xp:{t}:0x{n}") for t, n in ((answered, 1), (failed, 2))
+            }
+            found: dict[UUID, Any] = {}
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and len(found) < 2:
+                events.sender().flush()
+                for i in ids.values():
+                    try:
+                        run = await client.read_task_run(i)
+                    except Exception:
+                        continue
+                    if run.state is not None and run.state.is_final():
+                        found[i] = run
+                await anyio.sleep(0.5)
+            done, bad = found[ids[answered]], found[ids[failed]]
+            history = await client.read_task_run_states(done.id)
+            logs: list[Any] = []  # Prefect's log handler sends every few seconds
+            while time.monotonic() < deadline + 30 and not logs:
+                logs = await client.read_logs(log_filter=LogFilter(task_run_id=LogFilterTaskRunId(any_=[done.id])))
+                await anyio.sleep(0.5)
+            artifacts = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[session_id]))
+            )
+            session_state = (await client.read_flow_run(session_id)).state.type.value
+            return done, bad, history, logs, artifacts, session_state
+
+    done, bad, history, logs, artifacts, session_state = anyio.run(main)
+    assert done.state.type.value == "COMPLETED" and bad.state.type.value == "FAILED"
+    assert abs(done.start_time.timestamp() - mined[10]) <= 1.0
+    assert abs(done.end_time.timestamp() - mined[11]) <= 1.0
+    assert 2.0 <= done.total_run_time.total_seconds() <= 4.0
+    by_type = {st.type.value: st.timestamp.timestamp() for st in history}
+    assert abs(by_type["RUNNING"] - mined[10]) <= 1.0 and abs(by_type["COMPLETED"] - mined[11]) <= 1.0
+    assert done.flow_run_id == bad.flow_run_id  # one session run
+    assert [lg.message.count("\n") for lg in logs] == [1], "a task's lines are one record"
+    assert len(artifacts) == 1 and answered in artifacts[0].data and failed in artifacts[0].data
+    assert session_state == "COMPLETED"

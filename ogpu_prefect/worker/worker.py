@@ -33,6 +33,7 @@ import anyio
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.workers.base import BaseWorker, BaseWorkerResult
 
+from .. import events
 from ..chain.errors import InvalidInputError
 from ..chain.types import Environment
 from ..events import emit_service_event
@@ -45,6 +46,7 @@ from .provider import Provider
 from .resume import ensure_deployment, resume_left_open
 from .standing import stand
 from .summary import ProviderSummary
+from .task_records import TaskRunJournal, chain_block_times
 from .watcher import ChainWatcher
 
 DOCS = "https://github.com/ogpu-prefect/ogpu-prefect/blob/main/docs/worker.md"
@@ -89,7 +91,7 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
         super().__init__(*args, **kwargs)
         self.provider: Provider | None = None
         self.config: ProviderJobConfiguration | None = None
-        self.journal: FlowRunJournal | None = None
+        self.journal: FlowRunJournal | TaskRunJournal | None = None
         self.runs: TaskRuns | None = None
         self.summary: ProviderSummary | None = None
         self._deployment_id: UUID | None = None
@@ -157,6 +159,7 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
                 self.provider.cancel(task, "the worker stopped")
             await anyio.to_thread.run_sync(self.provider.close)
         if self.journal is not None:
+            self.journal.finish()  # sessions close once their tasks are recorded
             with anyio.move_on_after(15):  # what ended gets recorded
                 while self.runs is not None and self.runs.inflight:
                     await anyio.sleep(0.05)
@@ -208,9 +211,7 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
                 backend,
                 environment,
                 service_log=route,
-                on_service=lambda change, source: emit_service_event(
-                    change, network.chain_id, me, source, self._related_resources()
-                ),
+                on_service=lambda change, source: self._service_changed(change, network.chain_id, me, source),
                 provider=acting_for,
                 config_origins=config.config_origins or None,
             )
@@ -229,16 +230,26 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
             self.client, self._work_pool_name, self._queue_name, self.provider.address
         )
         self._work_queues.add(self._queue_name)
-        self.journal = FlowRunJournal(
+        tags = ["ogpu-provider", f"provider:{self.provider.address}"]
+        runs = FlowRunJournal(
             self.client,
             self._deployment_id,
             flow_id,
             self._work_pool_name,
             self._queue_name,
-            ["ogpu-provider", f"provider:{self.provider.address}"],
+            tags,
             self.get_flow_run_logger,
             self._logger,
         )
+        self.journal = runs
+        if config.records != "flow_runs":  # sessions' flow runs, tasks as task runs with the chain's times
+            self.journal = TaskRunJournal(
+                runs,
+                events.sender().put,
+                chain_block_times(self.provider.chain.rpc),
+                summary_only=config.records == "summary",
+                tags=tags,
+            )
         self._logger.info(
             "provider %s serves %d source(s) on %s with the %s backend%s",
             self.provider.address,
@@ -247,6 +258,12 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
             config.backend,
             f", signed by {self.provider.agent} for it" if self.provider.agent else "",
         )
+
+    def _service_changed(self, change: str, chain_id: int, provider: str, source: str) -> None:
+        """A source's service started or stopped (any thread): an event; a stop closes its session."""
+        emit_service_event(change, chain_id, provider, source, self._related_resources())
+        if change == "stopped" and self.journal is not None:
+            self.journal.service_stopped(source)
 
     @property
     def _queue_name(self) -> str:
@@ -342,7 +359,14 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
     ) -> ProviderWorkerResult:
         """A flow run of the deployment started from the UI or the API (its task must be one this
         provider attempted): executed like any other, recorded on that flow run."""
-        assert self.provider is not None and self.runs is not None
+        assert self.provider is not None and self.runs is not None and self.journal is not None
+        if "task" not in flow_run.parameters:  # a session's run (a Retry of it): nothing names a task
+            if task_status is not None:
+                task_status.started(f"{self.provider.address}:session")
+            await self.journal.close_runs(
+                [flow_run.id], "CANCELLED", "a session's run is not executed again: start a run with a task's address"
+            )
+            return ProviderWorkerResult(identifier=f"{self.provider.address}:session", status_code=0)
         task, source = flow_run.parameters["task"], flow_run.parameters["source"]
         identifier = f"{self.provider.address}:{task}"
         if task_status is not None:
@@ -392,7 +416,8 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
                 self._logger.debug("cancellation poll failed", exc_info=True)
                 continue
             for run in runs:
-                await self.kill_infrastructure(f"{self.provider.address}:{open_runs[run.id]}", self.config)  # type: ignore[union-attr,arg-type]
+                for task in open_runs[run.id]:
+                    await self.kill_infrastructure(f"{self.provider.address}:{task}", self.config)  # type: ignore[union-attr,arg-type]
 
     async def kill_infrastructure(
         self, infrastructure_pid: str, configuration: ProviderJobConfiguration, grace_seconds: int = 30
