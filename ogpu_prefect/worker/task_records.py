@@ -85,11 +85,13 @@ class TaskRunJournal:
         *,
         summary_only: bool = False,
         tags: list[str] | None = None,
+        send_log: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.sessions = sessions
         self.send = send  # queues a Prefect event (the events sender: retried, never dropped)
         self.block_times = block_times  # block numbers -> timestamps (a thread calls it)
         self.summary_only = summary_only
+        self.send_log = send_log  # queues a log line for POST /logs/ (retried, never dropped); None: Prefect's handler
         self.tags = tags or []
         self.log_ = sessions.log_
         self._tasks: dict[str, _Task] = {}
@@ -315,17 +317,31 @@ class TaskRunJournal:
         """A task's lines as one log record of its task run, at the first line's time."""
         if not lines:
             return
+        stamp = (lambda w: datetime.fromtimestamp(w, UTC).strftime("%H:%M:%S.%f")[:-3]) if len(lines) > 1 else None
+        text = "\n".join(f"{stamp(w)} {m}" if stamp else m for _, m, w in lines)
+        level = max(level for level, _, _ in lines)
+        run_id = self.sessions.run_of(skey)
+        if self.send_log is not None and run_id is not None:
+            self.send_log(
+                {
+                    "name": "prefect.flow_runs.worker",
+                    "level": level,
+                    "message": text,
+                    "timestamp": datetime.fromtimestamp(lines[0][2], UTC).isoformat(),
+                    "flow_run_id": str(run_id),
+                    "task_run_id": str(task_run),
+                }
+            )
+            return
         adapter = self.sessions.logger_of(skey)
         if adapter is None:
             for level, message, _ in lines:
                 self.log_.log(level, "%s", message)
             return
-        stamp = (lambda w: datetime.fromtimestamp(w, UTC).strftime("%H:%M:%S.%f")[:-3]) if len(lines) > 1 else None
-        text = "\n".join(f"{stamp(w)} {m}" if stamp else m for _, m, w in lines)
         tagged = logging.LoggerAdapter(adapter.logger, {**(adapter.extra or {}), "task_run_id": str(task_run)})
         from .journal import _log_at
 
-        _log_at(tagged, max(level for level, _, _ in lines), text, lines[0][2])
+        _log_at(tagged, level, text, lines[0][2])
 
     async def _close_session(self, s: _Session) -> None:
         """Writes a session's table when long, and closes an idle closing session."""

@@ -33,7 +33,7 @@ import anyio
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.workers.base import BaseWorker, BaseWorkerResult
 
-from .. import events
+from .. import api_writer, events
 from ..chain.errors import InvalidInputError
 from ..chain.types import Environment
 from ..events import emit_service_event
@@ -169,6 +169,8 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
                     except Exception as e:
                         self._logger.warning("could not record %d task(s) in Prefect: %s", self.journal.pending(), e)
                         break
+        # What is not sent by then stays spooled on disk: the next worker sends it.
+        await anyio.to_thread.run_sync(lambda: events.sender().flush(10.0) and api_writer.writer("/logs/").flush(5.0))
         if self.summary is not None:
             try:
                 await self.summary.write(self.client, force=True)
@@ -249,6 +251,7 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
                 chain_block_times(self.provider.chain.rpc),
                 summary_only=config.records == "summary",
                 tags=tags,
+                send_log=api_writer.writer("/logs/").put,
             )
         self._logger.info(
             "provider %s serves %d source(s) on %s with the %s backend%s",
