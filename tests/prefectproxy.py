@@ -87,6 +87,11 @@ class PrefectProxy:
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
+    def limit(self, requests_per_min: int | None, writes_per_min: int | None) -> None:
+        """New limits, with fresh windows."""
+        with self._lock:
+            self._requests, self._writes = _Window(requests_per_min), _Window(writes_per_min)
+
     def refuse_next(self, n: int) -> None:
         with self._lock:
             self._refuse = n
@@ -172,11 +177,14 @@ class PrefectProxy:
                         await upstream.send(text if text is not None else message.get("bytes") or b"")
 
                 async def down() -> None:
-                    async for message in upstream:
-                        if isinstance(message, str):
-                            await websocket.send_text(message)
-                        else:
-                            await websocket.send_bytes(message)
+                    try:
+                        async for message in upstream:
+                            if isinstance(message, str):
+                                await websocket.send_text(message)
+                            else:
+                                await websocket.send_bytes(message)
+                    except websockets.ConnectionClosed:  # the server closed it: so does the proxy
+                        pass
 
                 tasks = [asyncio.create_task(up()), asyncio.create_task(down())]
                 _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)

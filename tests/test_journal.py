@@ -218,8 +218,8 @@ def test_tasks_are_task_runs_of_a_session_with_the_chains_times() -> None:
     from ogpu_prefect import events
     from ogpu_prefect.worker.task_records import TaskRunJournal
 
-    mined = {10: float(int(time.time()) - 120), 11: float(int(time.time()) - 117)}
-    answered, failed = "0x" + "a1" * 20, "0x" + "f2" * 20
+    mined = {10: float(int(time.time()) - 120), 11: float(int(time.time()) - 117), 12: float(int(time.time()) - 60)}
+    answered, failed, quick = "0x" + "a1" * 20, "0x" + "f2" * 20, "0x" + "9e" * 20
     source = "0x" + "5c" * 20
 
     async def main() -> tuple[Any, Any, list[Any], list[Any], list[Any], str]:
@@ -229,6 +229,10 @@ def test_tasks_are_task_runs_of_a_session_with_the_chains_times() -> None:
             journal = TaskRunJournal(runs, events.sender().put, lambda blocks: {b: mined[b] for b in blocks})
             journal.start(answered, {"task": answered, "source": source}, f"31337:0xp:{answered}:0x1", block=10)
             journal.start(failed, {"task": failed, "source": source}, f"31337:0xp:{failed}:0x2", block=10)
+            # Attempt and response in one block (one second): both seen later than it. Their times
+            # were the same, and Prefect's recorder then kept the run Running.
+            journal.start(quick, {"task": quick, "source": source}, f"31337:0xp:{quick}:0x3", block=12)
+            journal.end(quick, "COMPLETED", "response submitted on chain", block=12)
             journal.log(answered, logging.INFO, "running")
             journal.log(answered, logging.INFO, "[service] done")
             journal.end(answered, "COMPLETED", "response submitted on chain", block=11, result={"response": "0xr"})
@@ -243,11 +247,12 @@ def test_tasks_are_task_runs_of_a_session_with_the_chains_times() -> None:
                 if not journal.pending():
                     break
             ids = {
-                t: uuid5(NAMESPACE_URL, f"ogpu-task-run:31337:0xp:{t}:0x{n}") for t, n in ((answered, 1), (failed, 2))
+                t: uuid5(NAMESPACE_URL, f"ogpu-task-run:31337:0xp:{t}:0x{n}")
+                for t, n in ((answered, 1), (failed, 2), (quick, 3))
             }
             found: dict[UUID, Any] = {}
             deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and len(found) < 2:
+            while time.monotonic() < deadline and len(found) < 3:
                 events.sender().flush()
                 for i in ids.values():
                     try:
@@ -257,6 +262,7 @@ def test_tasks_are_task_runs_of_a_session_with_the_chains_times() -> None:
                     if run.state is not None and run.state.is_final():
                         found[i] = run
                 await anyio.sleep(0.5)
+            assert ids[quick] in found, "the one-block task's run ended"
             done, bad = found[ids[answered]], found[ids[failed]]
             history = await client.read_task_run_states(done.id)
             logs: list[Any] = []  # Prefect's log handler sends every few seconds

@@ -11,9 +11,11 @@ service session (the compose service is the job, as a container is for prefect-d
 session run, two events and one coalesced log record per task, one artifact per session (a table
 of its tasks): a fraction of a flow run per task's writes, and the times are the chain's.
 
-A block's timestamp has a 1 s resolution; the time we saw the receipt is finer but later. A
-state's time is the receipt's time clamped into the block's second: never more than 1 s from the
-block's time, and sub-second durations stay visible.
+A block's timestamp has a 1 s resolution (and blocks of one second share it); the time we saw the
+receipt is finer but later. A state's time is the receipt's time clamped into the block's second
+(at most 0.9 s past it), and an end is at least 1 ms after its start: Prefect's recorder keeps a
+state only if it is newer than the run's last, so an end stamped like its start left the run
+Running.
 
 The session flow runs themselves (Running, final state, artifact, logs) are written by a
 `FlowRunJournal`; this module adds the task runs. Nothing here is on the money path: `start`,
@@ -274,8 +276,9 @@ class TaskRunJournal:
         for t in self._tasks.values():
             if t.start_at is None:
                 t.start_at = self._at(t.start_block, t.seen_start)
-            if t.end is not None and t.end_at is None:
-                t.end_at = max(self._at(t.end_block, t.seen_end) or t.seen_end, t.start_at or 0.0)
+            if t.end is not None and t.end_at is None and t.start_at is not None:
+                # Later than the start: the recorder keeps a state only if it is newer than the last.
+                t.end_at = max(self._at(t.end_block, t.seen_end) or t.seen_end, t.start_at + 0.001)
 
     def _at(self, block: int | None, seen: float) -> float | None:
         """The block's time, refined by when we saw it (within the block's second); `seen` when
@@ -285,7 +288,7 @@ class TaskRunJournal:
         mined = self._times.get(block)
         if mined is None:
             return None
-        return min(max(seen, mined), mined + 0.999)
+        return min(max(seen, mined), mined + 0.9)
 
     def _ended(self, t: _Task, run_id: UUID) -> None:
         assert t.end is not None and t.end_at is not None and t.start_at is not None
