@@ -91,7 +91,7 @@ def stored_provider_task_run_events(since: float) -> int:
     return sum(int(r["count"]) for r in rows)
 
 
-def provider_task_runs(since: float) -> list[Any]:
+def provider_task_runs(since: float, tasks: set[str] | None = None) -> list[Any]:
     """The workers' task runs (tag ogpu-provider) that started after `since`."""
     from datetime import UTC, datetime
 
@@ -108,12 +108,18 @@ def provider_task_runs(since: float) -> list[Any]:
             page = c.read_task_runs(task_run_filter=flt, limit=200, offset=len(out))
             out += page
             if len(page) < 200:
-                return out
+                return [r for r in out if tasks is None or r.dynamic_key.lower() in tasks]
 
 
-def chain_times(chain: Any, first_block: int, providers: set[str]) -> tuple[dict[tuple[str, str], float], ...]:
-    """(task, provider) -> block time of its Attempted, and of its ResponseSubmitted, since `first_block`."""
-    attempts = [e for e in chain.cursor(["Attempted"], first_block).poll() if e["provider"].lower() in providers]
+def chain_times(
+    chain: Any, first_block: int, providers: set[str], tasks: set[str]
+) -> tuple[dict[tuple[str, str], float], ...]:
+    """(task, provider) -> block time of its Attempted, and of its ResponseSubmitted, for `tasks`."""
+    attempts = [
+        e
+        for e in chain.cursor(["Attempted"], first_block).poll()
+        if e["provider"].lower() in providers and e["task"].lower() in tasks
+    ]
     submitted = chain.cursor(["ResponseSubmitted"], first_block).poll()
     params = chain.read_many([chain.response(e["response"]).read.get_response_params() for e in submitted])
     blocks = sorted({e.block_number for e in attempts} | {e.block_number for e in submitted})
@@ -123,21 +129,26 @@ def chain_times(chain: Any, first_block: int, providers: set[str]) -> tuple[dict
     responded = {
         (p.task.lower(), p.provider.lower()): stamp[e.block_number]
         for e, p in zip(submitted, params)
-        if p.provider.lower() in providers
+        if p.provider.lower() in providers and p.task.lower() in tasks
     }
     return attempted, responded
 
 
-def records_done(since: float, responses: int, timeout: float) -> tuple[float, list[Any]]:
+def records_done(since: float, responses: int, timeout: float, tasks: set[str]) -> tuple[float, list[Any]]:
     """Seconds until the workers' task runs since `since` record `responses` Completed and none
     is left Running; and those runs."""
     t0 = time.perf_counter()
     while True:
-        runs = provider_task_runs(since)
+        runs = provider_task_runs(since, tasks)
         states = [r.state_type.value if r.state_type else "" for r in runs]
         if states.count("COMPLETED") >= responses and "RUNNING" not in states:
             return time.perf_counter() - t0, runs
         if time.perf_counter() - t0 > timeout:
+            from collections import Counter
+
+            print(f"  records after {timeout:.0f}s: {Counter(states)} of {responses} responses on chain")
+            for r in [r for r in runs if r.state_type and r.state_type.value != "COMPLETED"][:5]:
+                print(f"    {r.name} {r.dynamic_key[:12]} {r.state_type.value} {r.state.message if r.state else ''}")
             return float("inf"), runs
         time.sleep(0.5)
 
@@ -159,8 +170,8 @@ def true_times(runs: list[Any], attempted: dict[Any, float], responded: dict[Any
     return int(bad == 0 and bool(runs))
 
 
-def batch(source: str, n: int, tag: str) -> tuple[float, int]:
-    """run_batch of `n` echo tasks: (wall, finalized)."""
+def batch(source: str, n: int, tag: str) -> tuple[float, int, set[str]]:
+    """run_batch of `n` echo tasks: (wall, finalized, every task it published)."""
     from ogpu_prefect.flows.run_batch import run_batch
 
     t0 = time.perf_counter()
@@ -175,7 +186,8 @@ def batch(source: str, n: int, tag: str) -> tuple[float, int]:
         task_timeout=900,
         poll_interval=0.1,
     )
-    return time.perf_counter() - t0, sum(r.status == "finalized" for r in results)
+    wall = time.perf_counter() - t0
+    return wall, sum(r.status == "finalized" for r in results), {t.lower() for r in results for t in r.tasks}
 
 
 def main() -> None:
@@ -186,7 +198,7 @@ def main() -> None:
     ap.add_argument("--requests-per-min", type=int, default=250)
     ap.add_argument("--writes-per-min", type=int, default=500)
     ap.add_argument("--records-timeout", type=float, default=300.0)
-    args = parse_args(ap, tasks=6, workers=1, stack="sqlite", records_timeout=120.0)
+    args = parse_args(ap, tasks=6, workers=1, stack="sqlite", records_timeout=60.0)
 
     from ogpu_prefect.blocks import OGPUWallet
     from ogpu_prefect.chain import devnet as devnet_mod
@@ -226,10 +238,10 @@ def main() -> None:
                         # 1. unlimited
                         proxy.reset()
                         since, first = time.time(), chain.block_number()
-                        wall, finalized = batch(source, args.tasks, "a")
-                        attempted, responded = chain_times(chain, first, set(addr.values()))
+                        wall, finalized, tasks_a = batch(source, args.tasks, "a")
+                        attempted, responded = chain_times(chain, first, set(addr.values()), tasks_a)
                         with temporary_settings({PREFECT_API_URL: upstream}):  # the bench's reads: not counted
-                            lag, runs = records_done(since, len(responded), args.records_timeout)
+                            lag, runs = records_done(since - 2, len(responded), args.records_timeout, tasks_a)
                             metering = proxy.reset()
                             events_written = stored_events_total(since, time.time())
                         truthful = true_times(runs, attempted, responded)
@@ -245,7 +257,7 @@ def main() -> None:
                         # 2. limited (Prefect Cloud Hobby)
                         proxy.limit(args.requests_per_min, args.writes_per_min)
                         since_b, first_b = time.time(), chain.block_number()
-                        wall_b, finalized_b = batch(source, args.tasks, "b")
+                        wall_b, finalized_b, tasks_b = batch(source, args.tasks, "b")
                         limited = proxy.reset()
                         proxy.limit(None, None)
                         print(
@@ -255,11 +267,11 @@ def main() -> None:
                             f"websocket events held {limited.held_s:.1f}s",
                             flush=True,
                         )
-                        _, responded_b = chain_times(chain, first_b, set(addr.values()))
+                        _, responded_b = chain_times(chain, first_b, set(addr.values()), tasks_b)
 
                         # 3. nothing lost
                         with temporary_settings({PREFECT_API_URL: upstream}):
-                            lag_b, runs_b = records_done(since_b, len(responded_b), args.records_timeout)
+                            lag_b, runs_b = records_done(since_b - 2, len(responded_b), args.records_timeout, tasks_b)
                         completed_b = sum(r.state_type.value == "COMPLETED" for r in runs_b)
                         records_lost = max(len(responded) - sum(r.state_type.value == "COMPLETED" for r in runs), 0)
                         records_lost += max(len(responded_b) - completed_b, 0)
