@@ -1,4 +1,5 @@
-"""The provider's tasks as Prefect flow runs, recorded off the critical path.
+"""The provider's tasks as Prefect flow runs (`records: flow_runs`), and the session flow runs
+of `records: tasks` / `summary` (task_records.py), recorded off the critical path.
 
 A task is executed the moment its attempt is mined; its flow run is a record of that execution,
 written by this journal: each flow run is created Running (a few at once), with the provider and
