@@ -164,7 +164,14 @@ def true_times(runs: list[Any], attempted: dict[Any, float], responded: dict[Any
         end_ok = r.state_type.value != "COMPLETED" or (
             key in responded and r.end_time and abs(r.end_time.timestamp() - responded[key]) <= 1.0
         )
-        bad += not (start_ok and end_ok)
+        if not (start_ok and end_ok):
+            bad += 1
+            if bad <= 5:
+                a, b = attempted.get(key), responded.get(key)
+                print(
+                    f"    {r.dynamic_key[:12]} {r.state_type.value}: start {r.start_time} (attempt block {a}), "
+                    f"end {r.end_time} (response block {b})"
+                )
     if bad:
         print(f"  {bad} of {len(runs)} task runs are not within 1 s of their blocks")
     return int(bad == 0 and bool(runs))

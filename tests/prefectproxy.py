@@ -169,7 +169,7 @@ class PrefectProxy:
                         text = message.get("text")
                         if inbound and text and '"type"' not in text[:20]:  # an event, not the auth message
                             while (wait := self._writes.room()) > 0:
-                                self.metering.held_s += wait
+                                self.metering.held_s += min(wait, 1.0)
                                 await asyncio.sleep(min(wait, 1.0))
                             with self._lock:
                                 self._writes.take()

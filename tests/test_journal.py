@@ -235,6 +235,7 @@ def test_tasks_are_task_runs_of_a_session_with_the_chains_times() -> None:
             journal.end(quick, "COMPLETED", "response submitted on chain", block=12)
             journal.log(answered, logging.INFO, "running")
             journal.log(answered, logging.INFO, "[service] done")
+            await journal.flush()  # the session run; Running for the two still running
             journal.end(answered, "COMPLETED", "response submitted on chain", block=11, result={"response": "0xr"})
             journal.end(failed, "FAILED", "the service failed")
             await journal.flush()

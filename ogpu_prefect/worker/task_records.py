@@ -8,7 +8,8 @@ as the state's time. So each OpenGPU task is a task run whose Running state is i
 attempt's block time) and whose final state is its response (the response's block time), or the
 moment it failed or was cancelled, inside one flow run of the provider's deployment per source
 service session (the compose service is the job, as a container is for prefect-docker). One
-session run, two events and one coalesced log record per task, one artifact per session (a table
+session run, one or two events (a task that ended by the next flush gets only its final state,
+with its start time) and one coalesced log record per task, one artifact per session (a table
 of its tasks): a fraction of a flow run per task's writes, and the times are the chain's.
 
 A block's timestamp has a 1 s resolution (and blocks of one second share it); the time we saw the
@@ -254,7 +255,9 @@ class TaskRunJournal:
             if run_id is None:
                 continue
             if not t.start_sent and t.start_at is not None:
-                if not self.summary_only:
+                # A task that ended by now gets its final state only (one event fewer): its start
+                # time is in that event's task run, so the UI's start and duration are the same.
+                if not self.summary_only and (t.end is None or t.end_at is None):
                     self.send(self._event(t, run_id, "RUNNING", "Running", "attempt mined", t.start_at))
                 t.start_sent = True
             if t.end is not None and t.end_at is not None and t.start_sent:
