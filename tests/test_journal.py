@@ -219,25 +219,33 @@ def test_tasks_are_task_runs_of_a_session_with_the_chains_times() -> None:
     from ogpu_prefect.worker.task_records import TaskRunJournal
 
     mined = {10: float(int(time.time()) - 120), 11: float(int(time.time()) - 117), 12: float(int(time.time()) - 60)}
-    answered, failed, quick = "0x" + "a1" * 20, "0x" + "f2" * 20, "0x" + "9e" * 20
+    answered, failed, quick, found_late = "0x" + "a1" * 20, "0x" + "f2" * 20, "0x" + "9e" * 20, "0x" + "1a" * 20
     source = "0x" + "5c" * 20
 
     async def main() -> tuple[Any, Any, list[Any], list[Any], list[Any], str]:
         async with get_client() as client:
             runs = await _journal(client, "journal-task-runs")
             runs.make_logger = OGPUProviderWorker(work_pool_name="journal-task-runs").get_flow_run_logger
-            journal = TaskRunJournal(runs, events.sender().put, lambda blocks: {b: mined[b] for b in blocks})
+            journal = TaskRunJournal(
+                runs,
+                events.sender().put,
+                lambda blocks: {b: mined[b] for b in blocks},
+                response_times=lambda responses: {r: mined[11] for r in responses},
+            )
             journal.start(answered, {"task": answered, "source": source}, f"31337:0xp:{answered}:0x1", block=10)
             journal.start(failed, {"task": failed, "source": source}, f"31337:0xp:{failed}:0x2", block=10)
             # Attempt and response in one block (one second): both seen later than it. Their times
             # were the same, and Prefect's recorder then kept the run Running.
             journal.start(quick, {"task": quick, "source": source}, f"31337:0xp:{quick}:0x3", block=12)
             journal.end(quick, "COMPLETED", "response submitted on chain", block=12)
+            # A response found landed after a failed send: no block; its Response keeps its time.
+            journal.start(found_late, {"task": found_late, "source": source}, f"31337:0xp:{found_late}:0x4", block=10)
             journal.log(answered, logging.INFO, "running")
             journal.log(answered, logging.INFO, "[service] done")
             await journal.flush()  # the session run; Running for the two still running
             journal.end(answered, "COMPLETED", "response submitted on chain", block=11, result={"response": "0xr"})
             journal.end(failed, "FAILED", "the service failed")
+            journal.end(found_late, "COMPLETED", "response submitted on chain", result={"response": "0xresp"})
             await journal.flush()
             [session] = [r for r, _ in journal.sessions._entries.items()]
             session_id = journal.sessions.run_of(session)
@@ -249,11 +257,11 @@ def test_tasks_are_task_runs_of_a_session_with_the_chains_times() -> None:
                     break
             ids = {
                 t: uuid5(NAMESPACE_URL, f"ogpu-task-run:31337:0xp:{t}:0x{n}")
-                for t, n in ((answered, 1), (failed, 2), (quick, 3))
+                for t, n in ((answered, 1), (failed, 2), (quick, 3), (found_late, 4))
             }
             found: dict[UUID, Any] = {}
             deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and len(found) < 3:
+            while time.monotonic() < deadline and len(found) < 4:
                 events.sender().flush()
                 for i in ids.values():
                     try:
@@ -264,6 +272,8 @@ def test_tasks_are_task_runs_of_a_session_with_the_chains_times() -> None:
                         found[i] = run
                 await anyio.sleep(0.5)
             assert ids[quick] in found, "the one-block task's run ended"
+            late = found[ids[found_late]]
+            assert abs(late.end_time.timestamp() - mined[11]) <= 1.0, "the Response's time, not when we wrote"
             done, bad = found[ids[answered]], found[ids[failed]]
             history = await client.read_task_run_states(done.id)
             logs: list[Any] = []  # Prefect's log handler sends every few seconds

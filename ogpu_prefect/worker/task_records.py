@@ -59,6 +59,7 @@ class _Task:
     seen_end: float = 0.0
     end_block: int | None = None
     end_at: float | None = None
+    end_mined: float | None = None  # the response's time read from the chain when its block is not known
     result: dict[str, str] = field(default_factory=dict)
     lines: list[tuple[int, str, float]] = field(default_factory=list)
 
@@ -89,10 +90,12 @@ class TaskRunJournal:
         summary_only: bool = False,
         tags: list[str] | None = None,
         send_log: Callable[[dict[str, Any]], None] | None = None,
+        response_times: Callable[[list[str]], dict[str, float]] | None = None,
     ) -> None:
         self.sessions = sessions
         self.send = send  # queues a Prefect event (the events sender: retried, never dropped)
         self.block_times = block_times  # block numbers -> timestamps (a thread calls it)
+        self.response_times = response_times  # Response addresses -> their responseTimestamp (a thread)
         self.summary_only = summary_only
         self.send_log = send_log  # queues a log line for POST /logs/ (retried, never dropped); None: Prefect's handler
         self.tags = tags or []
@@ -276,19 +279,35 @@ class TaskRunJournal:
                 return
             while len(self._times) > 4096:
                 self._times.pop(next(iter(self._times)))
+        # A response found landed after a failed send (or already on chain) has no block here:
+        # its Response contract keeps its time.
+        unknown = [
+            t
+            for t in self._tasks.values()
+            if t.end is not None and t.end_at is None and t.end_block is None and t.result.get("response")
+        ]
+        if unknown and self.response_times is not None:
+            try:
+                found = await anyio.to_thread.run_sync(self.response_times, [t.result["response"] for t in unknown])
+            except Exception as e:  # the next flush asks again
+                self.log_.debug("response times not read: %s", e)
+                return
+            for t in unknown:
+                t.end_mined = found.get(t.result["response"])
         for t in self._tasks.values():
             if t.start_at is None:
                 t.start_at = self._at(t.start_block, t.seen_start)
             if t.end is not None and t.end_at is None and t.start_at is not None:
                 # Later than the start: the recorder keeps a state only if it is newer than the last.
-                t.end_at = max(self._at(t.end_block, t.seen_end) or t.seen_end, t.start_at + 0.001)
+                end = self._at(t.end_block, t.seen_end, t.end_mined) or t.seen_end
+                t.end_at = max(end, t.start_at + 0.001)
 
-    def _at(self, block: int | None, seen: float) -> float | None:
-        """The block's time, refined by when we saw it (within the block's second); `seen` when
-        there is no block; None while the block's time is unknown."""
-        if block is None:
+    def _at(self, block: int | None, seen: float, mined: float | None = None) -> float | None:
+        """The block's time (or `mined`), refined by when we saw it (within the block's second);
+        `seen` when neither is known; None while the block's time is unknown."""
+        if block is None and mined is None:
             return seen
-        mined = self._times.get(block)
+        mined = self._times.get(block) if block is not None else mined
         if mined is None:
             return None
         return min(max(seen, mined), mined + 0.9)
@@ -439,6 +458,16 @@ class TaskRunJournal:
 
 def _iso(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def chain_response_times(chain: Any) -> Callable[[list[str]], dict[str, float]]:
+    """Response addresses -> their `responseTimestamp` (the real network's ABI), one batch."""
+
+    def read(responses: list[str]) -> dict[str, float]:
+        found = chain.read_many([chain.response(r).read.response_timestamp() for r in responses])
+        return {r: float(t) for r, t in zip(responses, found) if t}
+
+    return read
 
 
 def chain_block_times(rpc: Any) -> Callable[[list[int]], dict[int, float]]:

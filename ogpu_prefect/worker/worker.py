@@ -46,7 +46,7 @@ from .provider import Provider
 from .resume import ensure_deployment, resume_left_open
 from .standing import stand
 from .summary import ProviderSummary
-from .task_records import TaskRunJournal, chain_block_times
+from .task_records import TaskRunJournal, chain_block_times, chain_response_times
 from .watcher import ChainWatcher
 
 DOCS = "https://github.com/ogpu-prefect/ogpu-prefect/blob/main/docs/worker.md"
@@ -252,6 +252,7 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
                 summary_only=config.records == "summary",
                 tags=tags,
                 send_log=api_writer.writer("/logs/").put,
+                response_times=chain_response_times(self.provider.chain),
             )
         self._logger.info(
             "provider %s serves %d source(s) on %s with the %s backend%s",
