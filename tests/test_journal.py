@@ -218,7 +218,18 @@ def test_tasks_are_task_runs_of_a_session_with_the_chains_times() -> None:
     from ogpu_prefect import events
     from ogpu_prefect.worker.task_records import TaskRunJournal
 
-    mined = {10: float(int(time.time()) - 120), 11: float(int(time.time()) - 117), 12: float(int(time.time()) - 60)}
+    now = int(time.time())
+    mined = {10: float(now - 120), 11: float(now - 117), 12: float(now - 60), 13: float(now - 50)}
+    racing = "0x" + "7c" * 20
+    raced: list[str] = []
+    holder: list[Any] = []
+
+    def block_times(blocks: list[int]) -> dict[int, float]:
+        if not raced:  # the task ends (block 13, not asked for) while these times are read
+            raced.append(racing)
+            holder[0].end(racing, "COMPLETED", "response submitted on chain", block=13)
+        return {b: mined[b] for b in blocks}
+
     answered, failed, quick, found_late = "0x" + "a1" * 20, "0x" + "f2" * 20, "0x" + "9e" * 20, "0x" + "1a" * 20
     source = "0x" + "5c" * 20
 
@@ -229,13 +240,15 @@ def test_tasks_are_task_runs_of_a_session_with_the_chains_times() -> None:
             journal = TaskRunJournal(
                 runs,
                 events.sender().put,
-                lambda blocks: {b: mined[b] for b in blocks},
+                block_times,
                 response_times=lambda responses: {r: mined[11] for r in responses},
             )
+            holder.append(journal)
             journal.start(answered, {"task": answered, "source": source}, f"31337:0xp:{answered}:0x1", block=10)
             journal.start(failed, {"task": failed, "source": source}, f"31337:0xp:{failed}:0x2", block=10)
             # Attempt and response in one block (one second): both seen later than it. Their times
             # were the same, and Prefect's recorder then kept the run Running.
+            journal.start(racing, {"task": racing, "source": source}, f"31337:0xp:{racing}:0x5", block=10)
             journal.start(quick, {"task": quick, "source": source}, f"31337:0xp:{quick}:0x3", block=12)
             journal.end(quick, "COMPLETED", "response submitted on chain", block=12)
             # A response found landed after a failed send: no block; its Response keeps its time.
@@ -257,11 +270,11 @@ def test_tasks_are_task_runs_of_a_session_with_the_chains_times() -> None:
                     break
             ids = {
                 t: uuid5(NAMESPACE_URL, f"ogpu-task-run:31337:0xp:{t}:0x{n}")
-                for t, n in ((answered, 1), (failed, 2), (quick, 3), (found_late, 4))
+                for t, n in ((answered, 1), (failed, 2), (quick, 3), (found_late, 4), (racing, 5))
             }
             found: dict[UUID, Any] = {}
             deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and len(found) < 4:
+            while time.monotonic() < deadline and len(found) < 5:
                 events.sender().flush()
                 for i in ids.values():
                     try:
@@ -272,6 +285,8 @@ def test_tasks_are_task_runs_of_a_session_with_the_chains_times() -> None:
                         found[i] = run
                 await anyio.sleep(0.5)
             assert ids[quick] in found, "the one-block task's run ended"
+            ended_while_read = found[ids[racing]]
+            assert abs(ended_while_read.end_time.timestamp() - mined[13]) <= 1.0, "it waited for its block's time"
             late = found[ids[found_late]]
             assert abs(late.end_time.timestamp() - mined[11]) <= 1.0, "the Response's time, not when we wrote"
             done, bad = found[ids[answered]], found[ids[failed]]

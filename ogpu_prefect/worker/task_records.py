@@ -38,6 +38,7 @@ from uuid import UUID
 import anyio
 
 from .journal import FlowRunJournal
+from .task_run_events import iso, task_run_event
 
 ROWS_PER_ARTIFACT = 200
 """A long session's table is written in parts of this many tasks (one artifact each)."""
@@ -60,6 +61,7 @@ class _Task:
     end_block: int | None = None
     end_at: float | None = None
     end_mined: float | None = None  # the response's time read from the chain when its block is not known
+    end_asked: bool = False  # end_mined was asked for
     result: dict[str, str] = field(default_factory=dict)
     lines: list[tuple[int, str, float]] = field(default_factory=list)
 
@@ -261,7 +263,20 @@ class TaskRunJournal:
                 # A task that ended by now gets its final state only (one event fewer): its start
                 # time is in that event's task run, so the UI's start and duration are the same.
                 if not self.summary_only and (t.end is None or t.end_at is None):
-                    self.send(self._event(t, run_id, "RUNNING", "Running", "attempt mined", t.start_at))
+                    self.send(
+                        task_run_event(
+                            t.task,
+                            t.source,
+                            t.id,
+                            t.start_at,
+                            self.tags,
+                            run_id,
+                            "RUNNING",
+                            "Running",
+                            "attempt mined",
+                            t.start_at,
+                        )
+                    )
                 t.start_sent = True
             if t.end is not None and t.end_at is not None and t.start_sent:
                 self._ended(t, run_id)
@@ -286,6 +301,7 @@ class TaskRunJournal:
             for t in self._tasks.values()
             if t.end is not None and t.end_at is None and t.end_block is None and t.result.get("response")
         ]
+        unknown = [t for t in unknown if not t.end_asked] if self.response_times is not None else []
         if unknown and self.response_times is not None:
             try:
                 found = await anyio.to_thread.run_sync(self.response_times, [t.result["response"] for t in unknown])
@@ -293,14 +309,17 @@ class TaskRunJournal:
                 self.log_.debug("response times not read: %s", e)
                 return
             for t in unknown:
-                t.end_mined = found.get(t.result["response"])
+                t.end_mined, t.end_asked = found.get(t.result["response"]), True
         for t in self._tasks.values():
             if t.start_at is None:
                 t.start_at = self._at(t.start_block, t.seen_start)
-            if t.end is not None and t.end_at is None and t.start_at is not None:
-                # Later than the start: the recorder keeps a state only if it is newer than the last.
-                end = self._at(t.end_block, t.seen_end, t.end_mined) or t.seen_end
-                t.end_at = max(end, t.start_at + 0.001)
+            waiting = self.response_times is not None and t.end_block is None and t.result.get("response")
+            if t.end is not None and t.end_at is None and t.start_at is not None and not (waiting and not t.end_asked):
+                # None while its block's time is unknown: a task that ended while the times were
+                # being read waits for the next flush (it fell back to when it was seen, 1 s late).
+                end = self._at(t.end_block, t.seen_end, t.end_mined)
+                if end is not None:  # later than the start: the recorder keeps only a newer state
+                    t.end_at = max(end, t.start_at + 0.001)
 
     def _at(self, block: int | None, seen: float, mined: float | None = None) -> float | None:
         """The block's time (or `mined`), refined by when we saw it (within the block's second);
@@ -317,7 +336,20 @@ class TaskRunJournal:
         state_type, message = t.end
         s = self._sessions[t.session]
         if not self.summary_only:
-            self.send(self._event(t, run_id, state_type, state_type.capitalize(), message, t.end_at))
+            self.send(
+                task_run_event(
+                    t.task,
+                    t.source,
+                    t.id,
+                    t.start_at,
+                    self.tags,
+                    run_id,
+                    state_type,
+                    state_type.capitalize(),
+                    message,
+                    t.end_at,
+                )
+            )
             with self._lock:
                 lines, t.lines = t.lines, []
             self._write_lines(t.session, t.id, lines)
@@ -329,7 +361,7 @@ class TaskRunJournal:
         duration = t.end_at - t.start_at
         r = t.result
         s.rows.append(
-            f"| `{t.task}` | {_iso(t.start_at)} | {_iso(t.end_at)} | {duration:.2f} | {state_type.capitalize()} "
+            f"| `{t.task}` | {iso(t.start_at)} | {iso(t.end_at)} | {duration:.2f} | {state_type.capitalize()} "
             f"| {r.get('response', '')} | {r.get('result_url', '')} | {r.get('payment', '')} |"
         )
         s.tasks.discard(t.task)
@@ -404,77 +436,3 @@ class TaskRunJournal:
         await self.sessions.client.create_artifact(
             ArtifactCreate(type="markdown", data=header + "\n".join(rows), flow_run_id=run_id, description="Tasks")
         )
-
-    def _event(self, t: _Task, run_id: UUID, state_type: str, name: str, message: str, at: float) -> Any:
-        """`prefect.task-run.<name>` as Prefect's task engine sends it, at `at`: the task run
-        recorder makes it the run's state with that time."""
-        from prefect.events import Event
-
-        when = datetime.fromtimestamp(at, UTC)
-        start = datetime.fromtimestamp(t.start_at or at, UTC)
-        final = state_type != "RUNNING"
-        task_run = {
-            "name": f"task-{t.task[2:10].lower()}",
-            "task_key": f"ogpu-task-{t.source[2:10].lower()}",
-            "dynamic_key": t.task.lower(),
-            "flow_run_run_count": 1,
-            "run_count": 1,
-            "tags": [*self.tags, f"source:{t.source}"],
-            "task_inputs": {},
-            "empirical_policy": {},
-            "start_time": start.isoformat(),
-            "end_time": when.isoformat() if final else None,
-            "total_run_time": (at - (t.start_at or at)) if final else 0.0,
-        }
-        return Event(
-            id=uuid.uuid5(t.id, state_type),  # a resent event is the same event
-            occurred=when,
-            event=f"prefect.task-run.{name}",
-            resource={
-                "prefect.resource.id": f"prefect.task-run.{t.id}",
-                "prefect.resource.name": task_run["name"],
-                "prefect.run-count": "1",
-                "prefect.state-message": message,
-                "prefect.state-name": name,
-                "prefect.state-timestamp": when.isoformat(),
-                "prefect.state-type": state_type,
-                "prefect.orchestration": "client",
-            },
-            related=[
-                {"prefect.resource.id": f"prefect.flow-run.{run_id}", "prefect.resource.role": "flow-run"},
-                *(
-                    {"prefect.resource.id": f"prefect.tag.{g}", "prefect.resource.role": "tag"}
-                    for g in task_run["tags"]
-                ),
-            ],
-            payload={
-                "intended": {"from": "RUNNING" if final else None, "to": state_type},
-                "initial_state": None,
-                "validated_state": {"type": state_type, "name": name, "message": message, "data": None},
-                "task_run": {k: v for k, v in task_run.items() if v is not None},
-            },
-        )
-
-
-def _iso(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-
-
-def chain_response_times(chain: Any) -> Callable[[list[str]], dict[str, float]]:
-    """Response addresses -> their `responseTimestamp` (the real network's ABI), one batch."""
-
-    def read(responses: list[str]) -> dict[str, float]:
-        found = chain.read_many([chain.response(r).read.response_timestamp() for r in responses])
-        return {r: float(t) for r, t in zip(responses, found) if t}
-
-    return read
-
-
-def chain_block_times(rpc: Any) -> Callable[[list[int]], dict[int, float]]:
-    """Block numbers -> timestamps through one JSON-RPC batch (`rpc.batch`)."""
-
-    def read(blocks: list[int]) -> dict[int, float]:
-        found = rpc.batch([("eth_getBlockByNumber", [hex(b), False]) for b in blocks])
-        return {b: float(int(r["timestamp"], 16)) for b, r in zip(blocks, found) if isinstance(r, dict)}
-
-    return read

@@ -46,7 +46,8 @@ from .provider import Provider
 from .resume import ensure_deployment, resume_left_open
 from .standing import stand
 from .summary import ProviderSummary
-from .task_records import TaskRunJournal, chain_block_times, chain_response_times
+from .task_records import TaskRunJournal
+from .task_run_events import chain_block_times, chain_response_times
 from .watcher import ChainWatcher
 
 DOCS = "https://github.com/ogpu-prefect/ogpu-prefect/blob/main/docs/worker.md"
