@@ -312,3 +312,48 @@ def test_tasks_are_task_runs_of_a_session_with_the_chains_times() -> None:
     assert [lg.message.count("\n") for lg in logs] == [1], "a task's lines are one record"
     assert len(artifacts) == 1 and answered in artifacts[0].data and failed in artifacts[0].data
     assert session_state == "COMPLETED"
+
+
+def test_summary_records_a_session_run_and_its_table_and_no_task_runs() -> None:
+    """records=summary: the session's flow run and one artifact with its tasks' chain times; no
+    task run and no per-task log line (fewest writes). Block times from a given function (as
+    above); the server is real."""
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterId
+
+    from ogpu_prefect.worker.task_records import TaskRunJournal
+
+    mined = {20: float(int(time.time()) - 90), 21: float(int(time.time()) - 88)}
+    task, source = "0x" + "b7" * 20, "0x" + "5d" * 20
+    sent: list[Any] = []
+
+    async def main() -> tuple[str, list[Any], list[Any]]:
+        async with get_client() as client:
+            runs = await _journal(client, "journal-summary")
+            journal = TaskRunJournal(runs, sent.append, lambda blocks: {b: mined[b] for b in blocks}, summary_only=True)
+            journal.start(task, {"task": task, "source": source}, f"31337:0xp:{task}:0x1", block=20)
+            journal.log(task, logging.INFO, "running")
+            journal.end(task, "COMPLETED", "response submitted on chain", block=21, result={"response": "0xr"})
+            await journal.flush()
+            journal.finish()
+            for _ in range(10):
+                await journal.flush()
+                if not journal.pending():
+                    break
+            [session] = [r for r in await client.read_flow_runs(limit=200) if r.parameters.get("source") == source]
+            artifacts = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[session.id]))
+            )
+            task_runs = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[session.id]))
+            )
+            return session.state.type.value, artifacts, task_runs
+
+    state, artifacts, task_runs = anyio.run(main)
+    assert state == "COMPLETED"
+    assert sent == [] and task_runs == [], "no task-run event, no task run"
+    assert len(artifacts) == 1 and task in artifacts[0].data
+    start = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(mined[20]))
+    assert start in artifacts[0].data, "the table's start is the attempt's block time"
