@@ -357,3 +357,57 @@ def test_summary_records_a_session_run_and_its_table_and_no_task_runs() -> None:
     assert len(artifacts) == 1 and task in artifacts[0].data
     start = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(mined[20]))
     assert start in artifacts[0].data, "the table's start is the attempt's block time"
+
+
+def test_the_journal_waits_out_429s_and_records_everything() -> None:
+    """A real proxy answering 429 with Retry-After in front of the real server: the session run,
+    its task run and its table are still written, after waiting (none dropped)."""
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from ogpu_prefect.api_writer import ApiWriter
+    from ogpu_prefect.worker.task_records import TaskRunJournal
+
+    from .prefectproxy import PrefectProxy
+
+    mined = {30: float(int(time.time()) - 40), 31: float(int(time.time()) - 38)}
+    task, source = "0x" + "c4" * 20, "0x" + "6e" * 20
+
+    async def main(proxy: PrefectProxy, events: ApiWriter) -> tuple[str, int]:
+        async with get_client() as client:
+            runs = await _journal(client, "journal-limited")
+            journal = TaskRunJournal(runs, lambda e: events.put(e.model_dump(mode="json")), lambda b: mined)
+            journal.start(task, {"task": task, "source": source}, f"31337:0xp:{task}:0x1", block=30)
+            journal.end(task, "COMPLETED", "response submitted on chain", block=31)
+            proxy.refuse_next(6)
+            journal.finish()
+            for _ in range(30):
+                try:
+                    await journal.flush()
+                except Exception:  # the journal's run loop retries so: here, the test does
+                    await anyio.sleep(0.5)
+                if not journal.pending():
+                    break
+            assert events.flush(60)
+            [session] = [r for r in await client.read_flow_runs(limit=200) if r.parameters.get("source") == source]
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                found = await client.read_task_runs()
+                done = [
+                    r for r in found if r.dynamic_key == task and r.state_type and r.state_type.value == "COMPLETED"
+                ]
+                if done:
+                    break
+                await anyio.sleep(0.5)
+            return session.state.type.value, len(done)
+
+    with PrefectProxy(PREFECT_API_URL.value()) as proxy:
+        with temporary_settings({PREFECT_API_URL: proxy.url}):
+            events = ApiWriter("/events")
+            state, done = anyio.run(main, proxy, events)
+        metering = proxy.reset()
+    assert sum(metering.refused.values()) == 6
+    assert all(gap >= 0.95 for gap in metering.retry_gaps), metering.retry_gaps
+    assert state == "COMPLETED" and done == 1
