@@ -105,3 +105,42 @@ def test_each_task_is_a_task_run_with_the_chains_attempt_and_response_times(flee
         )
     assert session.state_type.value == "COMPLETED", session.state
     assert len(artifacts) == 1 and all(t in artifacts[0].data.lower() for t in tasks)
+
+
+def test_cancelling_a_session_run_cancels_its_running_tasks(fleet: Fleet) -> None:
+    """The UI's Cancel on a session's flow run stops each task of it that is running: nothing is
+    submitted for them, their task runs end Cancelled, the session run ends Cancelled."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelling
+
+    from ogpu_prefect.chain.types import TaskStatus
+
+    source = fleet.publish_source()
+    fleet.create_pool("gpus-session-cancel", [source], wallet_block=f"{fleet.name}-provider2", records="tasks")
+    fleet.start_worker("gpus-session-cancel", "provider2")
+    fleet.wait_registered(source, "provider2")
+    me = fleet.devnet.address("provider2")
+    tasks = [p.address for p in fleet.publish(source, [{"seconds": 20}, {"seconds": 20}], function="sleep")]
+    deadline = time.time() + 60
+    while True:  # both attempted and recorded Running in the session
+        sessions = flow_runs_of("gpus-session-cancel")
+        runs = _task_runs([r.id for r in sessions])
+        if len([r for r in runs if r.state_type and r.state_type.value == "RUNNING"]) == 2:
+            break
+        assert time.time() < deadline, ([r.state_type for r in runs], fleet.worker_log("provider2"))
+        time.sleep(0.3)
+    [session] = sessions
+    with get_client(sync_client=True) as c:
+        c.set_flow_run_state(session.id, Cancelling(message="cancelled by a user"))
+    deadline = time.time() + 60
+    while True:
+        runs = _task_runs([session.id])
+        with get_client(sync_client=True) as c:
+            state = c.read_flow_run(session.id).state_type.value
+        if state == "CANCELLED" and all(r.state_type.value == "CANCELLED" for r in runs):
+            break
+        assert time.time() < deadline, (state, [r.state_type for r in runs], fleet.worker_log("provider2"))
+        time.sleep(0.3)
+    for t in tasks:
+        assert int(fleet.chain.task(t).response_of(me), 16) == 0, "nothing submitted for a cancelled task"
+        assert fleet.chain.task(t).get_status() is TaskStatus.ATTEMPTED

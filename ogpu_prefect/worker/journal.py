@@ -173,6 +173,9 @@ class FlowRunJournal:
     def finish(self) -> None:
         """Nothing to do: each run closes with its task."""
 
+    def cancelled(self, run_id: UUID) -> None:
+        """Nothing to do: the cancelled task's end closes its run."""
+
     def pending(self) -> int:
         return len(self._entries) + len(self._closing)
 

@@ -74,6 +74,7 @@ class _Session:
     rows: list[str] = field(default_factory=list)  # ended tasks not yet in an artifact
     counts: dict[str, int] = field(default_factory=dict)
     closing: bool = False  # its service stopped (or the worker is stopping): closes once idle
+    cancelled: bool = False  # its flow run was cancelled from Prefect: closes Cancelled once idle
     single: bool = False  # a flow run started from Prefect for one task: closes with that task
     summary_lines: list[str] = field(default_factory=list)
 
@@ -204,6 +205,14 @@ class TaskRunJournal:
         """The source's service stopped: its session closes once its tasks are recorded. Any thread."""
         with self._lock:
             self._stopped.add(source.lower())
+
+    def cancelled(self, run_id: UUID) -> None:
+        """Flow run `run_id`'s session was cancelled from Prefect: it closes Cancelled once idle."""
+        for s in self._sessions.values():
+            if self.sessions.run_of(s.key) == run_id:
+                s.closing = s.cancelled = True
+                if self._live.get(s.source.lower()) == s.key:
+                    del self._live[s.source.lower()]
 
     def finish(self) -> None:
         """The worker stops: every session closes once its tasks are recorded."""
@@ -419,7 +428,10 @@ class TaskRunJournal:
                 adapter.warning("%s", "\n".join(s.summary_lines))
         counts = ", ".join(f"{n} {k.lower()}" for k, n in sorted(s.counts.items())) or "no task"
         state = "COMPLETED" if not s.single else next(iter(s.counts), "COMPLETED")
-        self.sessions.end(s.key, state, f"{counts}" if not s.single else f"task {counts}")
+        message = f"{counts}" if not s.single else f"task {counts}"
+        if s.cancelled:
+            state, message = "CANCELLED", f"cancelled from Prefect: {counts}"
+        self.sessions.end(s.key, state, message)
         del self._sessions[s.key]
         if self._live.get(s.source.lower()) == s.key:
             del self._live[s.source.lower()]

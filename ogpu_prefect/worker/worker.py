@@ -421,6 +421,7 @@ class OGPUProviderWorker(BaseWorker[ProviderJobConfiguration, ProviderVariables,
                 self._logger.debug("cancellation poll failed", exc_info=True)
                 continue
             for run in runs:
+                self.journal.cancelled(run.id)  # type: ignore[union-attr]
                 for task in open_runs[run.id]:
                     await self.kill_infrastructure(f"{self.provider.address}:{task}", self.config)  # type: ignore[union-attr,arg-type]
 
