@@ -23,7 +23,7 @@ def dump(final: bool = False) -> None:
     from ogpu_prefect import events
 
     s = events.sender()
-    data = {"sent": s.sent, "dropped": s.dropped, "unsent": s.queue.unfinished_tasks, "final": final}
+    data = {"sent": s.sent, "dropped": s.dropped, "unsent": s.unsent, "final": final}
     tmp = OUT.with_suffix(".tmp")
     tmp.write_text(json.dumps(data))
     tmp.replace(OUT)

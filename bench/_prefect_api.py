@@ -87,7 +87,7 @@ def sender_counts() -> dict[str, int]:
     from ogpu_prefect import events
 
     s = events.sender()
-    return {"sent": s.sent, "dropped": s.dropped, "unsent": s.queue.unfinished_tasks}
+    return {"sent": s.sent, "dropped": s.dropped, "unsent": s.unsent}
 
 
 # ---- CPU seconds by part, from /proc (Linux) ----

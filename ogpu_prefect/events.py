@@ -11,11 +11,14 @@
 Every event is related to the flow run it happened in (flow, deployment, tags, read from
 `prefect.runtime`), or, from a worker, to the worker, its work pool and the task's flow run.
 
-Events are sent by this module's own sender (`EventSender`): a thread with Prefect's public events
-client (`prefect.events.clients.get_events_client`) and a bounded queue. A burst fills the queue
-and the emitting thread waits for room: back-pressure instead of an unbounded backlog in memory.
-A sender that makes no progress for a while (the server went away) is not waited for: events are
-then dropped and counted (`EventSender.dropped`), and the batch goes on.
+Events are sent by this module's own sender (`EventSender`), an `api_writer.ApiWriter`: `put`
+appends the event to a spool on disk and returns at once; a thread posts the spool to the API's
+`POST /events` route in batches (one request for up to 200 events), waits out a 429 for its
+`Retry-After`, retries any other failure, and moves past a batch only once the server accepted it.
+Nothing is dropped, the emitter never waits, and what a dead process left unsent is sent by the
+next one (see api_writer.py). Prefect's websocket client was used before: an event it had written
+to the socket counted as sent, and one the server had not read when the connection broke or the
+process exited was lost without a trace (1 in ~2,000 in the 1,000-task runs).
 """
 
 from __future__ import annotations
@@ -23,14 +26,10 @@ from __future__ import annotations
 import asyncio
 import atexit
 import logging
-import queue
 import threading
-import time
 from collections.abc import Callable
 from datetime import UTC
 from typing import Any
-
-from .prefect_api import in_caller_context
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +37,6 @@ BATCH_EVENTS = ("started", "progress", "completed", "failed")
 TASK_EVENTS = ("finalized", "failed")
 PROVIDER_EVENTS = ("responded", "failed", "resumed")
 SERVICE_EVENTS = ("started", "stopped")
-MAX_BACKLOG = 500
-"""Events queued in this process before an emitter waits for the sender to catch up."""
-STALL_S = 5.0
-"""Seconds without progress after which the sender is considered gone (events are dropped)."""
 
 
 def resource(chain_id: int, kind: str, key: str, role: str | None = None) -> dict[str, str]:
@@ -89,66 +84,46 @@ def run_context_related() -> list[dict[str, str]]:
 
 
 class EventSender:
-    """Sends events from a thread of its own through Prefect's events client (see module doc)."""
+    """Sends events through an `ApiWriter` to `POST /events` (see module doc): `put` never waits
+    and never drops; a 429 is waited out. `client_factory`: an events client (Prefect's
+    `AssertingEventsClient` in tests) that each batch is emitted through instead."""
 
-    def __init__(
-        self, backlog: int = MAX_BACKLOG, stall_s: float = STALL_S, client_factory: Callable[[], Any] | None = None
-    ) -> None:
+    def __init__(self, client_factory: Callable[[], Any] | None = None, directory: Any = None) -> None:
+        from .api_writer import ApiWriter
+
         self.client_factory = client_factory
-        self.queue: queue.Queue[Any] = queue.Queue(maxsize=backlog)
-        self.stall_s = stall_s
-        self.sent = 0
-        self.dropped = 0
-        self._progress_at = time.monotonic()
-        # The thread runs in a copy of its creator's context: it sees the same Prefect settings.
-        self._thread = threading.Thread(target=in_caller_context(self._run), name="ogpu-events", daemon=True)
-        self._thread.start()
+        self.writer = ApiWriter(
+            "/events", post=self._emit_through_client if client_factory else None, directory=directory
+        )
 
     def put(self, event: Any) -> None:
-        """Queues `event`; waits while the queue is full and the sender progresses."""
-        while True:
-            try:
-                self.queue.put_nowait(event)
-                return
-            except queue.Full:
-                if time.monotonic() - self._progress_at > self.stall_s:
-                    self.dropped += 1
-                    if self.dropped == 1 or self.dropped % 1000 == 0:
-                        log.warning("Prefect's events API is not taking events: %d dropped", self.dropped)
-                    return
-                time.sleep(0.005)
+        self.writer.put(event.model_dump(mode="json"))
 
     def flush(self, timeout: float = 30.0) -> bool:
-        """Waits until everything queued was sent (or `timeout`); True if it was."""
-        deadline = time.monotonic() + timeout
-        while self.queue.unfinished_tasks and time.monotonic() < deadline:
-            time.sleep(0.02)
-        return not self.queue.unfinished_tasks
+        """Waits until everything put was accepted (or `timeout`); True if it was."""
+        return self.writer.flush(timeout)
 
-    def _run(self) -> None:
-        asyncio.run(self._send_forever())
+    @property
+    def sent(self) -> int:
+        return self.writer.sent
 
-    async def _send_forever(self) -> None:
-        from prefect.events.clients import get_events_client
+    @property
+    def dropped(self) -> int:
+        return self.writer.dropped
 
-        while True:
-            try:
-                async with (self.client_factory or get_events_client)() as client:
-                    while True:
-                        try:
-                            event = self.queue.get_nowait()
-                        except queue.Empty:  # polled: a blocking get would hold a thread at exit
-                            await asyncio.sleep(0.02)
-                            continue
-                        try:
-                            await client.emit(event)
-                            self.sent += 1
-                            self._progress_at = time.monotonic()
-                        finally:
-                            self.queue.task_done()
-            except Exception as e:  # the server went away: reconnect after a pause
-                log.debug("events sender reconnecting after: %s", e)
-                await asyncio.sleep(1.0)
+    @property
+    def unsent(self) -> int:
+        return self.writer.unsent
+
+    def _emit_through_client(self, route: str, docs: list[Any]) -> None:
+        from prefect.events import Event
+
+        async def emit_all() -> None:
+            async with self.client_factory() as client:  # type: ignore[misc]
+                for doc in docs:
+                    await client.emit(Event.model_validate(doc))
+
+        asyncio.run(emit_all())
 
 
 _senders: dict[str, EventSender] = {}

@@ -926,6 +926,8 @@ JOB_VARIABLES: list[tuple[str, dict[str, Any], str]] = [
     ("policy-options-key", {"task_policy_options": {"min": [KEY]}}, "task_policy_options"),
     ("policy-options-list", {"task_policy_options": [1]}, "task_policy_options"),
     ("warm-str", {"warm_on_start": "maybe"}, "warm_on_start"),
+    ("records-unknown", {"records": "every_line"}, "records"),
+    ("records-key", {"records": KEY}, "records"),
     ("policy-options-bogus", {"task_policy_options": {"min_pay": 1}}, "task_policy_options"),
     (
         "policy-options-range",

@@ -200,3 +200,214 @@ def test_a_second_flow_run_for_an_executing_task_is_cancelled_not_adopted() -> N
     own_state, extra_state, message = anyio.run(main)
     assert (own_state, extra_state) == ("COMPLETED", "CANCELLED")
     assert "is executing in flow run" in message
+
+
+def test_tasks_are_task_runs_of_a_session_with_the_chains_times() -> None:
+    """records=tasks: each task is a task run of its source's session flow run, whose Running
+    and final states carry the attempt's and the response's block times (read back from the API:
+    within 1 s), its lines one log record of that task run, the session's table one artifact.
+    The block times come from a function the journal is given (here: fixed times long past, so a
+    state stamped with the time of our writes would be off by a minute); the server, its task
+    run recorder and the events websocket are real."""
+    import time
+    from uuid import NAMESPACE_URL, UUID, uuid5
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, LogFilter, LogFilterTaskRunId
+
+    from ogpu_prefect import events
+    from ogpu_prefect.worker.task_records import TaskRunJournal
+
+    now = int(time.time())
+    mined = {10: float(now - 120), 11: float(now - 117), 12: float(now - 60), 13: float(now - 50)}
+    racing = "0x" + "7c" * 20
+    raced: list[str] = []
+    holder: list[Any] = []
+
+    def block_times(blocks: list[int]) -> dict[int, float]:
+        if not raced:  # the task ends (block 13, not asked for) while these times are read
+            raced.append(racing)
+            holder[0].end(racing, "COMPLETED", "response submitted on chain", block=13)
+        return {b: mined[b] for b in blocks}
+
+    answered, failed, quick, found_late = "0x" + "a1" * 20, "0x" + "f2" * 20, "0x" + "9e" * 20, "0x" + "1a" * 20
+    source = "0x" + "5c" * 20
+
+    async def main() -> tuple[Any, Any, list[Any], list[Any], list[Any], str]:
+        async with get_client() as client:
+            runs = await _journal(client, "journal-task-runs")
+            runs.make_logger = OGPUProviderWorker(work_pool_name="journal-task-runs").get_flow_run_logger
+            journal = TaskRunJournal(
+                runs,
+                events.sender().put,
+                block_times,
+                response_times=lambda responses: {r: mined[11] for r in responses},
+            )
+            holder.append(journal)
+            journal.start(answered, {"task": answered, "source": source}, f"31337:0xp:{answered}:0x1", block=10)
+            journal.start(failed, {"task": failed, "source": source}, f"31337:0xp:{failed}:0x2", block=10)
+            # Attempt and response in one block (one second): both seen later than it. Their times
+            # were the same, and Prefect's recorder then kept the run Running.
+            journal.start(racing, {"task": racing, "source": source}, f"31337:0xp:{racing}:0x5", block=10)
+            journal.start(quick, {"task": quick, "source": source}, f"31337:0xp:{quick}:0x3", block=12)
+            journal.end(quick, "COMPLETED", "response submitted on chain", block=12)
+            # A response found landed after a failed send: no block; its Response keeps its time.
+            journal.start(found_late, {"task": found_late, "source": source}, f"31337:0xp:{found_late}:0x4", block=10)
+            journal.log(answered, logging.INFO, "running")
+            journal.log(answered, logging.INFO, "[service] done")
+            await journal.flush()  # the session run; Running for the two still running
+            journal.end(answered, "COMPLETED", "response submitted on chain", block=11, result={"response": "0xr"})
+            journal.end(failed, "FAILED", "the service failed")
+            journal.end(found_late, "COMPLETED", "response submitted on chain", result={"response": "0xresp"})
+            await journal.flush()
+            [session] = [r for r, _ in journal.sessions._entries.items()]
+            session_id = journal.sessions.run_of(session)
+            assert session_id is not None
+            journal.finish()
+            for _ in range(20):
+                await journal.flush()
+                if not journal.pending():
+                    break
+            ids = {
+                t: uuid5(NAMESPACE_URL, f"ogpu-task-run:31337:0xp:{t}:0x{n}")
+                for t, n in ((answered, 1), (failed, 2), (quick, 3), (found_late, 4), (racing, 5))
+            }
+            found: dict[UUID, Any] = {}
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and len(found) < 5:
+                events.sender().flush()
+                for i in ids.values():
+                    try:
+                        run = await client.read_task_run(i)
+                    except Exception:
+                        continue
+                    if run.state is not None and run.state.is_final():
+                        found[i] = run
+                await anyio.sleep(0.5)
+            assert ids[quick] in found, "the one-block task's run ended"
+            ended_while_read = found[ids[racing]]
+            assert abs(ended_while_read.end_time.timestamp() - mined[13]) <= 1.0, "it waited for its block's time"
+            late = found[ids[found_late]]
+            assert abs(late.end_time.timestamp() - mined[11]) <= 1.0, "the Response's time, not when we wrote"
+            done, bad = found[ids[answered]], found[ids[failed]]
+            history = await client.read_task_run_states(done.id)
+            logs: list[Any] = []  # Prefect's log handler sends every few seconds
+            while time.monotonic() < deadline + 30 and not logs:
+                logs = await client.read_logs(log_filter=LogFilter(task_run_id=LogFilterTaskRunId(any_=[done.id])))
+                await anyio.sleep(0.5)
+            artifacts = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[session_id]))
+            )
+            session_state = (await client.read_flow_run(session_id)).state.type.value
+            return done, bad, history, logs, artifacts, session_state
+
+    done, bad, history, logs, artifacts, session_state = anyio.run(main)
+    assert done.state.type.value == "COMPLETED" and bad.state.type.value == "FAILED"
+    assert abs(done.start_time.timestamp() - mined[10]) <= 1.0
+    assert abs(done.end_time.timestamp() - mined[11]) <= 1.0
+    assert 2.0 <= done.total_run_time.total_seconds() <= 4.0
+    by_type = {st.type.value: st.timestamp.timestamp() for st in history}
+    assert abs(by_type["RUNNING"] - mined[10]) <= 1.0 and abs(by_type["COMPLETED"] - mined[11]) <= 1.0
+    assert done.flow_run_id == bad.flow_run_id  # one session run
+    assert [lg.message.count("\n") for lg in logs] == [1], "a task's lines are one record"
+    assert len(artifacts) == 1 and answered in artifacts[0].data and failed in artifacts[0].data
+    assert session_state == "COMPLETED"
+
+
+def test_summary_records_a_session_run_and_its_table_and_no_task_runs() -> None:
+    """records=summary: the session's flow run and one artifact with its tasks' chain times; no
+    task run and no per-task log line (fewest writes). Block times from a given function (as
+    above); the server is real."""
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterId
+
+    from ogpu_prefect.worker.task_records import TaskRunJournal
+
+    mined = {20: float(int(time.time()) - 90), 21: float(int(time.time()) - 88)}
+    task, source = "0x" + "b7" * 20, "0x" + "5d" * 20
+    sent: list[Any] = []
+
+    async def main() -> tuple[str, list[Any], list[Any]]:
+        async with get_client() as client:
+            runs = await _journal(client, "journal-summary")
+            journal = TaskRunJournal(runs, sent.append, lambda blocks: {b: mined[b] for b in blocks}, summary_only=True)
+            journal.start(task, {"task": task, "source": source}, f"31337:0xp:{task}:0x1", block=20)
+            journal.log(task, logging.INFO, "running")
+            journal.end(task, "COMPLETED", "response submitted on chain", block=21, result={"response": "0xr"})
+            await journal.flush()
+            journal.finish()
+            for _ in range(10):
+                await journal.flush()
+                if not journal.pending():
+                    break
+            [session] = [r for r in await client.read_flow_runs(limit=200) if r.parameters.get("source") == source]
+            artifacts = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[session.id]))
+            )
+            task_runs = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[session.id]))
+            )
+            return session.state.type.value, artifacts, task_runs
+
+    state, artifacts, task_runs = anyio.run(main)
+    assert state == "COMPLETED"
+    assert sent == [] and task_runs == [], "no task-run event, no task run"
+    assert len(artifacts) == 1 and task in artifacts[0].data
+    start = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(mined[20]))
+    assert start in artifacts[0].data, "the table's start is the attempt's block time"
+
+
+def test_the_journal_waits_out_429s_and_records_everything() -> None:
+    """A real proxy answering 429 with Retry-After in front of the real server: the session run,
+    its task run and its table are still written, after waiting (none dropped)."""
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from ogpu_prefect.api_writer import ApiWriter
+    from ogpu_prefect.worker.task_records import TaskRunJournal
+
+    from .prefectproxy import PrefectProxy
+
+    mined = {30: float(int(time.time()) - 40), 31: float(int(time.time()) - 38)}
+    task, source = "0x" + "c4" * 20, "0x" + "6e" * 20
+
+    async def main(proxy: PrefectProxy, events: ApiWriter) -> tuple[str, int]:
+        async with get_client() as client:
+            runs = await _journal(client, "journal-limited")
+            journal = TaskRunJournal(runs, lambda e: events.put(e.model_dump(mode="json")), lambda b: mined)
+            journal.start(task, {"task": task, "source": source}, f"31337:0xp:{task}:0x1", block=30)
+            journal.end(task, "COMPLETED", "response submitted on chain", block=31)
+            proxy.refuse_next(6)
+            journal.finish()
+            for _ in range(30):
+                try:
+                    await journal.flush()
+                except Exception:  # the journal's run loop retries so: here, the test does
+                    await anyio.sleep(0.5)
+                if not journal.pending():
+                    break
+            assert events.flush(60)
+            [session] = [r for r in await client.read_flow_runs(limit=200) if r.parameters.get("source") == source]
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                found = await client.read_task_runs()
+                done = [
+                    r for r in found if r.dynamic_key == task and r.state_type and r.state_type.value == "COMPLETED"
+                ]
+                if done:
+                    break
+                await anyio.sleep(0.5)
+            return session.state.type.value, len(done)
+
+    with PrefectProxy(PREFECT_API_URL.value()) as proxy:
+        with temporary_settings({PREFECT_API_URL: proxy.url}):
+            events = ApiWriter("/events")
+            state, done = anyio.run(main, proxy, events)
+        metering = proxy.reset()
+    assert sum(metering.refused.values()) == 6
+    assert all(gap >= 0.95 for gap in metering.retry_gaps), metering.retry_gaps
+    assert state == "COMPLETED" and done == 1

@@ -175,6 +175,11 @@ class _Fields(_Checks):
     warm_on_start: bool = Field(True, title="Warm on start")
     """Start the sources' services when the worker starts (the first task finds them warm), not on
     their first task."""
+    records: Literal["tasks", "summary", "flow_runs"] = Field("tasks", title="Records", examples=["summary"])
+    """How tasks appear in Prefect. `tasks`: a flow run per source service session, each task a
+    task run in it with the chain's attempt and response times. `summary`: the session's flow run
+    and its table of tasks only (fewest writes). `flow_runs`: a flow run per task (Cancel or Retry
+    one task; its times are those of the writes, not the chain's)."""
     poll_interval_s: float = Field(
         0.25, gt=0, le=60, allow_inf_nan=False, title="Chain poll interval (s)", examples=[1.0]
     )

@@ -18,6 +18,7 @@ from .journal import FlowRunJournal
 from .outcomes import Executed, ProviderError, TaskCancelledError, TaskTakenError
 from .provider import Provider
 from .service import ServiceError
+from .task_records import TaskRunJournal
 
 ROUTE_MAX = 8
 """A service output line that names no task goes to every running task of its source, while
@@ -28,7 +29,7 @@ class TaskRuns:
     def __init__(
         self,
         provider: Provider,
-        journal: FlowRunJournal,
+        journal: FlowRunJournal | TaskRunJournal,
         task_group: Any,
         logger: logging.Logger | Any,
         *,
@@ -79,6 +80,7 @@ class TaskRuns:
             run_id=run_id,
             note=note,
             infrastructure=f"{self.provider.address}:{task}",
+            block=self.provider.attempt_blocks.pop(task, None),
         )
         self.inflight[task] = source
         self.task_group.start_soon(self._execute, task, source, payment)
@@ -139,6 +141,8 @@ class TaskRuns:
             task,
             "COMPLETED",
             "response submitted on chain",
+            block=done.block,
+            result={"response": done.response, "result_url": done.data_url, "payment": str(done.payment)},
             artifact=(
                 f"### OpenGPU task {task}\n\n| item | value |\n|---|---|\n| source | `{source}` |\n"
                 f"| response | `{done.response}` |\n| result | {done.data_url} |\n"
@@ -149,12 +153,14 @@ class TaskRuns:
     def event(self, kind: str, task: str, source: str, payload: dict[str, Any]) -> None:
         """`ogpu.provider.task.<kind>`, related to the worker, its pool and the task's flow run."""
         related = self.related()
-        run_id = self.journal.run_of(task)
+        run_id, task_run = self.journal.run_of(task), self.journal.task_run_of(task)
         if run_id is not None:
             related = [
                 *related,
                 {"prefect.resource.id": f"prefect.flow-run.{run_id}", "prefect.resource.role": "flow-run"},
             ]
+        if task_run is not None:
+            related.append({"prefect.resource.id": f"prefect.task-run.{task_run}", "prefect.resource.role": "task-run"})
         emit_provider_event(
             kind, self.provider.chain.network.chain_id, self.provider.address, task, source, payload, related
         )

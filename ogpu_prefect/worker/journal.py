@@ -1,4 +1,5 @@
-"""The provider's tasks as Prefect flow runs, recorded off the critical path.
+"""The provider's tasks as Prefect flow runs (`records: flow_runs`), and the session flow runs
+of `records: tasks` / `summary` (task_records.py), recorded off the critical path.
 
 A task is executed the moment its attempt is mined; its flow run is a record of that execution,
 written by this journal: each flow run is created Running (a few at once), with the provider and
@@ -44,6 +45,7 @@ class _Entry:
     lines: list[tuple[int, str, float]] = field(default_factory=list)  # (level, message, when)
     logger: logging.LoggerAdapter[Any] | None = None
     infrastructure: str = ""  # "provider:task", what kill_infrastructure takes
+    name: str = ""  # the run's name (default: from the task)
 
 
 class FlowRunJournal:
@@ -89,6 +91,8 @@ class FlowRunJournal:
         run_id: UUID | None = None,
         note: str = "resumed after a worker restart",
         infrastructure: str = "",
+        block: int | None = None,
+        name: str = "",
     ) -> None:
         """A task began executing. `resumed`: its flow run may exist already (found by `key`);
         `run_id`: it does. Either way that run is set Running with `note`. `infrastructure` is
@@ -100,7 +104,9 @@ class FlowRunJournal:
             self._entries[f"{task}#{id(entry)}"] = self._entries.pop(task)
             entry = None
         if entry is None:
-            entry = self._entries[task] = _Entry(task, parameters, key, resumed, note, infrastructure=infrastructure)
+            entry = self._entries[task] = _Entry(
+                task, parameters, key, resumed, note, infrastructure=infrastructure, name=name
+            )
         if run_id is not None and entry.run_id not in (None, run_id):
             # A second run for a task already recorded (started from the UI while it executes).
             self._closing.append((run_id, f"task {task} is executing in flow run {entry.run_id}"))
@@ -122,7 +128,18 @@ class FlowRunJournal:
         else:
             self.log_.log(level, "%s: %s", task, message)
 
-    def end(self, task: str, state_type: str, message: str, artifact: str | None = None) -> None:
+    def end(
+        self,
+        task: str,
+        state_type: str,
+        message: str,
+        artifact: str | None = None,
+        *,
+        block: int | None = None,
+        result: dict[str, str] | None = None,
+    ) -> None:
+        """The task ended; its run gets `artifact`. (`block`, `result`: what a `TaskRunJournal`
+        records; a flow run's times are those of the writes.)"""
         entry = self._entries.get(task)
         if entry is not None:
             entry.end, entry.artifact = (state_type, message), artifact
@@ -138,9 +155,26 @@ class FlowRunJournal:
         entry = self._entries.get(task)
         return entry.run_id if entry is not None else None
 
-    def open_runs(self) -> dict[UUID, str]:
-        """Flow run -> task, for recorded tasks that have not ended."""
-        return {e.run_id: t for t, e in self._entries.items() if e.run_id is not None and e.end is None}
+    def open_runs(self) -> dict[UUID, list[str]]:
+        """Flow run -> its task, for recorded tasks that have not ended."""
+        return {e.run_id: [t] for t, e in self._entries.items() if e.run_id is not None and e.end is None}
+
+    def logger_of(self, task: str) -> logging.LoggerAdapter[Any] | None:
+        """The run's logger, once the run exists."""
+        entry = self._entries.get(task)
+        return entry.logger if entry is not None else self._late.get(task)
+
+    def task_run_of(self, task: str) -> UUID | None:
+        return None  # a flow run per task: no task run
+
+    def service_stopped(self, source: str) -> None:
+        """Nothing to do: a run per task closes with its task."""
+
+    def finish(self) -> None:
+        """Nothing to do: each run closes with its task."""
+
+    def cancelled(self, run_id: UUID) -> None:
+        """Nothing to do: the cancelled task's end closes its run."""
 
     def pending(self) -> int:
         return len(self._entries) + len(self._closing)
@@ -193,7 +227,7 @@ class FlowRunJournal:
     def _create_body(self, e: _Entry) -> dict[str, Any]:
         return {
             "parameters": e.parameters,
-            "name": _run_name(e.task),
+            "name": e.name or _run_name(e.task),
             "idempotency_key": e.key,
             "tags": [*self.tags, f"source:{e.parameters.get('source', '')}"],  # filterable per source
             "work_queue_name": self.queue_name,
@@ -310,7 +344,7 @@ class FlowRunJournal:
         from prefect.client.schemas.objects import FlowRun
 
         assert e.run_id is not None
-        logger = self.make_logger(FlowRun(id=e.run_id, name=_run_name(e.task), flow_id=self.flow_id))
+        logger = self.make_logger(FlowRun(id=e.run_id, name=e.name or _run_name(e.task), flow_id=self.flow_id))
         with self._lines_lock:
             e.logger = logger
             lines, e.lines = e.lines, []

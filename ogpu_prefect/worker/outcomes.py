@@ -46,6 +46,8 @@ class Executed:
     payment: int
     resumed: bool = False
     """True when the response was already on chain (a restart after a crash)."""
+    block: int | None = None
+    """The block our response was mined in (None: not known, e.g. found already on chain)."""
 
 
 def closed_reason(status: TaskStatus) -> TakenReason | None:

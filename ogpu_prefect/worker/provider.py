@@ -101,6 +101,7 @@ class Provider:
         self.clock = ChainClock(chain, resync_s=2.0)
         self._responder = Responder(self.chain, self.sender, self.address, self._check_open)
         self._services: dict[str, _Warm] = {}
+        self.attempt_blocks: dict[str, int] = {}  # task -> the block its attempt was mined in (records)
         self._lock = threading.Lock()
         self._workdir = Path(tempfile.mkdtemp(prefix="ogpu-provider-"))
         self._closed = threading.Event()  # stops the live data thread
@@ -251,6 +252,11 @@ class Provider:
         receipts = self.sender.wait(self.sender.send(calls, 300_000), check=False)
         if any(r.status != 1 for r in receipts):
             self._authority = (float("-inf"), None)  # a revoked agent fails here first: read it again
+        for t, r in zip(tasks, receipts):
+            if r.status == 1:
+                self.attempt_blocks[t] = r.block_number
+        while len(self.attempt_blocks) > 4096:  # taken by TaskRuns.start; bounded if not
+            self.attempt_blocks.pop(next(iter(self.attempt_blocks)))
         return [t for t, r in zip(tasks, receipts) if r.status == 1]
 
     def authority_problem(self) -> str | None:

@@ -104,7 +104,12 @@ class Responder:
         for (_, url, pay, _, future), r in zip(ready, receipts):
             if r.status == 1:
                 future.set_result(
-                    Executed(created_address(r, "ResponseSubmitted", "response", chain.network.nexus), url, pay)
+                    Executed(
+                        created_address(r, "ResponseSubmitted", "response", chain.network.nexus),
+                        url,
+                        pay,
+                        block=r.block_number,
+                    )
                 )
         if failed:
             statuses = chain.read_many([chain.task(item[0]).read.get_status() for item, _ in failed])

@@ -15,6 +15,7 @@ from prefect.client.schemas.objects import FlowRun, StateType
 from .execution import TaskRuns
 from .journal import FlowRunJournal
 from .provider import Provider
+from .task_records import TaskRunJournal
 
 FLOW_NAME = "ogpu-provider-task"
 
@@ -49,7 +50,12 @@ async def ensure_deployment(client: Any, pool: str, queue: str, provider: str) -
 
 
 async def resume_left_open(
-    client: Any, deployment_id: UUID, provider: Provider, journal: FlowRunJournal, runs_: TaskRuns, logger: Any
+    client: Any,
+    deployment_id: UUID,
+    provider: Provider,
+    journal: FlowRunJournal | TaskRunJournal,
+    runs_: TaskRuns,
+    logger: Any,
 ) -> set[str]:
     """Flow runs a killed predecessor left Running or Pending are executed again: a task we
     already answered is only recorded (`Provider.execute` asks the chain first)."""
@@ -70,6 +76,15 @@ async def resume_left_open(
         runs += page
         if len(page) < 200:
             break
+    sessions = [r for r in runs if "task" not in r.parameters]  # a session's run: its worker died
+    if sessions:
+        try:
+            await journal.close_runs(
+                [r.id for r in sessions], "CRASHED", "its worker stopped; tasks left open are executed again"
+            )
+        except Exception as e:  # the next start closes them
+            logger.warning("could not close %d session run(s): %s", len(sessions), e)
+    runs = [r for r in runs if "task" in r.parameters]
     if not runs:
         return set()
     pairs = [(r.parameters["task"], _publication(r.idempotency_key)) for r in runs]

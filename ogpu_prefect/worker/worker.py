@@ -34,6 +34,7 @@ from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.logging.loggers import get_worker_logger
 from prefect.workers.base import BaseWorker, BaseWorkerResult
 
+from .. import api_writer, events
 from ..chain.errors import InvalidInputError
 from ..chain.types import Environment
 from ..events import emit_service_event
@@ -44,9 +45,11 @@ from .execution import TaskRuns
 from .journal import FlowRunJournal
 from .key_lease import KeyGuard
 from .provider import Provider
+from .records import open_journal
 from .resume import ensure_deployment, resume_left_open
 from .standing import stand
 from .summary import ProviderSummary
+from .task_records import TaskRunJournal
 from .watcher import ChainWatcher
 
 DOCS = "https://github.com/ogpu-prefect/ogpu-prefect/blob/main/docs/worker.md"
@@ -91,7 +94,7 @@ class OGPUProviderWorker(OwnRunsOnly, BaseWorker[ProviderJobConfiguration, Provi
         super().__init__(*args, **kwargs)
         self.provider: Provider | None = None
         self.config: ProviderJobConfiguration | None = None
-        self.journal: FlowRunJournal | None = None
+        self.journal: FlowRunJournal | TaskRunJournal | None = None
         self.runs: TaskRuns | None = None
         self.summary: ProviderSummary | None = None
         self._deployment_id: UUID | None = None
@@ -170,6 +173,7 @@ class OGPUProviderWorker(OwnRunsOnly, BaseWorker[ProviderJobConfiguration, Provi
                 self.provider.cancel(task, "the worker stopped")
             await anyio.to_thread.run_sync(self.provider.close)
         if self.journal is not None:
+            self.journal.finish()  # sessions close once their tasks are recorded
             with anyio.move_on_after(15):  # what ended gets recorded
                 while self.runs is not None and self.runs.inflight:
                     await anyio.sleep(0.05)
@@ -179,6 +183,8 @@ class OGPUProviderWorker(OwnRunsOnly, BaseWorker[ProviderJobConfiguration, Provi
                     except Exception as e:
                         self.log.warning("could not record %d task(s) in Prefect: %s", self.journal.pending(), e)
                         break
+        # What is not sent by then stays spooled on disk: the next worker sends it.
+        await anyio.to_thread.run_sync(lambda: events.sender().flush(10.0) and api_writer.writer("/logs/").flush(5.0))
         if self.summary is not None:
             try:
                 await self.summary.write(self.client, force=True)
@@ -221,9 +227,7 @@ class OGPUProviderWorker(OwnRunsOnly, BaseWorker[ProviderJobConfiguration, Provi
                 backend,
                 environment,
                 service_log=route,
-                on_service=lambda change, source: emit_service_event(
-                    change, network.chain_id, me, source, self._related_resources()
-                ),
+                on_service=lambda change, source: self._service_changed(change, network.chain_id, me, source),
                 provider=acting_for,
                 config_origins=config.config_origins or None,
             )
@@ -242,13 +246,14 @@ class OGPUProviderWorker(OwnRunsOnly, BaseWorker[ProviderJobConfiguration, Provi
             self.client, work_pool_name(self), self._queue_name, self.provider.address
         )
         add_work_queue(self, self._queue_name)
-        self.journal = FlowRunJournal(
+        self.journal = open_journal(
+            config.records,
             self.client,
             self._deployment_id,
             flow_id,
             work_pool_name(self),
             self._queue_name,
-            ["ogpu-provider", f"provider:{self.provider.address}"],
+            self.provider,
             self.get_flow_run_logger,
             self.log,
         )
@@ -260,6 +265,12 @@ class OGPUProviderWorker(OwnRunsOnly, BaseWorker[ProviderJobConfiguration, Provi
             config.backend,
             f", signed by {self.provider.agent} for it" if self.provider.agent else "",
         )
+
+    def _service_changed(self, change: str, chain_id: int, provider: str, source: str) -> None:
+        """A source's service started or stopped (any thread): an event; a stop closes its session."""
+        emit_service_event(change, chain_id, provider, source, self._related_resources())
+        if change == "stopped" and self.journal is not None:
+            self.journal.service_stopped(source)
 
     @property
     def _queue_name(self) -> str:
@@ -357,7 +368,14 @@ class OGPUProviderWorker(OwnRunsOnly, BaseWorker[ProviderJobConfiguration, Provi
     ) -> ProviderWorkerResult:
         """A flow run of the deployment started from the UI or the API (its task must be one this
         provider attempted): executed like any other, recorded on that flow run."""
-        assert self.provider is not None and self.runs is not None
+        assert self.provider is not None and self.runs is not None and self.journal is not None
+        if "task" not in flow_run.parameters:  # a session's run (a Retry of it): nothing names a task
+            if task_status is not None:
+                task_status.started(f"{self.provider.address}:session")
+            await self.journal.close_runs(
+                [flow_run.id], "CANCELLED", "a session's run is not executed again: start a run with a task's address"
+            )
+            return ProviderWorkerResult(identifier=f"{self.provider.address}:session", status_code=0)
         task, source = flow_run.parameters["task"], flow_run.parameters["source"]
         identifier = f"{self.provider.address}:{task}"
         if task_status is not None:
@@ -406,7 +424,9 @@ class OGPUProviderWorker(OwnRunsOnly, BaseWorker[ProviderJobConfiguration, Provi
                 self.log.debug("cancellation poll failed", exc_info=True)
                 continue
             for run in runs:
-                await self.kill_infrastructure(f"{self.provider.address}:{open_runs[run.id]}", self.config)  # type: ignore[union-attr,arg-type]
+                self.journal.cancelled(run.id)  # type: ignore[union-attr]
+                for task in open_runs[run.id]:
+                    await self.kill_infrastructure(f"{self.provider.address}:{task}", self.config)  # type: ignore[union-attr,arg-type]
 
     async def kill_infrastructure(
         self, infrastructure_pid: str, configuration: ProviderJobConfiguration, grace_seconds: int = 30

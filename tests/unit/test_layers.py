@@ -36,6 +36,7 @@ LAYERS: list[tuple[str, list[str]]] = [
         [
             "settings",
             "prefect_api",
+            "api_writer",
             "prefect_compat",
             "events",
             "lease",
