@@ -4,7 +4,8 @@ PREFECT_API_URL. stdin: the step's JSON arguments; stdout's last line: its JSON 
 
 - `setup`: the blocks (network, IPFS storage, wallets), the source, a work pool per provider.
 - `registered`: waits until each provider's worker registered to the source.
-- `records`: each pool's flow runs, the UI's API URL, every block document and pool template.
+- `records`: each pool's task records (task runs of its session flow runs), the UI's API URL, every
+  block document and pool template.
 """
 
 from __future__ import annotations
@@ -95,16 +96,20 @@ def registered(profile: dict[str, Any], source: str, roles: list[str], timeout: 
 def records(prefix: str) -> dict[str, Any]:
     import httpx
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import WorkPoolFilter, WorkPoolFilterName
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, WorkPoolFilter, WorkPoolFilterName
     from prefect.settings import PREFECT_API_URL
 
     runs: dict[str, list[dict[str, Any]]] = {}
     with get_client(sync_client=True) as c:
         for role in PROVIDERS:
+            # records=tasks (the default): each task a task run (dynamic key: the task's address)
+            # of its source's session flow run in the provider's pool
             pool = WorkPoolFilter(name=WorkPoolFilterName(any_=[f"{prefix}-{role}"]))
+            sessions = [r.id for r in c.read_flow_runs(work_pool_filter=pool)]
+            in_sessions = FlowRunFilter(id=FlowRunFilterId(any_=sessions))
             runs[role] = [
-                {"task": str(r.parameters.get("task", "")).lower(), "state": r.state.type.value if r.state else None}
-                for r in c.read_flow_runs(work_pool_filter=pool)
+                {"task": t.dynamic_key.lower(), "state": t.state.type.value if t.state else None}
+                for t in (c.read_task_runs(flow_run_filter=in_sessions) if sessions else [])
             ]
         configured = [
             d.model_dump(mode="json", exclude={"block_schema", "block_type"}) for d in c.read_block_documents()
