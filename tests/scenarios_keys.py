@@ -45,10 +45,13 @@ def forged_reputation(ctx: Ctx, n: int) -> Outcome:
             outcome.problems.append(f"the batch failed: {type(e).__name__}: {e}"[:300])
             results = []
     finalized(outcome, results, n)
-    from prefect.client.schemas.filters import LogFilter, LogFilterLevel
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId, LogFilterLevel
     from prefect.client.schemas.sorting import LogSort
 
-    warnings = LogFilter(level=LogFilterLevel(ge_=30))
+    # this batch's own warnings: the workspace's latest 200 may all be other runs' (a bench)
+    warnings = LogFilter(
+        level=LogFilterLevel(ge_=30), flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id])
+    )
     deadline = time.monotonic() + 15  # logs reach the API in batches, after the flow returned
     while True:
         with get_client(sync_client=True) as client:
