@@ -151,7 +151,8 @@ def test_the_pool_edit_page_shows_its_type_titled_variables_and_block_pickers(ui
     deadline = time.time() + 30
     while browser.current_url.rstrip("/").endswith("/edit") and time.time() < deadline:
         time.sleep(0.3)
-    assert not browser.current_url.rstrip("/").endswith("/edit"), "the form saves"
+    refused = [line for line in browser.find_element(By.TAG_NAME, "body").text.splitlines() if "must" in line]
+    assert not browser.current_url.rstrip("/").endswith("/edit"), f"the form saves: {refused}"
     after = read_template(POOL)
     assert {k: v.get("default") for k, v in after["variables"]["properties"].items()} == {
         k: v.get("default") for k, v in before["variables"]["properties"].items()
