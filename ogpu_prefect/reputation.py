@@ -350,8 +350,10 @@ class ReputationBook:
         if self._store_down:
             return
         base = self._base.get(key)
-        if theirs is not None and theirs != base:  # another book wrote meanwhile
-            mine = self.policy.review(merge(theirs, base or ProviderRecord(key), mine), self.clock())
+        if theirs != base:  # another book wrote meanwhile, or the record was deleted (a reset): ours on top
+            mine = self.policy.review(
+                merge(theirs or ProviderRecord(key), base or ProviderRecord(key), mine), self.clock()
+            )
         value = mine.to_json()
         self.store.save(name, value if self.secret is None else seal(name, value, self.secret))
         self._records[key] = self._base[key] = mine

@@ -41,7 +41,7 @@ def _client_secret(ctx: Ctx) -> bytes:
     from ogpu_prefect.chain.signing import Signer, derive_secret
     from ogpu_prefect.reputation_store import SEAL_LABEL
 
-    secret = derive_secret(Signer(ctx.devnet.key("client")), SEAL_LABEL)
+    secret = derive_secret(Signer(ctx.devnet.key(ctx.client_role)), SEAL_LABEL)
     assert secret is not None
     return secret
 

@@ -71,6 +71,7 @@ class Ctx:
     store: LocalStore
     workdir: Path
     rpc_url: str = ""
+    client_role: str = "client"  # the devnet account the client's wallet is
 
     def __post_init__(self) -> None:
         from datetime import UTC, datetime
@@ -82,8 +83,8 @@ class Ctx:
     def network(self, rpc_url: str | None = None) -> OGPUNetwork:
         return OGPUNetwork.from_network(self.devnet.network.with_rpc(rpc_url or self.rpc_url))
 
-    def wallet(self, role: str = "client") -> OGPUWallet:
-        return OGPUWallet(private_key=self.devnet.key(role))
+    def wallet(self, role: str | None = None) -> OGPUWallet:
+        return OGPUWallet(private_key=self.devnet.key(role or self.client_role))
 
     def storage(self) -> OGPUStorage:
         return OGPUStorage(write_url=f"file://{self.store.root.resolve()}", read_url=self.store.base_url)
@@ -137,7 +138,7 @@ def audit(ctx: Ctx, outcome: Outcome, source: str, from_block: int, reported: se
     """Fills `outcome` from the chain (the client's tasks on `source` since `from_block`) and
     counts the keys leaked anywhere (`count_leaks`)."""
     outcome.leaked_keys += count_leaks(ctx, [outcome.detail, *outcome.problems])
-    client = ctx.devnet.address("client")
+    client = ctx.devnet.address(ctx.client_role)
     found = find_published(ctx.chain, client, source, from_block)
     tasks = [t for ts in found.values() for t in ts]
     outcome.on_chain = len(tasks)

@@ -418,3 +418,20 @@ def test_new_responses_are_read_as_they_arrive_except_a_banned_providers() -> No
     providers.update({"0xd": H, "0xe": H, "0xf": H, "0xg": H, "0xh": H})
     w._load_responses([(decided, "0xd"), (closed, "0xe"), (closed, "0xf"), (won, "0xg"), (won2, "0xh")])
     assert sorted(read) == ["u0xg", "u0xh"], "a closed task's only response (its winner) is read; others as before"
+
+
+def test_a_record_deleted_while_a_book_runs_is_a_reset_not_resurrected() -> None:
+    """A user deletes a provider's Variable (a reset) while a batch's book holds it: the book's
+    next write is only what it learned since, on a fresh record. Before, it wrote back the whole
+    history it had loaded."""
+    store, policy = MemoryStore(), ReputationPolicy(k=100)
+    old = ReputationBook(1, policy, store)
+    for _ in range(5):
+        old.accept(H)
+    old.flush()
+    book = ReputationBook(1, policy, store)
+    assert book.record(H).accepted == 5
+    store._data.clear()  # deleted in the UI
+    book.accept(H)
+    book.flush()
+    assert ReputationBook(1, policy, store).record(H).accepted == 1
