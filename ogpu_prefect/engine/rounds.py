@@ -17,6 +17,7 @@ from typing import Any
 
 from ..amounts import format_ogpu
 from ..chain.types import TaskStatus
+from ..client import MIN_TTL  # an expiry must lie this far ahead when published
 from ..escalation import EscalationPolicy, escalated_payment
 from ..escrow import EscrowReport
 from ..models import PublishedTask, TaskResult
@@ -24,7 +25,6 @@ from ..publishing import PartialPublishError
 from .book import Clock, EscrowBook, LedgerPort, WallClock
 from .failures import same_failure
 
-MIN_TTL = 10  # as client.MIN_TTL: an expiry must lie this far ahead when published
 DEADLINE_SLACK_S = 30
 """Seconds a round's wait runs past its tasks' expiry (their last events)."""
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..chain.errors import EscrowHeldError
+from ..client import MIN_TTL  # an expiry must lie this far ahead when published
 from ..escrow import EscrowReport
 from ..models import TaskInput, TaskResult
 from ..publishing import PartialPublishError
@@ -30,7 +31,6 @@ from .failures import same_failure
 
 log = logging.getLogger(__name__)
 
-MIN_TTL = 10  # as client.MIN_TTL: an expiry must lie this far ahead when published
 REFILL_FRACTION = 8
 """Publish again once 1/8 of the slots are free (fewer, larger publications), or when idle."""
 RESETTLE_S = 5.0
