@@ -184,7 +184,8 @@ class OGPUProviderWorker(OwnRunsOnly, BaseWorker[ProviderJobConfiguration, Provi
                         self.log.warning("could not record %d task(s) in Prefect: %s", self.journal.pending(), e)
                         break
         # What is not sent by then stays spooled on disk: the next worker sends it.
-        await anyio.to_thread.run_sync(lambda: events.sender().flush(10.0) and api_writer.writer("/logs/").flush(5.0))
+        await anyio.to_thread.run_sync(events.sender().flush, 10.0)
+        await anyio.to_thread.run_sync(api_writer.writer("/logs/").flush, 5.0)
         if self.summary is not None:
             try:
                 await self.summary.write(self.client, force=True)
