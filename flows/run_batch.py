@@ -21,8 +21,6 @@ from prefect.runtime import flow_run
 
 from ogpu_prefect.amounts import Amount, format_ogpu
 from ogpu_prefect.batch import (
-    BatchFailedError,
-    BatchIncompleteError,
     Ledger,
     check_limits,
     check_parameters,
@@ -30,6 +28,7 @@ from ogpu_prefect.batch import (
     hold_batch,
     live_ledger,
     open_batch,
+    raise_if_unfinished,
 )
 from ogpu_prefect.batch_estimate import BatchEstimate, check_served, estimate_batch, report_estimate
 from ogpu_prefect.batch_report import ProgressReporter, report_batch, report_escrow
@@ -256,14 +255,7 @@ def run_batch(
         if escrow.open_escrow:
             log.warning("escrow of %d task(s) is still held: %s", len(escrow.open_escrow), escrow.summary())
             report_escrow(escrow, key)
-        if outcome.stopped is not None:
-            raise BatchFailedError(f"batch {key}: every input failed the same way: {outcome.stopped}")
-        if escrow.unreadable:  # the hook settles them if the node is back by then
-            raise BatchIncompleteError(
-                f"batch {key}: {len(escrow.unreadable)} task(s) could not be settled (the node "
-                f"did not answer); a run with batch_key={key!r} settles them",
-                escrow.unreadable,
-            )
+        raise_if_unfinished(key, outcome.stopped, escrow.unreadable)
         live_ledger(key, drop=True)
         return ordered
 

@@ -20,8 +20,6 @@ from prefect.runtime import flow_run
 
 from ogpu_prefect.amounts import Amount, format_ogpu
 from ogpu_prefect.batch import (
-    BatchFailedError,
-    BatchIncompleteError,
     Ledger,
     check_limits,
     check_parameters,
@@ -30,6 +28,7 @@ from ogpu_prefect.batch import (
     hold_batch,
     live_ledger,
     open_batch,
+    raise_if_unfinished,
     variable_name,
 )
 from ogpu_prefect.batch_estimate import check_served
@@ -277,14 +276,7 @@ def stream_tasks(
             )
             log.warning("escrow of %d task(s) is still held: %s", len(run.held_back), held.summary())
             report_escrow(held, key)
-        if run.stopped is not None:
-            raise BatchFailedError(f"batch {key}: every input failed the same way: {run.stopped}")
-        if run.unreadable:  # the failure hook settles them if the node is back by then
-            raise BatchIncompleteError(
-                f"batch {key}: {len(run.unreadable)} task(s) could not be settled (the node did not answer); "
-                f"a run with batch_key={key!r} settles them",
-                sorted(run.unreadable),
-            )
+        raise_if_unfinished(key, run.stopped, sorted(run.unreadable))
         writer.flush(complete=True)
         summary = run.summary(started)
         _report(summary, record.chain_id, terms.address, payment)

@@ -58,6 +58,19 @@ class BatchIncompleteError(EscrowHeldError):
     `tasks` lists them; a run with the same batch_key settles them."""
 
 
+def raise_if_unfinished(key: str, stopped: str | None, unreadable: Sequence[str]) -> None:
+    """How a batch that ran through fails, the same in every flow: it stopped because every input
+    failed the same way (`stopped`), or the node could not settle some tasks' escrow (`unreadable`)."""
+    if stopped is not None:
+        raise BatchFailedError(f"batch {key}: every input failed the same way: {stopped}")
+    if unreadable:  # the flow's failure hook settles them if the node is back by then
+        raise BatchIncompleteError(
+            f"batch {key}: {len(unreadable)} task(s) could not be settled (the node did not answer); "
+            f"a run with batch_key={key!r} settles them",
+            unreadable,
+        )
+
+
 @dataclass(frozen=True)
 class BatchRecord:
     key: str

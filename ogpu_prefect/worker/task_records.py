@@ -272,20 +272,7 @@ class TaskRunJournal:
                 # A task that ended by now gets its final state only (one event fewer): its start
                 # time is in that event's task run, so the UI's start and duration are the same.
                 if not self.summary_only and (t.end is None or t.end_at is None):
-                    self.send(
-                        task_run_event(
-                            t.task,
-                            t.source,
-                            t.id,
-                            t.start_at,
-                            self.tags,
-                            run_id,
-                            "RUNNING",
-                            "Running",
-                            "attempt mined",
-                            t.start_at,
-                        )
-                    )
+                    self._send_state(t, run_id, "RUNNING", "attempt mined", t.start_at)
                 t.start_sent = True
             if t.end is not None and t.end_at is not None and t.start_sent:
                 self._ended(t, run_id)
@@ -340,25 +327,20 @@ class TaskRunJournal:
             return None
         return min(max(seen, mined), mined + 0.9)
 
+    def _send_state(self, t: _Task, run_id: UUID, state_type: str, message: str, at: float) -> None:
+        """The task run's state `state_type` at `at`, as Prefect's task engine sends it."""
+        self.send(
+            task_run_event(
+                t.task, t.source, t.id, t.start_at, self.tags, run_id, state_type, state_type.capitalize(), message, at
+            )
+        )
+
     def _ended(self, t: _Task, run_id: UUID) -> None:
         assert t.end is not None and t.end_at is not None and t.start_at is not None
         state_type, message = t.end
         s = self._sessions[t.session]
         if not self.summary_only:
-            self.send(
-                task_run_event(
-                    t.task,
-                    t.source,
-                    t.id,
-                    t.start_at,
-                    self.tags,
-                    run_id,
-                    state_type,
-                    state_type.capitalize(),
-                    message,
-                    t.end_at,
-                )
-            )
+            self._send_state(t, run_id, state_type, message, t.end_at)
             with self._lock:
                 lines, t.lines = t.lines, []
             self._write_lines(t.session, t.id, lines)
