@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
 import anyio
@@ -242,6 +243,7 @@ def test_tasks_are_task_runs_of_a_session_with_the_chains_times() -> None:
                 events.sender().put,
                 block_times,
                 response_times=lambda responses: {r: mined[11] for r in responses},
+                running_after=0,  # Running at the first flush, as a task that runs long is
             )
             holder.append(journal)
             journal.start(answered, {"task": answered, "source": source}, f"31337:0xp:{answered}:0x1", block=10)
@@ -357,6 +359,46 @@ def test_summary_records_a_session_run_and_its_table_and_no_task_runs() -> None:
     assert len(artifacts) == 1 and task in artifacts[0].data
     start = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(mined[20]))
     assert start in artifacts[0].data, "the table's start is the attempt's block time"
+
+
+def test_a_short_task_sends_its_final_state_only_and_a_long_one_shows_running() -> None:
+    """records=tasks: a task that ends within `running_after` of its attempt is written as one
+    event, its final state (the task run it creates carries the attempt's time as its start); a
+    task still running past it is recorded Running first. Every flush before that sent Running,
+    one event more for each of a burst's short tasks (5.2 writes a task in bench/economy.py)."""
+    import time
+
+    from prefect.client.orchestration import get_client
+
+    from ogpu_prefect.worker.task_records import TaskRunJournal
+
+    now = float(int(time.time()))
+    mined = {30: now - 20, 31: now - 19}
+    short, long_, source = "0x" + "c1" * 20, "0x" + "c2" * 20, "0x" + "5e" * 20
+    sent: list[Any] = []
+
+    async def main() -> list[tuple[str, str]]:
+        async with get_client() as client:
+            runs = await _journal(client, "journal-running-after")
+            journal = TaskRunJournal(runs, sent.append, lambda blocks: {b: mined[b] for b in blocks}, running_after=1.0)
+            journal.start(short, {"task": short, "source": source}, f"31337:0xp:{short}:0x1", block=30)
+            journal.start(long_, {"task": long_, "source": source}, f"31337:0xp:{long_}:0x2", block=30)
+            await journal.flush()  # both just began: nothing about them yet
+            journal.end(short, "COMPLETED", "response submitted on chain", block=31)
+            await journal.flush()
+            await anyio.sleep(1.1)
+            await journal.flush()  # the long one has run past running_after
+            journal.finish()
+            return [(e.resource["prefect.resource.id"], e.event) for e in sent]
+
+    events = anyio.run(main)
+    by_task: dict[str, list[str]] = {}
+    for resource, name in events:
+        by_task.setdefault(resource, []).append(name)
+    assert sorted(by_task.values()) == [["prefect.task-run.Completed"], ["prefect.task-run.Running"]], events
+    [short_event] = [e for e in sent if e.event == "prefect.task-run.Completed"]
+    start = short_event.payload["task_run"]["start_time"]
+    assert abs(datetime.fromisoformat(start).timestamp() - mined[30]) <= 1.0, "its start is the attempt's time"
 
 
 def test_the_journal_waits_out_429s_and_records_everything() -> None:

@@ -8,8 +8,8 @@ as the state's time. So each OpenGPU task is a task run whose Running state is i
 attempt's block time) and whose final state is its response (the response's block time), or the
 moment it failed or was cancelled, inside one flow run of the provider's deployment per source
 service session (the compose service is the job, as a container is for prefect-docker). One
-session run, one or two events (a task that ended by the next flush gets only its final state,
-with its start time) and one coalesced log record per task, one artifact per session (a table
+session run, one or two events (a task that ends within `RUNNING_AFTER_S` gets only its final
+state, with its start time) and one coalesced log record per task, one artifact per session (a table
 of its tasks): a fraction of a flow run per task's writes, and the times are the chain's.
 
 A block's timestamp has a 1 s resolution (and blocks of one second share it); the time we saw the
@@ -43,6 +43,10 @@ from .task_run_events import iso, task_run_event
 ROWS_PER_ARTIFACT = 200
 """A long session's table is written in parts of this many tasks (one artifact each)."""
 RECORDS = ("tasks", "summary", "flow_runs")
+RUNNING_AFTER_S = 5.0
+"""A task still running this long after its attempt was seen is recorded Running; one that ends
+sooner gets its final state only, which carries its start time (the UI shows the same start and
+duration), an event fewer for the many short tasks of a burst."""
 
 
 @dataclass
@@ -94,8 +98,10 @@ class TaskRunJournal:
         tags: list[str] | None = None,
         send_log: Callable[[dict[str, Any]], None] | None = None,
         response_times: Callable[[list[str]], dict[str, float]] | None = None,
+        running_after: float = RUNNING_AFTER_S,
     ) -> None:
         self.sessions = sessions
+        self.running_after = running_after
         self.send = send  # queues a Prefect event (the events sender: retried, never dropped)
         self.block_times = block_times  # block numbers -> timestamps (a thread calls it)
         self.response_times = response_times  # Response addresses -> their responseTimestamp (a thread)
@@ -264,17 +270,21 @@ class TaskRunJournal:
                 self._sessions[skey].closing = True
         await self._resolve_times()
         await self.sessions.flush()  # session runs exist before their task runs point at them
+        now = time.time()
         for t in list(self._tasks.values()):
             run_id = self.sessions.run_of(t.session)
             if run_id is None:
                 continue
+            ended = t.end is not None and t.end_at is not None
             if not t.start_sent and t.start_at is not None:
                 # A task that ended by now gets its final state only (one event fewer): its start
                 # time is in that event's task run, so the UI's start and duration are the same.
-                if not self.summary_only and (t.end is None or t.end_at is None):
+                if ended or self.summary_only:
+                    t.start_sent = True
+                elif now - t.seen_start >= self.running_after:
                     self._send_state(t, run_id, "RUNNING", "attempt mined", t.start_at)
-                t.start_sent = True
-            if t.end is not None and t.end_at is not None and t.start_sent:
+                    t.start_sent = True
+            if ended and t.start_sent:
                 self._ended(t, run_id)
         for s in list(self._sessions.values()):
             await self._close_session(s)
