@@ -8,8 +8,9 @@
 - a provider: `ogpu.provider.task.responded` (earnings) / `.failed` / `.resumed`, and
   `ogpu.provider.service.started` / `.stopped`, resource `ogpu.<chain id>.provider.<address>`.
 
-Every event is related to the flow run it happened in (flow, deployment, tags, read from
-`prefect.runtime`), or, from a worker, to the worker, its work pool and the task's flow run.
+Every event is related to the flow run it happened in (its flow, deployment and tags, read from
+the run's context), or, from a worker, to the worker, its work pool, the task's flow run (its
+deployment and flow) and its task run.
 
 Events are sent by this module's own sender (`EventSender`), an `api_writer.ApiWriter`: `put`
 appends the event to a spool on disk and returns at once; a thread posts the spool to the API's
@@ -51,7 +52,7 @@ _related_of_run: dict[str, list[dict[str, str]]] = {}
 
 
 def run_context_related() -> list[dict[str, str]]:
-    """The flow run this code runs in (and its deployment and tags), as related resources; none
+    """The flow run this code runs in (and its flow, deployment and tags), as related resources; none
     outside a flow run. Read once per flow run."""
     from prefect.runtime import deployment, flow_run
 
@@ -68,6 +69,17 @@ def run_context_related() -> list[dict[str, str]]:
             "prefect.resource.name": str(flow_run.get_name() or ""),
         }
     ]
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    if ctx is not None and ctx.flow_run is not None:
+        related.append(
+            {
+                "prefect.resource.id": f"prefect.flow.{ctx.flow_run.flow_id}",
+                "prefect.resource.role": "flow",
+                "prefect.resource.name": str(flow_run.get_flow_name() or ""),
+            }
+        )
     deployment_id = deployment.get_id()
     if deployment_id:
         related.append(

@@ -146,18 +146,22 @@ def test_events_name_the_flow_run_they_happened_in(prefect_harness: None, events
     from prefect import flow
 
     @flow(name="emits-one")
-    def emits() -> str:
+    def emits() -> tuple[str, str]:
+        from prefect.context import FlowRunContext
         from prefect.runtime import flow_run
 
         emit_task_event("finalized", 31337, TASK, SOURCE, {"index": 0})
-        return str(flow_run.get_id())
+        ctx = FlowRunContext.get()
+        assert ctx is not None and ctx.flow_run is not None
+        return str(flow_run.get_id()), str(ctx.flow_run.flow_id)
 
-    run_id = emits()
+    run_id, flow_id = emits()
     [event] = [e for e in events_sink.events() if e.event == "ogpu.task.finalized"]
     assert event.resource.id == f"ogpu.31337.task.{TASK}", "the chain id is part of the resource id"
     related = {r.role: r.id for r in event.related}
     assert related["source"] == f"ogpu.31337.source.{SOURCE}"
     assert related["flow-run"] == f"prefect.flow-run.{run_id}"
+    assert related["flow"] == f"prefect.flow.{flow_id}", "an automation can match the flow, as Prefect's own events"
 
 
 def test_closing_the_progress_reporter_does_not_wait_out_its_pause(prefect_harness: None) -> None:

@@ -97,6 +97,23 @@ def test_each_task_is_a_task_run_with_the_chains_attempt_and_response_times(flee
     assert sum("[service] echo" in lg.message for lg in logs) == 5, [lg.message for lg in logs]
     assert len({lg.task_run_id for lg in logs}) == len(logs) == 5, "one coalesced record per task"
 
+    from ogpu_prefect.chain.devnet import CHAIN_ID
+    from ogpu_prefect.events import resource, stored_events
+
+    provider_id = resource(CHAIN_ID, "provider", provider)["prefect.resource.id"]
+    deadline = time.time() + 30
+    while len(responded_events := stored_events(None, 0, provider_id, name="ogpu.provider.task.responded")) < 5:
+        assert time.time() < deadline, len(responded_events)  # events reach the store through its pipeline
+        time.sleep(0.5)
+    session = sessions[0]
+    for event in responded_events:  # each linked to its session run, that run's deployment and flow, its task run
+        related = {r.role: r.id for r in event.related}
+        task = related["task"].rsplit(".", 1)[-1].lower()
+        assert related["flow-run"] == f"prefect.flow-run.{session.id}", related
+        assert related["deployment"] == f"prefect.deployment.{session.deployment_id}", related
+        assert related["flow"] == f"prefect.flow.{session.flow_id}", related
+        assert related["task-run"] == f"prefect.task-run.{by_task[task].id}", related
+
     fleet.stop("provider1")  # the session closes with its table
     with get_client(sync_client=True) as c:
         session = c.read_flow_run(sessions[0].id)

@@ -151,14 +151,12 @@ class TaskRuns:
         )
 
     def event(self, kind: str, task: str, source: str, payload: dict[str, Any]) -> None:
-        """`ogpu.provider.task.<kind>`, related to the worker, its pool and the task's flow run."""
+        """`ogpu.provider.task.<kind>`, related to the worker, its pool, the task's flow run (with
+        its deployment and flow) and its task run."""
         related = self.related()
         run_id, task_run = self.journal.run_of(task), self.journal.task_run_of(task)
         if run_id is not None:
-            related = [
-                *related,
-                {"prefect.resource.id": f"prefect.flow-run.{run_id}", "prefect.resource.role": "flow-run"},
-            ]
+            related = [*related, *self.journal.run_related(run_id)]
         if task_run is not None:
             related.append({"prefect.resource.id": f"prefect.task-run.{task_run}", "prefect.resource.role": "task-run"})
         emit_provider_event(

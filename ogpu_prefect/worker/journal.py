@@ -155,6 +155,15 @@ class FlowRunJournal:
         entry = self._entries.get(task)
         return entry.run_id if entry is not None else None
 
+    def run_related(self, run_id: UUID) -> list[dict[str, str]]:
+        """One of this journal's flow runs, with its deployment and flow, as an event's related
+        resources (as Prefect links a flow run's own events)."""
+        return [
+            {"prefect.resource.id": f"prefect.flow-run.{run_id}", "prefect.resource.role": "flow-run"},
+            {"prefect.resource.id": f"prefect.deployment.{self.deployment_id}", "prefect.resource.role": "deployment"},
+            {"prefect.resource.id": f"prefect.flow.{self.flow_id}", "prefect.resource.role": "flow"},
+        ]
+
     def open_runs(self) -> dict[UUID, list[str]]:
         """Flow run -> its task, for recorded tasks that have not ended."""
         return {e.run_id: [t] for t, e in self._entries.items() if e.run_id is not None and e.end is None}

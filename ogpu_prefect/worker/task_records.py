@@ -233,6 +233,9 @@ class TaskRunJournal:
         t = self._tasks.get(task)
         return self.sessions.run_of(t.session) if t is not None else None
 
+    def run_related(self, run_id: UUID) -> list[dict[str, str]]:
+        return self.sessions.run_related(run_id)
+
     def task_run_of(self, task: str) -> UUID | None:
         t = self._tasks.get(task)
         return t.id if t is not None and not self.summary_only else None
