@@ -119,6 +119,10 @@ def test_two_api_servers_share_postgres_and_redis_with_a_worker_on_each(home: Pa
         assert set(procs) == {"postgres", "redis", "api-1", "api-2", "services"}
         assert info.database_url.startswith("postgresql+asyncpg://") and info.redis is not None
         assert info.settings["PREFECT_MESSAGING_BROKER"] == "prefect_redis.messaging"
+        services_env = Path(f"/proc/{procs['services']['pid']}/environ").read_bytes().split(b"\0")
+        # Prefect's default (1) wrote one task run per transaction: records lagged batches by 24-70 s
+        assert b"PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE=100" in services_env
+        assert b"PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE=200" in services_env
         for url in (a, b):
             assert httpx.get(f"{url}/health", timeout=5).json() is True
             assert ui_api_url(url) == url, "each server's UI talks to its own API"
