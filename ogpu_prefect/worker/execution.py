@@ -5,6 +5,7 @@ run's final state with a reason, its result artifact, and frees its slot."""
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,8 +22,9 @@ from .service import ServiceError
 from .task_records import TaskRunJournal
 
 ROUTE_MAX = 8
-"""A service output line that names no task goes to every running task of its source, while
-at most this many run (one warm service serves them all)."""
+"""A service output line that names no task (a container's own output: only services run by
+`ogpu_prefect.worker.runner` tag their lines) goes to every running task of its source, while at
+most this many run (one warm service serves them all)."""
 
 
 class TaskRuns:
@@ -164,15 +166,18 @@ class TaskRuns:
         )
 
     def route_log(self, source: str, line: str) -> None:
-        """A service output line goes to the flow runs of the tasks it names, else to those of the
-        source's running tasks when at most ROUTE_MAX run, else to the worker's log."""
+        """A service output line goes to the records of the tasks it names (a service run by
+        `ogpu_prefect.worker.runner` starts every line a handler writes with its task), else to
+        those of the source's running tasks while at most ROUTE_MAX run, else to the worker's log."""
         lowered = line.lower()
         running = self.running_of(source)
-        if not running:  # output can trail its task's end (docker's log stream lags)
-            now = time.monotonic()
-            running = [t for t, (s, ended) in list(self.ended.items()) if s == source.lower() and now - ended < 5]
-        targets = [t for t in running if t.lower() in lowered] or (running if len(running) <= ROUTE_MAX else [])
+        now = time.monotonic()  # output can trail its task's end (the log stream lags)
+        recent = [t for t, (s, ended) in list(self.ended.items()) if s == source.lower() and now - ended < 5]
+        named = [t for t in (*running, *recent) if t.lower() in lowered]
+        alone = running or recent  # a line naming no task: a service not run by our runner (docker)
+        targets = named or (alone if len(alone) <= ROUTE_MAX else [])
         for t in targets:
-            self.journal.log(t, logging.INFO, f"[service] {line}")
+            own = re.sub(re.escape(f"[{t}] "), "", line, count=1, flags=re.IGNORECASE)  # the runner's tag
+            self.journal.log(t, logging.INFO, f"[service] {own}")
         if not targets:
             self.logger.info("[%s] %s", source[:10], line)
