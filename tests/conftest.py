@@ -26,6 +26,61 @@ STACK_FIXTURES = frozenset({"session_devnet", "prefect_harness"})
 env, a module's world) pulls it in, so a test using any of those is in the stack tier."""
 
 
+# Parallel runs. `./dev test` runs the files on several pytest-xdist workers (`-n N --dist
+# loadfile`): each worker is its own session with its own devnet and Prefect server (the same chain
+# id, keys and contract addresses on each), so what two test files share is only what is outside
+# both: this host's processes, ports, files and network namespaces. Under `--dist loadfile` the
+# suite's own scheduler (below) keeps each file on one worker, as loadfile does, and in addition:
+#   - files named together in TOGETHER run on one worker, one after the other (they share something
+#     of this host that cannot be had twice at once);
+#   - the longest work goes out first (WEIGHT_S, seconds measured on the 2-vCPU CI machine, serial;
+#     only the order depends on it): a long file started last would be the run's tail;
+#   - a worker is given its next file only when it has nothing else left to run.
+TOGETHER: dict[str, str] = {}
+"""file -> group: files whose tests must not run beside each other's."""
+
+WEIGHT_S: dict[str, float] = {}
+"""file (or TOGETHER group) -> about how many seconds it takes; unknown files count DEFAULT_WEIGHT_S."""
+DEFAULT_WEIGHT_S = 5.0
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_SuiteScheduler(), "ogpu-suite-scheduler")
+
+
+class _SuiteScheduler:
+    @pytest.hookimpl
+    def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
+        if config.getvalue("dist") != "loadfile":
+            return None
+        from xdist.scheduler import LoadFileScheduling
+
+        class SuiteScheduling(LoadFileScheduling):  # type: ignore[misc]
+            def _split_scope(self, nodeid: str) -> str:
+                file = nodeid.split("::", 1)[0]
+                return TOGETHER.get(file, file)
+
+            def _assign_work_unit(self, node: Any) -> None:
+                heaviest = max(self.workqueue, key=lambda scope: WEIGHT_S.get(scope, DEFAULT_WEIGHT_S))
+                self.workqueue.move_to_end(heaviest, last=False)  # the next one handed out
+                super()._assign_work_unit(node)
+
+            def _reschedule(self, node: Any) -> None:
+                # xdist hands out more once two tests are left; a worker runs a test only once it
+                # knows the next, so one left is soon enough (and the next file is not taken early
+                # from a worker that will be free first).
+                if node.shutting_down:
+                    return
+                if not self.workqueue:
+                    node.shutdown()
+                    return
+                if self._pending_of(self.assigned_work[node]) <= 1:
+                    self._assign_work_unit(node)
+
+        return SuiteScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         needs_stack = STACK_FIXTURES.intersection(getattr(item, "fixturenames", ()))
