@@ -31,14 +31,8 @@ env, a module's world) pulls it in, so a test using any of those is in the stack
 # id, keys and contract addresses on each), so what two test files share is only what is outside
 # both: this host's processes, ports, files and network namespaces. Under `--dist loadfile` the
 # suite's own scheduler (below) keeps each file on one worker, as loadfile does, and in addition:
-#   - files named together in TOGETHER run on one worker, one after the other (they share something
-#     of this host that cannot be had twice at once);
-#   - the longest work goes out first (WEIGHT_S, seconds measured on the 2-vCPU CI machine, serial;
-#     only the order depends on it): a long file started last would be the run's tail;
+#   - the longest file goes out first (WEIGHT_S): a long file started last would be the run's tail;
 #   - a worker is given its next file only when it has nothing else left to run.
-TOGETHER: dict[str, str] = {}
-"""file -> group: files whose tests must not run beside each other's."""
-
 WEIGHT_S: dict[str, float] = {
     "tests/test_bench_smoke.py": 342,
     "tests/test_worker.py": 183,
@@ -72,7 +66,7 @@ WEIGHT_S: dict[str, float] = {
     "tests/test_provider_lifecycle.py": 12,
     "tests/test_block_time.py": 12,
 }
-"""file (or TOGETHER group) -> about how many seconds it takes (one process, `--durations`, on the CI
+"""file -> about how many seconds it takes (one process, `--durations`, on the CI
 machine; files under 10 s are left out and count DEFAULT_WEIGHT_S). Only the order depends on it."""
 DEFAULT_WEIGHT_S = 5.0
 
@@ -90,10 +84,6 @@ class _SuiteScheduler:
         from xdist.scheduler import LoadFileScheduling
 
         class SuiteScheduling(LoadFileScheduling):  # type: ignore[misc]
-            def _split_scope(self, nodeid: str) -> str:
-                file = nodeid.split("::", 1)[0]
-                return TOGETHER.get(file, file)
-
             def _assign_work_unit(self, node: Any) -> None:
                 heaviest = max(self.workqueue, key=lambda scope: WEIGHT_S.get(scope, DEFAULT_WEIGHT_S))
                 self.workqueue.move_to_end(heaviest, last=False)  # the next one handed out
