@@ -44,10 +44,12 @@ def main() -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
 
+    from ogpu_prefect.backends import owner_tag
     from ogpu_prefect.blocks import OGPUNetwork
     from ogpu_prefect.chain import devnet as devnet_mod
     from ogpu_prefect.flows.run_batch import run_batch
     from ogpu_prefect.plugins.local_backend import LocalBackend
+    from ogpu_prefect.prefect_api import api_url
     from ogpu_prefect.storage import LocalStore
     from ogpu_prefect.worker.configuration import with_defaults
     from ogpu_prefect.worker.worker import OGPUProviderWorker
@@ -120,7 +122,7 @@ def main() -> None:
             for i, fleet in enumerate(fleets):
                 for role in list(fleet.procs):
                     fleet.stop(role, signal.SIGINT)
-                LocalBackend(net.address(f"provider{i + 1}")).reap()
+                LocalBackend(owner_tag(net.address(f"provider{i + 1}"), net.network.chain_id, api_url() or "")).reap()
             net.stop()
     roles = " ".join(f"{r}={sum(c.values()) / run.tasks:.1f}" for r, c in sorted(run.metering.calls.items()))
     print(

@@ -4,6 +4,7 @@ on cpu / nvidia / amd, or plain processes). Plugins register backends through th
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -24,6 +25,19 @@ def pump_lines(proc: subprocess.Popen[bytes], log: LogSink) -> None:
             log(line)
 
 
+def owner_tag(address: str, chain_id: int, api_url: str) -> str:
+    """The `owner` a provider worker gives its backend: its address, on one chain, working for one
+    Prefect API (`api_url`). Its key's lease
+    (worker/key_lease.py) allows one live worker per key, chain and Prefect API, so a service with
+    this tag that outlived its worker is a dead predecessor's, safe for `reap`. The same key
+    elsewhere (another devnet on this host: same chain id, same keys; another Prefect server) is
+    another worker's, whose services are not ours to stop. The address comes first (names built
+    from the owner keep it); the chain and the API follow as a short digest (an API URL may carry
+    what a process listing should not show)."""
+    scope = hashlib.sha256(f"{chain_id} {api_url.rstrip('/')}".encode()).hexdigest()[:12]
+    return f"{address.lower()}-{scope}"
+
+
 class RunningService(ABC):
     """A source's service, up and answering the ogpu.service protocol at `base_url`."""
 
@@ -40,8 +54,9 @@ class RunningService(ABC):
 
 class HardwareBackend(ABC):
     """Base of every hardware backend. Subclasses set `name` and implement `environments` and
-    `start`. `owner` names the provider process family (its address): everything a backend starts
-    carries it, so `reap` can remove what a killed predecessor left behind."""
+    `start`. `owner` names the provider process family (a worker's is `owner_tag`: its address,
+    chain and Prefect API): everything a backend starts carries it, so `reap` can remove what a
+    killed predecessor left behind, and nothing of another family."""
 
     name: ClassVar[str]
 

@@ -192,10 +192,11 @@ class Demo:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         if self.net is not None:
+            from ogpu_prefect.backends import owner_tag
             from ogpu_prefect.plugins.local_backend import LocalBackend
 
             for role in PROVIDERS:  # a worker that could not stop cleanly leaves no service behind
-                LocalBackend(self.net.address(role)).reap()
+                LocalBackend(owner_tag(self.net.address(role), self.net.network.chain_id, self.api_url)).reap()
         if self.stack is not None:
             self.stack.stop()
         if self.store is not None:

@@ -26,6 +26,84 @@ STACK_FIXTURES = frozenset({"session_devnet", "prefect_harness"})
 env, a module's world) pulls it in, so a test using any of those is in the stack tier."""
 
 
+# Parallel runs. `./dev test` runs the files on several pytest-xdist workers (`-n N --dist
+# loadfile`): each worker is its own session with its own devnet and Prefect server (the same chain
+# id, keys and contract addresses on each), so what two test files share is only what is outside
+# both: this host's processes, ports, files and network namespaces. Under `--dist loadfile` the
+# suite's own scheduler (below) keeps each file on one worker, as loadfile does, and in addition:
+#   - the longest file goes out first (WEIGHT_S): a long file started last would be the run's tail;
+#   - a worker is given its next file only when it has nothing else left to run.
+WEIGHT_S: dict[str, float] = {
+    "tests/test_bench_smoke.py": 342,
+    "tests/test_worker.py": 183,
+    "tests/test_demo.py": 151,
+    "tests/test_reliability.py": 127,
+    "tests/test_blocktime_tier.py": 124,
+    "tests/test_lease_fence.py": 106,
+    "tests/test_deploy.py": 92,
+    "tests/test_ui.py": 85,
+    "tests/test_run_batch.py": 69,
+    "tests/test_production_stack.py": 60,
+    "tests/test_agent_worker.py": 60,
+    "tests/test_production_prefect.py": 54,
+    "tests/test_run_form.py": 53,
+    "tests/test_functions.py": 44,
+    "tests/test_rate_limits.py": 44,
+    "tests/test_escalation.py": 41,
+    "tests/test_worker_records.py": 39,
+    "tests/test_pool_ui.py": 36,
+    "tests/test_reputation.py": 34,
+    "tests/test_stream_batch.py": 32,
+    "tests/test_batch_cancel.py": 30,
+    "tests/test_journal.py": 30,
+    "tests/test_sdk_tasks.py": 29,
+    "tests/test_multihost.py": 28,
+    "tests/test_fetch_confinement.py": 26,
+    "tests/test_batch_estimate.py": 26,
+    "tests/test_worker_cancel.py": 22,
+    "tests/test_early_stop.py": 21,
+    "tests/test_contracts_forge.py": 19,
+    "tests/test_provider_lifecycle.py": 12,
+    "tests/test_block_time.py": 12,
+}
+"""file -> about how many seconds it takes (one process, `--durations`, on the CI
+machine; files under 10 s are left out and count DEFAULT_WEIGHT_S). Only the order depends on it."""
+DEFAULT_WEIGHT_S = 5.0
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_SuiteScheduler(), "ogpu-suite-scheduler")
+
+
+class _SuiteScheduler:
+    @pytest.hookimpl
+    def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
+        if config.getvalue("dist") != "loadfile":
+            return None
+        from xdist.scheduler import LoadFileScheduling
+
+        class SuiteScheduling(LoadFileScheduling):  # type: ignore[misc]
+            def _assign_work_unit(self, node: Any) -> None:
+                heaviest = max(self.workqueue, key=lambda scope: WEIGHT_S.get(scope, DEFAULT_WEIGHT_S))
+                self.workqueue.move_to_end(heaviest, last=False)  # the next one handed out
+                super()._assign_work_unit(node)
+
+            def _reschedule(self, node: Any) -> None:
+                # xdist hands out more once two tests are left; a worker runs a test only once it
+                # knows the next, so one left is soon enough (and the next file is not taken early
+                # from a worker that will be free first).
+                if node.shutting_down:
+                    return
+                if not self.workqueue:
+                    node.shutdown()
+                    return
+                if self._pending_of(self.assigned_work[node]) <= 1:
+                    self._assign_work_unit(node)
+
+        return SuiteScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         needs_stack = STACK_FIXTURES.intersection(getattr(item, "fixturenames", ()))

@@ -36,13 +36,15 @@ def _engine_up() -> bool:
 
 
 def apt_install(*packages: str) -> str | None:
-    """Installs Debian packages (refreshing the index if the first try fails); None, or why not."""
+    """Installs Debian packages (refreshing the index if the first try fails); None, or why not.
+    Another apt on this host (a test file beside this one, another session) is waited for."""
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         return f"no root apt-get to install {' '.join(packages)}"
-    cmd = ["apt-get", "install", "-y", "--no-install-recommends", *packages]
+    wait = ["-o", "DPkg::Lock::Timeout=600"]
+    cmd = ["apt-get", *wait, "install", "-y", "--no-install-recommends", *packages]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
-        subprocess.run(["apt-get", "update"], capture_output=True)
+        subprocess.run(["apt-get", *wait, "update"], capture_output=True)
         r = subprocess.run(cmd, capture_output=True, text=True)
     return None if r.returncode == 0 else f"apt-get install {' '.join(packages)} failed: {r.stderr[-300:]}"
 

@@ -14,10 +14,9 @@ import pytest
 
 from ogpu_prefect.agents import announce_master, announce_provider, set_agent
 from ogpu_prefect.chain.types import TaskStatus
-from ogpu_prefect.plugins.local_backend import LocalBackend
 
 from . import test_worker
-from .test_worker import PAY, Fleet, flow_runs_of, service_processes
+from .test_worker import PAY, Fleet, flow_runs_of, reap, service_processes
 
 fleet = test_worker.fleet  # the fixture: a pool's blocks and its worker processes
 
@@ -88,7 +87,7 @@ def test_an_agent_worker_serves_its_masters_provider_which_is_paid(fleet: Fleet)
         assert last.startswith(f"ogpu-provider worker: providers: {agent} may not sign for provider {provider}"), last
         assert "Traceback" not in fleet.worker_log("agent")
     finally:
-        LocalBackend(provider).reap()  # the services of a worker the fixture kills are the provider's
+        reap(provider)  # the services of a worker the fixture kills are the provider's
 
 
 def test_an_agent_pool_resolves_its_provider_per_machine(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -231,10 +231,9 @@ def test_the_ogpu_provider_worker_process_serves_a_batch(chain_1s: Devnet, tmp_p
     import signal
 
     from ogpu_prefect.flows.run_batch import run_batch
-    from ogpu_prefect.plugins.local_backend import LocalBackend
     from ogpu_prefect.storage import LocalStore
 
-    from .test_worker import Fleet
+    from .test_worker import Fleet, reap
 
     with LocalStore(tmp_path / "payloads") as store:
         fleet = Fleet(chain_1s, store, tmp_path, "tier-worker")
@@ -257,7 +256,7 @@ def test_the_ogpu_provider_worker_process_serves_a_batch(chain_1s: Devnet, tmp_p
         finally:
             for role in list(fleet.procs):
                 fleet.stop(role, signal.SIGKILL)
-                LocalBackend(chain_1s.address(role)).reap()
+                reap(chain_1s.address(role), chain_1s.network.chain_id)
     assert [r.status for r in results] == ["finalized"] * 3, (results, fleet.worker_log("provider1"))
     assert [r.result["result"]["upper"] for r in results] == ["T0", "T1", "T2"]
     assert {r.provider.lower() for r in results} == {chain_1s.address("provider1").lower()}

@@ -92,3 +92,35 @@ def test_a_callback_no_one_waits_for_is_dropped() -> None:
         receiver.expect("0xT2")
         assert requests.post(f"{receiver.url}/0xT2", json={"ok": 1}, timeout=5).status_code == 200
         assert receiver.wait("0xT2", time.time() + 5) == {"ok": 1}
+
+
+def test_reap_stops_a_dead_predecessors_services_and_not_those_of_the_same_key_elsewhere() -> None:
+    """Two workers with one key on two devnets of this host (same chain id, same keys: two test
+    sessions, or a bench beside a demo) each own their services: a starting worker reaps only what a
+    predecessor with its own key, chain and Prefect API left."""
+    from ogpu_prefect.backends import owner_tag
+
+    address = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+    here, there = (
+        owner_tag(address, 31337, "http://127.0.0.1:4301/api"),
+        owner_tag(address, 31337, "http://127.0.0.1:4302/api"),
+    )
+    assert here != there and here.startswith(address.lower())
+    assert owner_tag(address, 31337, "http://127.0.0.1:4301/api/") == here
+    assert owner_tag(address, 1, "http://127.0.0.1:4301/api") != here
+    with CallbackReceiver() as receiver:
+        mine = create(PluginKind.HARDWARE_BACKEND, "local", owner=here)
+        other = create(PluginKind.HARDWARE_BACKEND, "local", owner=there)
+        left = mine.start(ComposeSpec.load(ECHO), Environment.CPU, callback_url=receiver.url, log=lambda _: None)
+        kept = other.start(ComposeSpec.load(ECHO), Environment.CPU, callback_url=receiver.url, log=lambda _: None)
+        try:
+            successor = create(PluginKind.HARDWARE_BACKEND, "local", owner=here)
+            assert successor.reap() == 1
+            deadline = time.time() + 10
+            while left.alive() and time.time() < deadline:
+                time.sleep(0.05)
+            assert not left.alive(), "the predecessor's service is stopped"
+            assert kept.alive() and ServiceClient(kept.base_url).ready(), "the other worker's service is not"
+        finally:
+            left.stop()
+            kept.stop()

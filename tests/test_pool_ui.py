@@ -106,6 +106,15 @@ def wait_for(driver: Any, url: str, expect: list[str], timeout: float = 60) -> s
     return text
 
 
+def until(condition: Any, timeout: float = 90) -> Any:
+    """`condition()` once it is truthy (polled), else its last value after `timeout`: the UI and
+    its server answer in their own time on a loaded machine; nothing here waits longer than needed."""
+    deadline = time.time() + timeout
+    while not (value := condition()) and time.time() < deadline:
+        time.sleep(0.3)
+    return value
+
+
 def full_page_screenshot(driver: Any, name: str) -> None:
     """The whole page (the UI scrolls inside its own container, so the window grows to fit it)."""
     height = driver.execute_script(
@@ -148,9 +157,7 @@ def test_the_pool_edit_page_shows_its_type_titled_variables_and_block_pickers(ui
     before = read_template(POOL)
     [save] = [b for b in browser.find_elements(By.TAG_NAME, "button") if b.text.strip() == "Save"]
     save.click()
-    deadline = time.time() + 30
-    while browser.current_url.rstrip("/").endswith("/edit") and time.time() < deadline:
-        time.sleep(0.3)
+    until(lambda: not browser.current_url.rstrip("/").endswith("/edit"))
     refused = [line for line in browser.find_element(By.TAG_NAME, "body").text.splitlines() if "must" in line]
     assert not browser.current_url.rstrip("/").endswith("/edit"), f"the form saves: {refused}"
     after = read_template(POOL)
@@ -160,15 +167,15 @@ def test_the_pool_edit_page_shows_its_type_titled_variables_and_block_pickers(ui
 
     # The form checks a value against the variables' schema before it saves.
     wait_for(browser, f"{ui}/work-pools/work-pool/{POOL}/edit", ["Chain poll interval (s)"])
-    [poll] = [i for i in browser.find_elements(By.TAG_NAME, "input") if i.get_attribute("value") == "0.25"]
+    [poll] = until(
+        lambda: [i for i in browser.find_elements(By.TAG_NAME, "input") if i.get_attribute("value") == "0.25"]
+    )
     poll.click()
     poll.send_keys(Keys.CONTROL, "a")
     poll.send_keys("-1")
     [save] = [b for b in browser.find_elements(By.TAG_NAME, "button") if b.text.strip() == "Save"]
     save.click()
-    deadline = time.time() + 15
-    while "must be greater than 0" not in browser.find_element(By.TAG_NAME, "body").text and time.time() < deadline:
-        time.sleep(0.3)
+    until(lambda: "must be greater than 0" in browser.find_element(By.TAG_NAME, "body").text)
     full_page_screenshot(browser, "pool-edit-refused.png")
     assert "Chain poll interval (s) must be greater than 0" in browser.find_element(By.TAG_NAME, "body").text
     assert browser.current_url.rstrip("/").endswith("/edit")

@@ -16,8 +16,10 @@ from typing import Any
 
 import pytest
 
+from ogpu_prefect.backends import owner_tag
 from ogpu_prefect.blocks import OGPUNetwork, OGPUStorage, OGPUWallet
 from ogpu_prefect.chain.connection import Chain
+from ogpu_prefect.chain.devnet import CHAIN_ID
 from ogpu_prefect.chain.types import DeliveryMethod, TaskStatus
 from ogpu_prefect.client import OGPUClient
 from ogpu_prefect.models import SourceSpec, TaskInput
@@ -166,7 +168,6 @@ def logs_of(flow_run_ids: list[Any]) -> list[str]:
 def provider_events(provider: str, since: float, prefix: str = "ogpu.provider.task.") -> list[str]:
     """Names of the events named `prefix...` about `provider` that the Prefect server stored, of
     those that occurred after `since` (a wall-clock time)."""
-    from ogpu_prefect.chain.devnet import CHAIN_ID
     from ogpu_prefect.events import resource, stored_events
 
     provider_id = resource(CHAIN_ID, "provider", provider)["prefect.resource.id"]
@@ -180,8 +181,21 @@ def responses_since(chain: Any, from_block: int) -> list[tuple[str, str]]:
     return [(p.task.lower(), p.provider.lower()) for p in params]
 
 
-def service_processes(*owners: str) -> list[int]:
-    wanted = {o.lower() for o in owners}
+def service_owner(provider: str, chain_id: int = CHAIN_ID) -> str:
+    """The owner a worker of `provider` on this session's devnet and Prefect server gives its
+    services (another test session's workers, with the same keys, have their own)."""
+    from prefect.settings import PREFECT_API_URL
+
+    return owner_tag(provider, chain_id, PREFECT_API_URL.value() or "")
+
+
+def reap(provider: str, chain_id: int = CHAIN_ID) -> None:
+    """Stops the services a killed worker of `provider` left (this session's only)."""
+    LocalBackend(service_owner(provider, chain_id)).reap()
+
+
+def service_processes(*providers: str) -> list[int]:
+    wanted = {service_owner(p) for p in providers}
     return [pid for pid, owner in _processes_with(OWNER_VAR) if owner in wanted]
 
 
@@ -194,7 +208,7 @@ def fleet(devnet, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Fl
         finally:
             for role in list(f.procs):
                 f.stop(role, signal.SIGKILL)
-                LocalBackend(devnet.address(role)).reap()  # what the killed worker's services left
+                reap(devnet.address(role))  # what the killed worker's services left
 
 
 def test_a_worker_runs_tasks_as_completed_flow_runs_and_earns_exactly_the_payments(fleet: Fleet) -> None:
@@ -333,7 +347,7 @@ def test_a_restart_on_a_reverted_chain_closes_the_lost_tasks_runs_and_records_th
         assert time.time() < deadline, fleet.worker_log("provider3")
         time.sleep(0.2)
     fleet.stop("provider3", signal.SIGKILL)
-    LocalBackend(fleet.devnet.address("provider3")).reap()
+    reap(fleet.devnet.address("provider3"))
     fleet.devnet.revert(before)  # the two tasks are gone; their flow runs are left Running
 
     fleet.start_worker("gpus-revert", "provider3")
@@ -444,7 +458,9 @@ def test_the_docker_backend_builds_and_runs_the_source_image(fleet: Fleet, docke
     assert any("[service] echo: 1 field(s)" in m for m in logs_of([r.id for r in runs])), "container output in logs"
     fleet.stop("provider2")
     left = subprocess.run(
-        ["docker", "ps", "-aq", "--filter", f"label={OWNER_LABEL}={provider.lower()}"], capture_output=True, text=True
+        ["docker", "ps", "-aq", "--filter", f"label={OWNER_LABEL}={service_owner(provider)}"],
+        capture_output=True,
+        text=True,
     ).stdout.split()
     assert left == [], "no container outlives the worker"
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from .test_worker import Fleet, flow_runs_of
+from .test_worker import Fleet, flow_runs_of, reap
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -36,7 +36,6 @@ def _block_times(chain: Any, names: tuple[str, ...], from_block: int, provider: 
 def fleet(devnet, tmp_path: Path, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
     import signal
 
-    from ogpu_prefect.plugins.local_backend import LocalBackend
     from ogpu_prefect.storage import LocalStore
 
     with LocalStore(tmp_path / "payloads") as store:
@@ -46,7 +45,7 @@ def fleet(devnet, tmp_path: Path, request: pytest.FixtureRequest):  # type: igno
         finally:
             for role in list(f.procs):
                 f.stop(role, signal.SIGKILL)
-                LocalBackend(devnet.address(role)).reap()
+                reap(devnet.address(role))
 
 
 def test_each_task_is_a_task_run_with_the_chains_attempt_and_response_times(fleet: Fleet) -> None:

@@ -35,6 +35,7 @@ from prefect.logging.loggers import get_worker_logger
 from prefect.workers.base import BaseWorker, BaseWorkerResult
 
 from .. import api_writer, events
+from ..backends import owner_tag
 from ..chain.errors import InvalidInputError
 from ..chain.types import Environment
 from ..events import emit_service_event
@@ -204,7 +205,8 @@ class OGPUProviderWorker(OwnRunsOnly, BaseWorker[ProviderJobConfiguration, Provi
         acting_for = config.acting_for(wallet.address)  # an agent pool's provider, or None: the wallet's own
         me = acting_for or wallet.address
         self._policy = create(PluginKind.TASK_POLICY, config.task_policy, **config.task_policy_options)
-        backend = create(PluginKind.HARDWARE_BACKEND, config.backend, owner=me, **config.backend_options)
+        owner = owner_tag(me, network.chain_id, str(self.client.api_url))  # reap only its own (backends.py)
+        backend = create(PluginKind.HARDWARE_BACKEND, config.backend, owner=owner, **config.backend_options)
         environment = Environment[config.environment.upper()]
 
         def route(source: str, line: str) -> None:
