@@ -19,14 +19,24 @@ FOREVER = 4070908800.0  # 2099-01-01
 
 
 def forge_ban(ctx: Ctx, role: str) -> str:
-    """Writes, as any API user can, a record banning `role` until 2099; the Variable's name."""
+    """Writes, as any API user can, a record banning `role` until 2099 under the name the client's
+    book reads first (its wallet's: the tag in the name is public, in every Variable listing),
+    and under the shared name of earlier versions; returns the wallet's name. (Forging only the
+    shared name went unread once an earlier scenario had written the wallet's own record.)"""
     from prefect.variables import Variable
 
+    from ogpu_prefect.chain.signing import derive_secret
+    from ogpu_prefect.reputation_store import SEAL_LABEL, owner_tag
+
     provider = ctx.devnet.address(role)
-    name = record_name(ctx.chain.network.chain_id, provider)
+    secret = derive_secret(ctx.wallet().signer(), SEAL_LABEL)
+    assert secret is not None
+    chain_id = ctx.chain.network.chain_id
+    names = [record_name(chain_id, provider, owner_tag(secret)), record_name(chain_id, provider)]
     record = ProviderRecord(provider.lower(), {"validator": 50}, strikes=50, bans=9, banned_until=FOREVER)
-    Variable.set(name, record.to_json(), overwrite=True)
-    return name
+    for name in names:
+        Variable.set(name, record.to_json(), overwrite=True)
+    return names[0]
 
 
 def forged_reputation(ctx: Ctx, n: int) -> Outcome:
