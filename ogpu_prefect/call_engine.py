@@ -2,55 +2,50 @@
 of this process coalesce into pipelined publications and ONE waiting loop per (network, source,
 wallet, terms).
 
-The loop is `streaming.Stream` itself, fed live: an engine is the Stream's input feed (calls
-queued since its last refill, `NOTHING_YET` while none) and its results writer (each result wakes
-its call). So publishing, the window, the budget, settling the escrow of what failed and the
-delivery method with reputation are the streaming flows' own code, not a second money loop.
+The loop is `streaming.Stream` itself, fed live, in a process of its own (call_loop.py says why
+and what crosses): this side sends each call, waits for its result, signs what the loop asks to
+be signed (the wallet's key stays here) and keeps a mirror of the tasks the loop has open, which
+it settles itself should the loop's process die. So publishing, the window, the budget, settling
+the escrow of what failed and the delivery method with reputation are the streaming flows' own
+code, not a second money loop.
 
 A call is identified by its Prefect task run: a retry of a call whose task is still on chain waits
 for that task again (never a second publication); a retry of a call that failed publishes once
 more, with the next attempt's mark, after the Stream settled the failed task's escrow. Calls of a
 flow run that is cancelled (or crashed, or failed) are withdrawn: their tasks still NEW are
-cancelled on chain and their escrow comes back. An engine idle for `IDLE_S` with nothing in flight
-ends, and the next call starts a new one. The registry of engines is process-wide by nature (one
-loop per wallet and source in the process), like the per-key wallet locks.
+cancelled on chain and their escrow comes back. A loop idle for `call_loop.IDLE_S` ends, and the
+next call starts a new one. The registry of engines is process-wide by nature (one loop per wallet
+and source in the process), like the per-key wallet locks.
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
+import os
+import subprocess
+import sys
 import threading
-import time
-import uuid
-from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
-from .batch import BatchRecord, Ledger
+from .call_loop import Channel, LoopSpec
 from .chain.errors import OGPUError
 from .escrow import settle
 from .models import TaskInput, TaskResult
-from .streaming import NOTHING_YET, Limits, Stream
 
 if TYPE_CHECKING:
-    from .client import OGPUClient, SourceTerms
-    from .delivery import DeliveryStrategy
-    from .reputation import ReputationBook
+    from .client import OGPUClient
     from .result_cache import ResultCache
 
 log = logging.getLogger(__name__)
 
-IDLE_S = 2.0
-"""Seconds an engine with nothing queued or in flight waits for calls before it ends."""
-LINGER_S = 0.3
-LINGER_CALLS = 100
-"""Calls queued are handed to the Stream once this many wait, or the oldest waited LINGER_S:
-calls that a `.map` starts one by one go out in a few large publications, not many small ones
-(each a round of blocks for the client and the providers)."""
 WATCH_S = 2.0
 """Seconds between reads of the states of the flow runs whose calls are in flight."""
+EXIT_WAIT_S = 60.0
+"""Seconds this process waits at exit for a loop to settle what it has on chain."""
 ENDED_FLOW_STATES = frozenset({"CANCELLING", "CANCELLED", "CRASHED", "FAILED"})
 
 
@@ -73,51 +68,47 @@ class Call:
     flow_run: str | None
     done: threading.Event = field(default_factory=threading.Event)
     result: TaskResult | None = None
-    withdrawn: str | None = None  # why its flow run no longer wants it
     abandoned: bool = False  # its task run stopped waiting (a timeout): a result is still kept
 
 
 class CallEngine:
-    """One live Stream serving calls (see module doc)."""
+    """One live Stream, in its own process, serving calls (see module doc). `client` is this
+    process's client of the same wallet: it signs for the loop and settles if the loop dies."""
 
     def __init__(
         self,
+        spec: LoopSpec,
         client: OGPUClient,
-        terms: SourceTerms,
-        strategy: DeliveryStrategy,
-        limits: Limits,
         *,
-        book: ReputationBook | None = None,
+        seal: bytes | None = None,
         cache: ResultCache | None = None,
+        process: LoopProcess | None = None,
         on_close: Callable[[CallEngine], None] | None = None,
     ) -> None:
-        self.client, self.cache, self.on_close = client, cache, on_close
+        self.client, self.cache, self.on_close, self.spec = client, cache, on_close, spec
         self.lock = threading.Lock()
         self.calls: dict[str, Call] = {}
         self.by_index: dict[int, Call] = {}
-        self.queue: deque[tuple[int, TaskInput, int, list[str]]] = deque()
+        self.open_tasks: dict[str, None] = {}  # the loop's ledger, as it reports it
         self.closed: str | None = None
-        self.manifest: dict[str, Any] = {}  # the Stream reads earlier runs' counts from its writer
-        self._last = time.monotonic()
-        self._oldest = 0.0  # when the oldest queued call was queued
-        self._handing = False  # a publication is being filled from the queue
-        key = f"ogpu-calls-{uuid.uuid4().hex[:16]}"  # the batch mark in every task's config
-        chain = client.chain
-        record = BatchRecord(key, chain.network.chain_id, client.address, terms.address, chain.block_number() + 1)
-        self.ledger = Ledger(client, record)
-        self.stream = Stream(client, terms, strategy, self, self.ledger, limits, key=key, book=book)  # type: ignore[arg-type]
-        run, watch = _with_settings(self._run), _with_settings(self._watch)
-        self.thread = threading.Thread(target=run, name=f"ogpu-calls-{terms.address[:10]}", daemon=True)
-        self.watcher = threading.Thread(target=watch, name="ogpu-calls-watch", daemon=True)
-        self.thread.start()
+        self.ended = threading.Event()
+        if process is not None and not process.usable():
+            process.stop()
+            process = None
+        self.loop = process or LoopProcess()
+        self.process, self.channel = self.loop.process, self.loop.channel
+        self.channel.send((spec, seal))
+        self.reader = threading.Thread(target=self._read, name=f"ogpu-calls-{spec.terms.address[:10]}", daemon=True)
+        self.watcher = threading.Thread(target=_with_settings(self._watch), name="ogpu-calls-watch", daemon=True)
+        self.reader.start()
         self.watcher.start()
 
     # ---- the callers' side ----
 
     def submit(self, call_id: str, item: TaskInput, flow_run: str | None) -> Call | None:
-        """The call `call_id` (a task run id), queued unless its task is still on chain or it
-        already has a result; None when this engine has ended (take a new one)."""
-        with self.lock:
+        """The call `call_id` (a task run id), sent to the loop unless its task is still on chain
+        or it already has a result; None when this engine has ended (take a new one)."""
+        with self.lock:  # calls are sent under it: `idle` never closes the loop on one in the pipe
             if self.closed is not None:
                 return None
             call = self.calls.get(call_id)
@@ -132,11 +123,13 @@ class CallEngine:
                 prev = call.result
                 attempt, tasks = (prev.republished + 1, list(prev.tasks)) if prev is not None else (0, [])
                 call.done.clear()
-                call.result, call.withdrawn, call.abandoned = None, None, False
-            if not self.queue:
-                self._oldest = time.monotonic()
-            self.queue.append((call.index, item, attempt, tasks))
-            self._last = time.monotonic()
+                call.result, call.abandoned = None, False
+            try:
+                self.channel.send(("call", call.index, item, attempt, tasks, flow_run))
+            except OSError as e:
+                self.closed = f"the calls' loop is gone: {e}"
+                call.result = TaskResult(index=call.index, status="failed", reason="stopped", error=self.closed)
+                call.done.set()
             return call
 
     def wait(self, call: Call, *, interruptible: bool = False) -> TaskResult:
@@ -153,68 +146,89 @@ class CallEngine:
         assert call.result is not None
         return call.result
 
-    # ---- the Stream's side: its feed and its results writer ----
+    def withdraw(self, ended: dict[str, str]) -> None:
+        """The calls of the flow runs `ended` (id -> state) end as cancelled (the loop cancels
+        their tasks on chain)."""
+        try:
+            self.channel.send(("withdraw", ended))
+        except OSError:
+            pass  # the loop is gone: `_read` settles what it had
 
-    def __iter__(self) -> CallEngine:
-        return self
+    # ---- the loop's side ----
 
-    def __next__(self) -> tuple[int, TaskInput | None, int, list[str]] | tuple[int, None]:
-        with self.lock:
-            if self.queue:
-                now = time.monotonic()
-                if self._handing or len(self.queue) >= LINGER_CALLS or now - self._oldest >= LINGER_S:
-                    self._last, self._handing = now, len(self.queue) > 1
-                    return self.queue.popleft()
-                return NOTHING_YET  # more calls are likely on their way: one publication for them all
-            self._handing = False
-            if self.stream.inflight or self.stream.retry or time.monotonic() - self._last < IDLE_S:
-                return NOTHING_YET
-            self.closed = "idle"
-        raise StopIteration
+    def _read(self) -> None:
+        why: str | None = None
+        try:
+            while why is None:
+                try:
+                    message = self.channel.recv()
+                except (EOFError, OSError):
+                    break
+                kind = message[0]
+                if kind == "sign":
+                    self._sign(message[1], message[2])
+                elif kind == "result":
+                    self._result(message[1])
+                elif kind == "ledger":
+                    self.open_tasks.update(dict.fromkeys(message[1]))
+                    for t in message[2]:
+                        self.open_tasks.pop(t, None)
+                elif kind == "idle":
+                    self._idle()
+                elif kind == "closed":
+                    why = str(message[1])
+            if why is None and self.open_tasks:  # died: the key is here, so this side settles
+                why = "the calls' loop process ended unexpectedly"
+                log.error("%s; settling the escrow of its %d open task(s)", why, len(self.open_tasks))
+                try:
+                    log.warning("settled: %s", settle(self.client, list(self.open_tasks)).summary())
+                except Exception as e:
+                    log.error("settling after the loop died failed: %s", e)
+        finally:
+            self._close(why or "the calls' loop ended")
 
-    def add(self, r: TaskResult) -> None:
+    def _sign(self, rid: int, txs: list[dict[str, Any]]) -> None:
+        signer = self.client.sender.signer
+        try:
+            sign_many = getattr(signer, "sign_many", None)
+            signed: Any = sign_many(txs) if sign_many is not None else [signer.sign(tx) for tx in txs]
+        except Exception as e:  # no text of the signer's: it may hold the key
+            signed = f"signing failed ({type(e).__name__})"
+        self.channel.send(("signed", rid, signed))
+
+    def _result(self, r: TaskResult) -> None:
         call = self.by_index.get(r.index)
         if call is None:
             return
-        if call.withdrawn is not None and not r.ok:
-            r = r.model_copy(update={"status": "canceled", "reason": "canceled", "error": call.withdrawn})
         if r.ok and call.abandoned and self.cache is not None:
             self.cache.fill(call.item, r.result)
         call.result = r
         call.done.set()
 
-    # ---- the loop ----
-
-    def _run(self) -> None:
-        error: str | None = None
-        try:
-            self.stream.run(self)
-            if self.stream.stopped is not None:
-                error = f"every call failed the same way: {self.stream.stopped}"
-        except BaseException as e:  # the loop broke (the node, a publication): nothing stays open
-            error = f"the calls' loop stopped: {type(e).__name__}: {e}"
-            log.error("%s; settling the escrow of its %d open task(s)", error, len(self.ledger.tasks))
-            try:
-                self.ledger.settle()
-            except Exception as settle_error:
-                log.error("settling after the loop stopped failed: %s", settle_error)
-        finally:
-            self._close(error or "the calls' loop ended")
+    def _idle(self) -> None:
+        with self.lock:
+            if self.closed is None and all(c.done.is_set() for c in self.calls.values()):
+                self.closed = "idle"
+                self.channel.send(("close",))
 
     def _close(self, why: str) -> None:
         with self.lock:
             self.closed = self.closed or why
             pending = [c for c in self.calls.values() if not c.done.is_set()]
-            self.queue.clear()
         for c in pending:
-            self.add(TaskResult(index=c.index, status="failed", reason="stopped", error=why))
+            self._result(TaskResult(index=c.index, status="failed", reason="stopped", error=why))
+        self.channel.close()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.ended.set()
         if self.on_close is not None:
             self.on_close(self)
 
     def _watch(self) -> None:
         """Withdraws the calls of flow runs that ended without them (cancelled, crashed, failed)."""
-        while self.thread.is_alive():
-            time.sleep(WATCH_S)
+        while not self.ended.wait(WATCH_S):
             with self.lock:
                 runs = {c.flow_run for c in self.calls.values() if c.flow_run and not c.done.is_set()}
             if not runs:
@@ -227,24 +241,59 @@ class CallEngine:
             if ended:
                 self.withdraw(ended)
 
-    def withdraw(self, ended: dict[str, str]) -> None:
-        """The calls of the flow runs `ended` (id -> state) end as cancelled: queued ones at once,
-        published ones by cancelling their tasks on chain (what a provider took runs out)."""
-        with self.lock:
-            gone = [c for c in self.calls.values() if c.flow_run in ended and not c.done.is_set()]
-            for c in gone:
-                c.withdrawn = f"its flow run is {ended[c.flow_run or ''].lower()}"
-            indexes = {c.index for c in gone}
-            queued = [q for q in self.queue if q[0] in indexes]
-            for q in queued:
-                self.queue.remove(q)
-            open_tasks = [t for t, e in list(self.stream.inflight.items()) if e.index in indexes]
-        for q in queued:
-            self.add(TaskResult(index=q[0], status="canceled", reason="canceled", tasks=list(q[3])))
-        if open_tasks:
-            log.warning("cancelling %d task(s) of ended flow run(s) %s", len(open_tasks), ", ".join(ended))
-            report = settle(self.client, open_tasks)
-            log.warning("withdrawn calls: %s", report.summary())
+    def exit(self) -> None:
+        """This process is exiting: the loop settles what it has on chain; if it cannot say so in
+        time, this side settles the tasks it reported."""
+        try:
+            self.channel.send(("exit",))
+        except OSError:
+            pass
+        if not self.ended.wait(EXIT_WAIT_S) and self.open_tasks:
+            self.process.kill()
+            settle(self.client, list(self.open_tasks))
+
+
+class LoopProcess:
+    """A call_loop process waiting for its spec. Started ahead (`EngineRegistry.warm`) where it
+    can be: importing Prefect and the client takes it seconds, which a first call would wait."""
+
+    def __init__(self) -> None:
+        self.env = _prefect_env()
+        to_loop_r, to_loop_w = os.pipe()
+        from_loop_r, from_loop_w = os.pipe()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "ogpu_prefect.call_loop", str(to_loop_r), str(from_loop_w)],
+            pass_fds=(to_loop_r, from_loop_w),
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **self.env},
+        )
+        os.close(to_loop_r)
+        os.close(from_loop_w)
+        self.channel = Channel(Connection(from_loop_r, writable=False), Connection(to_loop_w, readable=False))
+
+    def usable(self) -> bool:
+        """Alive, and started with the Prefect settings of the caller now."""
+        return self.process.poll() is None and self.env == _prefect_env()
+
+    def stop(self) -> None:
+        self.channel.close()  # it reads the end of its input and exits
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def _prefect_env() -> dict[str, str]:
+    """This context's Prefect settings as environment variables, for the loop's process."""
+    from prefect.settings import get_current_settings
+
+    from .prefect_api import api_url
+
+    env = {k: str(v) for k, v in get_current_settings().to_environment_variables(exclude_unset=True).items()}
+    url = api_url()
+    if url:
+        env["PREFECT_API_URL"] = url
+    return env
 
 
 def _with_settings(target: Callable[[], None]) -> Callable[[], None]:
@@ -279,8 +328,23 @@ class EngineRegistry:
     """The process's engines, one per (network, source, wallet, terms) key."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # `build` runs under it, and takes the spare
         self.engines: dict[Hashable, CallEngine] = {}
+        self.spare: LoopProcess | None = None
+
+    def warm(self, key: Hashable) -> None:
+        """A loop process started ahead for `key` when none serves it (see LoopProcess)."""
+        with self.lock:
+            engine = self.engines.get(key)
+            if (engine is None or engine.closed is not None) and (self.spare is None or not self.spare.usable()):
+                if self.spare is not None:
+                    self.spare.stop()
+                self.spare = LoopProcess()
+
+    def take_spare(self) -> LoopProcess | None:
+        with self.lock:
+            spare, self.spare = self.spare, None
+            return spare
 
     def call(
         self, key: Hashable, build: Callable[[], CallEngine], call_id: str, item: TaskInput, flow_run: str | None
@@ -304,15 +368,17 @@ class EngineRegistry:
 
     def settle_all(self) -> None:
         """At interpreter exit: what the engines still have on chain is settled (cancelled if NEW)."""
+        spare = self.take_spare()
+        if spare is not None:
+            spare.stop()
         for engine in list(self.engines.values()):
-            if engine.ledger.tasks:
-                try:
-                    settle(engine.client, engine.ledger.tasks)
-                except Exception as e:
-                    log.error("settling the calls' tasks at exit failed: %s", e)
+            try:
+                engine.exit()
+            except Exception as e:
+                log.error("settling the calls' tasks at exit failed: %s", e)
 
 
 ENGINES = EngineRegistry()
 atexit.register(ENGINES.settle_all)
 
-__all__ = ["ENGINES", "Call", "CallEngine", "CallFailedError", "EngineRegistry"]
+__all__ = ["ENGINES", "Call", "CallEngine", "CallFailedError", "EngineRegistry", "LoopProcess"]

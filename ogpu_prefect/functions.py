@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 from collections.abc import Iterable
 from typing import Any
 
@@ -111,15 +112,25 @@ class OGPUFunction:
     # ---- the Prefect task's face ----
 
     def __call__(self, data: Any) -> Any:
+        self._warm()
         return self.task(data)
 
     def submit(self, data: Any, **kwargs: Any) -> Any:
         """Runs one call as a task run; returns its PrefectFuture (`.result()`: the result)."""
+        self._warm()
         return self.task.submit(data, **kwargs)
 
     def map(self, data: Iterable[Any], **kwargs: Any) -> Any:
         """One task run per input; returns their futures (a PrefectFutureList), in input order."""
+        self._warm()
         return self.task.map(list(data), **kwargs)
+
+    def _warm(self) -> None:
+        """The loop's process starts now, while Prefect starts the task runs (call_engine.py)."""
+        try:
+            ENGINES.warm(self._engine_key())
+        except Exception:  # a bad block fails the calls themselves, with the block's error
+            pass
 
     def with_options(self, **options: Any) -> Task[..., Any]:
         """The underlying task with other Prefect options (a name, retries, a timeout)."""
@@ -184,7 +195,10 @@ class OGPUFunction:
     def _build(self) -> CallEngine:
         from .batch import check_source_fits
         from .batch_estimate import check_served
-        from .reputation import open_book
+        from .call_loop import LoopSpec
+        from .chain.signing import derive_secret
+        from .reputation import parse_reputation
+        from .reputation_store import SEAL_LABEL
         from .tasks import make_client
 
         client = make_client(self.network, self.wallet, self.storage)
@@ -195,10 +209,23 @@ class OGPUFunction:
         budget = self.budget if self.budget is not None else self.max_in_flight * self.payment
         limits = Limits(self.payment, self.task_timeout, self.max_in_flight, 0, budget, None, self.poll_interval)
         client.check_batch(terms, 1, self.payment, client.chain.now() + self.task_timeout)
-        chain_id = client.chain.network.chain_id
-        book = open_book(chain_id, self.reputation, self.reputation_options, client.sender.signer)
+        spec = LoopSpec(
+            network=self.network,
+            storage=self.storage,
+            address=client.address,
+            terms=terms,
+            delivery=self.delivery,
+            delivery_options=self.delivery_options,
+            reputation=self.reputation,
+            reputation_options=self.reputation_options,
+            limits=limits,
+            key=f"ogpu-calls-{uuid.uuid4().hex[:16]}",  # the batch mark in every task's config
+            from_block=client.chain.block_number() + 1,
+        )
+        policy = parse_reputation(self.reputation, self.reputation_options)
+        seal = derive_secret(client.sender.signer, SEAL_LABEL) if policy is not None else None
         cache = ResultCache(self.keys()) if self.task.cache_policy is not NO_CACHE else None
-        return CallEngine(client, terms, strategy, limits, book=book, cache=cache)
+        return CallEngine(spec, client, seal=seal, cache=cache, process=ENGINES.take_spare())
 
     def _call(self, data: Any) -> Any:
         ctx = TaskRunContext.get()

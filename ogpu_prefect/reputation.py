@@ -368,17 +368,20 @@ def parse_reputation(name: Any, options: Any = None) -> ReputationPolicy | None:
     return configured_policy(PluginKind.REPUTATION_POLICY, "reputation", name, options)  # type: ignore[no-any-return]
 
 
-def open_book(chain_id: int, name: Any = "default", options: Any = None, signer: Any = None) -> ReputationBook | None:
+def open_book(
+    chain_id: int, name: Any = "default", options: Any = None, signer: Any = None, *, seal: bytes | None = None
+) -> ReputationBook | None:
     """The book a Prefect wait uses, or None when reputation is off: on Prefect Variables sealed
-    by the client's wallet (`signer`); in memory for a signer whose key stays elsewhere (a KMS),
-    since an unsealed shared record could be forged."""
+    by the client's wallet (`signer`, or the `seal` derived from its key where the key is in
+    another process); in memory for a signer whose key stays elsewhere (a KMS), since an unsealed
+    shared record could be forged."""
     from .chain.signing import derive_secret
     from .reputation_store import SEAL_LABEL
 
     policy = parse_reputation(name, options)
     if policy is None:
         return None
-    secret = None if signer is None else derive_secret(signer, SEAL_LABEL)
+    secret = seal if seal is not None else None if signer is None else derive_secret(signer, SEAL_LABEL)
     if secret is None:
         _logger().warning("this wallet's key is not at hand to seal provider records: kept in memory for this batch")
         return ReputationBook(chain_id, policy, MEMORY)

@@ -265,3 +265,62 @@ def test_a_manual_confirmation_source_with_the_lowest_price_policy(env) -> None:
     assert {d["provider"] for d in documents} == {devnet.address("provider2")}, "the cheapest response won"
     assert balance0 - chain.vault.balance_of(client) == 4 * 10**16 // 2
     assert chain.vault.frozen_payment(client) == 0
+
+
+def test_the_loop_process_never_holds_the_key_and_its_death_is_settled(env) -> None:
+    """The calls' loop runs in a process of its own (call_loop.py). Neither what it is sent (its
+    spec and seal, pickled) nor its environment or command line holds the wallet's key in any
+    form. SIGKILLed while its tasks are NEW (nobody serves the source), this process settles
+    what the loop reported open: the tasks are cancelled, the escrow is back, the calls fail."""
+    import os
+    import pickle
+    import signal
+    from pathlib import Path
+
+    from prefect import flow
+
+    from ogpu_prefect.call_engine import ENGINES, CallFailedError
+
+    devnet = env[0]
+    chain = Chain(devnet.network)
+    source = make_source(env, DeliveryMethod.FIRST_RESPONSE)
+    analyze = function(env, source, task_timeout=600)
+    client = devnet.address("client")
+    outcome: queue.Queue[object] = queue.Queue()
+
+    @flow
+    def user_flow(items: list) -> list:
+        return [f.result() for f in analyze.map(items)]
+
+    block0, balance0 = chain.block_number(), chain.vault.balance_of(client)
+    thread = threading.Thread(target=lambda: outcome.put(user_flow([{"k": i} for i in range(4)], return_state=True)))
+    thread.start()
+    deadline = time.time() + 60
+    while len(published_since(chain, block0, source)) < 4 and time.time() < deadline:
+        time.sleep(0.2)
+    tasks = published_since(chain, block0, source)
+    assert len(tasks) == 4
+    engines = [e for e in ENGINES.engines.values() if e.spec.terms.address.lower() == source.lower()]
+    assert len(engines) == 1
+    engine = engines[0]
+    key = bytes.fromhex(devnet.key("client").removeprefix("0x"))
+    forms = [key, key.hex().encode(), key.hex().upper().encode()]
+    sent = pickle.dumps((engine.spec, b""))
+    proc = Path(f"/proc/{engine.process.pid}")
+    seen = sent + (proc / "environ").read_bytes() + (proc / "cmdline").read_bytes()
+    assert not any(f in seen for f in forms), "the key crossed to the loop's process"
+    while len(engine.open_tasks) < 4 and time.time() < deadline:
+        time.sleep(0.1)
+    assert set(engine.open_tasks) == set(tasks), "the loop reported every task it published"
+
+    os.kill(engine.process.pid, signal.SIGKILL)
+    thread.join(timeout=120)
+    assert not thread.is_alive()
+    state = outcome.get_nowait()
+    assert state.is_failed()
+    with pytest.raises(CallFailedError):
+        state.result()
+    statuses = chain.read_many([chain.task(t).read.get_status() for t in tasks])
+    assert [TaskStatus(s) for s in statuses] == [TaskStatus.CANCELED] * 4
+    assert chain.vault.frozen_payment(client) == 0, "the escrow is back"
+    assert chain.vault.balance_of(client) == balance0

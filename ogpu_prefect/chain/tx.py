@@ -195,9 +195,17 @@ class TxSender:
             limits = list(gas)
         fees = self._fees(sum(limits))
         nonces = self._next_nonces(len(calls))
-        return [self._signed(call, nonce, limit, fees) for call, nonce, limit in zip(calls, nonces, limits)]
+        return self._signed(list(zip(calls, nonces, limits)), fees)
 
-    def _signed(self, call: Call, nonce: int, gas: int, fees: dict[str, int]) -> PendingTx:
+    def _signed(self, todo: Sequence[tuple[Call, int, int]], fees: dict[str, int]) -> list[PendingTx]:
+        """(call, nonce, gas) -> signed, in one `sign_many` where the signer has it (a signer in
+        another process answers a whole publication in one exchange)."""
+        txs = [self._tx(call, nonce, gas, fees) for call, nonce, gas in todo]
+        sign_many = getattr(self.signer, "sign_many", None)
+        signed = sign_many(txs) if sign_many is not None else [self.signer.sign(tx) for tx in txs]
+        return [PendingTx(call, nonce, "0x" + h.hex(), raw, gas) for (call, nonce, gas), (raw, h) in zip(todo, signed)]
+
+    def _tx(self, call: Call, nonce: int, gas: int, fees: dict[str, int]) -> dict[str, Any]:
         tx: dict[str, Any] = {
             "chainId": self.chain_id,
             "nonce": nonce,
@@ -210,8 +218,7 @@ class TxSender:
             tx["type"] = 2
         if call.to:  # no `to`: a contract creation
             tx["to"] = call.to
-        raw, h = self.signer.sign(tx)
-        return PendingTx(call, nonce, "0x" + h.hex(), raw, gas)
+        return tx
 
     def broadcast(self, pending: Sequence[PendingTx]) -> None:
         """Sends signed transactions in JSON-RPC batches. Safe to call again with the same ones.
@@ -264,8 +271,8 @@ class TxSender:
         )
         with self.exclusive():
             fees = self._fees(sum(p.gas for p in lost))
-            for p, nonce in zip(lost, self._next_nonces(len(lost))):
-                fresh = self._signed(p.call, nonce, p.gas, fees)
+            fresh_txs = self._signed([(p.call, n, p.gas) for p, n in zip(lost, self._next_nonces(len(lost)))], fees)
+            for p, fresh in zip(lost, fresh_txs):
                 p.replaced.append(p.tx_hash)
                 p.nonce, p.tx_hash, p.raw, p.accepted = fresh.nonce, fresh.tx_hash, fresh.raw, False
         return list(lost)
