@@ -70,7 +70,17 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("provider: the worker and its parts", ["worker", "worker.*"]),
     (
         "Prefect tasks and the flows' parts",
-        ["tasks", "read_tasks", "vault", "agent_tasks", "flowkit", "streaming", "call_engine", "functions"],
+        [
+            "tasks",
+            "read_tasks",
+            "vault",
+            "agent_tasks",
+            "flowkit",
+            "streaming",
+            "task_ports",
+            "call_engine",
+            "functions",
+        ],
     ),
     ("built-in plugins", ["plugins", "plugins.*"]),
     ("flows and the Prefect collection", ["flows", "flows.*", "collection"]),
