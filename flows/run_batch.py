@@ -204,7 +204,9 @@ def run_batch(
         results: dict[int, TaskResult] = {}
 
         # The round's Prefect task runs, looked up in this module when called (a test replaces them).
-        def publish(batch: list[TaskInput], pay: int, ttl: int, indexes: list[int], attempt: int) -> list[PublishedTask]:
+        def publish(
+            batch: list[TaskInput], pay: int, ttl: int, indexes: list[int], attempt: int
+        ) -> list[PublishedTask]:
             return publish_tasks(
                 terms,  # read once: not again per round
                 batch,

@@ -58,9 +58,7 @@ class RoundTracker:
     round): `poll` waits for everything added since the last poll until each task ends, or its
     expiry plus a slack, or the batch `deadline` (wall clock)."""
 
-    def __init__(
-        self, wait: WaitRound, now: Callable[[], int], deadline: float, clock: Clock | None = None
-    ) -> None:
+    def __init__(self, wait: WaitRound, now: Callable[[], int], deadline: float, clock: Clock | None = None) -> None:
         self.wait, self.now, self.deadline = wait, now, deadline
         self.clock = clock or WallClock()
         self.added: list[PublishedTask] = []

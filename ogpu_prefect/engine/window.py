@@ -232,9 +232,7 @@ class Window:
             self._publish(batch)
         return exhausted
 
-    def _take(
-        self, items: Iterator[tuple[int, TaskInput]], free: int, exhausted: bool
-    ) -> tuple[list[Entry], bool]:
+    def _take(self, items: Iterator[tuple[int, TaskInput]], free: int, exhausted: bool) -> tuple[list[Entry], bool]:
         """Up to `free` inputs: to re-publish first, then added ones, then the iterator's."""
         batch: list[Entry] = []
         for waiting in (self.retry, self.queued):

@@ -89,7 +89,9 @@ def batch(
         runs.wait += 1
         return wait(*args)
 
-    trk: Any = FakeTracker(market) if tracker == "polled" else RoundTracker(counted_wait, market.now, deadline, market.clock)
+    trk: Any = (
+        FakeTracker(market) if tracker == "polled" else RoundTracker(counted_wait, market.now, deadline, market.clock)
+    )
     results: dict[int, TaskResult] = {}
 
     def emit(r: TaskResult) -> None:
@@ -185,12 +187,13 @@ def test_untaken_tasks_are_cancelled_and_republished_as_new_tasks(tracker: str) 
 
 def test_a_round_is_republished_only_once_all_of_it_has_ended() -> None:
     # input 0 fails at once, input 1 answers late: with results handed out as tasks end, input 0
-    # still waits for the round (the streaming mode would re-publish it at once).
-    m = market(lambda i, a: (Act("untaken") if i == 0 else Act(after=50)) if a == 0 else Act())
+    # still waits for its round (the streaming mode would re-publish it at once)
+    m = market(lambda i, a: Act("error", after=1, error="oom") if (i, a) == (0, 0) else Act(after=50 if i else 1))
     out, _ = batch(m, 2, tracker="polled", max_republish=1)
-    first, second = (m.tasks[r.tasks[-1]] for r in out.results)
-    assert out.results[0].republished == 1 and second.published_at < first.published_at
-    assert first.published_at >= m.tasks[out.results[0].tasks[0]].expiry, "after the round's last task ended"
+    assert [r.status for r in out.results] == ["finalized", "finalized"] and out.results[0].republished == 1
+    late = m.tasks[out.results[1].tasks[0]]
+    again = m.tasks[out.results[0].tasks[1]]
+    assert again.published_at >= late.published_at + 50, "after the round's last task ended"
     audited(m, out)
 
 
