@@ -18,6 +18,7 @@ import pytest
 from ogpu_prefect.chain.errors import BalanceTooLowError, TxRpcError
 from ogpu_prefect.chain.types import TaskStatus
 from ogpu_prefect.engine import EscrowBook, Limits, Rounds, Window, batch_deadline, in_input_order
+from ogpu_prefect.engine.window import batch_marks
 from ogpu_prefect.escalation import parse_escalation
 from ogpu_prefect.escrow import EscrowReport
 from ogpu_prefect.models import TaskResult
@@ -472,3 +473,33 @@ def test_a_round_waits_until_its_tasks_expiry_plus_a_slack_and_no_longer() -> No
 
     batch(m, 1, key="slack", max_republish=0, wait=timed)
     assert seconds == [TIMEOUT + 30]
+
+
+def test_a_round_waits_no_longer_than_the_batch_deadline() -> None:
+    m = market(lambda i, a: Act("untaken"))
+    seconds: list[float] = []
+    _, wait = rounds_ports(m, "short")
+
+    def timed(tasks: Any, s: float) -> Any:
+        seconds.append(s)
+        return wait(tasks, s)
+
+    batch(m, 1, key="short", max_republish=0, wait=timed, batch_deadline=40)
+    assert seconds == [40] and [t.expiry - t.published_at for t in m.tasks.values()] == [40]
+
+
+def test_the_market_port_publishes_one_attempt_at_a_time_with_the_windows_ttl() -> None:
+    calls: list[tuple[Any, ...]] = []
+    port = TaskMarket(lambda: 1000, lambda *args: calls.append(args) or [])
+    expiry = port.now() + 60
+    port.publish(items(2), PAY, expiry, marks=batch_marks("k", [3, 5], 1), indexes=[3, 5], existing={})
+    assert calls == [(items(2), PAY, 60, [3, 5], 1)]
+    with pytest.raises(ValueError, match="one attempt"):
+        port.publish(
+            items(2),
+            PAY,
+            expiry,
+            marks=[*batch_marks("k", [3], 0), *batch_marks("k", [5], 1)],
+            indexes=[3, 5],
+            existing={},
+        )
