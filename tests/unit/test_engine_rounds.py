@@ -15,14 +15,12 @@ from typing import Any
 
 import pytest
 
-from ogpu_prefect.chain.errors import BalanceTooLowError, TxRpcError
 from ogpu_prefect.chain.types import TaskStatus
 from ogpu_prefect.engine import EscrowBook, Limits, Rounds, Window, batch_deadline, in_input_order
 from ogpu_prefect.engine.window import batch_marks
 from ogpu_prefect.escalation import parse_escalation
 from ogpu_prefect.escrow import EscrowReport
 from ogpu_prefect.models import TaskResult
-from ogpu_prefect.publishing import PartialPublishError
 from ogpu_prefect.task_ports import RoundTracker, TaskMarket
 
 from .fake_market import Act, FakeClock, FakeLedger, FakeMarket, FakeTracker, items, rounds_ports
@@ -123,38 +121,6 @@ def audited(market: FakeMarket, out: Outcome | None = None) -> None:
 
 def market(script: Any = None, **kw: Any) -> FakeMarket:
     return FakeMarket(FakeClock(), script=script or (lambda i, a: Act()), **kw)
-
-
-# ---- the escrow book ----
-
-
-def test_the_book_counts_each_task_once_at_its_own_payment_and_releases_it_once() -> None:
-    book = EscrowBook(budget=10)
-    book.published(["a", "b"], 3)
-    book.published(["b", "c"], 4)  # b reused: counted once
-    assert (book.held, book.held_peak, book.room(2)) == (10, 10, 0)
-    book.release(["a", "a"])
-    assert (book.held, book.room(3), book.room(4)) == (7, 1, 0)
-
-
-def test_the_book_holds_back_what_settling_could_not_return_until_a_later_settling_does() -> None:
-    book = EscrowBook()
-    book.published(["new", "attempted", "down"], 5)
-    released = book.account(EscrowReport(cancelled=["new"], waiting={"attempted": 70}, unreadable=["down"]))
-    assert released == ["new"] and book.held == 10
-    assert book.held_back == {"attempted": 70, "down": 0} and book.unreadable == {"down"}
-    assert book.due(69) == ["down"] and sorted(book.due(70)) == ["attempted", "down"]
-    book.account(EscrowReport(reclaimed=["attempted"], cancelled=["down"]))
-    assert (book.held, book.held_back, book.unreadable) == (0, {}, set())
-    assert book.room(5) is None, "no budget: no ceiling"
-
-
-def test_the_room_is_exact_at_the_budget_and_one_wei_under_takes_one_fewer() -> None:
-    book = EscrowBook(budget=3 * PAY)
-    assert book.room(PAY) == 3
-    assert EscrowBook(budget=3 * PAY - 1).room(PAY) == 2
-    book.published(["a"], PAY + 1)
-    assert book.room(PAY) == 1
 
 
 # ---- rounds ----
@@ -340,95 +306,6 @@ def test_mixed_failures_are_republished_and_a_batch_with_results_goes_on(tracker
 
 
 @pytest.mark.parametrize("tracker", TRACKERS)
-def test_a_retry_after_a_partial_publish_finds_the_landed_tasks_and_publishes_the_rest(tracker: str) -> None:
-    m = market(fail_publish_after=3)
-    ledger = FakeLedger(m)
-    with pytest.raises(PartialPublishError) as info:
-        batch(m, 6, ledger=ledger, tracker=tracker)
-    assert len(info.value.published) == 3 and len(ledger.tasks) == 3, "what landed is in the ledger"
-    m.fail_publish_after = None
-    out, _ = batch(m, 6, tracker=tracker)  # the flow's retry: same batch_key
-    assert {r.status for r in out.results} == {"finalized"} and len(m.tasks) == 6
-    audited(m, out)
-
-
-def test_a_partial_publish_of_a_later_round_puts_what_landed_in_the_ledger() -> None:
-    m = market(lambda i, a: Act("untaken") if a == 0 else Act())
-    ledger = FakeLedger(m)
-    real = m.publish
-
-    def fails_in_round_1(*args: Any, **kw: Any) -> Any:
-        if m.publish_calls == 1:
-            m.fail_publish_after = 1
-        return real(*args, **kw)
-
-    m.publish = fails_in_round_1  # type: ignore[method-assign]
-    with pytest.raises(PartialPublishError):
-        batch(m, 3, ledger=ledger)
-    assert len(m.tasks) == 4 and len(ledger.tasks) == 1, "round 0 cancelled and dropped, round 1's one in"
-    assert len(ledger.settle().cancelled) == 1 and m.vault == m.initial  # the exit hook
-    audited(m)
-
-
-def test_a_crash_mid_publish_then_a_run_with_the_same_key_publishes_nothing_twice() -> None:
-    m = market(fail_publish_after=2)
-    with pytest.raises(PartialPublishError):
-        batch(m, 5, key="crashy")
-    # the process died: its ledger is lost; the new run reads the chain
-    m.fail_publish_after = None
-    out, _ = batch(m, 5, key="crashy")
-    assert len(m.tasks) == 5 and m.paid == 5 * PAY
-    audited(m, out)
-
-
-@pytest.mark.parametrize("tracker", TRACKERS)
-def test_a_rerun_of_a_finished_batch_returns_its_results_and_spends_nothing(tracker: str) -> None:
-    m = market()
-    first, _ = batch(m, 4, key="done", tracker=tracker)
-    vault, paid = m.vault, m.paid
-    again, _ = batch(m, 4, key="done", tracker=tracker)
-    assert [r.task for r in again.results] == [r.task for r in first.results]
-    assert (m.vault, m.paid, len(m.tasks)) == (vault, paid, 4)
-    audited(m, again)
-
-
-def test_a_failure_mid_batch_leaves_a_ledger_whose_settling_returns_every_escrow() -> None:
-    m = market(lambda i, a: Act("untaken"))
-    ledger = FakeLedger(m)
-
-    def wait(*args: Any) -> Any:
-        raise TxRpcError("the node went away while waiting")
-
-    with pytest.raises(TxRpcError):
-        batch(m, 4, key="boom", ledger=ledger, wait=wait)
-    report = ledger.settle()  # what the flow's on_failure / on_cancellation hook does
-    assert len(report.cancelled) == 4 and m.vault == m.initial
-    audited(m)
-
-
-def test_an_unreachable_node_while_settling_is_settled_again_within_the_run() -> None:
-    m = market(lambda i, a: Act("untaken"))
-    m.cancel_reverts = 2  # attempted while we cancelled: read again later
-    out, ledger = batch(m, 2, max_republish=0)
-    assert out.escrow.unreadable == [] and out.book.held == 0 and m.vault == m.initial
-    assert len(out.book.escrow.unreadable) == 2, "the first settling could not"
-    audited(m, out)
-
-
-def test_a_node_unreachable_to_the_end_is_reported_and_a_later_settling_finishes() -> None:
-    m = market(lambda i, a: Act("untaken"))
-    ledger = FakeLedger(m)
-    m.cancel_reverts = 100  # the node never lets a cancel through during the run
-    out, _ = batch(m, 2, max_republish=0, ledger=ledger)
-    assert len(out.escrow.unreadable) == 2 and out.book.held == 2 * PAY
-    assert all(r.open_escrow for r in out.results)
-    assert m.stranded() == 2 * PAY, "held: the flow raises BatchIncompleteError naming them"
-    m.cancel_reverts = 0
-    assert len(ledger.settle().cancelled) == 2  # a run with the same batch_key
-    audited(m)
-
-
-@pytest.mark.parametrize("tracker", TRACKERS)
 def test_a_deadline_shorter_than_the_tasks_ends_what_it_could_not_finish(tracker: str) -> None:
     m = market(lambda i, a: Act("untaken"))
     out, _ = batch(m, 3, max_republish=3, batch_deadline=40, tracker=tracker)
@@ -444,13 +321,6 @@ def test_inputs_not_published_by_the_deadline_end_deadline() -> None:
     assert {r.status for r in out.results} == {"deadline"} and m.publish_calls == 0
     assert all(r.tasks == [] for r in out.results)
     audited(m, out)
-
-
-def test_a_refused_first_publication_holds_nothing() -> None:
-    m = market(vault=PAY)
-    with pytest.raises(BalanceTooLowError):
-        batch(m, 2)
-    assert m.tasks == {} and m.vault == m.initial
 
 
 @pytest.mark.parametrize("tracker", TRACKERS)
