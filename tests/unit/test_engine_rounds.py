@@ -1,4 +1,4 @@
-"""The batch engine's window in rounds mode (run_batch) and its escrow book, driven through the
+"""The batch engine's window in rounds mode (run_batch), driven through the
 reliability scenarios' logic on an honest fake chain (tests/unit/fake_market.py): no anvil, no
 Prefect. The window gets the ports run_batch gives it (task_ports.py: a publication and a blocking
 wait per round, as its Prefect task runs), and most scenarios run again with the streaming flows'
