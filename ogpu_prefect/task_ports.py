@@ -24,7 +24,8 @@ WaitRound = Callable[[list[PublishedTask], float], list[TaskResult]]
 
 class TaskMarket:
     """The engine's Market over a publishing callable (run_batch: a `publish_tasks` task run,
-    which finds what an earlier try of the batch published and reuses it)."""
+    which finds what an earlier try of the batch published and reuses it: reading the chain
+    itself, it needs no `existing`)."""
 
     def __init__(self, now: Callable[[], int], publish: PublishRound) -> None:
         self._now, self._publish = now, publish
