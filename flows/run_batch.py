@@ -33,8 +33,8 @@ from ogpu_prefect.batch import (
 from ogpu_prefect.batch_estimate import BatchEstimate, check_served, estimate_batch, report_estimate
 from ogpu_prefect.batch_report import ProgressReporter, report_batch, report_escrow
 from ogpu_prefect.chain.errors import BalanceTooLowError, BudgetExceededError, InvalidInputError
+from ogpu_prefect.engine import Limits, Rounds, Window, in_input_order
 from ogpu_prefect.engine.rounds import batch_deadline as batch_deadline_at
-from ogpu_prefect.engine.rounds import run_rounds
 from ogpu_prefect.escalation import parse_escalation
 from ogpu_prefect.flowkit import (
     BatchKey,
@@ -51,9 +51,10 @@ from ogpu_prefect.flowkit import (
     served_parameters,
     tag_run,
 )
-from ogpu_prefect.models import PublishedTask, TaskResult
+from ogpu_prefect.models import PublishedTask, TaskInput, TaskResult
 from ogpu_prefect.reputation import parse_reputation
-from ogpu_prefect.result_cache import ResultCache, cached_result
+from ogpu_prefect.result_cache import ResultCache
+from ogpu_prefect.task_ports import Answered, RoundTracker, TaskMarket
 from ogpu_prefect.tasks import coerce_inputs, make_client, publish_tasks, wait_for_results
 from ogpu_prefect.validation import parse_delivery
 
@@ -200,10 +201,15 @@ def run_batch(
             n, f"OpenGPU batch of {n} task(s) on {terms.address}", chain_id=chain_id, key=key, source=terms.address
         )
 
-        def publish(indexes: list[int], pay: int, ttl: int, round_no: int) -> list[PublishedTask]:
+        results: dict[int, TaskResult] = {}
+
+        # The round's Prefect task runs, looked up in this module when called (a test replaces them).
+        def publish(
+            batch: list[TaskInput], pay: int, ttl: int, indexes: list[int], attempt: int
+        ) -> list[PublishedTask]:
             return publish_tasks(
                 terms,  # read once: not again per round
-                [items[i] for i in indexes],
+                batch,
                 pay,
                 network,
                 wallet,
@@ -211,11 +217,11 @@ def run_batch(
                 ttl=ttl,
                 batch_key=key,
                 indexes=indexes,
-                attempt=round_no,
+                attempt=attempt,
                 reconcile_from_block=record.from_block,
             )
 
-        def wait(published: list[PublishedTask], seconds: float, done: int) -> list[TaskResult]:
+        def wait(published: list[PublishedTask], seconds: float) -> list[TaskResult]:
             return wait_for_results(
                 published,
                 network,
@@ -228,34 +234,31 @@ def run_batch(
                 poll_interval=poll_interval,
                 reputation=reputation,
                 reputation_options=reputation_options,
-                progress=reporter.round_progress(done),
+                progress=reporter.round_progress(len(results)),
             )
 
+        now = client.chain.now
+        window = Window(
+            TaskMarket(now, publish),
+            RoundTracker(wait, now, deadline),
+            ledger,
+            Limits(payment, task_timeout, n, max_republish, budget, deadline, poll_interval),
+            lambda r: results.__setitem__(r.index, r),
+            key=key,
+            cache=Answered(results_cache.keys.key, hits, items, results_cache.fill) if results_cache else None,
+            rounds=Rounds(escalator, escalation, log),
+        )
         try:
-            outcome = run_rounds(
-                n,
-                payment,
-                task_timeout=task_timeout,
-                max_republish=max_republish,
-                budget=budget,
-                deadline=deadline,
-                publish=publish,
-                wait=wait,
-                ledger=ledger,
-                escalator=escalator,
-                escalation_name=escalation,
-                logger=log,
-                answered={i: cached_result(i, v) for i, v in hits.items()},
-                on_finalized=(lambda i, r: results_cache.fill(items[i], r.result)) if results_cache else None,
-            )
+            window.run(iter(enumerate(items)))
         finally:
             reporter.close()
-        ordered, escrow = outcome.results, outcome.escrow
+        ordered = in_input_order(n, results, window.held_back)
+        escrow = window.book.report()
         report_batch(ordered, payment, time.time() - started, terms.address, chain_id=chain_id, key=key)
         if escrow.open_escrow:
             log.warning("escrow of %d task(s) is still held: %s", len(escrow.open_escrow), escrow.summary())
             report_escrow(escrow, key)
-        raise_if_unfinished(key, outcome.stopped, escrow.unreadable)
+        raise_if_unfinished(key, window.stopped, escrow.unreadable)
         live_ledger(key, drop=True)
         return ordered
 

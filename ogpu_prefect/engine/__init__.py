@@ -3,16 +3,18 @@ flow, with no Prefect in it (the flows are its shells: parameters, blocks, artif
 
 - `book.EscrowBook`: the money. What the batch holds in escrow, task by task, against its budget;
   what settling gave back; what failed tasks still hold.
-- `rounds.run_rounds`: `run_batch`, every input in one window, in rounds.
-- `window.Window`: the streaming flows, at most `max_in_flight` tasks at once, refilled as
-  tasks end; checkpointed by the results it hands out.
+- `window.Window`: the loop. The streaming flows run it with at most `max_in_flight` tasks at
+  once, refilled as tasks end, checkpointed by the results it hands out; `run_batch` runs it with
+  every input in one window, in rounds (`rounds.Rounds`: the mode's options, escalation included,
+  and its pure helpers).
 
-Both drive the chain through small ports (`book.Market`, `book.Tracker`, `book.Clock`) that the
-flows fill with the real client and that tests fill with an honest fake (tests/unit/fake_market.py).
+It drives the chain through small ports (`book.Market`, `book.Tracker`, `book.LedgerPort`,
+`book.Clock`) that the flows fill with the real client or their Prefect task runs, and that tests
+fill with an honest fake (tests/unit/fake_market.py).
 """
 
 from .book import Clock, EscrowBook, LedgerPort, Market, Tracker, WallClock
-from .rounds import RoundsOutcome, run_rounds
+from .rounds import Rounds, batch_deadline, in_input_order
 from .window import Entry, Limits, Window
 
 __all__ = [
@@ -22,9 +24,10 @@ __all__ = [
     "LedgerPort",
     "Limits",
     "Market",
-    "RoundsOutcome",
+    "Rounds",
     "Tracker",
     "WallClock",
     "Window",
-    "run_rounds",
+    "batch_deadline",
+    "in_input_order",
 ]

@@ -129,6 +129,13 @@ class EscrowBook:
         self.unreadable = (self.unreadable | set(report.unreadable)) - {*released, *report.waiting}
         return released
 
+    def report(self) -> EscrowReport:
+        """Every settling's counts, and what failed tasks hold now (a later settling may have
+        returned what an earlier one found waiting)."""
+        e = self.escrow
+        waiting = {t: x for t, x in self.held_back.items() if t not in self.unreadable}
+        return EscrowReport(list(e.finalized), list(e.cancelled), list(e.reclaimed), waiting, sorted(self.unreadable))
+
     @property
     def held_back_wei(self) -> int:
         return sum(self.held_wei.get(t, 0) for t in self.held_back)

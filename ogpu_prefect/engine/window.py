@@ -1,4 +1,5 @@
-"""The streaming flows' engine: at most `max_in_flight` tasks on chain at once.
+"""The batch engine's one loop: at most `max_in_flight` tasks on chain at once (the streaming
+flows), or every input in one window, in rounds (`run_batch`: `rounds=Rounds(...)`, rounds.py).
 
 Inputs are taken one at a time, published a chunk at a time as earlier tasks end, and every
 result is handed to `emit` as it ends (the flows write it to storage: their checkpoint), so memory
@@ -9,11 +10,17 @@ task with the same config URL is reused and read from the chain, never published
 A front-end drives it with `run` (until every input of an iterator has a result), or adds inputs
 as they come (`add`) and calls `step` (publish what fits, poll once, settle) while it waits for
 results: the results come out through `emit` as tasks end.
+
+Rounds mode changes what a refill takes and when failures are handled, not the loop: everything
+pending is published at once (what the budget cannot take ends `over_budget`, `max_in_flight` is
+not used), and a round's failures are settled, counted against the stop rule and re-published only
+once every task of the round has ended.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +35,7 @@ from ..reconcile import OnChainTask
 from ..result_cache import cached_result
 from .book import Clock, EscrowBook, LedgerPort, Market, Tracker, WallClock
 from .failures import same_failure
+from .rounds import ROUND_STOPPED, Rounds, over_budget
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +108,11 @@ class Window:
         finalized_before: int = 0,
         clock: Clock | None = None,
         cache: Answers | None = None,
+        rounds: Rounds | None = None,
     ) -> None:
         self.market, self.tracker, self.ledger, self.limits, self.emit = market, tracker, ledger, limits, emit
-        self.cache = cache
+        self.cache, self.rounds = cache, rounds
+        self.pay = limits.payment  # rounds mode: raised by escalation
         self.key = key
         self.clock = clock or WallClock()
         self.existing: dict[str, OnChainTask] = dict(existing or {})
@@ -116,6 +126,11 @@ class Window:
         self.first_failures: list[TaskResult] = []  # their failures, while nothing has finalized
         self.stopped: str | None = None  # why no more inputs are published
         self.exhausted = False
+        self.any_ok = False  # some input has a result (rounds mode's stop rule)
+        self.round_no = 0  # rounds mode: the round being published or waited for
+        self.round_size = 0
+        self.round_failed: list[tuple[Entry, TaskResult]] = []
+        self.untaken = False  # the round before had tasks that expired untaken
         self._last_resettle = self.clock.monotonic()
 
     # ---- the money, as the flows report it ----
@@ -184,11 +199,41 @@ class Window:
         return d is not None and self.clock.time() >= d - MIN_TTL
 
     def _refill(self, items: Iterator[tuple[int, TaskInput]], exhausted: bool) -> bool:
+        if self.rounds is not None:
+            return self._next_round(items, exhausted)
         free = self.limits.slots - len(self.inflight)
         if self.limits.budget is not None and self.limits.payment:
             free = min(free, self.book.room(self.limits.payment) or 0)
         if free <= 0 or (self.inflight and free < max(1, self.limits.slots // REFILL_FRACTION)):
             return exhausted
+        batch, exhausted = self._take(items, free, exhausted)
+        if batch:
+            self._publish(batch)
+        return exhausted
+
+    def _next_round(self, items: Iterator[tuple[int, TaskInput]], exhausted: bool) -> bool:
+        """Rounds mode: once the round before has wholly ended, everything pending at once."""
+        assert self.rounds is not None
+        if self.inflight:
+            return exhausted
+        batch, exhausted = self._take(items, sys.maxsize, exhausted)
+        if self.round_no and self.untaken and batch:
+            self.pay = self.rounds.escalate(self.pay, self.round_no, len(batch), self.held, self.limits.budget)
+        fits = self.book.room(self.pay)
+        if fits is not None and fits < len(batch):
+            for e in batch[fits:]:
+                held = {t: self.held_back[t] for t in e.tasks if t in self.held_back}
+                self._write(over_budget(e.index, e.tasks, self.round_no, self.limits.budget), held)
+            batch = batch[:fits]
+        if batch:
+            if self.round_no:
+                self.rounds.logger.info("round %d: re-publishing %d input(s)", self.round_no, len(batch))
+            self.round_size = len(batch)
+            self._publish(batch)
+        return exhausted
+
+    def _take(self, items: Iterator[tuple[int, TaskInput]], free: int, exhausted: bool) -> tuple[list[Entry], bool]:
+        """Up to `free` inputs: to re-publish first, then added ones, then the iterator's."""
         batch: list[Entry] = []
         for waiting in (self.retry, self.queued):
             while len(batch) < free and waiting:
@@ -201,9 +246,7 @@ class Window:
                 break
             elif not self._answered(Entry(*nxt)):
                 batch.append(Entry(*nxt))
-        if batch:
-            self._publish(batch)
-        return exhausted
+        return batch, exhausted
 
     def _answered(self, e: Entry) -> bool:
         """Emits an input's stored result when the cache has one."""
@@ -222,7 +265,7 @@ class Window:
         try:
             published = self.market.publish(
                 [e.item for e in batch],
-                lim.payment,
+                self.pay,
                 expiry,
                 marks=marks,
                 indexes=[e.index for e in batch],
@@ -239,7 +282,7 @@ class Window:
             e.tasks.append(p.address)
             self.inflight[p.address] = e
         self.first_published += sum(1 for e in batch if e.attempt == 0)
-        self.book.published([p.address for p in published], lim.payment)
+        self.book.published([p.address for p in published], self.pay)
         self.tracker.add([p for p in published if p.address not in reused])
         if reused:
             self.tracker.add([p for p in published if p.address in reused], catch_up=True)
@@ -276,23 +319,40 @@ class Window:
                 self._write(r)
             else:
                 failed.append((e, r))
-        if not failed:
-            return
+        if self.rounds is not None:
+            self.round_failed += failed
+            if self.inflight:
+                return  # the round goes on: its failures are handled once it has ended
+            failed, self.round_failed = self.round_failed, []
+            self.untaken = self.rounds.ended(self.round_no, self.round_size, [r for _, r in failed])
+        if failed:
+            self._failed(failed)
+        if self.rounds is not None:
+            self.round_no += 1
+
+    def _failed(self, failed: list[tuple[Entry, TaskResult]]) -> None:
+        """Settles what failed, then re-publishes it (up to max_republish) or hands it out."""
         self._account(self.ledger.settle([e.tasks[-1] for e, _ in failed]))
-        self._stop_if_all_fail([r for e, r in failed if e.attempt == 0])
+        self._stop_if_all_fail(failed)
         for e, r in failed:
             if e.attempt < self.limits.max_republish and not self._out_of_time() and self.stopped is None:
                 self.retry.append(Entry(e.index, e.item, e.attempt + 1, e.tasks))
             else:
                 held = self.book.held_back
-                self._write(r.model_copy(update={"open_escrow": {t: held[t] for t in e.tasks if t in held}}))
+                self._write(r, {t: held[t] for t in e.tasks if t in held})
 
-    def _stop_if_all_fail(self, failed: list[TaskResult]) -> None:
+    def _stop_if_all_fail(self, failed: list[tuple[Entry, TaskResult]]) -> None:
         """Nothing finalized yet and a whole first window (every input published so far, at most
-        `slots`) failed one visible way: republishing would pay for the same failure again."""
+        `slots`) failed one visible way: republishing would pay for the same failure again. Rounds
+        mode: a whole round failed one visible way while no input has a result."""
+        if self.rounds is not None:
+            self.stopped = None if self.any_ok else same_failure([r for _, r in failed])
+            if self.stopped is not None:
+                self.rounds.logger.error(ROUND_STOPPED, self.round_no, self.stopped)
+            return
         if self.stopped is not None or self.finalized:
             return
-        self.first_failures.extend(failed)
+        self.first_failures.extend(r for e, r in failed if e.attempt == 0)
         if len(self.first_failures) >= min(self.limits.slots, self.first_published):
             self.stopped = same_failure(self.first_failures)
             if self.stopped is not None:
@@ -309,7 +369,10 @@ class Window:
 
     def _check_stalled(self) -> None:
         """Nothing in flight, and the budget held by failed tasks whose escrow has not come back
-        long after their expiry (a network that returns it late, or never): stop, saying so."""
+        long after their expiry (a network that returns it late, or never): stop, saying so.
+        Rounds mode ends what the budget cannot take `over_budget` instead."""
+        if self.rounds is not None:
+            return
         room = (self.limits.budget - self.book.held) if self.limits.budget is not None else None
         if room is None or room >= self.limits.payment:
             return
@@ -327,6 +390,9 @@ class Window:
             index=e.index, status=status, tasks=list(e.tasks), republished=e.attempt, error=error, reason=status
         )
 
-    def _write(self, r: TaskResult) -> None:
+    def _write(self, r: TaskResult, open_escrow: dict[str, int] | None = None) -> None:
+        if open_escrow is not None:
+            r = r.model_copy(update={"open_escrow": open_escrow})
+        self.any_ok = self.any_ok or r.ok
         self.emit(r)
         self.done += 1

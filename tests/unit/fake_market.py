@@ -344,22 +344,23 @@ def items(n: int) -> list[TaskInput]:
 
 
 def rounds_ports(
-    market: FakeMarket, key: str, inputs: Sequence[TaskInput]
+    market: FakeMarket, key: str
 ) -> tuple[Callable[..., list[PublishedTask]], Callable[..., list[TaskResult]]]:
-    """run_rounds' publish and wait, as the flow's publish_tasks (reconciling from the chain) and
-    wait_for_results (following the tasks until each ends or the wait's time is up) do them."""
+    """run_batch's round publishing and waiting (task_ports.TaskMarket's and RoundTracker's
+    callables), as its publish_tasks (reconciling from the chain) and wait_for_results (following
+    the tasks until each ends or the wait's time is up) task runs do them."""
 
-    def publish(indexes: list[int], pay: int, ttl: int, round_no: int) -> list[PublishedTask]:
+    def publish(batch: list[TaskInput], pay: int, ttl: int, indexes: list[int], attempt: int) -> list[PublishedTask]:
         return market.publish(
-            [inputs[i] for i in indexes],
+            batch,
             pay,
             market.now() + ttl,
-            marks=batch_marks(key, indexes, round_no),
+            marks=batch_marks(key, indexes, attempt),
             indexes=indexes,
             existing=market.find_published(key),
         )
 
-    def wait(tasks: list[PublishedTask], seconds: float, done: int) -> list[TaskResult]:
+    def wait(tasks: list[PublishedTask], seconds: float) -> list[TaskResult]:
         tracker = FakeTracker(market)
         tracker.add(tasks)
         results: dict[str, TaskResult] = {}

@@ -1,7 +1,8 @@
 """The result cache as the batch engine's port (result_cache.ResultCache in the flows): an input
 answered before is emitted from it, never published or paid; each input finalized fills it. On the
-honest fake chain (tests/unit/fake_market.py), for both drivers: run_batch's rounds and the
-streaming window. No anvil, no Prefect."""
+honest fake chain (tests/unit/fake_market.py), in both modes of the window: run_batch's rounds
+(through task_ports.Answered, the lookup it makes once before the batch) and streaming. No anvil,
+no Prefect."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 from ogpu_prefect.engine import Limits, Window
 from ogpu_prefect.models import TaskInput, TaskResult
-from ogpu_prefect.result_cache import cached_result
+from ogpu_prefect.task_ports import Answered
 
 from .fake_market import Act, FakeClock, FakeLedger, FakeMarket, FakeTracker, items
 from .test_engine_rounds import PAY, audited, batch
@@ -38,32 +39,33 @@ def market(script: Any = None) -> FakeMarket:
     return FakeMarket(FakeClock(), script=script or (lambda i, a: Act(after=1 + i % 3)))
 
 
+def looked_up(cache: DictCache, inputs: list[TaskInput]) -> Answered:
+    """What run_batch gives the window: the hits of one lookup, and the cache to fill."""
+    found = {i: cache.get(x)[1] for i, x in enumerate(inputs) if cache.get(x)[0]}
+    return Answered(cache.key, found, inputs, cache.fill)
+
+
 def test_rounds_publish_only_what_the_cache_has_not_answered_and_fill_it() -> None:
     m, cache = market(), DictCache()
     inputs = items(6)
     for i in (0, 2, 4):
         cache.fill(inputs[i], {"answer": i})
-    answered = {}
-    for i, x in enumerate(inputs):
-        hit, value = cache.get(x)
-        if hit:
-            answered[i] = cached_result(i, value)
-    out, ledger = batch(m, 6, answered=answered, on_finalized=lambda i, r: cache.fill(inputs[i], r.result))
+    out, ledger = batch(m, 6, cache=looked_up(cache, inputs))
     assert [r.status for r in out.results] == ["finalized"] * 6
     assert [r.cached for r in out.results] == [True, False, True, False, True, False]
     assert [out.results[i].result for i in (0, 2, 4)] == [{"answer": 0}, {"answer": 2}, {"answer": 4}]
     assert len(m.tasks) == 3 and m.paid == 3 * PAY, "only the three unanswered inputs were published and paid"
     assert all(cache.get(x)[0] for x in inputs), "what was paid for is in the cache"
     audited(m, out)
-    again, _ = batch(
-        market(), 6, key="b2", answered={i: cached_result(i, cache.get(x)[1]) for i, x in enumerate(inputs)}
-    )
+    again, _ = batch(market(), 6, key="b2", cache=looked_up(cache, inputs))
     assert all(r.cached for r in again.results)
 
 
 def test_a_fully_answered_batch_publishes_nothing() -> None:
-    m = market()
-    out, ledger = batch(m, 4, answered={i: cached_result(i, {"i": i}) for i in range(4)})
+    m, cache, inputs = market(), DictCache(), items(4)
+    for i, x in enumerate(inputs):
+        cache.fill(x, {"i": i})
+    out, ledger = batch(m, 4, cache=looked_up(cache, inputs))
     assert m.publish_calls == 0 and m.vault == m.initial and ledger.tasks == []
     assert [r.result for r in out.results] == [{"i": i} for i in range(4)]
 

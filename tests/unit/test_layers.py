@@ -77,6 +77,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "agent_tasks",
             "flowkit",
             "streaming",
+            "task_ports",
             "call_loop",
             "call_engine",
             "functions",
