@@ -26,6 +26,7 @@ import os
 import subprocess
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -90,6 +91,7 @@ class CallEngine:
         self.calls: dict[str, Call] = {}
         self.by_index: dict[int, Call] = {}
         self.open_tasks: dict[str, None] = {}  # the loop's ledger, as it reports it
+        self.unclaimed: dict[tuple[str | None, str], deque[Call]] = {}  # sent ahead by `.map` (see precall)
         self.closed: str | None = None
         self.ended = threading.Event()
         if process is not None and not process.usable():
@@ -105,13 +107,37 @@ class CallEngine:
 
     # ---- the callers' side ----
 
-    def submit(self, call_id: str, item: TaskInput, flow_run: str | None) -> Call | None:
+    def precall(self, items: list[tuple[str, TaskInput]], flow_run: str | None) -> bool:
+        """Sends `.map`'s inputs (match key, input) ahead of their task runs, which Prefect starts
+        over seconds: the loop publishes them at once. Each task run then claims one (`submit`
+        with its match key) as its call; one never claimed is paid into the cache."""
+        with self.lock:
+            if self.closed is not None:
+                return False
+            sent = []
+            for match, item in items:
+                call = Call(f"ahead-{len(self.calls)}", len(self.calls), item, flow_run, abandoned=True)
+                self.calls[call.id] = self.by_index[call.index] = call
+                self.unclaimed.setdefault((flow_run, match), deque()).append(call)
+                sent.append((call.index, item, 0, [], flow_run))
+            self.channel.send(("calls", sent))  # one message: queued together, published together
+            return True
+
+    def submit(self, call_id: str, item: TaskInput, flow_run: str | None, match: str | None = None) -> Call | None:
         """The call `call_id` (a task run id), sent to the loop unless its task is still on chain
-        or it already has a result; None when this engine has ended (take a new one)."""
+        or it already has a result; None when this engine has ended (take a new one). `match`:
+        the input's key, to claim a call `precall` sent ahead for it."""
         with self.lock:  # calls are sent under it: `idle` never closes the loop on one in the pipe
             if self.closed is not None:
                 return None
             call = self.calls.get(call_id)
+            ahead = self.unclaimed.get((flow_run, match)) if call is None and match is not None else None
+            if ahead:
+                call = ahead.popleft()
+                del self.calls[call.id]
+                call.id, call.abandoned = call_id, False
+                self.calls[call_id] = call
+                return call
             if call is not None and (not call.done.is_set() or (call.result is not None and call.result.ok)):
                 call.abandoned = False
                 return call  # a retry while its task is on chain (or answered): no second publication
@@ -347,7 +373,13 @@ class EngineRegistry:
             return spare
 
     def call(
-        self, key: Hashable, build: Callable[[], CallEngine], call_id: str, item: TaskInput, flow_run: str | None
+        self,
+        key: Hashable,
+        build: Callable[[], CallEngine],
+        call_id: str,
+        item: TaskInput,
+        flow_run: str | None,
+        match: str | None = None,
     ) -> tuple[CallEngine, Call]:
         """Queues a call on the engine of `key` (started by `build` when none runs)."""
         while True:
@@ -356,9 +388,23 @@ class EngineRegistry:
                 if engine is None or engine.closed is not None:
                     engine = self.engines[key] = build()
                     engine.on_close = lambda e, k=key: self._drop(k, e)
-            call = engine.submit(call_id, item, flow_run)
+            call = engine.submit(call_id, item, flow_run, match)
             if call is not None:
                 return engine, call
+            self._drop(key, engine)
+
+    def precall(
+        self, key: Hashable, build: Callable[[], CallEngine], items: list[tuple[str, TaskInput]], flow_run: str | None
+    ) -> None:
+        """Sends `.map`'s inputs ahead to the engine of `key` (see CallEngine.precall)."""
+        while True:
+            with self.lock:
+                engine = self.engines.get(key)
+                if engine is None or engine.closed is not None:
+                    engine = self.engines[key] = build()
+                    engine.on_close = lambda e, k=key: self._drop(k, e)
+            if engine.precall(items, flow_run):
+                return
             self._drop(key, engine)
 
     def _drop(self, key: Hashable, engine: CallEngine) -> None:

@@ -13,7 +13,8 @@ settings. Everything published is reported back as it enters the batch's ledger,
 can settle it should this process die.
 
 Messages (tuples over a `multiprocessing.connection.Connection` on two inherited pipes):
-- caller -> loop: ("call", index, item, attempt, tasks, flow_run), ("withdraw", {run: state}),
+- caller -> loop: ("call", index, item, attempt, tasks, flow_run), ("calls", [those]),
+  ("withdraw", {run: state}),
   ("close",), ("signed", id, [(raw, hash)] | error);
 - loop -> caller: ("result", TaskResult), ("ledger", added, dropped), ("sign", id, [tx]),
   ("closed", why).
@@ -151,14 +152,16 @@ class CallLoop:
         self._oldest = 0.0
         self._handing = False
 
-    def queue_call(self, index: int, item: TaskInput, attempt: int, tasks: list[str], flow_run: str | None) -> None:
+    def queue_calls(self, calls: list[tuple[int, TaskInput, int, list[str], str | None]]) -> None:
+        """Calls (index, input, attempt, earlier tasks, flow run), queued for the next refill."""
         with self.lock:
             if not self.queue:
                 self._oldest = time.monotonic()
-            self.queue.append((index, item, attempt, tasks))
-            self.flow_runs[index] = flow_run
-            self.withdrawn.pop(index, None)
-            self.open.add(index)
+            for index, item, attempt, tasks, flow_run in calls:
+                self.queue.append((index, item, attempt, tasks))
+                self.flow_runs[index] = flow_run
+                self.withdrawn.pop(index, None)
+                self.open.add(index)
             self._last = time.monotonic()
 
     # ---- the Stream's feed ----
@@ -309,7 +312,9 @@ def _read(channel: Channel, loop: CallLoop) -> None:
             break
         kind = message[0]
         if kind == "call":
-            loop.queue_call(*message[1:])
+            loop.queue_calls([message[1:]])
+        elif kind == "calls":
+            loop.queue_calls(message[1])
         elif kind == "signed":
             channel.answer(message[1], message[2])
         elif kind == "withdraw":  # settles on chain, which needs this thread to read signatures
@@ -320,8 +325,9 @@ def _read(channel: Channel, loop: CallLoop) -> None:
             threading.Thread(target=_settle_and_exit, args=(loop,), daemon=True).start()
     channel.fail_all("the caller's process is gone")
     open_tasks = loop.ledger.tasks if loop.ledger is not None else []
-    log.error("the caller's process is gone; %d task(s) left open: %s", len(open_tasks), ", ".join(open_tasks))
-    os._exit(1)
+    if open_tasks:
+        log.error("the caller's process is gone; %d task(s) left open: %s", len(open_tasks), ", ".join(open_tasks))
+    os._exit(1 if open_tasks else 0)
 
 
 def _settle_and_exit(loop: CallLoop) -> None:

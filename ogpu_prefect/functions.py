@@ -24,6 +24,7 @@ input: a later call, batch or flow with an answered input returns it without pub
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import uuid
 from collections.abc import Iterable
@@ -39,6 +40,8 @@ from .models import TaskInput
 from .result_cache import CallKeys, ResultCache, network_identity
 from .streaming import Limits
 from .validation import check_address, check_int, check_name, check_number, parse_delivery
+
+log = logging.getLogger(__name__)
 
 MAX_IN_FLIGHT = 5000
 
@@ -121,9 +124,35 @@ class OGPUFunction:
         return self.task.submit(data, **kwargs)
 
     def map(self, data: Iterable[Any], **kwargs: Any) -> Any:
-        """One task run per input; returns their futures (a PrefectFutureList), in input order."""
+        """One task run per input; returns their futures (a PrefectFutureList), in input order.
+        The inputs are sent to the calls' loop at once, ahead of their task runs (which Prefect
+        starts over seconds): one publication, as `run_batch` makes."""
+        items = list(data)
         self._warm()
-        return self.task.map(list(data), **kwargs)
+        if not kwargs:  # `wait_for` and the like: the calls wait for what they are told
+            self._send_ahead(items)
+        return self.task.map(items, **kwargs)
+
+    def _send_ahead(self, data: list[Any]) -> None:
+        """Inputs a task run of this flow will call with, sent to the loop now; never those the
+        cache answers (their task runs do not call), nor when the caller chose result storage
+        (the cache is then where only Prefect looks)."""
+        from prefect.context import FlowRunContext
+
+        ctx = FlowRunContext.get()
+        if ctx is None or ctx.flow_run is None or self.task.result_storage is not None:
+            return
+        try:
+            json.dumps(data)  # plain values only: a future's value is known when its task run starts
+            keys = self.keys()
+            items = [(keys.key(item), item) for item in map(self._item, data)]
+            if self.task.cache_policy is not NO_CACHE:
+                cache = ResultCache(keys)
+                items = [(m, item) for m, item in items if not cache.has(item)]
+            if items:
+                ENGINES.precall(self._engine_key(), self._build, items, str(ctx.flow_run.id))
+        except Exception as e:  # each call then sends itself (and fails, if it must, with the reason)
+            log.debug("inputs not sent ahead: %s", e)
 
     def _warm(self) -> None:
         """The loop's process starts now, while Prefect starts the task runs (call_engine.py)."""
@@ -234,7 +263,8 @@ class OGPUFunction:
         run = ctx.task_run
         key = self._engine_key()
         flow_run = str(run.flow_run_id) if run.flow_run_id else None
-        engine, call = ENGINES.call(key, self._build, str(run.id), self._item(data), flow_run)
+        item = self._item(data)
+        engine, call = ENGINES.call(key, self._build, str(run.id), item, flow_run, self.keys().key(item))
         result = engine.wait(call, interruptible=ctx.task.timeout_seconds is not None)
         if not result.ok:
             raise CallFailedError(

@@ -84,6 +84,13 @@ class ResultCache:
         self.hits += 1
         return True, record.result
 
+    def has(self, item: TaskInput) -> bool:
+        """Whether an answer for this input is stored (unread)."""
+        try:
+            return bool(self.store.exists(self.keys.key(item)))
+        except Exception:
+            return False
+
     def lookup(self, items: Sequence[TaskInput]) -> dict[int, Any]:
         """Position -> stored result, for the inputs already answered."""
         found: dict[int, Any] = {}
