@@ -72,6 +72,8 @@ def serve(profile: dict, source: str, roles: list[str], from_block: int, store_r
     stop.wait()
     for s in sims:
         s.stop()
+        if s.errors:  # e.g. receipts that waited out their timeout: a stall in the run's wall
+            print(f"stand-in provider {s.address}: {len(s.errors)} error(s), first: {s.errors[0]}", flush=True)
 
 
 def floor_child(profile: dict, store_root: str, n: int, out: Any) -> None:  # type: ignore[type-arg]

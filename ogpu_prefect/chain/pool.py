@@ -27,19 +27,22 @@ def requeue_stuck(rpc: Rpc, address: str, missing: Sequence[Any]) -> bool:
     """anvil only. Its pool decides at insertion whether a transaction waits for its
     predecessor, from the nonce it read before inserting; when the block that mined the
     predecessor lands in between, the transaction at the account's next nonce waits for it
-    forever, *queued* with everything after it (seen under pipelined load: 0 pending, 43
-    queued from the next nonce). `anvil_dropTransaction` only drops ready ones and a resend of
-    the same bytes is refused as already imported, so: remove this account's transactions
-    from the pool; True tells the caller to send ours again, in nonce order (same hashes, nothing sent twice). A
-    concurrent batch of the same account is removed too; its own wait sends it again at its
-    next rebroadcast (within 5 s)."""
+    forever, *queued* with everything after it (seen under pipelined load: 0 pending, 43 queued
+    from the next nonce; with other accounts sending, their pending ones hide it from the
+    pool-wide counts, so the account's own entries are read then). `anvil_dropTransaction` only
+    drops ready ones and a resend of the same bytes is refused as already imported, so: remove
+    this account's transactions from the pool; True tells the caller to send ours again, in
+    nonce order (same hashes, nothing sent twice). A concurrent batch of the same account is
+    removed too; its own wait sends it again at its next rebroadcast (within 5 s)."""
     if not missing:
         return False
     head = min(missing, key=lambda p: p.nonce)
     mined, pool = rpc.batch([("eth_getTransactionCount", [address, "latest"]), ("txpool_status", [])])
     if not (isinstance(mined, str) and isinstance(pool, dict)) or int(mined, 16) != head.nonce:
         return False
-    if int(pool.get("pending", "0x0"), 16) == 0 and int(pool.get("queued", "0x0"), 16) > 0:
+    if int(pool.get("queued", "0x0"), 16) > 0 and (
+        int(pool.get("pending", "0x0"), 16) == 0 or _only_queued(rpc.call("txpool_inspect"), address)
+    ):
         log.warning(
             "%d transaction(s) of %s stuck in anvil's queue from nonce %d: sending them again",
             len(missing),
@@ -53,6 +56,19 @@ def requeue_stuck(rpc: Rpc, address: str, missing: Sequence[Any]) -> bool:
             return False
         return True
     return False
+
+
+def _only_queued(inspect: Any, address: str) -> bool:
+    """Whether the pool holds this account's transactions as queued only: stuck while other
+    accounts' are pending (the pool-wide counts see only an idle pool)."""
+    if not isinstance(inspect, dict):
+        return False
+
+    def mine(section: str) -> bool:
+        accounts = inspect.get(section) or {}
+        return any(a.lower() == address.lower() and txs for a, txs in accounts.items())
+
+    return mine("queued") and not mine("pending")
 
 
 def describe_unmined(rpc: Rpc, address: str, missing: Sequence[Any], timeout: float) -> str:
