@@ -29,6 +29,7 @@ import time
 from typing import Any
 
 from .chain.errors import InvalidInputError, OGPUError
+from .chain.pool import drop_queued, queued_of
 from .prefect_api import in_caller_context
 
 log = logging.getLogger(__name__)
@@ -183,7 +184,17 @@ class BatchLease:
             if latest > mark:
                 break
             now = time.monotonic()
-            if pending <= latest:  # nothing of the address in the node's pool
+            queued = queued_of(rpc, address) if pending <= latest else 0
+            if queued and self._holder_dead and drop_queued(rpc, address):
+                # A gap (or anvil's stuck queue) holds them back: mined later, they would publish
+                # what this run, reading the chain now, publishes again. Now they never can be.
+                log.warning(
+                    "batch %s: removed %d queued transaction(s) of the previous run from the node's pool",
+                    self.key,
+                    queued,
+                )
+                queued = 0
+            if pending <= latest and not queued:  # nothing of the address in the node's pool
                 quiet_since = quiet_since if quiet_since is not None else now
                 if now - quiet_since >= (3.0 if self._holder_dead else DROPPED_AFTER_S):
                     log.warning(

@@ -58,6 +58,30 @@ def requeue_stuck(rpc: Rpc, address: str, missing: Sequence[Any]) -> bool:
     return False
 
 
+def queued_of(rpc: Rpc, address: str) -> int:
+    """How many of the account's transactions the node's pool holds as *queued* (behind a nonce
+    gap, or anvil's stuck queue), which the "pending" nonce count does not show; 0 where the node
+    does not tell (`txpool_inspect` refused)."""
+    try:
+        inspect = rpc.call("txpool_inspect")
+    except Exception:
+        return 0
+    queued = inspect.get("queued") if isinstance(inspect, dict) else None
+    return sum(len(txs or {}) for a, txs in (queued or {}).items() if a.lower() == address.lower())
+
+
+def drop_queued(rpc: Rpc, address: str) -> bool:
+    """anvil only: removes the account's transactions from the pool, so that those queued can
+    never be mined (a dead sender's, which a gap or the stuck queue holds back)."""
+    if not is_anvil(rpc):
+        return False
+    try:
+        rpc.call("anvil_removePoolTransactions", [address])
+    except RpcError:
+        return False
+    return True
+
+
 def _only_queued(inspect: Any, address: str) -> bool:
     """Whether the pool holds this account's transactions as queued only: stuck while other
     accounts' are pending (the pool-wide counts see only an idle pool)."""
