@@ -58,6 +58,10 @@ class CutProxy:
 
     def __exit__(self, *exc: Any) -> None:
         self._closed = True
+        try:  # wakes the accept(): a close alone leaves it (and the port) listening on Linux
+            self._listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self._listener.close()
         self._drop_all()
 
