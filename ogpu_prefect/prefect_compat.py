@@ -15,6 +15,8 @@ upgrade changes it; read this module first when moving the pin.
 - `block_reference`: a saved block as the `{"$ref": {"block_document_id": ...}}` a form or a
   deployment stores: the id is `Block._block_document_id` (named in Block's docstring; no public
   accessor), as Prefect's own serializer writes it for `serialize_blocks_as_references`.
+- `drain_services`: Prefect's process-wide services (events, API logs, concurrency slots) share
+  one registry (`_QueueServiceBase._instances`), so `drain_all` of one class drains them all.
 """
 
 from __future__ import annotations
@@ -113,6 +115,27 @@ def block_reference(block: Any) -> dict[str, Any] | None:
     if doc is _MISSING:
         raise PrefectInternalsChanged(f"Block has no {BLOCK_DOCUMENT_ID} (prefect_compat.block_reference)")
     return None if doc is None else {"$ref": {"block_document_id": str(doc)}}
+
+
+def drain_services(timeout: float) -> bool:
+    """Stops every Prefect service of this process (events, API logs, concurrency slots) once
+    what each holds is sent, waiting up to `timeout` s; True if all of them finished. Each talks to
+    the API of the settings current when it started, for as long as it runs (Prefect keys them
+    without the API URL): code that leaves an API this process used (a `temporary_settings` URL
+    whose server stops) drains them first, and the next use starts them on the API then current.
+    From synchronous code only."""
+    import asyncio
+
+    from prefect.events.worker import EventsWorker
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        raise RuntimeError("drain_services is for synchronous code (an event loop is running here)")
+    _, unfinished = EventsWorker.drain_all(timeout=timeout)  # all services: one registry (module doc)
+    return not unfinished
 
 
 _MISSING = object()

@@ -166,6 +166,17 @@ def prefect_harness() -> Iterator[None]:
         yield
 
 
+@pytest.fixture(autouse=True, scope="module")
+def prefect_services_drained(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each file, Prefect's process-wide services have sent what they hold (to the harness,
+    still up): one left on an API that is gone fails here, in the file that left it, instead of
+    slowing every later file on this worker and the harness's teardown (tests/prefect_env.py)."""
+    yield
+    from .prefect_env import drained_or_fail
+
+    drained_or_fail(request.module.__name__)
+
+
 @pytest.fixture
 def events_sink() -> Iterator[object]:
     """Records the Prefect events this process emits: our EventSender, sending through Prefect's

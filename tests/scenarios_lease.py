@@ -58,6 +58,10 @@ class CutProxy:
 
     def __exit__(self, *exc: Any) -> None:
         self._closed = True
+        try:  # wakes the accept(): a close alone leaves it (and the port) listening on Linux
+            self._listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self._listener.close()
         self._drop_all()
 
@@ -128,12 +132,13 @@ def lapsed_lease(ctx: Ctx, n: int) -> Outcome:
 
     It runs its own `prefect server start` (SQLite, with its services): the server's repossessor
     takes back a lapsed lease, and Prefect's test harness runs no services (its leases never lapse)."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from ogpu_prefect.stack import PrefectStack
 
+    from .prefect_env import api_at
+
     stack = PrefectStack(ctx.workdir / "prefect", extra_env={"PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "5"})
-    with stack as info, temporary_settings({PREFECT_API_URL: info.api_url}):
+    with stack as info, api_at(info.api_url):
         return _lapsed_lease(ctx, n, info.api_url)
 
 

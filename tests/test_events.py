@@ -75,16 +75,17 @@ def _put(sender: EventSender, name: str, n: int) -> None:
 
 def test_429_is_waited_out_for_its_retry_after_and_every_event_is_stored(prefect_harness: None, tmp_path: Any) -> None:
     """A real proxy answering 429 with Retry-After in front of the real Prefect server."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_URL
 
     from ogpu_prefect.events import stored_counts
 
+    from .prefect_env import api_at
     from .prefectproxy import PrefectProxy
 
     since = time.time() - 1
     with PrefectProxy(PREFECT_API_URL.value()) as proxy:
         proxy.refuse_next(4)
-        with temporary_settings({PREFECT_API_URL: proxy.url}):
+        with api_at(proxy.url):
             sender = EventSender(directory=tmp_path)
         _put(sender, "ogpu.test.limited", 250)
         assert sender.flush(60)
@@ -107,10 +108,11 @@ def test_what_a_killed_process_left_unsent_is_sent_by_the_next(prefect_harness: 
     import subprocess
     import sys
 
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_URL
 
     from ogpu_prefect.events import stored_counts
 
+    from .prefect_env import api_at
     from .prefectproxy import PrefectProxy
 
     script = (
@@ -129,7 +131,7 @@ def test_what_a_killed_process_left_unsent_is_sent_by_the_next(prefect_harness: 
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         proxy.refuse_next(0)
-        with temporary_settings({PREFECT_API_URL: proxy.url}):
+        with api_at(proxy.url):
             sender = EventSender(directory=tmp_path)
         assert sender.flush(60)
         deadline = time.time() + 60

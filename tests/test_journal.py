@@ -407,11 +407,12 @@ def test_the_journal_waits_out_429s_and_records_everything() -> None:
     import time
 
     from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_URL
 
     from ogpu_prefect.api_writer import ApiWriter
     from ogpu_prefect.worker.task_records import TaskRunJournal
 
+    from .prefect_env import api_at
     from .prefectproxy import PrefectProxy
 
     mined = {30: float(int(time.time()) - 40), 31: float(int(time.time()) - 38)}
@@ -446,7 +447,7 @@ def test_the_journal_waits_out_429s_and_records_everything() -> None:
             return session.state.type.value, len(done)
 
     with PrefectProxy(PREFECT_API_URL.value()) as proxy:
-        with temporary_settings({PREFECT_API_URL: proxy.url}):
+        with api_at(proxy.url):
             events = ApiWriter("/events")
             state, done = anyio.run(main, proxy, events)
         metering = proxy.reset()

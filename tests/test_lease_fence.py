@@ -60,13 +60,15 @@ def test_a_holder_that_cannot_renew_stops_publishing_before_its_lease_can_lapse(
 ) -> None:
     """The Prefect API is cut (a real outage through a proxy): renewals fail; once the lease is no
     longer surely held (here after 0.5 s instead of 45 s), nothing more is published."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_URL
+
+    from .prefect_env import api_at
 
     monkeypatch.setattr(lease_mod, "RENEW_S", 0.2)
     monkeypatch.setattr(lease_mod, "FENCE_MARGIN_S", lease_mod.LEASE_S - 0.5)
     source = ctx.source()
     proxy = CutProxy(PREFECT_API_URL.value())
-    with proxy, temporary_settings({PREFECT_API_URL: proxy.url}), hold_batch(f"cut-{time.time()}"):
+    with proxy, api_at(proxy.url), hold_batch(f"cut-{time.time()}"):
         proxy.cut(5.0)
         time.sleep(1.0)
         with pytest.raises(lease_mod.LeaseLostError):
@@ -84,13 +86,15 @@ def test_a_batch_under_temporary_settings_renews_its_lease_on_that_api(
     (outside the test harness: 'Server process did not start', and an orphaned server; 0 renewals
     reached the caller's API)."""
     from prefect.server.api.server import SubprocessASGIServer
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_URL
+
+    from .prefect_env import api_at
 
     monkeypatch.setattr(lease_mod, "RENEW_S", 0.2)
     servers = dict(SubprocessASGIServer._instances)
     source = ctx.source()
     proxy = CutProxy(PREFECT_API_URL.value())
-    with proxy, temporary_settings({PREFECT_API_URL: proxy.url}), ctx.providers(source):
+    with proxy, api_at(proxy.url), ctx.providers(source):
         state = run_flow(ctx, source, 3)
         renewals = proxy.count("/renew")
     assert state.is_completed(), state

@@ -73,9 +73,10 @@ def prefect_cli(*args: str, home: Path, timeout: float = 120, **env: str) -> sub
 @pytest.fixture(scope="module")
 def ui_server() -> Iterator[tuple[str, dict[str, Any]]]:
     """A real `prefect server start` holding the pool POOL, whose variables reference saved blocks."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from ogpu_prefect import demo as demo_mod
+
+    from .prefect_env import api_at
 
     home = Path(__file__).resolve().parents[1] / ".ogpu" / "pool-ui-test"
     shutil.rmtree(home, ignore_errors=True)
@@ -83,7 +84,7 @@ def ui_server() -> Iterator[tuple[str, dict[str, Any]]]:
     d = demo_mod.Demo(print, home)
     try:
         d.start_prefect()
-        with temporary_settings({PREFECT_API_URL: d.api_url}):
+        with api_at(d.api_url):
             blocks = save_blocks("ui")
             template = OGPUProviderWorker.get_default_base_job_template()
             create_pool(POOL, with_defaults(template, sources=[SOURCE], max_concurrent_tasks=16, **blocks))

@@ -25,15 +25,16 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def production_api() -> Iterator[str]:
-    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from ogpu_prefect.stack import PrefectStack
+
+    from .prefect_env import api_at
 
     home = Path(tempfile.mkdtemp(prefix="ogpu-prod-"))
     home.chmod(0o711)  # PostgreSQL runs as its own user and must reach its data folder
     with (
         PrefectStack(home=home, stack="production", servers=1) as info,
-        temporary_settings({PREFECT_API_URL: info.api_url}),
+        api_at(info.api_url),
     ):
         yield info.api_url
 

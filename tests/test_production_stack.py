@@ -106,7 +106,8 @@ def test_two_api_servers_share_postgres_and_redis_with_a_worker_on_each(home: Pa
         ensure_production()  # installs redis-server (and PostgreSQL 15) where missing
     except StackUnavailableError as e:
         pytest.skip(f"the production stack cannot run here: {e}")
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from .prefect_env import api_at
 
     t0 = time.monotonic()
     stack = PrefectStack(home, stack="production", servers=2)
@@ -136,9 +137,9 @@ def test_two_api_servers_share_postgres_and_redis_with_a_worker_on_each(home: Pa
         from prefect.client.schemas.actions import VariableCreate
 
         name = f"stack-{uuid.uuid4().hex[:8]}"
-        with temporary_settings({PREFECT_API_URL: a}), get_client(sync_client=True) as client:
+        with api_at(a), get_client(sync_client=True) as client:
             client.create_variable(VariableCreate(name=name, value={"written": "through A"}))
-        with temporary_settings({PREFECT_API_URL: b}), get_client(sync_client=True) as client:
+        with api_at(b), get_client(sync_client=True) as client:
             variable = client.read_variable_by_name(name)
             assert variable is not None and variable.value == {"written": "through A"}
 
@@ -202,20 +203,21 @@ def check_a_worker_on_each_server(a: str, b: str, home: Path, tag: str) -> None:
     and run by the worker on the other, and both finish Completed."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from .prefect_env import api_at
 
     src = home / "flows"
     src.mkdir()
     (src / "probe_flow.py").write_text(FLOW)
     pool = f"pool-{tag}"
-    with temporary_settings({PREFECT_API_URL: a}), get_client(sync_client=True) as client:
+    with api_at(a), get_client(sync_client=True) as client:
         client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
         flow_id = client.create_flow_from_name("probe")
         deployment = client.create_deployment(
             flow_id=flow_id, name="probe", work_pool_name=pool, entrypoint="probe_flow.py:probe", path=str(src)
         )
         for_b = client.create_flow_run_from_deployment(deployment, parameters={"x": 1}, work_queue_name="b").id
-    with temporary_settings({PREFECT_API_URL: b}), get_client(sync_client=True) as client:
+    with api_at(b), get_client(sync_client=True) as client:
         for_a = client.create_flow_run_from_deployment(deployment, parameters={"x": 2}, work_queue_name="a").id
 
     # Each worker a process of its own (as on two hosts); in this process, a worker would leave
@@ -235,7 +237,7 @@ def check_a_worker_on_each_server(a: str, b: str, home: Path, tag: str) -> None:
         out = w.communicate(timeout=240)[0].decode(errors="replace")
         assert w.returncode == 0, out[-2000:]
     for url, run_id in ((b, for_a), (a, for_b)):  # read through the server that did not run it
-        with temporary_settings({PREFECT_API_URL: url}), get_client(sync_client=True) as client:
+        with api_at(url), get_client(sync_client=True) as client:
             run = client.read_flow_run(run_id)
             assert run.state is not None and run.state.is_completed(), run.state
             workers = {w.name for w in client.read_workers_for_work_pool(pool)}

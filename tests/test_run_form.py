@@ -72,7 +72,8 @@ def start_server(procs: Procs, home: Path) -> str:
 def deployed(devnet: Any, tmp_path: Path) -> Iterator[tuple[World, str]]:
     """The stack of the README's tour: a server, saved blocks, prefect.yaml's run-batch deployment,
     a process worker; (the world, the UI's URL)."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from .prefect_env import api_at
 
     env = {
         **os.environ,
@@ -86,7 +87,7 @@ def deployed(devnet: Any, tmp_path: Path) -> Iterator[tuple[World, str]]:
     procs.services = ("server", "worker")
     try:
         api = start_server(procs, tmp_path / "prefect-home")
-        with temporary_settings({PREFECT_API_URL: api}), LocalStore(tmp_path / "payloads") as store:
+        with api_at(api), LocalStore(tmp_path / "payloads") as store:
             ctx = Ctx(devnet, store, tmp_path)
             suffix = uuid.uuid4().hex[:6]
             blocks = (f"form-net-{suffix}", f"form-wallet-{suffix}", f"form-store-{suffix}")

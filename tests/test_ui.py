@@ -84,10 +84,11 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def demo_run() -> Iterator[DemoRun]:
-    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from ogpu_prefect.chain import devnet
     from ogpu_prefect.chain.rpc import Rpc
+
+    from .prefect_env import api_at
 
     home = Path(__file__).resolve().parents[1] / ".ogpu" / "ui-test"
     shutil.rmtree(home, ignore_errors=True)
@@ -96,7 +97,7 @@ def demo_run() -> Iterator[DemoRun]:
     try:
         d.net = devnet.start(log_path=home / "anvil.log")
         d.start_prefect()
-        with temporary_settings({PREFECT_API_URL: d.api_url}):
+        with api_at(d.api_url):
             d.save_blocks()
             source = d.publish_source()
             d.start_workers(source)
@@ -232,10 +233,11 @@ def test_a_provider_task_run_shows_the_chains_duration_and_start_not_the_workers
     (CHAIN_LEAD_S ahead), so a wall-clock start could not show A either."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, WorkPoolFilter, WorkPoolFilterName
-    from prefect.settings import PREFECT_API_URL, temporary_settings
     from selenium.webdriver.common.by import By
 
     from ogpu_prefect.chain.connection import Chain
+
+    from .prefect_env import api_at
 
     d, results = demo_run.demo, demo_run.results
     assert [r.status for r in results] == ["finalized"] * 3
@@ -256,7 +258,7 @@ def test_a_provider_task_run_shows_the_chains_duration_and_start_not_the_workers
     responded = {(p.provider.lower(), p.task.lower()): stamp(e.block_number) for e, p in zip(submitted, params)}
 
     served = {(r.provider.lower(), r.task.lower()) for r in results}
-    with temporary_settings({PREFECT_API_URL: d.api_url}), get_client(sync_client=True) as c:
+    with api_at(d.api_url), get_client(sync_client=True) as c:
         deadline = time.time() + 60
         while True:  # the workers' task run records reach the API in batches
             sessions = c.read_flow_runs(work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[demo_mod.POOL])))

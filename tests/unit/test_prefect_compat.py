@@ -119,3 +119,33 @@ def test_a_saved_block_dumps_as_the_reference_a_form_stores() -> None:
     assert block.model_dump(context={"serialize_blocks_as_references": True}) == ref, (
         UPGRADE + f"a block's reference is no longer its {compat.BLOCK_DOCUMENT_ID}"
     )
+
+
+def test_draining_the_events_worker_drains_every_prefect_service() -> None:
+    from prefect._internal.concurrency.services import QueueService, _QueueServiceBase
+    from prefect.concurrency.services import (
+        ConcurrencySlotAcquisitionService,
+        ConcurrencySlotAcquisitionWithLeaseService,
+    )
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for kind in (APILogWorker, ConcurrencySlotAcquisitionService, ConcurrencySlotAcquisitionWithLeaseService):
+        assert issubclass(kind, _QueueServiceBase) and kind._instances is EventsWorker._instances, (
+            UPGRADE + f"{kind.__name__} has a registry of its own: drain_services must drain it too"
+        )
+    handled: list[int] = []
+
+    class Probe(QueueService[int]):
+        async def _handle(self, item: int) -> None:
+            await asyncio.sleep(0.02)
+            handled.append(item)
+
+    probe = Probe.instance()
+    for i in range(3):
+        probe.send(i)
+    assert compat.drain_services(timeout=30)
+    assert handled == [0, 1, 2], UPGRADE + "EventsWorker.drain_all no longer drains the other services"
+    again = Probe.instance()  # the next use starts a new one (on the settings then current)
+    assert again is not probe
+    assert compat.drain_services(timeout=30)
