@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .call_loop import Channel, LoopSpec
 from .chain.errors import OGPUError
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from .result_cache import ResultCache
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 WATCH_S = 2.0
 """Seconds between reads of the states of the flow runs whose calls are in flight."""
@@ -382,29 +383,27 @@ class EngineRegistry:
         match: str | None = None,
     ) -> tuple[CallEngine, Call]:
         """Queues a call on the engine of `key` (started by `build` when none runs)."""
-        while True:
-            with self.lock:
-                engine = self.engines.get(key)
-                if engine is None or engine.closed is not None:
-                    engine = self.engines[key] = build()
-                    engine.on_close = lambda e, k=key: self._drop(k, e)
-            call = engine.submit(call_id, item, flow_run, match)
-            if call is not None:
-                return engine, call
-            self._drop(key, engine)
+        return self._on_engine(key, build, lambda e: e.submit(call_id, item, flow_run, match))
 
     def precall(
         self, key: Hashable, build: Callable[[], CallEngine], items: list[tuple[str, TaskInput]], flow_run: str | None
     ) -> None:
         """Sends `.map`'s inputs ahead to the engine of `key` (see CallEngine.precall)."""
+        self._on_engine(key, build, lambda e: True if e.precall(items, flow_run) else None)
+
+    def _on_engine(
+        self, key: Hashable, build: Callable[[], CallEngine], use: Callable[[CallEngine], T | None]
+    ) -> tuple[CallEngine, T]:
+        """`use(engine)` on the live engine of `key`; on a new one when that one has just ended."""
         while True:
             with self.lock:
                 engine = self.engines.get(key)
                 if engine is None or engine.closed is not None:
                     engine = self.engines[key] = build()
                     engine.on_close = lambda e, k=key: self._drop(k, e)
-            if engine.precall(items, flow_run):
-                return
+            out = use(engine)
+            if out is not None:
+                return engine, out
             self._drop(key, engine)
 
     def _drop(self, key: Hashable, engine: CallEngine) -> None:
