@@ -136,12 +136,16 @@ class OGPUFunction:
     def _send_ahead(self, data: list[Any]) -> None:
         """Inputs a task run of this flow will call with, sent to the loop now; never those the
         cache answers (their task runs do not call), nor when the caller chose result storage
-        (the cache is then where only Prefect looks)."""
+        (the cache is then where only Prefect looks), nor when task runs run in other processes;
+        any doubt (a storage error) sends nothing ahead."""
         from prefect.context import FlowRunContext
+        from prefect.task_runners import ThreadPoolTaskRunner
 
         ctx = FlowRunContext.get()
         if ctx is None or ctx.flow_run is None or self.task.result_storage is not None:
             return
+        if not isinstance(ctx.task_runner, ThreadPoolTaskRunner):  # task runs in other processes
+            return  # (Dask, Ray) would not find the calls sent from this one, and publish again
         try:
             json.dumps(data)  # plain values only: a future's value is known when its task run starts
             keys = self.keys()

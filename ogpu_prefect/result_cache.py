@@ -85,11 +85,9 @@ class ResultCache:
         return True, record.result
 
     def has(self, item: TaskInput) -> bool:
-        """Whether an answer for this input is stored (unread)."""
-        try:
-            return bool(self.store.exists(self.keys.key(item)))
-        except Exception:
-            return False
+        """Whether an answer for this input is stored (unread); a storage error raises, as a
+        caller deciding to publish must not take "unreadable" for "absent"."""
+        return bool(self.store.exists(self.keys.key(item)))
 
     def lookup(self, items: Sequence[TaskInput]) -> dict[int, Any]:
         """Position -> stored result, for the inputs already answered."""

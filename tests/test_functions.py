@@ -328,3 +328,31 @@ def test_the_loop_process_never_holds_the_key_and_its_death_is_settled(env) -> N
     assert [TaskStatus(s) for s in statuses] == [TaskStatus.CANCELED] * 4
     assert chain.vault.frozen_payment(client) == 0, "the escrow is back"
     assert chain.vault.balance_of(client) == balance0
+
+
+def test_inputs_are_sent_ahead_only_to_task_runs_of_this_process(env, monkeypatch) -> None:
+    """`.map` sends its inputs to this process's loop ahead of their task runs; where the task
+    runs run in other processes (a process pool, Dask, Ray) they would not find them and would
+    publish again, so nothing is sent ahead. (The loop is spied: nothing is published here.)"""
+    from prefect import flow
+    from prefect.task_runners import ProcessPoolTaskRunner
+
+    from ogpu_prefect.call_engine import ENGINES
+
+    source = make_source(env, DeliveryMethod.FIRST_RESPONSE)
+    analyze = function(env, source, task_timeout=60)
+    sent: list[int] = []
+    monkeypatch.setattr(ENGINES, "precall", lambda key, build, items, run: sent.append(len(items)))
+
+    @flow
+    def here() -> None:
+        analyze._send_ahead([{"n": 1}, {"n": 2}])
+
+    @flow(task_runner=ProcessPoolTaskRunner(max_workers=1))
+    def elsewhere() -> None:
+        analyze._send_ahead([{"n": 1}, {"n": 2}])
+
+    here()
+    assert sent == [2]
+    elsewhere()
+    assert sent == [2], "nothing sent ahead for task runs in other processes"
