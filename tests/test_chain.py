@@ -302,7 +302,7 @@ def test_a_receipt_timeout_says_what_the_node_knows(devnet) -> None:
     a = chain.sender(devnet.key("client"), receipt_timeout=2)
     gap = int(chain.rpc.call("eth_getTransactionCount", [a.address, "pending"]), 16) + 1
     try:
-        pending = [a._signed(chain.vault.deposit(a.address, value=1), gap, 100_000, a._fees(100_000))]
+        pending = a._signed([(chain.vault.deposit(a.address, value=1), gap, 100_000)], a._fees(100_000))
         a.broadcast(pending)
         with pytest.raises(errors.TxReceiptTimeoutError) as e:
             a.wait(pending)
@@ -346,7 +346,7 @@ def test_a_transaction_queued_at_the_next_nonce_is_freed(devnet) -> None:
     a = chain.sender(devnet.key("client"), receipt_timeout=20)
     nonce = int(rpc.call("eth_getTransactionCount", [a.address, "latest"]), 16)
     fees = a._fees(300_000)  # signed as if `nonce` were used by a transaction being mined
-    pending = [a._signed(chain.vault.deposit(a.address, value=v), nonce + v, 100_000, fees) for v in (1, 2, 3)]
+    pending = a._signed([(chain.vault.deposit(a.address, value=v), nonce + v, 100_000) for v in (1, 2, 3)], fees)
     a.broadcast(pending)
     rpc.call("anvil_setNonce", [a.address, hex(nonce + 1)])
     assert rpc.call("txpool_status") == {"pending": "0x0", "queued": "0x3"}, "the stuck state"
