@@ -229,16 +229,19 @@ class TaskRunJournal:
         await self.sessions.close_runs(ids, state_type, message)
 
     def run_of(self, task: str) -> UUID | None:
-        """The flow run recording `task` (its session's), once it exists."""
+        """The flow run recording `task` (its session's), once it exists; a task recorded as
+        ended a moment ago still has it (an event about it may follow its end)."""
         t = self._tasks.get(task)
-        return self.sessions.run_of(t.session) if t is not None else None
+        session = t.session if t is not None else self._late.get(task, (None, None))[1]
+        return self.sessions.run_of(session) if session is not None else None
 
     def run_related(self, run_id: UUID) -> list[dict[str, str]]:
         return self.sessions.run_related(run_id)
 
     def task_run_of(self, task: str) -> UUID | None:
         t = self._tasks.get(task)
-        return t.id if t is not None and not self.summary_only else None
+        run = t.id if t is not None else self._late.get(task, (None, None))[0]
+        return run if not self.summary_only else None
 
     def open_runs(self) -> dict[UUID, list[str]]:
         """Session flow run -> its tasks in flight (cancelling the run cancels them)."""
