@@ -98,6 +98,7 @@ ROLES = (
     ("worker start --pool", "workers"),
     ("worker.runner", "services"),
     ("ogpu_prefect._loopback", "payload server"),
+    ("ogpu_prefect.call_loop", "calls' loop"),
     ("anvil", "anvil"),
     ("redis-server", "redis"),
     ("postgres", "postgres"),

@@ -4,14 +4,16 @@ counting, rate-limiting proxy (tests/prefectproxy.py) between every process of o
 flow, its event sender, the workers) and the Prefect API: HTTP and the events websocket both go
 through it and are counted.
 
-Two batches of N tasks on the same warm fleet:
+Four batches of N tasks on the same warm fleet:
 1. unlimited: the API requests and the log lines + events the batch cost (requests counted by the
    proxy from the batch's start until its records are written; log lines counted by the proxy;
    events counted by the server, so that the run-state events Prefect's server emits itself
    count too), the records' lag after the batch, and whether every provider task run's start and
    end are within 1 s of its attempt's and response's block times (read back from the API);
-2. limited as Prefect Cloud's Hobby tier: 250 requests and 500 log lines + events a minute; its
-   wall over the unlimited one's (the records may lag; the money path must not).
+2. two limited as Prefect Cloud's Hobby tier (250 requests and 500 log lines + events a minute,
+   fresh windows for each), then one unlimited again: W is the limited pair's walls over the
+   unlimited pair's around them (A B B A, so that the chain's and the fleet's growth from batch
+   to batch weighs on both alike). The records may lag; the money path must not.
 Then, with the limits lifted, every event the client and workers emitted must be stored, and
 every response on chain by our providers must have its Completed task run.
 
@@ -33,7 +35,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _prefect_api import prefect_api, sender_counts, wait_stored  # noqa: E402
+from _prefect_api import (  # noqa: E402
+    cpu_by_part,
+    cpu_seconds,
+    parts_text,
+    postmaster_pid,
+    prefect_api,
+    sender_counts,
+    wait_stored,
+)
 from _smoke import parse_args  # noqa: E402
 from _workdir import workdir  # noqa: E402
 from e2e import PAY, PROVIDERS, OwnKeys, bench_fleet, wait_services  # noqa: E402
@@ -205,6 +215,7 @@ def main() -> None:
     ap.add_argument("--requests-per-min", type=int, default=250)
     ap.add_argument("--writes-per-min", type=int, default=500)
     ap.add_argument("--records-timeout", type=float, default=300.0)
+    ap.add_argument("--trace", action="store_true", help="print each batch's first requests, timed")
     args = parse_args(ap, tasks=6, workers=1, stack="sqlite", records_timeout=60.0)
 
     from ogpu_prefect.blocks import OGPUWallet
@@ -244,6 +255,8 @@ def main() -> None:
 
                         # 1. unlimited
                         proxy.reset()
+                        if args.trace:
+                            proxy.trace = []
                         since, first = time.time(), chain.block_number()
                         wall, finalized, tasks_a = batch(source, args.tasks, "a")
                         attempted, responded = chain_times(chain, first, set(addr.values()), tasks_a)
@@ -261,27 +274,54 @@ def main() -> None:
                             flush=True,
                         )
 
-                        # 2. limited (Prefect Cloud Hobby)
-                        proxy.limit(args.requests_per_min, args.writes_per_min)
-                        since_b, first_b = time.time(), chain.block_number()
-                        wall_b, finalized_b, tasks_b = batch(source, args.tasks, "b")
-                        limited = proxy.reset()
-                        proxy.limit(None, None)
-                        print(
-                            f"limited ({args.requests_per_min} requests, {args.writes_per_min} writes a minute): "
-                            f"{finalized_b}/{args.tasks} finalized in {wall_b:.2f}s; {sum(limited.refused.values())} "
-                            f"requests answered 429 ({dict(limited.refused.most_common(6))}); "
-                            f"websocket events held {limited.held_s:.1f}s",
-                            flush=True,
-                        )
-                        _, responded_b = chain_times(chain, first_b, set(addr.values()), tasks_b)
+                        # 2. limited (Prefect Cloud Hobby), twice, then unlimited again: each batch runs on
+                        # a chain and a fleet one batch older than the last (anvil slows as its state
+                        # grows: two unlimited batches in a row differ by ~8%), so the limited pair's
+                        # walls are set against the unlimited pair around them (A B B A).
+                        later: list[tuple[str, float, int, set[str], dict[Any, float], float]] = []
+                        for tag, limit in (("b", True), ("c", True), ("d", False)):
+                            if limit:  # fresh windows for each limited batch
+                                proxy.limit(args.requests_per_min, args.writes_per_min)
+                            since_x, first_x, t_x = time.time(), chain.block_number(), time.monotonic()
+                            cpu0 = cpu_seconds(postmaster_pid(tmp))
+                            wall_x, finalized_x, tasks_x = batch(source, args.tasks, tag)
+                            cpu = parts_text(cpu_by_part(cpu0, cpu_seconds(postmaster_pid(tmp))))
+                            limited = proxy.reset()
+                            proxy.limit(None, None)
+                            name = (
+                                f"limited ({args.requests_per_min} requests, {args.writes_per_min} writes a minute)"
+                                if limit
+                                else "unlimited again"
+                            )
+                            print(
+                                f"{name}: {finalized_x}/{args.tasks} finalized in {wall_x:.2f}s; "
+                                f"{sum(limited.refused.values())} requests answered 429 "
+                                f"({dict(limited.refused.most_common(6))}); "
+                                f"websocket events held {limited.held_s:.1f}s; requests "
+                                f"{dict(limited.requests.most_common(8))}; CPU s: {cpu}",
+                                flush=True,
+                            )
+                            if proxy.trace is not None:
+                                first = [x for x in proxy.trace if t_x <= x[0] < t_x + 6.0]
+                                print(
+                                    f"  {name}, its first 6 s: "
+                                    + "; ".join(f"+{s0 - t_x:.2f} {r} {st} {d * 1000:.0f}ms" for s0, d, r, st in first)
+                                )
+                            _, responded_x = chain_times(chain, first_x, set(addr.values()), tasks_x)
+                            later.append((tag, wall_x, finalized_x, tasks_x, responded_x, since_x))
 
                         # 3. nothing lost
-                        with temporary_settings({PREFECT_API_URL: upstream}):
-                            lag_b, runs_b = records_done(since_b - 2, len(responded_b), args.records_timeout, tasks_b)
-                        completed_b = sum(r.state_type.value == "COMPLETED" for r in runs_b)
                         records_lost = max(len(responded) - sum(r.state_type.value == "COMPLETED" for r in runs), 0)
-                        records_lost += max(len(responded_b) - completed_b, 0)
+                        for tag, _, _, tasks_x, responded_x, since_x in later:
+                            with temporary_settings({PREFECT_API_URL: upstream}):
+                                lag_x, runs_x = records_done(
+                                    since_x - 2, len(responded_x), args.records_timeout, tasks_x
+                                )
+                            completed_x = sum(r.state_type.value == "COMPLETED" for r in runs_x)
+                            records_lost += max(len(responded_x) - completed_x, 0)
+                            print(f"batch {tag}'s records {lag_x:.1f}s after the batches", flush=True)
+                        wall_b, wall_c, wall_d = (x[1] for x in later)
+                        limited_ratio = (wall_b + wall_c) / (wall + wall_d)
                         for role in roles:  # workers flush their events on a clean stop
                             fleet.stop(role)
                         from ogpu_prefect import events
@@ -295,7 +335,7 @@ def main() -> None:
                             stored["prefect.task-run.* (workers)"] = stored_provider_task_run_events(began)
                         events_lost = emitted - sum(stored.values())
                         print(
-                            f"limited batch's records {lag_b:.1f}s after it; events emitted {emitted} "
+                            f"events emitted {emitted} "
                             f"(client {mine}; workers {workers}), stored {sum(stored.values())} {stored}",
                             flush=True,
                         )
@@ -306,7 +346,7 @@ def main() -> None:
     print(
         f"api_requests_per_task={requests / args.tasks:.2f} writes_per_task={(logs + events_written) / args.tasks:.2f} "
         f"records_lag_s={lag:.1f} true_times={truthful} events_lost={events_lost} records_lost={records_lost} "
-        f"limited_wall_ratio={wall_b / wall:.2f}"
+        f"limited_wall_ratio={limited_ratio:.2f}"
     )
 
 

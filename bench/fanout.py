@@ -4,7 +4,10 @@ its state grows: the second on a used chain would be flattered or penalised), bo
 under a Prefect server stack (ogpu_prefect/stack.py), served by stand-in providers
 (tests/provider_sim.py: real attempt and submit transactions) in a process of their own. Then the
 same flow again over the same inputs on the second chain: every call should be a cache hit
-(result_cache.py), publishing and paying nothing.
+(result_cache.py), publishing and paying nothing. Between the two, Prefect's floor: the same flow
+over a plain task with the same options, no chain (what 1,000 task runs cost Prefect itself). Each
+run prints the CPU seconds of every process by part (the client, its calls' loop, the Prefect
+server, anvil, the stand-in providers): on a machine of few cores they share, that is the wall.
 
     .venv/bin/python bench/fanout.py [--inputs 1000] [--stack sqlite|production] [--smoke]
 
@@ -25,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _prefect_api import prefect_api  # noqa: E402
+from _prefect_api import cpu_by_part, cpu_seconds, parts_text, prefect_api  # noqa: E402
 from _smoke import parse_args  # noqa: E402
 from _workdir import workdir  # noqa: E402
 from scaling import ROLES, serve  # noqa: E402
@@ -39,8 +42,9 @@ def published(chain: Chain, since: int, source: str) -> int:
     return sum(1 for e in chain.cursor(["TaskPublished"], since).poll() if e["source"].lower() == source.lower())
 
 
-def on_fresh_chain(tmp: Path, name: str, work: Callable[[Chain, Any, str, Any], dict[str, Any]]) -> dict[str, Any]:
-    """`work(chain, blocks, source, net)` on a fresh devnet with a served source."""
+def on_fresh_chain(tmp: Path, name: str, work: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+    """`work(chain, blocks, source, net, cpu)` on a fresh devnet with a served source; `cpu()` is
+    the CPU seconds of this run's processes so far (the stand-in providers' named)."""
     from ogpu_prefect.blocks import OGPUNetwork, OGPUStorage, OGPUWallet
     from ogpu_prefect.chain import devnet as devnet_mod
     from ogpu_prefect.client import OGPUClient
@@ -76,8 +80,9 @@ def on_fresh_chain(tmp: Path, name: str, work: Callable[[Chain, Any, str, Any], 
                 OGPUWallet(private_key=net.key("client")),
                 OGPUStorage(write_url=f"file://{root}", read_url=store.base_url),
             )
+            named = {providers.pid: "stand-in providers"}
             try:
-                return work(chain, blocks, source, net)
+                return work(chain, blocks, source, net, lambda: cpu_seconds(named=named))
             finally:
                 stop.set()
                 providers.join(timeout=60)
@@ -86,19 +91,19 @@ def on_fresh_chain(tmp: Path, name: str, work: Callable[[Chain, Any, str, Any], 
 
 
 def batch_work(inputs: list[Any]) -> Callable[..., dict[str, Any]]:
-    def work(chain: Chain, blocks: Any, source: str, net: Any) -> dict[str, Any]:
+    def work(chain: Chain, blocks: Any, source: str, net: Any, cpu: Callable[[], Any]) -> dict[str, Any]:
         from ogpu_prefect.flows.run_batch import run_batch
 
-        t0 = time.perf_counter()
+        before, t0 = cpu(), time.perf_counter()
         results = run_batch(source, inputs, PAY, *blocks, function_name="echo", task_timeout=600, max_republish=1)
         wall = time.perf_counter() - t0
-        return {"wall": wall, "ok": sum(r.ok for r in results)}
+        return {"wall": wall, "ok": sum(r.ok for r in results), "cpu": parts_text(cpu_by_part(before, cpu()))}
 
     return work
 
 
 def map_work(inputs: list[Any]) -> Callable[..., dict[str, Any]]:
-    def work(chain: Chain, blocks: Any, source: str, net: Any) -> dict[str, Any]:
+    def work(chain: Chain, blocks: Any, source: str, net: Any, cpu: Callable[[], Any]) -> dict[str, Any]:
         from prefect import flow
 
         from ogpu_prefect import OGPUFunction
@@ -112,10 +117,13 @@ def map_work(inputs: list[Any]) -> Callable[..., dict[str, Any]]:
         def fanout(items: list[Any]) -> int:
             return sum(1 for f in echo.map(items) if f.result() is not None)
 
-        t0 = time.perf_counter()
+        before, t0 = cpu(), time.perf_counter()
         ok = fanout(inputs)
         wall = time.perf_counter() - t0
-        print(f"flow .map: {ok}/{len(inputs)} in {wall:.1f}s", flush=True)
+        print(
+            f"flow .map: {ok}/{len(inputs)} in {wall:.1f}s (CPU s: {parts_text(cpu_by_part(before, cpu()))})",
+            flush=True,
+        )
         client = net.address("client")
         block, balance = chain.block_number(), chain.vault.balance_of(client)
         t1 = time.perf_counter()
@@ -131,6 +139,32 @@ def map_work(inputs: list[Any]) -> Callable[..., dict[str, Any]]:
         }
 
     return work
+
+
+def prefect_floor(inputs: list[Any]) -> dict[str, Any]:
+    """Prefect's own cost of the `.map` flow, on the same server: the same flow over a plain task
+    with the same options (a cache key per input, persisted results, one retry, a run name from
+    the input) that returns its input. No chain, no loop: what no OpenGPU code can save."""
+    import hashlib
+    import json
+
+    from prefect import flow, task
+
+    def key(context: Any, parameters: dict[str, Any]) -> str:
+        return hashlib.sha256(json.dumps(parameters["data"], sort_keys=True).encode()).hexdigest()
+
+    @task(task_run_name="plain-echo-{data!s:.40}", retries=1, cache_key_fn=key, persist_result=True)
+    def echo(data: Any) -> Any:
+        return data
+
+    @flow(name="fanout-floor")
+    def fanout_floor(items: list[Any]) -> int:
+        return sum(1 for f in echo.map(items) if f.result() is not None)
+
+    before, t0 = cpu_seconds(), time.perf_counter()
+    ok = fanout_floor(inputs)
+    wall = time.perf_counter() - t0
+    return {"wall": wall, "ok": ok, "cpu": parts_text(cpu_by_part(before, cpu_seconds()))}
 
 
 def with_retries(run: Callable[[], Any], tries: int = 4) -> Any:
@@ -164,7 +198,13 @@ def main() -> None:
             temporary_settings({PREFECT_RESULTS_LOCAL_STORAGE_PATH: tmp / "results"}),
         ):
             batch = on_fresh_chain(tmp, "batch", batch_work(inputs))
-            print(f"run_batch: {batch['ok']}/{n} in {batch['wall']:.1f}s", flush=True)
+            print(f"run_batch: {batch['ok']}/{n} in {batch['wall']:.1f}s (CPU s: {batch['cpu']})", flush=True)
+            floor = prefect_floor(inputs)
+            print(
+                f"Prefect's floor (a plain task .mapped): {floor['ok']}/{n} in {floor['wall']:.1f}s "
+                f"(CPU s: {floor['cpu']})",
+                flush=True,
+            )
             mapped = on_fresh_chain(tmp, "map", map_work(inputs))
             print(
                 f"again (cached): {mapped['cached_ok']}/{n} in {mapped['cached_wall']:.1f}s, "
@@ -173,6 +213,7 @@ def main() -> None:
             )
     if batch["ok"] != n or mapped["ok"] != n or mapped["cached_ok"] != n:
         raise SystemExit(f"not every input finalized: {batch['ok']}, {mapped['ok']}, {mapped['cached_ok']} of {n}")
+    print(f"prefect_floor_vs_run_batch={floor['wall'] / batch['wall']:.2f} (Prefect's own {n} task runs, no chain)")
     print(
         f"map_vs_run_batch={mapped['wall'] / batch['wall']:.2f} cache_hit_tasks={mapped['cache_tasks']} "
         f"cache_hit_wei={mapped['cache_wei']}"

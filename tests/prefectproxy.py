@@ -86,6 +86,8 @@ class PrefectProxy:
         self.url = f"http://127.0.0.1:{self.port}{prefix.rstrip('/')}"
         self._server: Any = None
         self._thread: threading.Thread | None = None
+        self.trace: list[tuple[float, float, str, int]] | None = None
+        """When a list: (start, seconds, route, status) of each HTTP request (time.monotonic)."""
 
     def limit(self, requests_per_min: int | None, writes_per_min: int | None) -> None:
         """New limits, with fresh windows."""
@@ -115,6 +117,15 @@ class PrefectProxy:
         client = httpx.AsyncClient(base_url=f"http://{base}", timeout=120)
 
         async def http(request: Request) -> Response:
+            started = time.monotonic()
+            reply = await forward(request)
+            if self.trace is not None:
+                self.trace.append(
+                    (started, time.monotonic() - started, route_of(request.method, request.url.path), reply.status_code)
+                )
+            return reply
+
+        async def forward(request: Request) -> Response:
             body = await request.body()
             path = request.url.path
             route = route_of(request.method, path)
