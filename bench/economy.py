@@ -305,9 +305,12 @@ def main() -> None:
                         if args.trace:
                             proxy.trace = []
                         since, first = time.time(), chain.block_number()
+                        cpu0 = cpu_seconds(postmaster_pid(tmp))
                         with StallWatch(net.rpc_url) as watch:
                             wall, finalized, tasks_a = batch(source, args.tasks, "a")
                         stalls = {"a": watch.longest}
+                        cpu_a = parts_text(cpu_by_part(cpu0, cpu_seconds(postmaster_pid(tmp))))
+                        blocks_a = chain.block_number() - first
                         attempted, responded = chain_times(chain, first, set(addr.values()), tasks_a)
                         with temporary_settings({PREFECT_API_URL: upstream}):  # the bench's reads: not counted
                             lag, runs = records_done(since - 2, len(responded), args.records_timeout, tasks_a)
@@ -320,7 +323,7 @@ def main() -> None:
                             f"unlimited: {finalized}/{args.tasks} finalized in {wall:.2f}s; records {lag:.1f}s later; "
                             f"{requests} API requests ({json.dumps(dict(metering.requests.most_common(12)))}); "
                             f"{logs} log lines, {events_written} events stored; proxy writes {dict(metering.writes)}; "
-                            f"longest chain stall {stalls['a']:.1f}s",
+                            f"CPU s: {cpu_a}; {blocks_a} blocks; longest chain stall {stalls['a']:.1f}s",
                             flush=True,
                         )
 
@@ -351,7 +354,7 @@ def main() -> None:
                                 f"({dict(limited.refused.most_common(6))}); "
                                 f"websocket events held {limited.held_s:.1f}s; requests "
                                 f"{dict(limited.requests.most_common(8))}; CPU s: {cpu}; "
-                                f"longest chain stall {watch.longest:.1f}s",
+                                f"{chain.block_number() - first_x} blocks; longest chain stall {watch.longest:.1f}s",
                                 flush=True,
                             )
                             if proxy.trace is not None:
