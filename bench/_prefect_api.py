@@ -169,6 +169,22 @@ def cpu_by_part(before: dict[int, tuple[str, float]], after: dict[int, tuple[str
     return parts
 
 
+def wait_api_idle(idle_cpu_s: float = 0.1, timeout: float = 60.0) -> float:
+    """Waits until the Prefect server's processes use under `idle_cpu_s` of CPU in a second (it
+    records a flow's task runs after the flow returns: the next measured run should not pay for
+    them); returns the seconds waited."""
+    t0 = time.monotonic()
+    api = ("Prefect API", "Prefect services", "postgres", "redis")
+    last = sum(v for role, v in cpu_seconds().values() if role in api)
+    while time.monotonic() - t0 < timeout:
+        time.sleep(1.0)
+        now = sum(v for role, v in cpu_seconds().values() if role in api)
+        if now - last < idle_cpu_s:
+            break
+        last = now
+    return time.monotonic() - t0
+
+
 def postmaster_pid(home: Path) -> tuple[int, ...]:
     pid_file = home / "stack" / "pgdata" / "postmaster.pid"
     try:

@@ -28,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _prefect_api import cpu_by_part, cpu_seconds, parts_text, prefect_api  # noqa: E402
+from _prefect_api import cpu_by_part, cpu_seconds, parts_text, prefect_api, wait_api_idle  # noqa: E402
 from _smoke import parse_args  # noqa: E402
 from _workdir import workdir  # noqa: E402
 from scaling import ROLES, serve  # noqa: E402
@@ -197,12 +197,13 @@ def main() -> None:
             prefect_api(tmp, args.stack),
             temporary_settings({PREFECT_RESULTS_LOCAL_STORAGE_PATH: tmp / "results"}),
         ):
+            wait_api_idle()  # the stack's start-up, as the floor's recording below: not a measured run's
             batch = on_fresh_chain(tmp, "batch", batch_work(inputs))
             print(f"run_batch: {batch['ok']}/{n} in {batch['wall']:.1f}s (CPU s: {batch['cpu']})", flush=True)
             floor = prefect_floor(inputs)
             print(
                 f"Prefect's floor (a plain task .mapped): {floor['ok']}/{n} in {floor['wall']:.1f}s "
-                f"(CPU s: {floor['cpu']})",
+                f"(CPU s: {floor['cpu']}); the server settled {wait_api_idle():.0f}s after it",
                 flush=True,
             )
             mapped = on_fresh_chain(tmp, "map", map_work(inputs))
