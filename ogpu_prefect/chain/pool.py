@@ -66,8 +66,7 @@ def queued_of(rpc: Rpc, address: str) -> int:
         inspect = rpc.call("txpool_inspect")
     except Exception:
         return 0
-    queued = inspect.get("queued") if isinstance(inspect, dict) else None
-    return sum(len(txs or {}) for a, txs in (queued or {}).items() if a.lower() == address.lower())
+    return _entries(inspect, "queued", address)
 
 
 def drop_queued(rpc: Rpc, address: str) -> bool:
@@ -85,14 +84,13 @@ def drop_queued(rpc: Rpc, address: str) -> bool:
 def _only_queued(inspect: Any, address: str) -> bool:
     """Whether the pool holds this account's transactions as queued only: stuck while other
     accounts' are pending (the pool-wide counts see only an idle pool)."""
-    if not isinstance(inspect, dict):
-        return False
+    return _entries(inspect, "queued", address) > 0 and _entries(inspect, "pending", address) == 0
 
-    def mine(section: str) -> bool:
-        accounts = inspect.get(section) or {}
-        return any(a.lower() == address.lower() and txs for a, txs in accounts.items())
 
-    return mine("queued") and not mine("pending")
+def _entries(inspect: Any, section: str, address: str) -> int:
+    """How many of the account's transactions a `txpool_inspect` answer lists under `section`."""
+    accounts = inspect.get(section) if isinstance(inspect, dict) else None
+    return sum(len(txs or {}) for a, txs in (accounts or {}).items() if a.lower() == address.lower())
 
 
 def describe_unmined(rpc: Rpc, address: str, missing: Sequence[Any], timeout: float) -> str:
